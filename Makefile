@@ -1,0 +1,28 @@
+# Two commands do all set-up: `make demo` and `make test`. Both create .venv here.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat setup.py requirements.lock | cksum | cut -d' ' -f1)
+
+.PHONY: install demo test lint clean
+
+$(STAMP): setup.py requirements.lock
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
+	$(PY) -m pip install --quiet -c requirements.lock -e ".[export,test]"
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/videolabel demo --output demo_output
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+test: lint
+	$(VENV)/bin/pytest
+
+clean:
+	rm -rf demo_output .pytest_cache build *.egg-info

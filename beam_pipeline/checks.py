@@ -1,0 +1,77 @@
+"""Start-up checks: every input, model and output problem found before a video is read."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from apache_beam.io.filesystems import FileSystems
+
+from beam_pipeline.config import ConfigError, JobConfig
+from models.labels import KINETICS_600, read_labels
+from models.movinet_export import LABELS_FILENAME
+from models.movinet_variants import hub_handle
+from transforms.listing import is_manifest, manifest_columns
+
+__all__ = ["check_inputs", "prepare_output", "resolve_handle", "resolve_labels"]
+
+_OUTPUT_ENTRIES = ("videos", "frames", "labels.txt", "_run.json")
+
+
+def check_inputs(paths: Sequence[str]) -> None:
+    """Every glob matches at least one file; every manifest exists and has a ``uri`` column."""
+    if not paths:
+        raise ConfigError("--input: no input given (set input.paths in the config or pass --input)")
+    for path in paths:
+        if is_manifest(path):
+            if not FileSystems.exists(path):
+                raise ConfigError(f"--input: manifest {path!r} does not exist")
+            columns = manifest_columns(path)
+            if "uri" not in columns:
+                raise ConfigError(f"--input: manifest {path!r} has no 'uri' column (columns: {columns})")
+            continue
+        try:
+            matched = FileSystems.match([path], limits=[1])[0].metadata_list
+        except Exception as exc:  # Beam raises BeamIOError with per-pattern causes
+            raise ConfigError(f"--input: cannot list {path!r}: {exc}".replace("\n", " ")) from None
+        if not matched:
+            raise ConfigError(f"--input: {path!r} matches no file")
+
+
+def resolve_handle(cfg: JobConfig) -> str:
+    """The model handle: the configured one, else the TF Hub URL of the variant.
+
+    A local or gs:// handle must be a SavedModel directory. A URL cannot be checked
+    offline; it is loaded by each worker.
+    """
+    m = cfg.model
+    handle = m.handle or hub_handle(m.model_id, m.model_mode, m.hub_version)
+    if handle.startswith(("http://", "https://")):
+        return handle
+    if not FileSystems.exists(FileSystems.join(handle, "saved_model.pb")):
+        raise ConfigError(f"--model: {handle!r} is not a SavedModel directory (no saved_model.pb)")
+    return handle
+
+
+def resolve_labels(cfg: JobConfig, handle: str) -> list[str]:
+    """model.labels, else labels.txt beside a SavedModel, else the Kinetics-600 names."""
+    if cfg.model.labels:
+        if not FileSystems.exists(cfg.model.labels):
+            raise ConfigError(f"model.labels: {cfg.model.labels!r} does not exist")
+        return read_labels(cfg.model.labels)
+    if "://" not in handle or handle.startswith("gs://"):
+        beside = FileSystems.join(handle, LABELS_FILENAME)
+        if FileSystems.exists(beside):
+            return read_labels(beside)
+    return list(KINETICS_600)
+
+
+def prepare_output(root: str, overwrite: bool) -> None:
+    """Refuses to mix runs in one output folder; with ``overwrite`` clears the old run."""
+    existing = [FileSystems.join(root, e) for e in _OUTPUT_ENTRIES
+                if FileSystems.exists(FileSystems.join(root, e))]
+    if existing and not overwrite:
+        raise ConfigError(
+            f"--output: {root!r} already holds a run ({', '.join(existing)}); "
+            "pass --overwrite to replace it or choose another folder")
+    if existing:
+        FileSystems.delete(existing)

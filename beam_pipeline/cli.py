@@ -1,0 +1,116 @@
+"""The ``videolabel`` command line (also ``python -m beam_pipeline``).
+
+Flags this program does not define pass through to Beam's PipelineOptions, so
+every Beam and Dataflow option works as usual; a flag neither knows fails at
+start with one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+
+def _run_parser(sub) -> None:
+    run = sub.add_parser("run", help="label videos into Parquet",
+                         description="Label videos; unknown --flags go to Beam's PipelineOptions.")
+    run.add_argument("--config", help="YAML config (e.g. configs/local.yaml)")
+    run.add_argument("--input", action="append", metavar="GLOB_OR_MANIFEST",
+                     help="video glob or manifest (.csv/.jsonl/.parquet); repeatable; replaces input.paths")
+    run.add_argument("--output", help="output folder (local or gs://); replaces output.path")
+    run.add_argument("--model", help="TF Hub URL or SavedModel dir; replaces model.handle")
+    run.add_argument("--runner", help="Beam runner, e.g. DirectRunner or DataflowRunner")
+    run.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                     help="override one config key, e.g. --set sampling.fps=2; repeatable")
+    run.add_argument("--overwrite", action="store_true", help="replace a previous run in --output")
+
+
+def _export_parser(sub) -> None:
+    exp = sub.add_parser("export-movinet", help="build a MoViNet SavedModel offline")
+    exp.add_argument("--model-id", default="a0", choices=["a0", "a1", "a2", "a3", "a4", "a5"])
+    exp.add_argument("--mode", default="stream", choices=["base", "stream"])
+    exp.add_argument("--output", required=True, help="SavedModel directory to create")
+    exp.add_argument("--checkpoint", help="tf.train.Checkpoint prefix to restore (default: random weights)")
+    exp.add_argument("--num-classes", type=int, default=600)
+    exp.add_argument("--labels", help="labels file for the classes (default: Kinetics-600 for 600)")
+
+
+def _demo_parser(sub) -> None:
+    demo = sub.add_parser("demo", help="end to end, offline, on generated labelled videos")
+    demo.add_argument("--output", default="demo_output", help="folder for videos, model and results")
+
+
+def _overrides(args) -> list[str]:
+    sets = list(args.set)
+    if args.input:
+        sets.append("input.paths=" + repr(list(args.input)).replace("'", '"'))
+    if args.output:
+        sets.append(f"output.path={_quoted(args.output)}")
+    if args.model:
+        sets.append(f"model.handle={_quoted(args.model)}")
+    return sets
+
+
+def _quoted(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _cmd_run(args, beam_args: list[str]) -> int:
+    from beam_pipeline.config import load_config
+    from beam_pipeline.launcher import run_job
+    from beam_pipeline.summary import print_summary
+
+    cfg = load_config(args.config, _overrides(args))
+    if args.runner:
+        beam_args = [f"--runner={args.runner}", *beam_args]
+    summary = run_job(cfg, beam_args, overwrite=args.overwrite)
+    print_summary(summary, cfg.output.path)
+    return 0
+
+
+def _cmd_export(args, beam_args: list[str]) -> int:
+    from models.labels import read_labels
+    from models.movinet_export import export_movinet
+
+    labels = read_labels(args.labels) if args.labels else None
+    export_movinet(args.output, model_id=args.model_id, mode=args.mode,
+                   num_classes=args.num_classes, checkpoint=args.checkpoint, labels=labels)
+    print(f"exported MoViNet {args.model_id} {args.mode} ({args.num_classes} classes) to {args.output}")
+    return 0
+
+
+def _cmd_demo(args, beam_args: list[str]) -> int:
+    from beam_pipeline.demo import run_demo
+
+    run_demo(args.output, beam_args)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    parser = argparse.ArgumentParser(prog="videolabel", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    _run_parser(sub)
+    _export_parser(sub)
+    _demo_parser(sub)
+    args, beam_args = parser.parse_known_args(argv)
+    if args.command != "run" and beam_args:
+        parser.error(f"unrecognized arguments: {' '.join(beam_args)}")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("beam_pipeline").setLevel(logging.INFO)
+    for noisy in ("apache_beam", "tensorflow", "absl"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+
+    from beam_pipeline.config import ConfigError
+
+    commands = {"run": _cmd_run, "export-movinet": _cmd_export, "demo": _cmd_demo}
+    try:
+        return commands[args.command](args, beam_args)
+    except ConfigError as exc:
+        print(f"videolabel: error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,330 @@
+"""Job configuration: YAML loaded into frozen, validated dataclasses.
+
+Job semantics (what to read, how to sample, which model, where to write) live
+here; runner settings stay a plain mapping that becomes Beam PipelineOptions
+(see ``beam_pipeline.options``). Every problem raises ``ConfigError`` with one
+line naming the bad key and value, before any video is read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import yaml
+
+from models.movinet_variants import MODEL_IDS, MODEL_MODES, native_imgz
+
+__all__ = [
+    "ConfigError",
+    "InputConfig",
+    "JobConfig",
+    "ModelConfig",
+    "OutputConfig",
+    "SamplingConfig",
+    "SplitConfig",
+    "apply_overrides",
+    "load_config",
+]
+
+VIDEO_EXTENSIONS = (
+    ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".gif", ".flv", ".wmv",
+)
+MANIFEST_EXTENSIONS = (".csv", ".jsonl", ".parquet")
+SAMPLING_STRATEGIES = ("fps", "uniform", "all")
+MODEL_KINDS = ("movinet",)
+
+
+class ConfigError(ValueError):
+    """A bad key, value, path or handle; the message is one line for the user."""
+
+
+@dataclasses.dataclass(frozen=True)
+class InputConfig:
+    """Where the videos are.
+
+    Attributes:
+        paths: globs (local or gs://) or manifest files (.csv, .jsonl, .parquet
+            with columns ``uri`` and optionally ``label``, ``split``, ``video_id``).
+        extensions: file endings a glob match must have to count as a video.
+    """
+
+    paths: tuple[str, ...] = ()
+    extensions: tuple[str, ...] = VIDEO_EXTENSIONS
+
+    def validate(self) -> None:
+        for ext in self.extensions:
+            if not ext.startswith("."):
+                raise ConfigError(f"input.extensions: {ext!r} must start with '.'")
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitConfig:
+    """How each video gets its split when the manifest does not give one.
+
+    A stable hash of ``salt`` and ``video_id`` picks the split, so a video lands
+    in the same split on every run.
+    """
+
+    ratios: Mapping[str, float] = dataclasses.field(
+        default_factory=lambda: {"train": 0.8, "valid": 0.1, "test": 0.1})
+    salt: str = "videolabel"
+
+    def validate(self) -> None:
+        if not self.ratios:
+            raise ConfigError("split.ratios: must name at least one split")
+        for name, ratio in self.ratios.items():
+            if not isinstance(ratio, (int, float)) or ratio < 0:
+                raise ConfigError(f"split.ratios.{name}: {ratio!r} is not a non-negative number")
+        total = sum(self.ratios.values())
+        if abs(total - 1.0) > 1e-6:
+            raise ConfigError(f"split.ratios: {dict(self.ratios)} sum to {total:g}, not 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingConfig:
+    """Which frames to take and at what size.
+
+    Attributes:
+        strategy: ``fps`` (frames nearest to every 1/fps seconds), ``uniform``
+            (``n_frames`` evenly spaced over the video) or ``all``.
+        fps: target rate for ``fps``.
+        n_frames: frames per base-mode clip, and the count for ``uniform``.
+        clip_stride: frames between base-mode clip starts; None means
+            ``n_frames`` (no overlap).
+        imgz: side of the square model input; None means the model's native size.
+        max_duration_s, max_pixels: guards; a video over them fails at probe.
+        decode_timeout_s: a video decoding longer than this stops, keeping what
+            was decoded (status ``partial``).
+    """
+
+    strategy: str = "fps"
+    fps: float = 5.0
+    n_frames: int = 8
+    clip_stride: int | None = None
+    imgz: int | None = None
+    max_duration_s: float = 4 * 3600.0
+    max_pixels: int = 3840 * 2160
+    decode_timeout_s: float = 600.0
+
+    @property
+    def stride(self) -> int:
+        return self.clip_stride or self.n_frames
+
+    def validate(self) -> None:
+        if self.strategy not in SAMPLING_STRATEGIES:
+            raise ConfigError(
+                f"sampling.strategy: {self.strategy!r} is not one of {', '.join(SAMPLING_STRATEGIES)}")
+        _positive("sampling.fps", self.fps)
+        _positive("sampling.n_frames", self.n_frames, integer=True)
+        if self.clip_stride is not None:
+            _positive("sampling.clip_stride", self.clip_stride, integer=True)
+            if self.clip_stride > self.n_frames:
+                raise ConfigError(
+                    f"sampling.clip_stride: {self.clip_stride} is larger than n_frames "
+                    f"({self.n_frames}); frames between clips would get no prediction")
+        if self.imgz is not None:
+            _positive("sampling.imgz", self.imgz, integer=True)
+        _positive("sampling.max_duration_s", self.max_duration_s)
+        _positive("sampling.max_pixels", self.max_pixels, integer=True)
+        _positive("sampling.decode_timeout_s", self.decode_timeout_s)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """The classifier.
+
+    Attributes:
+        kind: ``movinet``.
+        model_id: a0-a5.
+        model_mode: ``base`` (clips, 3D convs) or ``stream`` (causal, frame by
+            frame with carried state).
+        hub_version: TF Hub version used to build the default handle.
+        handle: TF Hub URL, local or gs:// SavedModel dir; None builds the TF Hub
+            Kinetics-600 URL from model_id, model_mode and hub_version.
+        labels: labels file (one name per line, index order); None uses the
+            model dir's labels.txt, else the Kinetics-600 names.
+        top_k: how many classes each row lists.
+        batch_size: clips per model call in base mode.
+        stream_chunk: frames per model call in stream mode (state carried across).
+        tf_threads: TensorFlow intra-op threads per worker process; 0 lets TF decide.
+    """
+
+    kind: str = "movinet"
+    model_id: str = "a0"
+    model_mode: str = "stream"
+    hub_version: int = 3
+    handle: str | None = None
+    labels: str | None = None
+    top_k: int = 5
+    batch_size: int = 4
+    stream_chunk: int = 64
+    tf_threads: int = 1
+
+    def validate(self) -> None:
+        if self.kind not in MODEL_KINDS:
+            raise ConfigError(f"model.kind: {self.kind!r} is not one of {', '.join(MODEL_KINDS)}")
+        if self.model_id not in MODEL_IDS:
+            raise ConfigError(f"model.model_id: {self.model_id!r} is not one of {', '.join(MODEL_IDS)}")
+        if self.model_mode not in MODEL_MODES:
+            raise ConfigError(
+                f"model.model_mode: {self.model_mode!r} is not one of {', '.join(MODEL_MODES)}")
+        _positive("model.hub_version", self.hub_version, integer=True)
+        _positive("model.top_k", self.top_k, integer=True)
+        _positive("model.batch_size", self.batch_size, integer=True)
+        _positive("model.stream_chunk", self.stream_chunk, integer=True)
+        if not isinstance(self.tf_threads, int) or self.tf_threads < 0:
+            raise ConfigError(f"model.tf_threads: {self.tf_threads!r} is not an integer >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputConfig:
+    """Where and what to write.
+
+    Attributes:
+        path: output directory, local or gs://.
+        write_frames: write ``frames/`` rows.
+        write_probs: add the full probability vector to each frame row.
+        num_shards: Parquet files per split and table.
+    """
+
+    path: str = "output"
+    write_frames: bool = True
+    write_probs: bool = False
+    num_shards: int = 1
+
+    def validate(self) -> None:
+        if not self.path:
+            raise ConfigError("output.path: must not be empty")
+        _positive("output.num_shards", self.num_shards, integer=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class JobConfig:
+    """The whole job. ``runner`` maps Beam option names to values."""
+
+    input: InputConfig = InputConfig()
+    split: SplitConfig = SplitConfig()
+    sampling: SamplingConfig = SamplingConfig()
+    model: ModelConfig = ModelConfig()
+    output: OutputConfig = OutputConfig()
+    runner: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def imgz(self) -> int:
+        """Model input side in pixels: the configured one, else the variant's native size."""
+        return self.sampling.imgz or native_imgz(self.model.model_id)
+
+    def validate(self) -> None:
+        for section in (self.input, self.split, self.sampling, self.model, self.output):
+            section.validate()
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def job_hash(self) -> str:
+        """Hash of everything that changes predictions (not the runner, not output)."""
+        job = self.to_dict()
+        job.pop("runner")
+        job.pop("output")
+        job["input"].pop("paths")
+        blob = json.dumps(job, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+_SECTIONS = {
+    "input": InputConfig,
+    "split": SplitConfig,
+    "sampling": SamplingConfig,
+    "model": ModelConfig,
+    "output": OutputConfig,
+}
+
+
+def _positive(key: str, value: Any, integer: bool = False) -> None:
+    kind = int if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind) or value <= 0:
+        noun = "a positive integer" if integer else "a positive number"
+        raise ConfigError(f"{key}: {value!r} is not {noun}")
+
+
+def _build_section(name: str, raw: Any):
+    cls = _SECTIONS[name]
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{name}: expected a mapping of keys, got {raw!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in fields:
+            raise ConfigError(f"{name}.{key}: unknown key (known: {', '.join(fields)})")
+    values = dict(raw)
+    for key in ("paths", "extensions"):
+        if key in values:
+            value = values[key]
+            if isinstance(value, str):
+                value = [value]
+            if not isinstance(value, (list, tuple)):
+                raise ConfigError(f"{name}.{key}: {value!r} is not a list")
+            values[key] = tuple(str(v) for v in value)
+    return cls(**values)
+
+
+def config_from_dict(raw: Mapping[str, Any]) -> JobConfig:
+    """Builds and validates a JobConfig from a parsed YAML mapping."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"config: expected a mapping at the top level, got {type(raw).__name__}")
+    for key in raw:
+        if key not in _SECTIONS and key != "runner":
+            raise ConfigError(f"{key}: unknown section (known: {', '.join([*_SECTIONS, 'runner'])})")
+    runner = raw.get("runner") or {}
+    if not isinstance(runner, Mapping):
+        raise ConfigError(f"runner: expected a mapping of Beam options, got {runner!r}")
+    sections = {name: _build_section(name, raw.get(name)) for name in _SECTIONS}
+    cfg = JobConfig(**sections, runner=dict(runner))
+    cfg.validate()
+    return cfg
+
+
+def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Applies ``section.key=value`` overrides (value parsed as YAML) to a raw config.
+
+    Returns a new mapping; ``raw`` is not changed.
+    """
+    merged = json.loads(json.dumps(raw, default=str)) if raw else {}
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        parts = key.strip().split(".")
+        if not sep or len(parts) != 2 or not all(parts):
+            raise ConfigError(f"--set {item!r}: expected SECTION.KEY=VALUE, e.g. sampling.fps=2")
+        section, name = parts
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {item!r}: value is not valid YAML ({exc.problem})") from None
+        target = merged.setdefault(section, {})
+        if not isinstance(target, dict):
+            raise ConfigError(f"--set {item!r}: {section} is not a section")
+        target[name] = value
+    return merged
+
+
+def read_yaml(path: str) -> dict[str, Any]:
+    """Reads a YAML config file into a mapping."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            raw = yaml.safe_load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"--config: {path!r} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--config: {path!r} is not valid YAML ({exc})".replace("\n", " ")) from None
+    return raw or {}
+
+
+def load_config(path: str | None, overrides: Sequence[str] = ()) -> JobConfig:
+    """Loads a YAML file (or the defaults when ``path`` is None) with overrides applied."""
+    raw = read_yaml(path) if path else {}
+    return config_from_dict(apply_overrides(raw, overrides))

@@ -1,0 +1,61 @@
+"""build_pipeline(p, cfg): the whole job as a Beam graph, testable with TestPipeline."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import apache_beam as beam
+
+from beam_pipeline.config import JobConfig
+from models.movinet_handler import MovinetModelHandler
+from transforms.aggregate import Aggregate, RunStamp
+from transforms.classify import Classify
+from transforms.decode_sample import DecodeAndSample
+from transforms.listing import ListVideos
+from transforms.schema import VIDEOS_SCHEMA, frames_schema
+from transforms.write import WriteOutputs
+
+__all__ = ["build_pipeline", "make_handler"]
+
+
+def make_handler(cfg: JobConfig, handle: str, num_labels: int) -> MovinetModelHandler:
+    """The ModelHandler for the configured model."""
+    m = cfg.model
+    return MovinetModelHandler(
+        handle, mode=m.model_mode, num_labels=num_labels, imgz=cfg.imgz,
+        n_frames=cfg.sampling.n_frames, batch_size=m.batch_size, stream_chunk=m.stream_chunk,
+        tf_threads=m.tf_threads)
+
+
+def build_pipeline(p: beam.Pipeline, cfg: JobConfig, *, handle: str, labels: Sequence[str],
+                   stamp: RunStamp):
+    """Adds ListVideos -> DecodeAndSample -> Classify -> Aggregate -> WriteOutputs to ``p``.
+
+    Args:
+        p: the pipeline (a TestPipeline in tests).
+        cfg: the validated job config; ``cfg.input.paths`` must be set.
+        handle: resolved model handle (URL or SavedModel dir).
+        labels: class names in the model's output order.
+        stamp: model, config hash and run id stamped on video rows.
+
+    Returns:
+        (video rows, frame rows or None, written part paths) as PCollections.
+    """
+    s = cfg.sampling
+    refs = p | "ListVideos" >> ListVideos(
+        cfg.input.paths, extensions=cfg.input.extensions,
+        ratios=cfg.split.ratios, salt=cfg.split.salt)
+    clips, infos = refs | "DecodeAndSample" >> DecodeAndSample(
+        mode=cfg.model.model_mode, strategy=s.strategy, fps=s.fps, n_frames=s.n_frames,
+        stride=s.stride, imgz=cfg.imgz, max_pixels=s.max_pixels,
+        max_duration_s=s.max_duration_s, decode_timeout_s=s.decode_timeout_s)
+    predictions, errors = clips | "Classify" >> Classify(make_handler(cfg, handle, len(labels)))
+    video_rows, frame_rows = (infos, predictions, errors) | "Aggregate" >> Aggregate(
+        mode=cfg.model.model_mode, labels=labels, k=min(cfg.model.top_k, len(labels)),
+        write_frames=cfg.output.write_frames, write_probs=cfg.output.write_probs, stamp=stamp)
+    if not cfg.output.write_frames:
+        frame_rows = None
+    paths = (video_rows, frame_rows) | "WriteOutputs" >> WriteOutputs(
+        cfg.output.path, videos_schema=VIDEOS_SCHEMA,
+        frames_schema=frames_schema(cfg.output.write_probs), num_shards=cfg.output.num_shards)
+    return video_rows, frame_rows, paths

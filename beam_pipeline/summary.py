@@ -1,0 +1,20 @@
+"""Human-readable end-of-run summary from the ``_run.json`` mapping."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["print_summary"]
+
+
+def print_summary(summary: Mapping[str, Any], output: str) -> None:
+    """Prints counts, throughput and where the output is."""
+    c = summary["counts"]
+    print(f"videolabel run {summary['run_id']}: {c['videos']} videos in {summary['wall_s']:.1f}s "
+          f"({summary['videos_per_s'] or 0:.2f} videos/s)")
+    print(f"  ok {c.get('videos_ok', 0)}, partial {c.get('videos_partial', 0)}, "
+          f"failed {c.get('videos_failed', 0)}; frames decoded {c.get('frames_decoded', 0)}, "
+          f"sampled {c.get('frames_sampled', 0)}")
+    print(f"  model {summary['model']['handle']} ({summary['model']['num_labels']} labels)")
+    print(f"  output {output}/videos, {output}/frames, {output}/_run.json")

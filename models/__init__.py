@@ -1,0 +1,1 @@
+"""Model handles and loading: MoViNet base/stream export and its Beam ModelHandler."""

@@ -1,0 +1,34 @@
+"""Label vocabularies: the shipped Kinetics-600 names and labels files."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from importlib import resources
+
+from apache_beam.io.filesystems import FileSystems
+
+__all__ = ["KINETICS_600", "read_labels", "write_labels"]
+
+
+def _packaged(name: str) -> list[str]:
+    text = resources.files("models").joinpath("labels", name).read_text(encoding="utf-8")
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+KINETICS_600: list[str] = _packaged("kinetics_600.txt")
+
+
+def read_labels(path: str) -> list[str]:
+    """Reads a labels file (one name per line, index order; local or gs://)."""
+    with FileSystems.open(path) as handle:
+        text = handle.read().decode("utf-8")
+    labels = [line.strip() for line in text.splitlines() if line.strip()]
+    if not labels:
+        raise ValueError(f"labels file {path} is empty")
+    return labels
+
+
+def write_labels(path: str, labels: Sequence[str]) -> None:
+    """Writes names one per line, index order (local or gs://)."""
+    with FileSystems.create(path) as handle:
+        handle.write(("\n".join(labels) + "\n").encode("utf-8"))

@@ -1,0 +1,33 @@
+"""videolabel: a distributed batch video-labelling job (Apache Beam + TensorFlow + PyAV).
+
+Installs the packages ``beam_pipeline``, ``transforms`` and ``models`` and the
+``videolabel`` command. Dataflow workers install it through ``--setup_file``.
+"""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="videolabel",
+    version="0.1.0",
+    description="Label every video and frame of an archive with MoViNet on Apache Beam",
+    python_requires=">=3.10",
+    packages=find_packages(include=["beam_pipeline", "transforms", "models"]),
+    package_data={"models": ["labels/*.txt"]},
+    install_requires=[
+        "apache-beam[gcp]==2.77.0",
+        "tensorflow==2.20.0",
+        "tf-keras~=2.20.0",
+        "tensorflow-hub==0.16.1",
+        "av>=14,<19",
+        "pyarrow>=17",
+        "google-cloud-storage>=2.18",
+        "numpy>=1.26",
+        "PyYAML>=6",
+    ],
+    extras_require={
+        # MoViNet export (videolabel export-movinet) and the tests that build models.
+        "export": ["tf-models-official==2.20.0"],
+        "test": ["pytest>=8", "ruff>=0.6", "duckdb>=1.0", "gcp-storage-emulator>=2024.8"],
+    },
+    entry_points={"console_scripts": ["videolabel=beam_pipeline.cli:main"]},
+)

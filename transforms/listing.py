@@ -1,0 +1,168 @@
+"""ListVideos: globs and manifests -> VideoRef, then spread across workers.
+
+Manifests (.csv, .jsonl, .parquet) have a ``uri`` column and optionally
+``label``, ``split`` and ``video_id``. Relative uris resolve against the
+manifest's folder. A row without a uri cannot be listed; it is logged and
+counted, never fatal.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import posixpath
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.io import fileio
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+
+from transforms.records import VideoRef
+from transforms.splits import hash_split, stable_video_id
+
+__all__ = ["ListVideos", "is_manifest", "manifest_rows", "ref_from_row"]
+
+_MANIFEST_EXTENSIONS = (".csv", ".jsonl", ".parquet")
+_log = logging.getLogger(__name__)
+
+
+def is_manifest(path: str) -> bool:
+    """True for a path that names a manifest file rather than videos."""
+    return path.lower().endswith(_MANIFEST_EXTENSIONS)
+
+
+def manifest_rows(path: str) -> Iterator[dict[str, Any]]:
+    """Reads a manifest (local or gs://) into dicts of its columns."""
+    with FileSystems.open(path) as handle:
+        data = handle.read()
+    lower = path.lower()
+    if lower.endswith(".parquet"):
+        import pyarrow.parquet as pq
+        yield from pq.read_table(io.BytesIO(data)).to_pylist()
+    elif lower.endswith(".jsonl"):
+        for number, line in enumerate(data.decode("utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                yield {"_bad": f"{path} line {number}: not JSON ({exc.msg})"}
+                continue
+            yield row if isinstance(row, dict) else {"_bad": f"{path} line {number}: not an object"}
+    else:
+        yield from csv.DictReader(io.StringIO(data.decode("utf-8-sig")))
+
+
+def manifest_columns(path: str) -> list[str]:
+    """Column names of a manifest, read from its header or first row."""
+    lower = path.lower()
+    if lower.endswith(".parquet"):
+        import pyarrow.parquet as pq
+        with FileSystems.open(path) as handle:
+            return pq.read_schema(io.BytesIO(handle.read())).names
+    for row in manifest_rows(path):
+        return [k for k in row if k != "_bad"]
+    return []
+
+
+def _clean(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def ref_from_row(row: Mapping[str, Any], manifest: str, ratios: Mapping[str, float],
+                 salt: str) -> VideoRef:
+    """A manifest row as a VideoRef; split from the row, else from the id hash.
+
+    Raises:
+        ValueError: the row has no uri.
+    """
+    if "_bad" in row:
+        raise ValueError(row["_bad"])
+    uri = _clean(row.get("uri"))
+    if uri is None:
+        raise ValueError(f"{manifest}: row {dict(row)} has no uri")
+    if "://" not in uri and not posixpath.isabs(uri):
+        uri = FileSystems.join(posixpath.dirname(manifest) or ".", uri)
+    video_id = _clean(row.get("video_id")) or stable_video_id(uri)
+    split = _clean(row.get("split")) or hash_split(video_id, ratios, salt)
+    return VideoRef(video_id, uri, _clean(row.get("label")), split)
+
+
+class _ReadManifestFn(beam.DoFn):
+    def __init__(self, ratios: Mapping[str, float], salt: str):
+        self._ratios = dict(ratios)
+        self._salt = salt
+        self._bad_rows = Metrics.counter("videolabel", "manifest_bad_rows")
+
+    def process(self, path: str) -> Iterator[VideoRef]:
+        for row in manifest_rows(path):
+            try:
+                yield ref_from_row(row, path, self._ratios, self._salt)
+            except ValueError as exc:
+                self._bad_rows.inc()
+                _log.warning("skipping manifest row: %s", exc)
+
+
+class _RefFromMatchFn(beam.DoFn):
+    def __init__(self, extensions: tuple[str, ...], ratios: Mapping[str, float], salt: str):
+        self._extensions = tuple(e.lower() for e in extensions)
+        self._ratios = dict(ratios)
+        self._salt = salt
+
+    def process(self, metadata) -> Iterator[VideoRef]:
+        path = metadata.path
+        if not path.lower().endswith(self._extensions):
+            return
+        video_id = stable_video_id(path)
+        yield VideoRef(video_id, path, None, hash_split(video_id, self._ratios, self._salt))
+
+
+class ListVideos(beam.PTransform):
+    """Lists videos from globs and manifests; outputs VideoRef, reshuffled.
+
+    Args:
+        paths: globs (local or gs://) and manifest files.
+        extensions: endings a glob match needs to count as a video.
+        ratios, salt: hash-split settings for videos without a split.
+    """
+
+    def __init__(self, paths: tuple[str, ...], *, extensions: tuple[str, ...],
+                 ratios: Mapping[str, float], salt: str):
+        super().__init__()
+        self._globs = [p for p in paths if not is_manifest(p)]
+        self._manifests = [p for p in paths if is_manifest(p)]
+        self._extensions = extensions
+        self._ratios = dict(ratios)
+        self._salt = salt
+
+    def expand(self, pbegin):
+        sources = []
+        if self._globs:
+            sources.append(
+                pbegin
+                | "Globs" >> beam.Create(self._globs)
+                | "Match" >> fileio.MatchAll()
+                | "ToRefs" >> beam.ParDo(_RefFromMatchFn(self._extensions, self._ratios, self._salt)))
+        if self._manifests:
+            sources.append(
+                pbegin
+                | "Manifests" >> beam.Create(self._manifests)
+                | "ReadManifests" >> beam.ParDo(_ReadManifestFn(self._ratios, self._salt)))
+        return (sources
+                | "Merge" >> beam.Flatten()
+                | "KeyById" >> beam.Map(lambda ref: (ref.video_id, ref))
+                | "OnePerId" >> beam.CombinePerKey(_first_by_uri)
+                | "Refs" >> beam.Values()
+                | "Spread" >> beam.Reshuffle())
+
+
+def _first_by_uri(refs) -> VideoRef:
+    """One ref per video id when globs or manifests list a video twice."""
+    return min(refs, key=lambda ref: ref.uri)

@@ -1,0 +1,125 @@
+"""Typed elements that flow between the pipeline stages.
+
+The flow is ``VideoRef -> (Clip, VideoInfo) -> ClipPrediction -> rows``. Frames stay
+``uint8`` RGB until the model handler turns them into ``float32`` in [0, 1].
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import NamedTuple
+
+import numpy as np
+
+__all__ = [
+    "Clip",
+    "ClipPrediction",
+    "ErrorStage",
+    "Status",
+    "VideoError",
+    "VideoInfo",
+    "VideoMeta",
+    "VideoRef",
+]
+
+
+class Status(str, enum.Enum):
+    """Outcome of one video."""
+
+    OK = "ok"
+    PARTIAL = "partial"
+    FAILED = "failed"
+
+
+class ErrorStage(str, enum.Enum):
+    """Where a video's processing went wrong."""
+
+    OPEN = "open"
+    PROBE = "probe"
+    DECODE = "decode"
+    INFER = "infer"
+
+
+class VideoRef(NamedTuple):
+    """One input video, as listed.
+
+    Attributes:
+        video_id: stable id (manifest id, else a hash of the uri).
+        uri: local path or gs:// uri.
+        label: known class name, or None.
+        split: train/valid/test (or the manifest's own value).
+    """
+
+    video_id: str
+    uri: str
+    label: str | None
+    split: str
+
+
+class VideoMeta(NamedTuple):
+    """What the container says about its video stream."""
+
+    duration_s: float | None
+    fps: float | None
+    width: int
+    height: int
+    codec: str
+
+
+class VideoError(NamedTuple):
+    """A per-video failure; becomes ``error_*`` columns, never a crash."""
+
+    stage: ErrorStage
+    type: str
+    message: str
+
+
+class VideoInfo(NamedTuple):
+    """Everything about one video except its predictions.
+
+    Emitted by DecodeAndSample once per input video, after its last clip.
+    """
+
+    ref: VideoRef
+    meta: VideoMeta | None
+    frames_decoded: int
+    frames_sampled: int
+    error: VideoError | None
+
+
+class Clip(NamedTuple):
+    """Consecutive sampled frames of one video, the unit sent to the model.
+
+    Attributes:
+        frames: uint8 RGB, shape [num_frames, imgz, imgz, 3], values 0-255.
+        frame_indices: int64 [num_frames], index of each frame in the decoded stream.
+        timestamps_s: float64 [num_frames], presentation time of each frame (from pts).
+        owned_start: first position in this clip whose frame row this clip writes.
+        owned_stop: one past the last such position. With overlapping windows
+            each frame row is written by exactly one clip.
+    """
+
+    frames: np.ndarray
+    frame_indices: np.ndarray
+    timestamps_s: np.ndarray
+    owned_start: int
+    owned_stop: int
+
+
+class ClipPrediction(NamedTuple):
+    """Model output for one clip, keyed outside by ``(video_id, clip_index)``.
+
+    Attributes:
+        frame_indices: int64 [n], the frames whose rows this clip writes.
+        timestamps_s: float64 [n], their presentation times.
+        frame_probs: float32 [n, num_classes], per-frame class probabilities
+            (stream mode: the causal output after each frame; base mode: the
+            clip's probabilities repeated).
+        clip_probs: float32 [num_classes], the clip's probabilities (stream mode:
+            the output after the clip's last frame).
+    """
+
+    frame_indices: np.ndarray
+    timestamps_s: np.ndarray
+    frame_probs: np.ndarray
+    clip_probs: np.ndarray

@@ -1,0 +1,62 @@
+"""The output schema, declared once: pyarrow schemas for the videos and frames tables.
+
+``SCHEMA_VERSION`` changes whenever a column is added, removed or retyped.
+``split`` is a Hive partition (``split=<name>/`` directories), so it is not a
+column inside the files; readers that use the partitioning see it as one.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+__all__ = ["FRAMES_SCHEMA", "SCHEMA_VERSION", "VIDEOS_SCHEMA", "frames_schema"]
+
+SCHEMA_VERSION = 1
+
+_PREDICTION = [
+    pa.field("prediction", pa.string()),
+    pa.field("prediction_index", pa.int32()),
+    pa.field("score", pa.float32()),
+    pa.field("top_k_labels", pa.list_(pa.string())),
+    pa.field("top_k_scores", pa.list_(pa.float32())),
+    pa.field("is_error", pa.bool_()),
+]
+
+VIDEOS_SCHEMA = pa.schema([
+    pa.field("video_id", pa.string(), nullable=False),
+    pa.field("uri", pa.string(), nullable=False),
+    pa.field("label", pa.string()),
+    pa.field("status", pa.string(), nullable=False),
+    pa.field("error_stage", pa.string()),
+    pa.field("error_type", pa.string()),
+    pa.field("error_message", pa.string()),
+    pa.field("duration_s", pa.float64()),
+    pa.field("fps", pa.float64()),
+    pa.field("width", pa.int32()),
+    pa.field("height", pa.int32()),
+    pa.field("codec", pa.string()),
+    pa.field("frames_decoded", pa.int64()),
+    pa.field("frames_sampled", pa.int64()),
+    *_PREDICTION,
+    pa.field("model", pa.string()),
+    pa.field("config_hash", pa.string()),
+    pa.field("run_id", pa.string()),
+    pa.field("schema_version", pa.int32()),
+], metadata={"videolabel.schema_version": str(SCHEMA_VERSION), "videolabel.table": "videos"})
+
+FRAMES_SCHEMA = pa.schema([
+    pa.field("video_id", pa.string(), nullable=False),
+    pa.field("uri", pa.string(), nullable=False),
+    pa.field("frame_index", pa.int64(), nullable=False),
+    pa.field("timestamp_s", pa.float64(), nullable=False),
+    pa.field("clip_index", pa.int32(), nullable=False),
+    pa.field("label", pa.string()),
+    *_PREDICTION,
+], metadata={"videolabel.schema_version": str(SCHEMA_VERSION), "videolabel.table": "frames"})
+
+_PROBS = pa.field("probs", pa.list_(pa.float32()))
+
+
+def frames_schema(write_probs: bool) -> pa.Schema:
+    """The frames schema, with the ``probs`` column when ``write_probs`` is on."""
+    return FRAMES_SCHEMA.append(_PROBS) if write_probs else FRAMES_SCHEMA
