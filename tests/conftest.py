@@ -1,0 +1,67 @@
+"""Shared fixtures: locally exported MoViNet-A0 models and generated videos. No network."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from beam_pipeline.synthetic import motion_frames, write_video
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_FIXTURES = REPO.parent / "shared" / "fixtures"
+
+
+def shared_fixture(*parts: str) -> Path:
+    """A file under ../shared/fixtures, or a skip saying why it is missing."""
+    path = SHARED_FIXTURES.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"{path} is absent (the shared fixtures folder is not beside this checkout)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def a0_stream(tmp_path_factory) -> str:
+    """MoViNet-A0 stream SavedModel, random weights, 600 Kinetics classes."""
+    from models.movinet_export import export_movinet
+
+    return export_movinet(str(tmp_path_factory.mktemp("models") / "a0_stream"),
+                          model_id="a0", mode="stream")
+
+
+@pytest.fixture(scope="session")
+def a0_base(tmp_path_factory) -> str:
+    """MoViNet-A0 base SavedModel, random weights, 5 classes with named labels."""
+    from models.movinet_export import export_movinet
+
+    return export_movinet(str(tmp_path_factory.mktemp("models") / "a0_base"), model_id="a0",
+                          mode="base", num_classes=5, labels=[f"action_{i}" for i in range(5)])
+
+
+@pytest.fixture(scope="session")
+def mixed_videos(tmp_path_factory) -> dict:
+    """A folder of good videos of different sizes, rates and codecs, and one corrupt .mp4.
+
+    Returns {"dir": folder, "good": {name: (frames, fps)}, "corrupt": name}.
+    """
+    folder = tmp_path_factory.mktemp("mixed")
+    rng = np.random.default_rng(7)
+    specs = {
+        "right_160x120_25.mp4": ("moving_right", 160, 120, 25, 50, "libx264"),
+        "left_320x180_30.mp4": ("moving_left", 320, 180, 30, 45, "libx264"),
+        "down_96x128_12.mp4": ("moving_down", 96, 128, 12, 30, "libx264"),
+        "up_176x144_15.mkv": ("moving_up", 176, 144, 15, 30, "mpeg4"),
+    }
+    good = {}
+    for name, (motion, w, h, fps, n, codec) in specs.items():
+        frames = motion_frames(motion, num_frames=n, width=w, height=h, rng=rng)
+        write_video(str(folder / name), frames, fps=fps, codec=codec)
+        good[name] = (n, fps)
+    corrupt = "corrupt.mp4"
+    (folder / corrupt).write_bytes(os.urandom(4096))
+    (folder / "notes.txt").write_text("not a video, and not a video extension either")
+    return {"dir": str(folder), "good": good, "corrupt": corrupt}

@@ -1,0 +1,104 @@
+"""Aggregation into rows and atomic Parquet writing (pure functions, then a Beam write)."""
+
+from __future__ import annotations
+
+import os
+
+import apache_beam as beam
+import numpy as np
+import pyarrow.dataset as ds
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
+
+from transforms.aggregate import RunStamp, frame_rows, top_k, video_row
+from transforms.records import ClipPrediction, ErrorStage, VideoError, VideoInfo, VideoMeta, VideoRef
+from transforms.schema import VIDEOS_SCHEMA, frames_schema
+from transforms.write import WriteOutputs, part_path, shard_of, write_parquet
+
+LABELS = ["a", "b", "c"]
+STAMP = RunStamp("model-dir", "cfg123", "run-1")
+META = VideoMeta(2.0, 25.0, 160, 120, "h264")
+
+
+def _pred(indices, probs):
+    probs = np.asarray(probs, np.float32)
+    return ClipPrediction(np.array(indices, np.int64), np.array(indices, np.float64) / 25,
+                          np.repeat(probs[None], len(indices), axis=0), probs)
+
+
+def _info(label="b", error=None, sampled=4):
+    return VideoInfo(VideoRef("v1", "/x/v1.mp4", label, "test"), META, 50, sampled, error)
+
+
+def test_top_k_orders_scores():
+    cols = top_k(np.array([0.1, 0.7, 0.2], np.float32), LABELS, 2)
+    assert cols["prediction"] == "b" and cols["prediction_index"] == 1
+    assert cols["top_k_labels"] == ["b", "c"]
+    assert cols["top_k_scores"] == pytest.approx([0.7, 0.2])
+
+
+def test_base_video_prediction_is_mean_of_clip_probabilities():
+    clips = [(1, _pred([4, 5], [0.1, 0.1, 0.8])), (0, _pred([0, 1, 2, 3], [0.6, 0.3, 0.1]))]
+    row = video_row(_info(), clips, "base", LABELS, 2, STAMP)
+    # mean = [0.35, 0.2, 0.45] -> "c"
+    assert row["prediction"] == "c" and row["score"] == pytest.approx(0.45)
+    assert row["status"] == "ok" and row["is_error"] is True and row["error_stage"] is None
+    assert (row["model"], row["config_hash"], row["run_id"]) == ("model-dir", "cfg123", "run-1")
+
+
+def test_stream_video_prediction_is_the_last_clip_output():
+    clips = [(0, _pred([0, 1], [0.6, 0.3, 0.1])), (1, _pred([2], [0.2, 0.7, 0.1]))]
+    row = video_row(_info(), clips, "stream", LABELS, 2, STAMP)
+    assert row["prediction"] == "b" and row["is_error"] is False
+
+
+def test_failed_and_partial_status():
+    err = VideoError(ErrorStage.OPEN, "InvalidDataError", "bad")
+    failed = video_row(_info(error=err, sampled=0), [], "stream", LABELS, 2, STAMP)
+    assert failed["status"] == "failed" and failed["error_stage"] == "open"
+    assert failed["prediction"] is None and failed["is_error"] is None
+    decode_err = VideoError(ErrorStage.DECODE, "InvalidDataError", "cut short")
+    partial = video_row(_info(error=decode_err), [(0, _pred([0], [1, 0, 0]))], "stream", LABELS, 2, STAMP)
+    assert partial["status"] == "partial" and partial["prediction"] == "a"
+    nothing = video_row(_info(sampled=0), [], "stream", LABELS, 2, STAMP)
+    assert nothing["status"] == "failed" and nothing["error_type"] == "NoFrames"
+    unlabelled = video_row(_info(label=None), [(0, _pred([0], [1, 0, 0]))], "base", LABELS, 2, STAMP)
+    assert unlabelled["is_error"] is None
+
+
+def test_frame_rows_follow_time_and_clip_order():
+    clips = [(1, _pred([4, 5], [0.1, 0.1, 0.8])), (0, _pred([0, 2], [0.6, 0.3, 0.1]))]
+    rows = list(frame_rows(_info(), clips, LABELS, 2, write_probs=True))
+    assert [r["frame_index"] for r in rows] == [0, 2, 4, 5]
+    assert [r["clip_index"] for r in rows] == [0, 0, 1, 1]
+    assert [r["prediction"] for r in rows] == ["a", "a", "c", "c"]
+    assert rows[0]["timestamp_s"] == pytest.approx(0.0) and rows[3]["timestamp_s"] == pytest.approx(0.2)
+    assert rows[0]["probs"] == pytest.approx([0.6, 0.3, 0.1])
+
+
+def test_write_parquet_is_atomic_and_leaves_no_temp(tmp_path):
+    path = part_path(str(tmp_path), "videos", "test", 0, 1)
+    assert path.endswith("videos/split=test/part-00000-of-00001.parquet")
+    row = video_row(_info(), [(0, _pred([0], [0, 1, 0]))], "stream", LABELS, 2, STAMP)
+    assert write_parquet(path, [row], VIDEOS_SCHEMA) == 1
+    assert os.listdir(os.path.dirname(path)) == [os.path.basename(path)]
+    assert 0 <= shard_of("v1", 7) < 7 and shard_of("v1", 7) == shard_of("v1", 7)
+
+
+def test_write_outputs_partitions_by_split(tmp_path):
+    rows = []
+    for i, split in enumerate(["train", "train", "test", "valid/odd"]):
+        info = VideoInfo(VideoRef(f"v{i}", f"/x/v{i}.mp4", "a", split), META, 10, 2, None)
+        rows.append(video_row(info, [(0, _pred([0, 1], [1, 0, 0]))], "stream", LABELS, 3, STAMP))
+    frames = [f for r in rows for f in frame_rows(
+        VideoInfo(VideoRef(r["video_id"], r["uri"], "a", r["split"]), META, 10, 2, None),
+        [(0, _pred([0, 1], [1, 0, 0]))], LABELS, 3, write_probs=False)]
+    with TestPipeline() as p:
+        _ = (p | "V" >> beam.Create(rows), p | "F" >> beam.Create(frames)) | WriteOutputs(
+            str(tmp_path), videos_schema=VIDEOS_SCHEMA, frames_schema=frames_schema(False), num_shards=2)
+    videos = ds.dataset(tmp_path / "videos", format="parquet", partitioning="hive").to_table()
+    assert sorted(zip(videos["video_id"].to_pylist(), videos["split"].to_pylist())) == [
+        ("v0", "train"), ("v1", "train"), ("v2", "test"), ("v3", "valid/odd")]
+    assert (tmp_path / "videos" / "split=valid%2Fodd").is_dir()
+    frames_table = ds.dataset(tmp_path / "frames", format="parquet", partitioning="hive").to_table()
+    assert frames_table.num_rows == 8

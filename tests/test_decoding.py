@@ -1,0 +1,132 @@
+"""Pure decoding and sampling functions on generated videos (no Beam)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from beam_pipeline.synthetic import motion_frames, write_video
+from tests.conftest import shared_fixture
+from transforms.decoding import (
+    DecodeReport,
+    SampledFrame,
+    letterbox_size,
+    sample_frames,
+    select_nearest,
+    windows,
+)
+from transforms.records import ErrorStage
+
+SAMPLE = dict(max_pixels=3840 * 2160, max_duration_s=3600.0, decode_timeout_s=60.0)
+
+
+def _sample(path, **kwargs):
+    report = DecodeReport()
+    args = {**SAMPLE, "strategy": "fps", "fps": 5.0, "n_frames": 8, "imgz": 64, **kwargs}
+    frames = list(sample_frames(str(path), report=report, **args))
+    return frames, report
+
+
+def test_select_nearest_picks_closest_once_and_prefers_earlier_on_ties():
+    items = [(t, i) for i, t in enumerate([0.0, 0.25, 0.5, 0.75, 1.0])]
+    picked = [p for _, p in select_nearest(iter(items), iter([0.0, 0.375, 0.5, 0.8, 5.0]))]
+    # 0.375 is 0.125 from 0.25 and 0.5: the tie goes to the earlier (index 1); 0.5 -> index 2;
+    # 0.8 -> 0.75 (index 3); 5.0 is past the end and dropped.
+    assert picked == [0, 1, 2, 3]
+    assert [p for _, p in select_nearest(iter(items), None)] == [0, 1, 2, 3, 4]
+    # two targets nearest to the same frame yield it once
+    assert [p for _, p in select_nearest(iter(items), iter([0.24, 0.26]))] == [1]
+
+
+def test_letterbox_keeps_aspect():
+    assert letterbox_size(320, 180, 172) == (172, 97)
+    assert letterbox_size(96, 128, 172) == (129, 172)
+
+
+def _frames(n):
+    return [SampledFrame(i, i / 10, np.full((2, 2, 3), i, np.uint8)) for i in range(n)]
+
+
+@pytest.mark.parametrize("n, size, stride", [(20, 8, 8), (21, 8, 8), (5, 8, 8), (20, 8, 4), (19, 8, 3)])
+def test_windows_write_every_frame_row_exactly_once(n, size, stride):
+    clips = list(windows(_frames(n), size, stride))
+    assert [i for i, _ in clips] == list(range(len(clips)))
+    owned = np.concatenate([c.frame_indices[c.owned_start:c.owned_stop] for _, c in clips])
+    assert owned.tolist() == list(range(n))
+    for k, (_, clip) in enumerate(clips):
+        assert 1 <= len(clip.frame_indices) <= size
+        assert clip.frames.dtype == np.uint8
+        if k < len(clips) - 1:
+            assert clip.frame_indices[0] == k * stride and len(clip.frame_indices) == size
+
+
+@pytest.fixture(scope="module")
+def video_25fps(tmp_path_factory):
+    """4 s at 25 fps, 160x120, H.264 with B-frames."""
+    path = tmp_path_factory.mktemp("dec") / "v.mp4"
+    frames = motion_frames("moving_right", num_frames=100, width=160, height=120,
+                           rng=np.random.default_rng(0))
+    write_video(str(path), frames, fps=25)
+    return path
+
+
+def test_fps_sampling_times_come_from_pts(video_25fps):
+    frames, report = _sample(video_25fps, fps=5.0)
+    assert report.error is None
+    assert report.frames_decoded == 100
+    times = np.array([f.time_s for f in frames])
+    # targets 0, 0.2, ... 3.8 s each fall exactly on a 25 fps frame
+    np.testing.assert_allclose(times, np.arange(20) * 0.2, atol=1e-6)
+    assert [f.index for f in frames] == list(range(0, 100, 5))
+    assert report.meta.width == 160 and report.meta.height == 120
+    assert report.meta.duration_s == pytest.approx(4.0, abs=0.05)
+    assert frames[0].image.shape == (64, 64, 3) and frames[0].image.dtype == np.uint8
+
+
+def test_letterbox_pads_with_black_bars(video_25fps):
+    frames, _ = _sample(video_25fps, fps=1.0, imgz=64)
+    image = frames[0].image
+    # 160x120 -> 64x48 centred: rows 0-7 and 56-63 are padding
+    assert image[:8].max() == 0 and image[56:].max() == 0
+    assert image[8:56].max() > 40
+
+
+def test_uniform_sampling_spans_the_video(video_25fps):
+    frames, report = _sample(video_25fps, strategy="uniform", n_frames=9)
+    assert report.error is None
+    assert len(frames) == 9
+    assert frames[0].index == 0 and frames[-1].index == 99
+    assert np.all(np.diff([f.time_s for f in frames]) > 0.4)
+
+
+def test_all_strategy_keeps_every_frame(video_25fps):
+    frames, report = _sample(video_25fps, strategy="all")
+    assert len(frames) == report.frames_decoded == 100
+
+
+def test_unreadable_and_missing_files_are_reported_not_raised(tmp_path):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"\x00garbage" * 100)
+    frames, report = _sample(bad)
+    assert frames == [] and report.error.stage == ErrorStage.OPEN
+    frames, report = _sample(tmp_path / "missing.mp4")
+    assert frames == [] and report.error.stage == ErrorStage.OPEN
+    assert "No such file" in report.error.message
+
+
+def test_guards_fail_at_probe(video_25fps):
+    _, report = _sample(video_25fps, max_pixels=100)
+    assert report.error.stage == ErrorStage.PROBE and "max_pixels" in report.error.message
+    _, report = _sample(video_25fps, max_duration_s=1.0)
+    assert report.error.stage == ErrorStage.PROBE and "max_duration_s" in report.error.message
+
+
+def test_real_asl_clip_decodes():
+    path = shared_fixture("videos", "asl_gestures", "again.mkv")
+    frames, report = _sample(path, fps=5.0, imgz=172)
+    assert report.error is None
+    assert report.meta.width == 640 and report.meta.height == 480
+    assert 47 <= report.frames_decoded <= 109
+    times = [f.time_s for f in frames]
+    assert times == sorted(times) and times[-1] <= report.frames_decoded / 30 + 1e-6
+    assert len(frames) == pytest.approx(report.frames_decoded / 30 * 5, abs=1)

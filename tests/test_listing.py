@@ -1,0 +1,70 @@
+"""ListVideos and stable splits, on a real Beam runner."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from transforms.listing import ListVideos, ref_from_row
+from transforms.splits import hash_split, stable_video_id
+
+RATIOS = {"train": 0.8, "valid": 0.1, "test": 0.1}
+
+
+def test_glob_lists_videos_by_extension_once_each(mixed_videos):
+    folder = mixed_videos["dir"]
+    expected = sorted(list(mixed_videos["good"]) + [mixed_videos["corrupt"]])
+    with TestPipeline() as p:
+        refs = p | ListVideos((f"{folder}/*", f"{folder}/*.mp4"), extensions=(".mp4", ".mkv"),
+                              ratios=RATIOS, salt="s")
+        names = refs | beam.Map(lambda r: r.uri.rsplit("/", 1)[-1])
+        assert_that(names, equal_to(expected))
+        ids = refs | "Ids" >> beam.Map(lambda r: (r.video_id == stable_video_id(r.uri), r.label))
+        assert_that(ids, equal_to([(True, None)] * len(expected)), label="StableIds")
+
+
+@pytest.mark.parametrize("kind", ["csv", "jsonl", "parquet"])
+def test_manifest_rows_become_refs_and_bad_rows_are_skipped(tmp_path, kind):
+    rows = [
+        {"uri": "a.mp4", "label": "jump", "split": "test", "video_id": "vid-a"},
+        {"uri": "/abs/b.mp4", "label": "run", "split": "", "video_id": ""},
+        {"uri": "", "label": "orphan", "split": "train", "video_id": ""},
+    ]
+    path = tmp_path / f"m.{kind}"
+    if kind == "csv":
+        path.write_text("uri,label,split,video_id\n" + "".join(
+            f"{r['uri']},{r['label']},{r['split']},{r['video_id']}\n" for r in rows))
+    elif kind == "jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows) + "{not json\n")
+    else:
+        pq.write_table(pa.Table.from_pylist(rows), path)
+    b_split = hash_split(stable_video_id("/abs/b.mp4"), RATIOS, "s")
+    with TestPipeline() as p:
+        refs = p | ListVideos((str(path),), extensions=(".mp4",), ratios=RATIOS, salt="s")
+        assert_that(refs | beam.Map(tuple), equal_to([
+            ("vid-a", f"{tmp_path}/a.mp4", "jump", "test"),
+            (stable_video_id("/abs/b.mp4"), "/abs/b.mp4", "run", b_split),
+        ]))
+
+
+def test_row_without_uri_is_a_clear_error():
+    with pytest.raises(ValueError, match="has no uri"):
+        ref_from_row({"label": "x"}, "m.csv", RATIOS, "s")
+
+
+def test_hash_split_is_stable_and_follows_ratios():
+    ids = [f"video-{i}" for i in range(10_000)]
+    first = [hash_split(i, RATIOS, "salt") for i in ids]
+    assert first == [hash_split(i, RATIOS, "salt") for i in ids]
+    counts = Counter(first)
+    for name, ratio in RATIOS.items():
+        assert abs(counts[name] / len(ids) - ratio) < 0.02
+    other_salt = [hash_split(i, RATIOS, "pepper") for i in ids]
+    assert sum(a != b for a, b in zip(first, other_salt)) > 1000

@@ -1,0 +1,132 @@
+"""build_pipeline on a TestPipeline (base mode) and the CLI end to end (stream mode)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import apache_beam as beam
+import duckdb
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from beam_pipeline.config import load_config
+from beam_pipeline.pipeline import build_pipeline
+from models.labels import read_labels
+from tests.conftest import REPO
+from transforms.aggregate import RunStamp
+from transforms.schema import FRAMES_SCHEMA, VIDEOS_SCHEMA
+
+
+def _read(root: Path, table: str) -> pa.Table:
+    return ds.dataset(root / table, format="parquet", partitioning="hive").to_table()
+
+
+def test_base_mode_pipeline_writes_one_row_per_video_and_covers_every_frame(tmp_path, mixed_videos, a0_base):
+    out = tmp_path / "out"
+    cfg = load_config(str(REPO / "configs" / "movinet_a0_base.yaml"), [
+        f'input.paths=["{mixed_videos["dir"]}/*"]', f'output.path="{out}"',
+        "sampling.fps=4", "sampling.n_frames=4", "sampling.clip_stride=2", "sampling.imgz=64",
+        "output.write_probs=true"])
+    labels = read_labels(f"{a0_base}/labels.txt")
+    with TestPipeline() as p:
+        video_rows, _, _ = build_pipeline(p, cfg, handle=a0_base, labels=labels,
+                                          stamp=RunStamp(a0_base, cfg.job_hash(), "test-run"))
+        statuses = video_rows | beam.Map(lambda r: (r["uri"].rsplit("/", 1)[-1], r["status"]))
+        expected = [(name, "ok") for name in mixed_videos["good"]] + [(mixed_videos["corrupt"], "failed")]
+        assert_that(statuses, equal_to(expected))
+
+    videos = _read(out, "videos").to_pandas().set_index("video_id")
+    frames = _read(out, "frames").to_pandas()
+    assert len(videos) == len(mixed_videos["good"]) + 1
+    for video_id, video in videos[videos.status == "ok"].iterrows():
+        mine = frames[frames.video_id == video_id].sort_values("frame_index")
+        # every sampled frame has exactly one row, with a clip and a prediction from the labels
+        assert len(mine) == video.frames_sampled
+        assert mine.frame_index.is_unique
+        assert set(mine.prediction) <= set(labels)
+        assert mine.clip_index.is_monotonic_increasing
+        assert all(len(p) == 5 for p in mine.probs)
+        # stride 2 over 4-frame clips: clip k writes frames 2k and 2k+1 (the last writes the rest)
+        positions = list(range(len(mine)))
+        assert mine.clip_index.tolist() == [min(i // 2, max(0, (len(mine) - 3) // 2)) for i in positions]
+    failed = videos[videos.status == "failed"].iloc[0]
+    assert failed.error_stage == "open" and failed.error_message
+
+
+def test_cli_run_end_to_end(tmp_path, mixed_videos, a0_stream):
+    out = tmp_path / "out"
+    manifest = tmp_path / "labels.csv"
+    names = sorted(mixed_videos["good"])
+    manifest.write_text("uri,label,split\n" + "".join(
+        f"{mixed_videos['dir']}/{n},{'abseiling' if i % 2 else 'zumba'},{'test' if i < 2 else 'train'}\n"
+        for i, n in enumerate(names)) + f"{mixed_videos['dir']}/{mixed_videos['corrupt']},zumba,valid\n")
+    cmd = [sys.executable, "-m", "beam_pipeline", "run", "--config", str(REPO / "configs" / "local.yaml"),
+           "--input", str(manifest), "--output", str(out), "--model", a0_stream,
+           "--set", "model.stream_chunk=8"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "ok 4, partial 0, failed 1" in proc.stdout
+
+    videos, frames = _read(out, "videos"), _read(out, "frames")
+    # columns and types are the declared schema, plus the split partition
+    for table, schema in ((videos, VIDEOS_SCHEMA), (frames, FRAMES_SCHEMA)):
+        for field in schema:
+            assert table.schema.field(field.name).type == field.type, field.name
+        assert table.schema.field("split").type in (pa.string(), pa.dictionary(pa.int32(), pa.string()))
+    assert videos.num_rows == 5
+    v = videos.to_pandas().set_index("uri")
+    corrupt = v.loc[f"{mixed_videos['dir']}/{mixed_videos['corrupt']}"]
+    assert (corrupt.status, corrupt.split, corrupt.error_stage) == ("failed", "valid", "open")
+    assert corrupt.error_type and pd.isna(corrupt.prediction) and pd.isna(corrupt.is_error)
+    labels = (out / "labels.txt").read_text().splitlines()
+    assert len(labels) == 600
+    for i, name in enumerate(names):
+        row = v.loc[f"{mixed_videos['dir']}/{name}"]
+        n, fps = mixed_videos["good"][name]
+        assert row.status == "ok" and row.frames_decoded == n
+        assert row.split == ("test" if i < 2 else "train")
+        assert row.label == ("abseiling" if i % 2 else "zumba")
+        assert row.prediction in labels and row.prediction == row.top_k_labels[0]
+        assert len(row.top_k_labels) == 5 and list(row.top_k_scores) == sorted(row.top_k_scores, reverse=True)
+        assert row.is_error == (row.prediction != row.label)
+        assert row.duration_s == pytest.approx(n / fps, abs=0.1)
+        assert row.schema_version == 1 and row.run_id and row.config_hash
+
+    f = frames.to_pandas()
+    for video_id, group in f.groupby("video_id"):
+        video = videos.to_pandas().set_index("video_id").loc[video_id]
+        ts = group.sort_values("frame_index").timestamp_s
+        assert ts.is_monotonic_increasing and ts.is_unique
+        assert ts.min() >= 0 and ts.max() < video.duration_s
+        assert len(group) == video.frames_sampled == pytest.approx(video.duration_s * 5, abs=1)
+
+    run = json.loads((out / "_run.json").read_text())
+    assert run["counts"]["videos"] == 5 and run["counts"]["videos_failed"] == 1
+    assert run["counts"]["frames_sampled"] == len(f)
+    assert run["model"]["handle"] == a0_stream and run["config"]["model"]["stream_chunk"] == 8
+
+    # queryable with no glue
+    con = duckdb.connect()
+    per_split = dict(con.execute(
+        f"SELECT split, count(*) FROM read_parquet('{out}/videos/*/*.parquet', hive_partitioning=true) "
+        "GROUP BY split").fetchall())
+    assert per_split == {"test": 2, "train": 2, "valid": 1}
+
+    # a second run into the same folder is refused unless --overwrite
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert again.returncode == 2 and "already holds a run" in again.stderr
+
+    # the glob form, replacing the run: no labels, hash splits, the same five videos
+    glob_cmd = [f"{mixed_videos['dir']}/*" if arg == str(manifest) else arg for arg in cmd] + ["--overwrite"]
+    proc = subprocess.run(glob_cmd, capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    replaced = _read(out, "videos").to_pandas()
+    assert len(replaced) == 5 and replaced.label.isna().all() and replaced.is_error.isna().all()
+    assert set(replaced.run_id) != {run["run_id"]}
