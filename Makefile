@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cat setup.py requirements.lock | cksum | cut
 
 $(STAMP): setup.py requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
+	$(PY) -m pip install --quiet --upgrade pip wheel "setuptools<81"
 	$(PY) -m pip install --quiet -c requirements.lock -e ".[export,test]"
 	rm -f $(VENV)/.installed-*
 	touch $@

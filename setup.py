@@ -23,6 +23,8 @@ setup(
         "google-cloud-storage>=2.18",
         "numpy>=1.26",
         "PyYAML>=6",
+        # tensorflow-hub 0.16 imports pkg_resources, which setuptools 81 removed.
+        "setuptools<81",
     ],
     extras_require={
         # MoViNet export (videolabel export-movinet) and the tests that build models.

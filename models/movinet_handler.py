@@ -106,13 +106,11 @@ class MovinetModelHandler(ModelHandler[Clip, ClipPrediction, _Movinet]):
                 tf.config.threading.set_inter_op_parallelism_threads(self._tf_threads)
             except RuntimeError:  # TF already initialised in this process
                 _log.debug("TensorFlow threads already fixed in this process")
+        import tensorflow_hub as hub
+
         try:
-            if self._handle.startswith(("http://", "https://")):
-                import tensorflow_hub as hub
-                loaded = hub.load(self._handle)
-            else:
-                loaded = tf.saved_model.load(self._handle)
-            model = _Movinet(loaded, self._mode)
+            # hub.load takes TF Hub URLs and local or gs:// SavedModel folders alike.
+            model = _Movinet(hub.load(self._handle), self._mode)
         except KeyError as exc:
             raise ValueError(
                 f"model {self._handle} has no {exc} signature; a {self._mode}-mode MoViNet "
