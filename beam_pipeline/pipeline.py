@@ -7,24 +7,35 @@ from collections.abc import Sequence
 import apache_beam as beam
 
 from beam_pipeline.config import JobConfig
-from models.movinet_handler import MovinetModelHandler
+from models.movinet_handler import MovinetClipHandler, MovinetStreamHandler
 from transforms.aggregate import Aggregate, RunStamp
 from transforms.classify import Classify
 from transforms.decode_sample import DecodeAndSample
 from transforms.listing import ListVideos
+from transforms.records import SamplingSpec
 from transforms.schema import VIDEOS_SCHEMA, frames_schema
 from transforms.write import WriteOutputs
 
-__all__ = ["build_pipeline", "make_handler"]
+__all__ = ["build_pipeline", "make_handler", "sampling_spec"]
 
 
-def make_handler(cfg: JobConfig, handle: str, num_labels: int) -> MovinetModelHandler:
-    """The ModelHandler for the configured model."""
+def make_handler(cfg: JobConfig, handle: str, num_labels: int):
+    """The ModelHandler for the configured model and mode."""
     m = cfg.model
-    return MovinetModelHandler(
-        handle, mode=m.model_mode, num_labels=num_labels, imgz=cfg.imgz,
-        n_frames=cfg.sampling.n_frames, batch_size=m.batch_size, stream_chunk=m.stream_chunk,
-        tf_threads=m.tf_threads)
+    if m.model_mode == "stream":
+        return MovinetStreamHandler(handle, num_labels=num_labels, imgz=cfg.imgz,
+                                    stream_chunk=m.stream_chunk, tf_threads=m.tf_threads)
+    return MovinetClipHandler(handle, num_labels=num_labels, imgz=cfg.imgz,
+                              n_frames=cfg.sampling.n_frames, batch_size=m.batch_size,
+                              tf_threads=m.tf_threads)
+
+
+def sampling_spec(cfg: JobConfig) -> SamplingSpec:
+    """The per-video sampling settings of a config."""
+    s = cfg.sampling
+    return SamplingSpec(strategy=s.strategy, fps=s.fps, n_frames=s.n_frames, imgz=cfg.imgz,
+                        max_pixels=s.max_pixels, max_duration_s=s.max_duration_s,
+                        decode_timeout_s=s.decode_timeout_s)
 
 
 def build_pipeline(p: beam.Pipeline, cfg: JobConfig, *, handle: str, labels: Sequence[str],
@@ -41,14 +52,11 @@ def build_pipeline(p: beam.Pipeline, cfg: JobConfig, *, handle: str, labels: Seq
     Returns:
         (video rows, frame rows or None, written part paths) as PCollections.
     """
-    s = cfg.sampling
     refs = p | "ListVideos" >> ListVideos(
         cfg.input.paths, extensions=cfg.input.extensions,
         ratios=cfg.split.ratios, salt=cfg.split.salt)
     clips, infos = refs | "DecodeAndSample" >> DecodeAndSample(
-        mode=cfg.model.model_mode, strategy=s.strategy, fps=s.fps, n_frames=s.n_frames,
-        stride=s.stride, imgz=cfg.imgz, max_pixels=s.max_pixels,
-        max_duration_s=s.max_duration_s, decode_timeout_s=s.decode_timeout_s)
+        mode=cfg.model.model_mode, spec=sampling_spec(cfg), stride=cfg.sampling.stride)
     predictions, errors = clips | "Classify" >> Classify(make_handler(cfg, handle, len(labels)))
     video_rows, frame_rows = (infos, predictions, errors) | "Aggregate" >> Aggregate(
         mode=cfg.model.model_mode, labels=labels, k=min(cfg.model.top_k, len(labels)),

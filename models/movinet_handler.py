@@ -1,25 +1,32 @@
-"""Beam ModelHandler for MoViNet classifiers (TF Hub URL or local / gs:// SavedModel).
+"""Beam ModelHandlers for MoViNet classifiers (TF Hub URL or local / gs:// SavedModel).
 
-Base mode: a batch of clips, each padded to ``n_frames`` by repeating its last
-frame, goes in one call. Stream mode: one clip (a video's whole frame sequence)
-goes in chunks of ``stream_chunk`` frames with the states carried between calls;
-every frame of a chunk gets the causal prediction at the end of that chunk, so
-``stream_chunk: 1`` gives a prediction after every frame.
+``MovinetClipHandler`` (base mode): a batch of clips, each padded to ``n_frames``
+by repeating its last frame, goes in one call.
+
+``MovinetStreamHandler`` (stream mode): each element is a ``FrameSource``; the
+handler decodes it and feeds the frames in chunks of ``stream_chunk`` with the
+model state carried from chunk to chunk, so memory is bounded by one chunk and
+the result does not depend on the chunk size. Every frame of a chunk gets the
+causal prediction at the end of that chunk (``stream_chunk: 1`` gives one after
+every frame).
+
 Frames arrive uint8 and become float32 in [0, 1] one batch or chunk at a time.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 from apache_beam.ml.inference.base import ModelHandler
 
-from transforms.records import Clip, ClipPrediction
+from transforms.decoding import DecodeReport, SampledFrame, sample_frames
+from transforms.records import Clip, ClipPrediction, FrameSource, VideoInfo
 
-__all__ = ["MovinetModelHandler", "softmax"]
+__all__ = ["MovinetClipHandler", "MovinetStreamHandler", "softmax", "stream_probs"]
 
 _log = logging.getLogger(__name__)
 
@@ -32,10 +39,9 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 class _Movinet:
-    """A loaded MoViNet: logits for base clips, or chunked streaming with states."""
+    """A loaded MoViNet: logits for base clips, or one streaming step with states."""
 
     def __init__(self, loaded: Any, mode: str):
-        self.mode = mode
         self._loaded = loaded
         if mode == "stream":
             self._call = loaded.signatures["call"]
@@ -51,54 +57,58 @@ class _Movinet:
         logits = out["logits"] if "logits" in out else next(iter(out.values()))
         return logits.numpy()
 
-    def stream_logits(self, frames: np.ndarray, chunk: int) -> np.ndarray:
-        """frames uint8 [t, h, w, 3] -> logits float32 [t, classes], causal.
-
-        Row i holds the logits at the end of the chunk that contains frame i.
-        """
+    def init_states(self, imgz: int) -> dict:
+        """Zero states for one video of ``imgz`` x ``imgz`` frames."""
         import tensorflow as tf
 
-        t = frames.shape[0]
-        states = self._init_states(input_shape=tf.constant([1, t, *frames.shape[1:]], dtype=tf.int32))
-        rows = []
-        for start in range(0, t, chunk):
-            part = frames[start:start + chunk].astype(np.float32)[np.newaxis] / 255.0
-            out = self._call(image=tf.constant(part), **states)
-            logits = out.pop("logits").numpy()[0]
-            states = out
-            rows.append(np.repeat(logits[np.newaxis], part.shape[1], axis=0))
-        return np.concatenate(rows, axis=0)
+        return self._init_states(input_shape=tf.constant([1, 1, imgz, imgz, 3], dtype=tf.int32))
+
+    def step(self, frames: np.ndarray, states: dict) -> tuple[np.ndarray, dict]:
+        """frames uint8 [t, h, w, 3] -> (logits float32 [classes] after the last frame, new states)."""
+        import tensorflow as tf
+
+        image = tf.constant(frames.astype(np.float32)[np.newaxis] / 255.0)
+        out = dict(self._call(image=image, **states))
+        return out.pop("logits").numpy()[0], out
 
 
-class MovinetModelHandler(ModelHandler[Clip, ClipPrediction, _Movinet]):
-    """Runs MoViNet over ``Clip`` elements; wrap in KeyedModelHandler for keys.
+def stream_probs(model: _Movinet, frames: Iterable[SampledFrame], chunk: int,
+                 imgz: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Runs frames through a stream model in chunks, carrying its state.
 
-    Args:
-        handle: TF Hub URL, or local / gs:// SavedModel directory.
-        mode: ``base`` or ``stream``.
-        num_labels: size of the label vocabulary; checked against the model's
-            output at load.
-        imgz: input side, for the load-time check call.
-        n_frames: base-mode clip length (shorter clips are padded).
-        batch_size: clips per call in base mode.
-        stream_chunk: frames per call in stream mode.
-        tf_threads: TensorFlow intra-op threads per process; 0 lets TF decide.
+    Returns:
+        frame_indices int64 [n], timestamps_s float64 [n], and probs float32
+        [n, classes] where row i is the causal output at the end of frame i's chunk.
     """
+    states = model.init_states(imgz)
+    indices, times, probs = [], [], []
+    frames = iter(frames)
+    while batch := list(itertools.islice(frames, chunk)):
+        logits, states = model.step(np.stack([f.image for f in batch]), states)
+        p = softmax(logits)
+        indices.extend(f.index for f in batch)
+        times.extend(f.time_s for f in batch)
+        probs.extend([p] * len(batch))
+    width = probs[0].shape[-1] if probs else 0
+    return (np.array(indices, dtype=np.int64), np.array(times, dtype=np.float64),
+            np.array(probs, dtype=np.float32).reshape(len(indices), width))
 
-    def __init__(self, handle: str, *, mode: str, num_labels: int, imgz: int, n_frames: int,
-                 batch_size: int, stream_chunk: int, tf_threads: int = 0):
+
+class _MovinetHandler(ModelHandler):
+    """Loading, the label-count check and settings shared by both modes."""
+
+    _mode = ""
+
+    def __init__(self, handle: str, *, num_labels: int, imgz: int, tf_threads: int = 0):
         super().__init__()
         self._handle = handle
-        self._mode = mode
         self._num_labels = num_labels
         self._imgz = imgz
-        self._n_frames = n_frames
-        self._batch_size = batch_size
-        self._stream_chunk = stream_chunk
         self._tf_threads = tf_threads
 
     def load_model(self) -> _Movinet:
         import tensorflow as tf
+        import tensorflow_hub as hub
 
         if self._tf_threads:
             try:
@@ -106,59 +116,102 @@ class MovinetModelHandler(ModelHandler[Clip, ClipPrediction, _Movinet]):
                 tf.config.threading.set_inter_op_parallelism_threads(self._tf_threads)
             except RuntimeError:  # TF already initialised in this process
                 _log.debug("TensorFlow threads already fixed in this process")
-        import tensorflow_hub as hub
-
         try:
             # hub.load takes TF Hub URLs and local or gs:// SavedModel folders alike.
             model = _Movinet(hub.load(self._handle), self._mode)
         except KeyError as exc:
-            raise ValueError(
-                f"model {self._handle} has no {exc} signature; a {self._mode}-mode MoViNet "
-                f"needs {'call and init_states' if self._mode == 'stream' else 'serving_default'}"
-            ) from None
+            wanted = "call and init_states" if self._mode == "stream" else "serving_default"
+            raise ValueError(f"model {self._handle} has no {exc} signature; a {self._mode}-mode "
+                             f"MoViNet needs {wanted}") from None
         except Exception as exc:
             raise ValueError(f"cannot load model {self._handle}: {type(exc).__name__}: {exc}") from exc
-        probe = np.zeros((1, self._imgz, self._imgz, 3), dtype=np.uint8)
-        if self._mode == "stream":
-            width = model.stream_logits(probe, 1).shape[-1]
-        else:
-            width = model.base_logits(probe[np.newaxis].astype(np.float32)).shape[-1]
+        width = self._output_width(model)
         if width != self._num_labels:
             raise ValueError(
                 f"model {self._handle} outputs {width} classes but the labels list has "
                 f"{self._num_labels}; pass the model's labels file with --set model.labels=PATH")
         return model
 
-    def run_inference(self, batch: Sequence[Clip], model: _Movinet,
-                      inference_args: dict[str, Any] | None = None) -> Iterable[ClipPrediction]:
-        if self._mode == "stream":
-            return [self._stream(clip, model) for clip in batch]
-        return self._base(batch, model)
+    def _output_width(self, model: _Movinet) -> int:
+        raise NotImplementedError
 
-    def _base(self, batch: Sequence[Clip], model: _Movinet) -> list[ClipPrediction]:
+    def get_metrics_namespace(self) -> str:
+        return "videolabel"
+
+
+class MovinetClipHandler(_MovinetHandler):
+    """Base mode: ``Clip`` -> ``ClipPrediction``, clips batched per call.
+
+    Args:
+        handle: TF Hub URL, or local / gs:// SavedModel directory.
+        num_labels: size of the label vocabulary; checked against the model at load.
+        imgz: input side, for the load-time check call.
+        n_frames: clip length (shorter clips are padded with their last frame).
+        batch_size: clips per call.
+        tf_threads: TensorFlow intra-op threads per process; 0 lets TF decide.
+    """
+
+    _mode = "base"
+
+    def __init__(self, handle: str, *, num_labels: int, imgz: int, n_frames: int, batch_size: int,
+                 tf_threads: int = 0):
+        super().__init__(handle, num_labels=num_labels, imgz=imgz, tf_threads=tf_threads)
+        self._n_frames = n_frames
+        self._batch_size = batch_size
+
+    def _output_width(self, model: _Movinet) -> int:
+        return model.base_logits(np.zeros((1, 1, self._imgz, self._imgz, 3), np.float32)).shape[-1]
+
+    def run_inference(self, batch: Sequence[Clip], model: _Movinet,
+                      inference_args: dict[str, Any] | None = None) -> list[ClipPrediction]:
         images = np.stack([_pad(c.frames, self._n_frames) for c in batch]).astype(np.float32) / 255.0
-        probs = softmax(model.base_logits(images))
         out = []
-        for clip, p in zip(batch, probs):
+        for clip, p in zip(batch, softmax(model.base_logits(images))):
             owned = slice(clip.owned_start, clip.owned_stop)
             n = clip.owned_stop - clip.owned_start
             out.append(ClipPrediction(clip.frame_indices[owned], clip.timestamps_s[owned],
                                       np.repeat(p[np.newaxis], n, axis=0), p))
         return out
 
-    def _stream(self, clip: Clip, model: _Movinet) -> ClipPrediction:
-        probs = softmax(model.stream_logits(clip.frames, self._stream_chunk))
-        owned = slice(clip.owned_start, clip.owned_stop)
-        return ClipPrediction(clip.frame_indices[owned], clip.timestamps_s[owned], probs[owned], probs[-1])
-
     def batch_elements_kwargs(self) -> dict[str, Any]:
-        return {"min_batch_size": 1, "max_batch_size": self._batch_size if self._mode == "base" else 1}
-
-    def get_metrics_namespace(self) -> str:
-        return "videolabel"
+        return {"min_batch_size": 1, "max_batch_size": self._batch_size}
 
     def get_num_bytes(self, batch: Sequence[Clip]) -> int:
         return sum(c.frames.nbytes for c in batch)
+
+
+class MovinetStreamHandler(_MovinetHandler):
+    """Stream mode: ``FrameSource`` -> ``ClipPrediction`` with the decode outcome in ``info``.
+
+    Args:
+        handle, num_labels, imgz, tf_threads: as for ``MovinetClipHandler``.
+        stream_chunk: frames per model call; the state is carried between calls.
+    """
+
+    _mode = "stream"
+
+    def __init__(self, handle: str, *, num_labels: int, imgz: int, stream_chunk: int,
+                 tf_threads: int = 0):
+        super().__init__(handle, num_labels=num_labels, imgz=imgz, tf_threads=tf_threads)
+        self._chunk = stream_chunk
+
+    def _output_width(self, model: _Movinet) -> int:
+        logits, _ = model.step(np.zeros((1, self._imgz, self._imgz, 3), np.uint8),
+                               model.init_states(self._imgz))
+        return logits.shape[-1]
+
+    def run_inference(self, batch: Sequence[FrameSource], model: _Movinet,
+                      inference_args: dict[str, Any] | None = None) -> Iterator[ClipPrediction]:
+        for source in batch:
+            report = DecodeReport()
+            frames = sample_frames(source.ref.uri, source.spec, report)
+            indices, times, probs = stream_probs(model, frames, self._chunk, source.spec.imgz)
+            info = VideoInfo(source.ref, report.meta, report.frames_decoded, report.frames_sampled,
+                             report.error)
+            yield ClipPrediction(indices, times, probs, probs[-1] if len(probs) else None, info)
+
+    def batch_elements_kwargs(self) -> dict[str, Any]:
+        return {"min_batch_size": 1, "max_batch_size": 1}
 
 
 def _pad(frames: np.ndarray, n_frames: int) -> np.ndarray:

@@ -7,12 +7,14 @@ import os
 from apache_beam import pvalue
 
 from transforms.decode_sample import VIDEOS_TAG, _DecodeAndSampleFn
-from transforms.records import ErrorStage, VideoRef
+from transforms.records import ErrorStage, FrameSource, SamplingSpec, VideoRef
+
+SPEC = SamplingSpec(strategy="fps", fps=5.0, n_frames=4, imgz=32, max_pixels=10**7,
+                    max_duration_s=600, decode_timeout_s=60)
 
 
 def _fn(mode):
-    fn = _DecodeAndSampleFn(mode=mode, strategy="fps", fps=5.0, n_frames=4, stride=4, imgz=32,
-                            max_pixels=10**7, max_duration_s=600, decode_timeout_s=60)
+    fn = _DecodeAndSampleFn(mode=mode, spec=SPEC, stride=4)
     fn.setup()
     return fn
 
@@ -34,13 +36,18 @@ def test_base_mode_yields_keyed_clips_then_info(mixed_videos):
     assert info.error is None and info.meta.codec == "h264"
 
 
-def test_stream_mode_yields_the_whole_sequence(mixed_videos):
+def test_stream_mode_probes_and_defers_decoding_to_the_model(mixed_videos):
     ref = VideoRef("v", os.path.join(mixed_videos["dir"], "up_176x144_15.mkv"), None, "train")
-    clips, (_, info) = _split(list(_fn("stream").process(ref)))
-    assert len(clips) == 1
-    (_, clip), = clips
-    assert clip.frames.shape[0] == info.frames_sampled == 10 and clip.owned_stop == 10
-    assert info.meta.codec == "mpeg4"
+    sources, (_, info) = _split(list(_fn("stream").process(ref)))
+    assert sources == [(("v", 0), FrameSource(ref, SPEC))]
+    assert info.meta.codec == "mpeg4" and info.meta.width == 176 and info.frames_decoded == 0
+
+
+def test_bad_manifest_row_becomes_a_failed_info_without_opening():
+    ref = VideoRef("b", "m.csv#row=3", None, "train", error="m.csv#row=3: row has no uri")
+    sources, (_, info) = _split(list(_fn("stream").process(ref)))
+    assert sources == []
+    assert (info.error.stage, info.error.type) == (ErrorStage.OPEN, "BadManifestRow")
 
 
 def test_corrupt_file_gives_info_with_open_error_and_no_clips(mixed_videos):

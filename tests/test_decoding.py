@@ -15,15 +15,15 @@ from transforms.decoding import (
     select_nearest,
     windows,
 )
-from transforms.records import ErrorStage
+from transforms.records import ErrorStage, SamplingSpec
 
-SAMPLE = dict(max_pixels=3840 * 2160, max_duration_s=3600.0, decode_timeout_s=60.0)
+SPEC = SamplingSpec(strategy="fps", fps=5.0, n_frames=8, imgz=64, max_pixels=3840 * 2160,
+                    max_duration_s=3600.0, decode_timeout_s=60.0)
 
 
-def _sample(path, **kwargs):
+def _sample(path, **changes):
     report = DecodeReport()
-    args = {**SAMPLE, "strategy": "fps", "fps": 5.0, "n_frames": 8, "imgz": 64, **kwargs}
-    frames = list(sample_frames(str(path), report=report, **args))
+    frames = list(sample_frames(str(path), SPEC._replace(**changes), report))
     return frames, report
 
 

@@ -31,7 +31,7 @@ def test_glob_lists_videos_by_extension_once_each(mixed_videos):
 
 
 @pytest.mark.parametrize("kind", ["csv", "jsonl", "parquet"])
-def test_manifest_rows_become_refs_and_bad_rows_are_skipped(tmp_path, kind):
+def test_manifest_rows_become_refs_and_bad_rows_become_error_refs(tmp_path, kind):
     rows = [
         {"uri": "a.mp4", "label": "jump", "split": "test", "video_id": "vid-a"},
         {"uri": "/abs/b.mp4", "label": "run", "split": "", "video_id": ""},
@@ -46,17 +46,29 @@ def test_manifest_rows_become_refs_and_bad_rows_are_skipped(tmp_path, kind):
     else:
         pq.write_table(pa.Table.from_pylist(rows), path)
     b_split = hash_split(stable_video_id("/abs/b.mp4"), RATIOS, "s")
+    expected = [
+        ("vid-a", f"{tmp_path}/a.mp4", "jump", "test", None),
+        (stable_video_id("/abs/b.mp4"), "/abs/b.mp4", "run", b_split, None),
+        (stable_video_id(f"{path}#row=3"), f"{path}#row=3", "orphan", "train", "has no uri"),
+    ]
+    if kind == "jsonl":
+        row4 = stable_video_id(f"{path}#row=4")
+        expected.append((row4, f"{path}#row=4", None, hash_split(row4, RATIOS, "s"), "is not JSON"))
+
+    def shown(ref):  # the error reduced to the phrase that says what is wrong
+        reason = next((p for p in ("has no uri", "is not JSON") if ref.error and p in ref.error), None)
+        return (*ref[:4], reason)
+
     with TestPipeline() as p:
         refs = p | ListVideos((str(path),), extensions=(".mp4",), ratios=RATIOS, salt="s")
-        assert_that(refs | beam.Map(tuple), equal_to([
-            ("vid-a", f"{tmp_path}/a.mp4", "jump", "test"),
-            (stable_video_id("/abs/b.mp4"), "/abs/b.mp4", "run", b_split),
-        ]))
+        assert_that(refs | beam.Map(shown), equal_to(expected))
 
 
-def test_row_without_uri_is_a_clear_error():
+def test_bad_cells_are_clear_errors():
     with pytest.raises(ValueError, match="has no uri"):
         ref_from_row({"label": "x"}, "m.csv", RATIOS, "s")
+    with pytest.raises(ValueError, match=r"label=\['a', 'b'\] is not a single value"):
+        ref_from_row({"uri": "a.mp4", "label": ["a", "b"]}, "m.jsonl", RATIOS, "s")
 
 
 def test_hash_split_is_stable_and_follows_ratios():

@@ -19,9 +19,10 @@ from apache_beam.metrics import Metrics
 from transforms.records import ClipPrediction, ErrorStage, Status, VideoError, VideoInfo
 from transforms.schema import SCHEMA_VERSION
 
-__all__ = ["Aggregate", "FRAMES_TAG", "RunStamp", "frame_rows", "top_k", "video_row"]
+__all__ = ["Aggregate", "ERROR_COUNTER_PREFIX", "FRAMES_TAG", "RunStamp", "frame_rows", "top_k", "video_row"]
 
 FRAMES_TAG = "frames"
+ERROR_COUNTER_PREFIX = "errors_"
 
 
 class RunStamp:
@@ -135,22 +136,35 @@ class _RowsFn(beam.DoFn):
         self._write_probs = write_probs
         self._stamp = stamp
         self._by_status = {s: Metrics.counter("videolabel", f"videos_{s.value}") for s in Status}
+        self._by_error: dict[str, Any] = {}
+        self._decoded = Metrics.counter("videolabel", "frames_decoded")
+        self._sampled = Metrics.counter("videolabel", "frames_sampled")
 
     def process(self, element) -> Iterator:
         video_id, grouped = element
-        infos = list(grouped["info"])
-        if not infos:  # predictions without an info cannot happen; keep the job alive if it does
-            return
-        info = infos[0]
-        clips = [(key[1], pred) for key, pred in grouped["preds"]]
+        preds = list(grouped["preds"])
+        # stream mode decodes in the model handler: its outcome replaces the probe-only info
+        info = next((pred.info for _, pred in preds if pred.info is not None), None)
+        info = info or next(iter(grouped["info"]))
+        clips = [(key[1], pred) for key, pred in preds if len(pred.frame_indices)]
         errors = list(grouped["errors"])
+        self._decoded.inc(info.frames_decoded)
+        self._sampled.inc(info.frames_sampled)
         row = video_row(info, clips, self._mode, self._labels, self._k, self._stamp,
                         errors[0] if errors else None)
         self._by_status[Status(row["status"])].inc()
+        if row["error_type"]:
+            self._error_counter(row["error_type"]).inc()
         yield row
         if self._write_frames:
             for frame in frame_rows(info, clips, self._labels, self._k, self._write_probs):
                 yield pvalue.TaggedOutput(FRAMES_TAG, frame)
+
+
+    def _error_counter(self, error_type: str):
+        if error_type not in self._by_error:
+            self._by_error[error_type] = Metrics.counter("videolabel", f"{ERROR_COUNTER_PREFIX}{error_type}")
+        return self._by_error[error_type]
 
 
 class Aggregate(beam.PTransform):

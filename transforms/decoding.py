@@ -11,6 +11,7 @@ Resizing keeps the aspect ratio and pads (letterbox, black bars) to an
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -19,18 +20,23 @@ from typing import Any, NamedTuple
 import av
 import numpy as np
 
-from transforms.records import Clip, ErrorStage, VideoError, VideoMeta
+from transforms.records import Clip, ErrorStage, SamplingSpec, VideoError, VideoMeta
 
 __all__ = [
     "DecodeReport",
+    "clockwise_rotation",
     "clip_from_frames",
     "SampledFrame",
     "frame_targets",
     "letterbox_size",
     "open_container",
     "probe",
+    "probe_video",
     "sample_frames",
+    "scan_duration",
     "select_nearest",
+    "to_square",
+    "video_stream",
     "windows",
 ]
 
@@ -71,6 +77,10 @@ class DecodeTimeout(Exception):
     """Decoding ran past ``decode_timeout_s``."""
 
 
+class TooLong(Exception):
+    """Decoded frames ran past ``max_duration_s`` in a container that did not say how long it is."""
+
+
 def open_container(uri: str, opener: Callable[[str], Any] | None = None):
     """Opens ``uri`` with PyAV.
 
@@ -85,16 +95,32 @@ def open_container(uri: str, opener: Callable[[str], Any] | None = None):
     return av.open(opener(uri), mode="r")
 
 
+def video_stream(container):
+    """The first video stream that is real video, not an attached picture (cover art).
+
+    Raises:
+        VideoRejected: there is none.
+    """
+    streams = list(container.streams.video)
+    for stream in streams:
+        if not stream.disposition & av.stream.Disposition.attached_pic:
+            return stream
+    if streams:
+        raise VideoRejected("the only video stream is an attached picture (cover art), not video")
+    raise VideoRejected("no video stream in the container")
+
+
 def probe(container, *, max_pixels: int, max_duration_s: float) -> VideoMeta:
-    """Reads the first video stream's metadata and applies the size and length guards.
+    """Reads the video stream's metadata and applies the size and length guards.
+
+    Width and height are the coded size; ``sample_frames`` swaps them once it
+    sees a 90 or 270 degree rotation. Duration is None when the container does
+    not say.
 
     Raises:
         VideoRejected: no usable video stream, or a guard is exceeded.
     """
-    streams = [s for s in container.streams.video]
-    if not streams:
-        raise VideoRejected("no video stream in the container")
-    stream = streams[0]
+    stream = video_stream(container)
     width, height = stream.codec_context.width, stream.codec_context.height
     if width <= 0 or height <= 0:
         raise VideoRejected(f"video stream has no picture size ({width}x{height})")
@@ -113,17 +139,45 @@ def probe(container, *, max_pixels: int, max_duration_s: float) -> VideoMeta:
                      codec=stream.codec_context.name)
 
 
+def scan_duration(container, stream) -> float | None:
+    """Duration from the packets' timestamps (demux only, no decoding); None if none carry one."""
+    start, end = None, None
+    for packet in container.demux(stream):
+        if packet.pts is None:
+            continue
+        start = packet.pts if start is None else min(start, packet.pts)
+        end = max(end or packet.pts, packet.pts + (packet.duration or 0))
+    if start is None:
+        return None
+    return float((end - start) * stream.time_base)
+
+
 def letterbox_size(width: int, height: int, imgz: int) -> tuple[int, int]:
     """Size (w, h) that fits ``width x height`` into an ``imgz`` square, aspect kept."""
     scale = imgz / max(width, height)
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def _to_square(frame, imgz: int, size: tuple[int, int]) -> np.ndarray:
-    w, h = size
-    rgb = frame.to_ndarray(width=w, height=h, format="rgb24")
+def clockwise_rotation(frame) -> int:
+    """Degrees (0, 90, 180, 270) to turn a frame clockwise to show it upright (display matrix)."""
+    return int(-round((frame.rotation or 0) / 90.0) * 90) % 360
+
+
+def to_square(frame, imgz: int) -> np.ndarray:
+    """A decoded frame as upright uint8 RGB [imgz, imgz, 3]: rotated, aspect kept, padded black.
+
+    Alpha, if any, is dropped. Only this function converts pixels, so only
+    sampled frames pay for conversion and resizing.
+    """
+    turn = clockwise_rotation(frame)
+    sideways = turn in (90, 270)
+    upright_w, upright_h = (frame.height, frame.width) if sideways else (frame.width, frame.height)
+    w, h = letterbox_size(upright_w, upright_h, imgz)
+    rgb = frame.to_ndarray(width=h if sideways else w, height=w if sideways else h, format="rgb24")
+    if turn:
+        rgb = np.rot90(rgb, k=-turn // 90)
     if w == imgz and h == imgz:
-        return rgb
+        return np.ascontiguousarray(rgb)
     out = np.zeros((imgz, imgz, 3), dtype=np.uint8)
     top, left = (imgz - h) // 2, (imgz - w) // 2
     out[top:top + h, left:left + w] = rgb
@@ -135,23 +189,17 @@ def frame_targets(strategy: str, *, fps: float, n_frames: int,
     """Target times in seconds, increasing, for a strategy; None means every frame.
 
     ``fps``: 0, 1/fps, 2/fps, ... (unbounded; decoding ends the list).
-    ``uniform``: ``n_frames`` times evenly spaced from the first to the last frame.
+    ``uniform``: ``n_frames`` times evenly spaced from the first to the last frame
+    (the duration comes from a demux-only scan of the packet timestamps).
     """
     if strategy == "all":
         return None
     if strategy == "fps":
-        return (k / fps for k in _count())
+        return (k / fps for k in itertools.count())
     if duration_s is None:
-        raise VideoRejected("uniform sampling needs the video duration, which the container lacks")
+        raise VideoRejected("uniform sampling needs the video duration, which no timestamp gives")
     last = max(0.0, duration_s - (1.0 / video_fps if video_fps else 0.0))
     return iter(np.linspace(0.0, last, n_frames).tolist())
-
-
-def _count() -> Iterator[int]:
-    k = 0
-    while True:
-        yield k
-        k += 1
 
 
 def select_nearest(items: Iterable[tuple[float, Any]],
@@ -184,11 +232,35 @@ def select_nearest(items: Iterable[tuple[float, Any]],
         prev = item
 
 
-def _decoded_frames(container, stream, report: DecodeReport, deadline: float):
-    """Yields ``(time_s, (index, frame))`` in decode order; skips packets FFmpeg cannot decode."""
-    start_pts = stream.start_time
+class _Clock:
+    """Frame times from pts and the stream time base, relative to the stream start.
+
+    A frame without pts (raw elementary streams) gets the previous time plus one
+    frame interval of the declared rate.
+    """
+
+    def __init__(self, stream, fps: float | None):
+        self._start = stream.start_time
+        self._base = stream.time_base
+        self._step = 1.0 / fps if fps else 0.04
+        self.last = -math.inf
+
+    def time_of(self, frame) -> float:
+        pts = frame.pts if frame.pts is not None else frame.dts
+        if pts is None or self._base is None:
+            t = 0.0 if self.last == -math.inf else self.last + self._step
+        else:
+            if self._start is None:
+                self._start = pts
+            t = float((pts - self._start) * self._base)
+        self.last = t
+        return t
+
+
+def _decoded_frames(container, stream, report: DecodeReport, clock: _Clock, deadline: float,
+                    max_duration_s: float):
+    """Yields ``(time_s, (index, frame))`` in order; skips packets FFmpeg cannot decode."""
     index = 0
-    last_time = -math.inf
     for packet in container.demux(stream):
         try:
             frames = packet.decode()
@@ -198,50 +270,92 @@ def _decoded_frames(container, stream, report: DecodeReport, deadline: float):
         for frame in frames:
             if time.monotonic() > deadline:
                 raise DecodeTimeout(f"decoding ran past decode_timeout_s after {index} frames")
-            if frame.pts is None:
-                t = last_time + 1e-3
-            else:
-                if start_pts is None:
-                    start_pts = frame.pts
-                t = float((frame.pts - start_pts) * stream.time_base)
-            last_time = t
+            t = clock.time_of(frame)
+            if t > max_duration_s:
+                raise TooLong(f"frames run past max_duration_s={max_duration_s:g}")
             report.frames_decoded += 1
             yield t, (index, frame)
             index += 1
 
 
-def sample_frames(uri: str, *, strategy: str, fps: float, n_frames: int, imgz: int,
-                  max_pixels: int, max_duration_s: float, decode_timeout_s: float,
-                  report: DecodeReport, opener=None) -> Iterator[SampledFrame]:
-    """Decodes ``uri`` in order and yields the sampled frames, resized to ``imgz``.
+def _check_complete(report: DecodeReport, clock: _Clock, declared_s: float | None) -> None:
+    """Marks a stream that stopped well short of the duration its container declares.
+
+    Also lengthens a duration that the decoded frames outrun (no duration, or a
+    bitrate estimate as in MPEG-PS), so timestamps always lie within it.
+    """
+    meta = report.meta
+    if clock.last == -math.inf:
+        return
+    decoded_end = clock.last + (1.0 / meta.fps if meta.fps else 0.0)
+    if meta.duration_s is None or decoded_end > meta.duration_s:
+        report.meta = meta._replace(duration_s=round(decoded_end, 6))
+    if declared_s and decoded_end < 0.9 * declared_s and declared_s - decoded_end > 0.5:
+        report.fail(ErrorStage.DECODE, "Truncated",
+                    f"stream ends at {decoded_end:.2f}s of the {declared_s:.2f}s its container declares")
+
+
+def _open_and_probe(uri: str, spec: SamplingSpec, report: DecodeReport, opener):
+    """The open container with ``report.meta`` set, or None with ``report.error`` set."""
+    try:
+        container = open_container(uri, opener)
+    except (av.error.FFmpegError, OSError, ValueError) as exc:
+        report.fail(ErrorStage.OPEN, type(exc).__name__, str(exc) or repr(exc))
+        return None
+    try:
+        report.meta = probe(container, max_pixels=spec.max_pixels, max_duration_s=spec.max_duration_s)
+    except (VideoRejected, av.error.FFmpegError, OSError) as exc:
+        container.close()
+        report.fail(ErrorStage.PROBE, type(exc).__name__, str(exc))
+        return None
+    return container
+
+
+def probe_video(uri: str, spec: SamplingSpec, report: DecodeReport, opener=None) -> None:
+    """Opens and probes ``uri`` (guards included) without decoding; fills ``report``."""
+    container = _open_and_probe(uri, spec, report, opener)
+    if container is not None:
+        container.close()
+
+
+def sample_frames(uri: str, spec: SamplingSpec, report: DecodeReport,
+                  opener=None) -> Iterator[SampledFrame]:
+    """Decodes ``uri`` in order and yields the sampled frames, upright, resized to ``spec.imgz``.
 
     Never raises for bad input: problems land in ``report.error`` (with the stage
     they happened at) and the frames decoded before or around them are kept.
     Memory holds one decoded frame and one pending candidate at a time.
     """
-    try:
-        container = open_container(uri, opener)
-    except (av.error.FFmpegError, OSError, ValueError) as exc:
-        report.fail(ErrorStage.OPEN, type(exc).__name__, str(exc) or repr(exc))
+    container = _open_and_probe(uri, spec, report, opener)
+    if container is None:
         return
     with container:
+        declared_s = report.meta.duration_s
         try:
-            report.meta = probe(container, max_pixels=max_pixels, max_duration_s=max_duration_s)
-            stream = container.streams.video[0]
-            targets = frame_targets(strategy, fps=fps, n_frames=n_frames,
+            if spec.strategy == "uniform":
+                # containers may lack a duration or only estimate it (MPEG-PS): read the packets'
+                with open_container(uri, opener) as scan:
+                    duration = scan_duration(scan, video_stream(scan))
+                report.meta = report.meta._replace(duration_s=duration or report.meta.duration_s)
+            stream = video_stream(container)
+            targets = frame_targets(spec.strategy, fps=spec.fps, n_frames=spec.n_frames,
                                     duration_s=report.meta.duration_s, video_fps=report.meta.fps)
-        except (VideoRejected, av.error.FFmpegError) as exc:
+        except (VideoRejected, av.error.FFmpegError, OSError) as exc:
             report.fail(ErrorStage.PROBE, type(exc).__name__, str(exc))
             return
-        size = letterbox_size(report.meta.width, report.meta.height, imgz)
-        deadline = time.monotonic() + decode_timeout_s
-        frames = _decoded_frames(container, stream, report, deadline)
+        clock = _Clock(stream, report.meta.fps)
+        deadline = time.monotonic() + spec.decode_timeout_s
+        frames = _decoded_frames(container, stream, report, clock, deadline, spec.max_duration_s)
         try:
             for t, (index, frame) in select_nearest(frames, targets):
+                if report.frames_sampled == 0 and clockwise_rotation(frame) in (90, 270):
+                    report.meta = report.meta._replace(width=report.meta.height, height=report.meta.width)
                 report.frames_sampled += 1
-                yield SampledFrame(index, t, _to_square(frame, imgz, size))
-        except (DecodeTimeout, av.error.FFmpegError, OSError) as exc:
+                yield SampledFrame(index, t, to_square(frame, spec.imgz))
+        except (DecodeTimeout, TooLong, av.error.FFmpegError, OSError) as exc:
             report.fail(ErrorStage.DECODE, type(exc).__name__, str(exc))
+            return
+        _check_complete(report, clock, declared_s)
 
 
 def clip_from_frames(frames: list[SampledFrame], owned_stop: int) -> Clip:

@@ -3,7 +3,7 @@
 Manifests (.csv, .jsonl, .parquet) have a ``uri`` column and optionally
 ``label``, ``split`` and ``video_id``. Relative uris resolve against the
 manifest's folder. A row without a uri cannot be listed; it is logged and
-counted, never fatal.
+counted, and becomes a ``failed`` row (``error_type`` BadManifestRow); never fatal.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from apache_beam.metrics import Metrics
 from transforms.records import VideoRef
 from transforms.splits import hash_split, stable_video_id
 
-__all__ = ["ListVideos", "is_manifest", "manifest_rows", "ref_from_row"]
+__all__ = ["ListVideos", "bad_row_ref", "is_manifest", "manifest_rows", "ref_from_row"]
 
 _MANIFEST_EXTENSIONS = (".csv", ".jsonl", ".parquet")
 _log = logging.getLogger(__name__)
@@ -50,9 +50,9 @@ def manifest_rows(path: str) -> Iterator[dict[str, Any]]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
-                yield {"_bad": f"{path} line {number}: not JSON ({exc.msg})"}
+                yield {"_bad": f"line {number} is not JSON ({exc.msg})"}
                 continue
-            yield row if isinstance(row, dict) else {"_bad": f"{path} line {number}: not an object"}
+            yield row if isinstance(row, dict) else {"_bad": f"line {number} is not a JSON object"}
     else:
         yield from csv.DictReader(io.StringIO(data.decode("utf-8-sig")))
 
@@ -69,8 +69,13 @@ def manifest_columns(path: str) -> list[str]:
     return []
 
 
-def _clean(value: Any) -> str | None:
+def _clean(column: str, value: Any) -> str | None:
+    """A manifest cell as stripped text (None when empty); lists and mappings are bad values."""
     if value is None:
+        return None
+    if isinstance(value, (list, dict, bytes)):
+        raise ValueError(f"{column}={value!r} is not a single value")
+    if isinstance(value, float) and value != value:  # NaN from pandas-written files
         return None
     text = str(value).strip()
     return text or None
@@ -81,18 +86,32 @@ def ref_from_row(row: Mapping[str, Any], manifest: str, ratios: Mapping[str, flo
     """A manifest row as a VideoRef; split from the row, else from the id hash.
 
     Raises:
-        ValueError: the row has no uri.
+        ValueError: the row has no uri, or a cell holds something that is not a value.
     """
     if "_bad" in row:
         raise ValueError(row["_bad"])
-    uri = _clean(row.get("uri"))
+    uri = _clean("uri", row.get("uri"))
     if uri is None:
-        raise ValueError(f"{manifest}: row {dict(row)} has no uri")
+        raise ValueError(f"row {dict(row)} has no uri")
     if "://" not in uri and not posixpath.isabs(uri):
         uri = FileSystems.join(posixpath.dirname(manifest) or ".", uri)
-    video_id = _clean(row.get("video_id")) or stable_video_id(uri)
-    split = _clean(row.get("split")) or hash_split(video_id, ratios, salt)
-    return VideoRef(video_id, uri, _clean(row.get("label")), split)
+    video_id = _clean("video_id", row.get("video_id")) or stable_video_id(uri)
+    split = _clean("split", row.get("split")) or hash_split(video_id, ratios, salt)
+    return VideoRef(video_id, uri, _clean("label", row.get("label")), split)
+
+
+def bad_row_ref(row: Mapping[str, Any], number: int, manifest: str, reason: str,
+                ratios: Mapping[str, float], salt: str) -> VideoRef:
+    """A failed-to-list row as a VideoRef carrying the reason, so it still gets its output row."""
+    where = f"{manifest}#row={number}"
+
+    def text(column: str) -> str | None:
+        value = row.get(column)
+        return value.strip() or None if isinstance(value, str) else None
+
+    video_id = stable_video_id(where)
+    return VideoRef(video_id, text("uri") or where, text("label"),
+                    text("split") or hash_split(video_id, ratios, salt), error=f"{where}: {reason}")
 
 
 class _ReadManifestFn(beam.DoFn):
@@ -102,12 +121,13 @@ class _ReadManifestFn(beam.DoFn):
         self._bad_rows = Metrics.counter("videolabel", "manifest_bad_rows")
 
     def process(self, path: str) -> Iterator[VideoRef]:
-        for row in manifest_rows(path):
+        for number, row in enumerate(manifest_rows(path), start=1):
             try:
                 yield ref_from_row(row, path, self._ratios, self._salt)
             except ValueError as exc:
                 self._bad_rows.inc()
-                _log.warning("skipping manifest row: %s", exc)
+                _log.warning("bad manifest row %s#row=%d: %s", path, number, exc)
+                yield bad_row_ref(row, number, path, str(exc), self._ratios, self._salt)
 
 
 class _RefFromMatchFn(beam.DoFn):

@@ -15,6 +15,8 @@ __all__ = [
     "Clip",
     "ClipPrediction",
     "ErrorStage",
+    "FrameSource",
+    "SamplingSpec",
     "Status",
     "VideoError",
     "VideoInfo",
@@ -48,12 +50,15 @@ class VideoRef(NamedTuple):
         uri: local path or gs:// uri.
         label: known class name, or None.
         split: train/valid/test (or the manifest's own value).
+        error: why the listing could not make a usable reference (a bad
+            manifest row); such a video becomes a failed row without being opened.
     """
 
     video_id: str
     uri: str
     label: str | None
     split: str
+    error: str | None = None
 
 
 class VideoMeta(NamedTuple):
@@ -106,6 +111,29 @@ class Clip(NamedTuple):
     owned_stop: int
 
 
+class SamplingSpec(NamedTuple):
+    """How to sample one video; see ``SamplingConfig`` for the meaning of each field."""
+
+    strategy: str
+    fps: float
+    n_frames: int
+    imgz: int
+    max_pixels: int
+    max_duration_s: float
+    decode_timeout_s: float
+
+
+class FrameSource(NamedTuple):
+    """Stream mode's unit for the model: a probed video whose frames are decoded lazily.
+
+    The stream model handler decodes it chunk by chunk, carrying the model state,
+    so memory is bounded by one chunk rather than the video's length.
+    """
+
+    ref: VideoRef
+    spec: SamplingSpec
+
+
 class ClipPrediction(NamedTuple):
     """Model output for one clip, keyed outside by ``(video_id, clip_index)``.
 
@@ -116,10 +144,12 @@ class ClipPrediction(NamedTuple):
             (stream mode: the causal output after each frame; base mode: the
             clip's probabilities repeated).
         clip_probs: float32 [num_classes], the clip's probabilities (stream mode:
-            the output after the clip's last frame).
+            the output after the clip's last frame); None when no frame was sampled.
+        info: stream mode only: the decode outcome, since the handler decoded the video.
     """
 
     frame_indices: np.ndarray
     timestamps_s: np.ndarray
     frame_probs: np.ndarray
-    clip_probs: np.ndarray
+    clip_probs: np.ndarray | None
+    info: VideoInfo | None = None

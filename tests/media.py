@@ -1,0 +1,173 @@
+"""Makers of bad and odd media files for decoding tests; each returns the path it wrote."""
+
+from __future__ import annotations
+
+import os
+import struct
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from beam_pipeline.synthetic import motion_frames, write_video
+
+
+def good(path: Path, *, n=50, fps=25, w=160, h=120, codec="libx264", gop=None, seed=0) -> Path:
+    frames = motion_frames("moving_right", num_frames=n, width=w, height=h, rng=np.random.default_rng(seed))
+    write_video(str(path), frames, fps=fps, codec=codec, gop=gop)
+    return path
+
+
+def zero_bytes(path: Path) -> Path:
+    path.write_bytes(b"")
+    return path
+
+
+def random_bytes(path: Path, size=20_000) -> Path:
+    path.write_bytes(np.random.default_rng(1).integers(0, 256, size, dtype=np.uint8).tobytes())
+    return path
+
+
+def text_file(path: Path) -> Path:
+    path.write_text("This is a note about a video, not a video.\n" * 50)
+    return path
+
+
+def cut_short(source: Path, path: Path, keep=0.5) -> Path:
+    """The first ``keep`` share of ``source``'s bytes."""
+    data = source.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+    return path
+
+
+def corrupt_middle(source: Path, path: Path, start=0.45, length=0.1) -> Path:
+    """``source`` with a band of its bytes in the middle overwritten with noise."""
+    data = bytearray(source.read_bytes())
+    a, b = int(len(data) * start), int(len(data) * (start + length))
+    data[a:b] = np.random.default_rng(2).integers(0, 256, b - a, dtype=np.uint8).tobytes()
+    path.write_bytes(bytes(data))
+    return path
+
+
+def audio_only(path: Path, seconds=1.0) -> Path:
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("aac", rate=16000)
+        s.layout = "mono"
+        n = int(16000 * seconds)
+        samples = (np.sin(np.arange(n) / 10) * 0.3).astype(np.float32)[None]
+        for start in range(0, n, 1024):
+            frame = av.AudioFrame.from_ndarray(samples[:, start:start + 1024], format="fltp", layout="mono")
+            frame.sample_rate = 16000
+            frame.pts = start
+            for p in s.encode(frame):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return path
+
+
+def cover_art_only(path: Path) -> Path:
+    """An MP4 whose only video stream is an attached picture (audio + cover art)."""
+    with av.open(str(path), "w", format="mp4") as c:
+        a = c.add_stream("aac", rate=16000)
+        a.layout = "mono"
+        v = c.add_stream("mjpeg", rate=1)
+        v.width, v.height, v.pix_fmt = 64, 64, "yuvj420p"
+        v.disposition = av.stream.Disposition.attached_pic
+        img = np.full((64, 64, 3), 200, np.uint8)
+        for p in v.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+            c.mux(p)
+        for p in v.encode():
+            c.mux(p)
+        samples = np.zeros((1, 1024), np.float32)
+        for i in range(10):
+            frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
+            frame.sample_rate = 16000
+            frame.pts = i * 1024
+            for p in a.encode(frame):
+                c.mux(p)
+        for p in a.encode():
+            c.mux(p)
+    return path
+
+
+def tiny(path: Path, n=10) -> Path:
+    """A 1x1-pixel video (rawvideo in MKV)."""
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("ffv1", rate=10)
+        s.width, s.height, s.pix_fmt = 1, 1, "yuv444p"
+        for i in range(n):
+            img = np.full((1, 1, 3), 25 * i, np.uint8)
+            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return path
+
+
+def variable_rate(path: Path, times_s) -> Path:
+    """An MKV whose frames sit at the given presentation times (millisecond time base)."""
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=30)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        s.codec_context.time_base = Fraction(1, 1000)
+        for i, t in enumerate(times_s):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), (i * 7) % 256, np.uint8), format="rgb24")
+            frame.pts = int(round(t * 1000))
+            frame.time_base = Fraction(1, 1000)
+            for p in s.encode(frame):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return path
+
+
+def with_alpha(path: Path, n=10) -> Path:
+    """A QuickTime RLE (argb) video: left half opaque red, right half fully transparent green."""
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("qtrle", rate=10)
+        s.width, s.height, s.pix_fmt = 32, 16, "argb"
+        img = np.zeros((16, 32, 4), np.uint8)
+        img[:, :16] = (255, 0, 0, 255)
+        img[:, 16:] = (0, 255, 0, 0)
+        for _ in range(n):
+            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgba")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return path
+
+
+def rotated_mp4(source_mp4: Path, path: Path, degrees: int) -> Path:
+    """Copy of an MP4 with the video track's display matrix set to rotate by ``degrees`` clockwise."""
+    data = bytearray(source_mp4.read_bytes())
+    at = data.find(b"tkhd")
+    assert at > 0, "no tkhd box"
+    version = data[at + 4]
+    offset = at + 4 + 4 + (32 if version == 1 else 20) + 8 + 8
+    one, zero, w = 0x10000, 0, 0x40000000
+    cos, sin = {90: (0, 1), 180: (-1, 0), 270: (0, -1)}[degrees]
+    matrix = [cos * one, sin * one, zero, -sin * one, cos * one, zero, 0, 0, w]
+    data[offset:offset + 36] = struct.pack(">9i", *matrix)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def odd_container(path: Path, codec: str, *, n=20, fps=10, w=64, h=48, pix_fmt="yuv420p") -> Path:
+    """A short clip in a given container (by extension) and codec."""
+    with av.open(str(path), "w") as c:
+        s = c.add_stream(codec, rate=fps)
+        s.width, s.height, s.pix_fmt = w, h, pix_fmt
+        frames = motion_frames("moving_down", num_frames=n, width=w, height=h, rng=np.random.default_rng(3))
+        for img in frames:
+            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return path
+
+
+def directory_named_like_video(path: Path) -> Path:
+    os.makedirs(path, exist_ok=True)
+    return path
