@@ -171,3 +171,25 @@ def odd_container(path: Path, codec: str, *, n=20, fps=10, w=64, h=48, pix_fmt="
 def directory_named_like_video(path: Path) -> Path:
     os.makedirs(path, exist_ok=True)
     return path
+
+
+def raw_h264(path: Path, n=50, fps=25) -> Path:
+    """A raw H.264 elementary stream: no container, no duration, no packet timestamps."""
+    frames = motion_frames("moving_right", num_frames=n, width=64, height=48, rng=np.random.default_rng(4))
+    with av.open(str(path), "w", format="h264") as c:
+        s = c.add_stream("libx264", rate=fps)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        for img in frames:
+            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return path
+
+
+def marker(path: Path, w=160, h=96) -> Path:
+    """An MP4 whose frames are black with a white 20x20 square in the top-left corner."""
+    img = np.zeros((h, w, 3), np.uint8)
+    img[:20, :20] = 255
+    write_video(str(path), [img] * 5, fps=5)
+    return path

@@ -140,16 +140,27 @@ def probe(container, *, max_pixels: int, max_duration_s: float) -> VideoMeta:
 
 
 def scan_duration(container, stream) -> float | None:
-    """Duration from the packets' timestamps (demux only, no decoding); None if none carry one."""
-    start, end = None, None
+    """Duration from the packets (demux only, no decoding).
+
+    From the packets' timestamps; for streams whose packets carry none (raw
+    elementary streams), the packet count at the declared frame rate. None if
+    neither is known.
+    """
+    start = end = None
+    count = 0
     for packet in container.demux(stream):
-        if packet.pts is None:
+        if packet.size == 0:
             continue
-        start = packet.pts if start is None else min(start, packet.pts)
-        end = max(end or packet.pts, packet.pts + (packet.duration or 0))
-    if start is None:
-        return None
-    return float((end - start) * stream.time_base)
+        count += 1
+        ts = packet.pts if packet.pts is not None else packet.dts
+        if ts is None:
+            continue
+        start = ts if start is None else min(start, ts)
+        end = max(end if end is not None else ts, ts + (packet.duration or 0))
+    if start is not None and end > start:
+        return float((end - start) * stream.time_base)
+    rate = stream.average_rate or stream.guessed_rate
+    return count / float(rate) if count and rate else None
 
 
 def letterbox_size(width: int, height: int, imgz: int) -> tuple[int, int]:
