@@ -7,8 +7,7 @@ from collections.abc import Sequence
 from apache_beam.io.filesystems import FileSystems
 
 from beam_pipeline.config import ConfigError, JobConfig
-from models.labels import KINETICS_600, read_labels
-from models.movinet_export import LABELS_FILENAME
+from models.labels import KINETICS_600, labels_beside, read_labels
 from models.movinet_variants import hub_handle
 from transforms.listing import is_manifest, manifest_columns
 
@@ -47,19 +46,26 @@ def resolve_handle(cfg: JobConfig) -> str:
     handle = m.handle or hub_handle(m.model_id, m.model_mode, m.hub_version)
     if handle.startswith(("http://", "https://")):
         return handle
+    if handle.endswith(".tflite"):
+        if not FileSystems.exists(handle):
+            raise ConfigError(f"--model: {handle!r} does not exist")
+        if m.model_mode != "stream":
+            raise ConfigError(f"--model: {handle!r} is a TFLite model, which runs in stream mode only "
+                              f"(model.model_mode is {m.model_mode!r})")
+        return handle
     if not FileSystems.exists(FileSystems.join(handle, "saved_model.pb")):
         raise ConfigError(f"--model: {handle!r} is not a SavedModel directory (no saved_model.pb)")
     return handle
 
 
 def resolve_labels(cfg: JobConfig, handle: str) -> list[str]:
-    """model.labels, else labels.txt beside a SavedModel, else the Kinetics-600 names."""
+    """model.labels, else labels.txt in a SavedModel (or beside a .tflite), else Kinetics-600."""
     if cfg.model.labels:
         if not FileSystems.exists(cfg.model.labels):
             raise ConfigError(f"model.labels: {cfg.model.labels!r} does not exist")
         return read_labels(cfg.model.labels)
     if "://" not in handle or handle.startswith("gs://"):
-        beside = FileSystems.join(handle, LABELS_FILENAME)
+        beside = labels_beside(handle)
         if FileSystems.exists(beside):
             return read_labels(beside)
     return list(KINETICS_600)

@@ -22,12 +22,11 @@ __all__ = ["build_pipeline", "make_handler", "sampling_spec"]
 def make_handler(cfg: JobConfig, handle: str, num_labels: int):
     """The ModelHandler for the configured model and mode."""
     m = cfg.model
+    common = dict(num_labels=num_labels, imgz=cfg.imgz, top_k=m.top_k, keep_probs=cfg.output.write_probs,
+                  tf_threads=m.tf_threads)
     if m.model_mode == "stream":
-        return MovinetStreamHandler(handle, num_labels=num_labels, imgz=cfg.imgz,
-                                    stream_chunk=m.stream_chunk, tf_threads=m.tf_threads)
-    return MovinetClipHandler(handle, num_labels=num_labels, imgz=cfg.imgz,
-                              n_frames=cfg.sampling.n_frames, batch_size=m.batch_size,
-                              tf_threads=m.tf_threads)
+        return MovinetStreamHandler(handle, stream_chunk=m.stream_chunk, **common)
+    return MovinetClipHandler(handle, n_frames=cfg.sampling.n_frames, batch_size=m.batch_size, **common)
 
 
 def sampling_spec(cfg: JobConfig) -> SamplingSpec:

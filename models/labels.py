@@ -7,7 +7,9 @@ from importlib import resources
 
 from apache_beam.io.filesystems import FileSystems
 
-__all__ = ["KINETICS_600", "read_labels", "write_labels"]
+__all__ = ["KINETICS_600", "LABELS_FILENAME", "labels_beside", "read_labels", "write_labels"]
+
+LABELS_FILENAME = "labels.txt"
 
 
 def _packaged(name: str) -> list[str]:
@@ -32,3 +34,10 @@ def write_labels(path: str, labels: Sequence[str]) -> None:
     """Writes names one per line, index order (local or gs://)."""
     with FileSystems.create(path) as handle:
         handle.write(("\n".join(labels) + "\n").encode("utf-8"))
+
+
+def labels_beside(handle: str) -> str:
+    """Where a model's own labels file lives: inside a SavedModel folder, beside a .tflite file."""
+    if handle.endswith(".tflite"):
+        handle = handle.rsplit("/", 1)[0] if "/" in handle else "."
+    return FileSystems.join(handle, LABELS_FILENAME)

@@ -6,8 +6,15 @@ loads either:
 * base: ``serving_default(image) -> {"logits"}``, image float32
   [batch, frames, height, width, 3] in [0, 1], logits float32 [batch, num_classes].
 * stream: ``init_states(input_shape) -> states`` with input_shape int32 [5], and
-  ``call(image, **states) -> {"logits", **states}`` with the same image layout,
-  logits float32 [batch, num_classes] after the clip's last frame.
+  ``call(image, **states) -> {"logits", "frame_logits", **states}`` with the same
+  image layout; logits float32 [batch, num_classes] after the clip's last frame,
+  and (beyond TF Hub's signature) frame_logits float32 [batch, frames, num_classes],
+  the causal output after every frame, from the same single call.
+
+Per-frame logits cost nothing extra: the backbone already computes causal
+per-frame features, and only the head's global average pool collapses time. Run
+as a cumulative (causal) mean, which keeps the same state, it gives the pooled
+features after every frame; the classifier head then runs on each.
 
 Stream models use (2+1)D convolutions (fast on CPU) and are traced without XLA
 (XLA jit was 6.8x slower on CPU here). Base models use 3D convolutions, as the
@@ -19,12 +26,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from models.labels import KINETICS_600, write_labels
-from models.movinet_variants import MODEL_IDS, MODEL_MODES
+from models.labels import KINETICS_600, labels_beside, write_labels
+from models.movinet_variants import MODEL_IDS, MODEL_MODES, native_imgz
 
-__all__ = ["build_movinet", "export_movinet", "LABELS_FILENAME"]
+__all__ = [
+    "build_movinet",
+    "causal_head_parts",
+    "export_movinet",
+    "export_movinet_tflite",
+]
 
-LABELS_FILENAME = "labels.txt"
 _log = logging.getLogger(__name__)
 
 
@@ -72,6 +83,71 @@ def build_movinet(model_id: str, mode: str, num_classes: int = 600, *, conv_type
     return model
 
 
+def causal_head_parts(model):
+    """(backbone, classifier head) of a stream MovinetClassifier, its head pool made causal.
+
+    With a causal pool the backbone's ``head`` endpoint is [batch, frames, 1, 1, C]:
+    the mean of the features up to each frame, with the same state as before. The
+    classifier head is 1x1x1 convolutions, so it applies to each frame alone.
+    """
+    from official.projects.movinet.modeling import movinet_layers
+
+    (head,) = [layer for layer in model.backbone.layers if isinstance(layer, movinet_layers.Head)]
+    head._pool._causal = True  # noqa: SLF001 - the pool has no public switch
+    (classifier,) = [layer for layer in model.layers if isinstance(layer, movinet_layers.ClassifierHead)]
+    return model.backbone, classifier
+
+
+def export_movinet_tflite(path: str, *, model_id: str = "a0", imgz: int | None = None,
+                          num_classes: int = 600, checkpoint: str | None = None,
+                          labels: Sequence[str] | None = None, quantize: bool = False) -> str:
+    """Converts a MoViNet stream model to TFLite in MoViNet's own layout; writes labels.txt beside it.
+
+    The model takes one frame per call: ``image`` float32 [1, 1, imgz, imgz, 3] in
+    [0, 1] plus the state tensors, and returns ``logits`` [1, num_classes] plus
+    the new states. ``quantize`` stores the weights as int8 (dynamic range).
+
+    Returns:
+        ``path``.
+    """
+    import tensorflow as tf
+    from apache_beam.io.filesystems import FileSystems
+
+    labels = _default_labels(labels, num_classes)
+    model = build_movinet(model_id, "stream", num_classes)
+    if checkpoint:
+        tf.train.Checkpoint(model=model).restore(checkpoint).assert_existing_objects_matched()
+    side = imgz or native_imgz(model_id)
+    shape = [1, 1, side, side, 3]
+    states = model.init_states(shape)
+    model({**states, "image": tf.zeros(shape)})
+    specs = {n: tf.TensorSpec(s.shape, s.dtype, name=n) for n, s in model.initial_state_specs(shape).items()}
+
+    @tf.function(input_signature=[{**specs, "image": tf.TensorSpec(shape, tf.float32, name="image")}])
+    def call(inputs):
+        logits, new_states = model(inputs, training=False)
+        return {**new_states, "logits": logits}
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([call.get_concrete_function()], model)
+    if quantize:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    content = converter.convert()
+    with FileSystems.create(path) as handle:
+        handle.write(content)
+    write_labels(labels_beside(path), labels)
+    _log.info("converted MoViNet %s stream (%dx%d, %d classes) to %s",
+              model_id, side, side, num_classes, path)
+    return path
+
+
+def _default_labels(labels: Sequence[str] | None, num_classes: int) -> Sequence[str]:
+    if labels is None:
+        labels = KINETICS_600 if num_classes == 600 else [f"class_{i}" for i in range(num_classes)]
+    if len(labels) != num_classes:
+        raise ValueError(f"{len(labels)} labels given for a model with {num_classes} classes")
+    return labels
+
+
 def export_movinet(output_dir: str, *, model_id: str = "a0", mode: str = "stream",
                    num_classes: int = 600, checkpoint: str | None = None,
                    labels: Sequence[str] | None = None) -> str:
@@ -89,11 +165,7 @@ def export_movinet(output_dir: str, *, model_id: str = "a0", mode: str = "stream
     """
     import tensorflow as tf
 
-    if labels is None:
-        labels = KINETICS_600 if num_classes == 600 else [f"class_{i}" for i in range(num_classes)]
-    if len(labels) != num_classes:
-        raise ValueError(f"{len(labels)} labels given for a model with {num_classes} classes")
-
+    labels = _default_labels(labels, num_classes)
     model = build_movinet(model_id, mode, num_classes)
     if checkpoint:
         status = tf.train.Checkpoint(model=model).restore(checkpoint)
@@ -108,11 +180,16 @@ def export_movinet(output_dir: str, *, model_id: str = "a0", mode: str = "stream
             name: tf.TensorSpec([None] * len(spec.shape), spec.dtype, name=name)
             for name, spec in model.initial_state_specs([None, None, None, None, 3]).items()
         }
+        backbone, classifier = causal_head_parts(model)
 
         @tf.function(input_signature=[{**state_specs, "image": image_spec}])
         def call(inputs):
-            logits, new_states = model(inputs, training=False)
-            return {**new_states, "logits": logits}
+            endpoints, new_states = backbone(inputs, training=False)
+            pooled = endpoints["head"]  # [batch, frames, 1, 1, channels]: mean up to each frame
+            batch, frames = tf.shape(pooled)[0], tf.shape(pooled)[1]
+            flat = tf.reshape(pooled, [batch * frames, 1, 1, 1, pooled.shape[-1]])
+            frame_logits = tf.reshape(classifier(flat, training=False), [batch, frames, -1])
+            return {**new_states, "logits": frame_logits[:, -1], "frame_logits": frame_logits}
 
         @tf.function(input_signature=[tf.TensorSpec([5], tf.int32, name="input_shape")])
         def init_states(input_shape):
@@ -131,6 +208,6 @@ def export_movinet(output_dir: str, *, model_id: str = "a0", mode: str = "stream
     for name, fn in signatures.items():
         setattr(module, name, fn)
     tf.saved_model.save(module, output_dir, signatures=signatures)
-    write_labels(f"{output_dir.rstrip('/')}/{LABELS_FILENAME}", labels)
+    write_labels(labels_beside(output_dir.rstrip("/")), labels)
     _log.info("exported MoViNet %s %s (%d classes) to %s", model_id, mode, num_classes, output_dir)
     return output_dir

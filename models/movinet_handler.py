@@ -6,9 +6,10 @@ by repeating its last frame, goes in one call.
 ``MovinetStreamHandler`` (stream mode): each element is a ``FrameSource``; the
 handler decodes it and feeds the frames in chunks of ``stream_chunk`` with the
 model state carried from chunk to chunk, so memory is bounded by one chunk and
-the result does not depend on the chunk size. Every frame of a chunk gets the
-causal prediction at the end of that chunk (``stream_chunk: 1`` gives one after
-every frame).
+the result does not depend on the chunk size. With models from
+``export-movinet`` every frame gets its own causal prediction; TF Hub's stream
+models return only the output after a chunk's last frame, which every frame of
+the chunk then gets (``stream_chunk: 1`` gives one per frame there).
 
 Frames arrive uint8 and become float32 in [0, 1] one batch or chunk at a time.
 """
@@ -23,10 +24,11 @@ from typing import Any
 import numpy as np
 from apache_beam.ml.inference.base import ModelHandler
 
+from transforms.aggregate import top_k_arrays
 from transforms.decoding import DecodeReport, SampledFrame, sample_frames
 from transforms.records import Clip, ClipPrediction, FrameSource, VideoInfo
 
-__all__ = ["MovinetClipHandler", "MovinetStreamHandler", "softmax", "stream_probs"]
+__all__ = ["MovinetClipHandler", "MovinetStreamHandler", "softmax", "stream_predict"]
 
 _log = logging.getLogger(__name__)
 
@@ -46,6 +48,7 @@ class _Movinet:
         if mode == "stream":
             self._call = loaded.signatures["call"]
             self._init_states = loaded.signatures["init_states"]
+            self.per_frame = "frame_logits" in self._call.structured_outputs
         else:
             self._serve = loaded.signatures["serving_default"]
 
@@ -64,34 +67,54 @@ class _Movinet:
         return self._init_states(input_shape=tf.constant([1, 1, imgz, imgz, 3], dtype=tf.int32))
 
     def step(self, frames: np.ndarray, states: dict) -> tuple[np.ndarray, dict]:
-        """frames uint8 [t, h, w, 3] -> (logits float32 [classes] after the last frame, new states)."""
+        """frames uint8 [t, h, w, 3] -> (logits float32 [t, classes], new states).
+
+        Row i is the causal output after frame i when the model exports
+        ``frame_logits`` (videolabel's export); TF Hub's models give only the
+        output after the last frame, which every row then holds.
+        """
         import tensorflow as tf
 
         image = tf.constant(frames.astype(np.float32)[np.newaxis] / 255.0)
         out = dict(self._call(image=image, **states))
-        return out.pop("logits").numpy()[0], out
+        last = out.pop("logits").numpy()[0]
+        if "frame_logits" in out:
+            return out.pop("frame_logits").numpy()[0], out
+        return np.repeat(last[np.newaxis], len(frames), axis=0), out
 
 
-def stream_probs(model: _Movinet, frames: Iterable[SampledFrame], chunk: int,
-                 imgz: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def stream_predict(model: _Movinet, frames: Iterable[SampledFrame], *, chunk: int, imgz: int, k: int,
+                   keep_probs: bool = False) -> ClipPrediction:
     """Runs frames through a stream model in chunks, carrying its state.
 
+    Per frame only the top ``k`` classes are kept (and the full vector with
+    ``keep_probs``), so memory grows by a few bytes per frame, plus one chunk.
+
     Returns:
-        frame_indices int64 [n], timestamps_s float64 [n], and probs float32
-        [n, classes] where row i is the causal output at the end of frame i's chunk.
+        A ClipPrediction over all frames: row i is the causal output after frame i
+        (after the end of frame i's chunk for models without per-frame logits);
+        ``clip_probs`` is the output after the last frame, None without frames.
     """
     states = model.init_states(imgz)
-    indices, times, probs = [], [], []
+    indices, times, top_index, top_score, kept = [], [], [], [], []
+    probs = None
     frames = iter(frames)
     while batch := list(itertools.islice(frames, chunk)):
         logits, states = model.step(np.stack([f.image for f in batch]), states)
-        p = softmax(logits)
-        indices.extend(f.index for f in batch)
-        times.extend(f.time_s for f in batch)
-        probs.extend([p] * len(batch))
-    width = probs[0].shape[-1] if probs else 0
-    return (np.array(indices, dtype=np.int64), np.array(times, dtype=np.float64),
-            np.array(probs, dtype=np.float32).reshape(len(indices), width))
+        probs = softmax(logits)
+        index, score = top_k_arrays(probs, k)
+        indices.append(np.array([f.index for f in batch], dtype=np.int64))
+        times.append(np.array([f.time_s for f in batch], dtype=np.float64))
+        top_index.append(index)
+        top_score.append(score)
+        if keep_probs:
+            kept.append(probs)
+    if probs is None:
+        return ClipPrediction(np.zeros(0, np.int64), np.zeros(0), np.zeros((0, k), np.int32),
+                              np.zeros((0, k), np.float32), None)
+    return ClipPrediction(np.concatenate(indices), np.concatenate(times), np.concatenate(top_index),
+                          np.concatenate(top_score), probs[-1],
+                          np.concatenate(kept) if keep_probs else None)
 
 
 class _MovinetHandler(ModelHandler):
@@ -99,11 +122,14 @@ class _MovinetHandler(ModelHandler):
 
     _mode = ""
 
-    def __init__(self, handle: str, *, num_labels: int, imgz: int, tf_threads: int = 0):
+    def __init__(self, handle: str, *, num_labels: int, imgz: int, top_k: int, keep_probs: bool,
+                 tf_threads: int = 0):
         super().__init__()
         self._handle = handle
         self._num_labels = num_labels
         self._imgz = imgz
+        self._k = min(top_k, num_labels)
+        self._keep_probs = keep_probs
         self._tf_threads = tf_threads
 
     def load_model(self) -> _Movinet:
@@ -117,12 +143,17 @@ class _MovinetHandler(ModelHandler):
             except RuntimeError:  # TF already initialised in this process
                 _log.debug("TensorFlow threads already fixed in this process")
         try:
-            # hub.load takes TF Hub URLs and local or gs:// SavedModel folders alike.
-            model = _Movinet(hub.load(self._handle), self._mode)
+            if self._handle.endswith(".tflite"):
+                model = self._load_tflite()
+            else:
+                # hub.load takes TF Hub URLs and local or gs:// SavedModel folders alike.
+                model = _Movinet(hub.load(self._handle), self._mode)
         except KeyError as exc:
             wanted = "call and init_states" if self._mode == "stream" else "serving_default"
             raise ValueError(f"model {self._handle} has no {exc} signature; a {self._mode}-mode "
                              f"MoViNet needs {wanted}") from None
+        except ValueError:
+            raise
         except Exception as exc:
             raise ValueError(f"cannot load model {self._handle}: {type(exc).__name__}: {exc}") from exc
         width = self._output_width(model)
@@ -131,6 +162,16 @@ class _MovinetHandler(ModelHandler):
                 f"model {self._handle} outputs {width} classes but the labels list has "
                 f"{self._num_labels}; pass the model's labels file with --set model.labels=PATH")
         return model
+
+    def _load_tflite(self):
+        from apache_beam.io.filesystems import FileSystems
+
+        from models.movinet_tflite import TFLiteMovinet
+
+        if self._mode != "stream":
+            raise ValueError("TFLite MoViNet models run in stream mode; set model.model_mode=stream")
+        with FileSystems.open(self._handle) as handle:
+            return TFLiteMovinet(handle.read(), threads=self._tf_threads or None)
 
     def _output_width(self, model: _Movinet) -> int:
         raise NotImplementedError
@@ -146,6 +187,8 @@ class MovinetClipHandler(_MovinetHandler):
         handle: TF Hub URL, or local / gs:// SavedModel directory.
         num_labels: size of the label vocabulary; checked against the model at load.
         imgz: input side, for the load-time check call.
+        top_k: classes kept per frame.
+        keep_probs: also keep every frame's full probability vector.
         n_frames: clip length (shorter clips are padded with their last frame).
         batch_size: clips per call.
         tf_threads: TensorFlow intra-op threads per process; 0 lets TF decide.
@@ -153,9 +196,10 @@ class MovinetClipHandler(_MovinetHandler):
 
     _mode = "base"
 
-    def __init__(self, handle: str, *, num_labels: int, imgz: int, n_frames: int, batch_size: int,
-                 tf_threads: int = 0):
-        super().__init__(handle, num_labels=num_labels, imgz=imgz, tf_threads=tf_threads)
+    def __init__(self, handle: str, *, num_labels: int, imgz: int, top_k: int, keep_probs: bool,
+                 n_frames: int, batch_size: int, tf_threads: int = 0):
+        super().__init__(handle, num_labels=num_labels, imgz=imgz, top_k=top_k, keep_probs=keep_probs,
+                         tf_threads=tf_threads)
         self._n_frames = n_frames
         self._batch_size = batch_size
 
@@ -169,8 +213,11 @@ class MovinetClipHandler(_MovinetHandler):
         for clip, p in zip(batch, softmax(model.base_logits(images))):
             owned = slice(clip.owned_start, clip.owned_stop)
             n = clip.owned_stop - clip.owned_start
-            out.append(ClipPrediction(clip.frame_indices[owned], clip.timestamps_s[owned],
-                                      np.repeat(p[np.newaxis], n, axis=0), p))
+            index, score = top_k_arrays(p, self._k)
+            out.append(ClipPrediction(
+                clip.frame_indices[owned], clip.timestamps_s[owned], np.repeat(index[np.newaxis], n, 0),
+                np.repeat(score[np.newaxis], n, 0), p,
+                np.repeat(p[np.newaxis], n, 0) if self._keep_probs else None))
         return out
 
     def batch_elements_kwargs(self) -> dict[str, Any]:
@@ -184,15 +231,16 @@ class MovinetStreamHandler(_MovinetHandler):
     """Stream mode: ``FrameSource`` -> ``ClipPrediction`` with the decode outcome in ``info``.
 
     Args:
-        handle, num_labels, imgz, tf_threads: as for ``MovinetClipHandler``.
+        handle, num_labels, imgz, top_k, keep_probs, tf_threads: as for ``MovinetClipHandler``.
         stream_chunk: frames per model call; the state is carried between calls.
     """
 
     _mode = "stream"
 
-    def __init__(self, handle: str, *, num_labels: int, imgz: int, stream_chunk: int,
-                 tf_threads: int = 0):
-        super().__init__(handle, num_labels=num_labels, imgz=imgz, tf_threads=tf_threads)
+    def __init__(self, handle: str, *, num_labels: int, imgz: int, top_k: int, keep_probs: bool,
+                 stream_chunk: int, tf_threads: int = 0):
+        super().__init__(handle, num_labels=num_labels, imgz=imgz, top_k=top_k, keep_probs=keep_probs,
+                         tf_threads=tf_threads)
         self._chunk = stream_chunk
 
     def _output_width(self, model: _Movinet) -> int:
@@ -205,10 +253,10 @@ class MovinetStreamHandler(_MovinetHandler):
         for source in batch:
             report = DecodeReport()
             frames = sample_frames(source.ref.uri, source.spec, report)
-            indices, times, probs = stream_probs(model, frames, self._chunk, source.spec.imgz)
-            info = VideoInfo(source.ref, report.meta, report.frames_decoded, report.frames_sampled,
-                             report.error)
-            yield ClipPrediction(indices, times, probs, probs[-1] if len(probs) else None, info)
+            prediction = stream_predict(model, frames, chunk=self._chunk, imgz=source.spec.imgz, k=self._k,
+                                        keep_probs=self._keep_probs)
+            yield prediction._replace(info=VideoInfo(source.ref, report.meta, report.frames_decoded,
+                                                     report.frames_sampled, report.error))
 
     def batch_elements_kwargs(self) -> dict[str, Any]:
         return {"min_batch_size": 1, "max_batch_size": 1}

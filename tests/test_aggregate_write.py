@@ -10,7 +10,7 @@ import pyarrow.dataset as ds
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 
-from transforms.aggregate import RunStamp, frame_rows, top_k, video_row
+from transforms.aggregate import RunStamp, frame_rows, top_k, top_k_arrays, video_row
 from transforms.records import ClipPrediction, ErrorStage, VideoError, VideoInfo, VideoMeta, VideoRef
 from transforms.schema import VIDEOS_SCHEMA, frames_schema
 from transforms.write import WriteOutputs, part_path, shard_of, write_parquet
@@ -22,8 +22,9 @@ META = VideoMeta(2.0, 25.0, 160, 120, "h264")
 
 def _pred(indices, probs):
     probs = np.asarray(probs, np.float32)
+    frame_probs = np.repeat(probs[None], len(indices), axis=0)
     return ClipPrediction(np.array(indices, np.int64), np.array(indices, np.float64) / 25,
-                          np.repeat(probs[None], len(indices), axis=0), probs)
+                          *top_k_arrays(frame_probs, 3), probs, frame_probs)
 
 
 def _info(label="b", error=None, sampled=4):
@@ -35,6 +36,9 @@ def test_top_k_orders_scores():
     assert cols["prediction"] == "b" and cols["prediction_index"] == 1
     assert cols["top_k_labels"] == ["b", "c"]
     assert cols["top_k_scores"] == pytest.approx([0.7, 0.2])
+    index, score = top_k_arrays(np.array([[0.2, 0.2, 0.6], [0.5, 0.1, 0.4]], np.float32), 2)
+    assert index.tolist() == [[2, 0], [0, 2]] and index.dtype == np.int32  # ties: lower index first
+    np.testing.assert_allclose(score, [[0.6, 0.2], [0.5, 0.4]])
 
 
 def test_base_video_prediction_is_mean_of_clip_probabilities():

@@ -9,10 +9,12 @@ from beam_pipeline.synthetic import motion_frames, write_video
 from tests.conftest import shared_fixture
 from transforms.decoding import (
     DecodeReport,
+    PacketScan,
     SampledFrame,
     letterbox_size,
     sample_frames,
     select_nearest,
+    should_seek,
     windows,
 )
 from transforms.records import ErrorStage, SamplingSpec
@@ -130,3 +132,32 @@ def test_real_asl_clip_decodes():
     times = [f.time_s for f in frames]
     assert times == sorted(times) and times[-1] <= report.frames_decoded / 30 + 1e-6
     assert len(frames) == pytest.approx(report.frames_decoded / 30 * 5, abs=1)
+
+
+def test_should_seek_rule():
+    scan = PacketScan(10.0, np.arange(300), keyframes=30, packets=300)  # GOP 10
+    assert should_seek(8, scan) and not should_seek(9, scan)
+    assert not should_seek(8, scan._replace(keyframes=2))  # GOP 150: 8 x 150 > half of 300
+    assert not should_seek(4, scan._replace(pts=None))
+
+
+@pytest.fixture(scope="module")
+def gop_videos(tmp_path_factory):
+    d = tmp_path_factory.mktemp("gop")
+    frames = motion_frames("moving_down", num_frames=300, width=96, height=64, rng=np.random.default_rng(5))
+    return {gop: write_video(str(d / f"g{gop}.mp4"), frames, fps=30, gop=gop) for gop in (10, 300)}
+
+
+def test_uniform_seeks_on_short_gops_and_picks_the_same_frames(gop_videos):
+    short = gop_videos[10]
+    sought, report = _sample(short, strategy="uniform", n_frames=5)
+    assert report.error is None
+    assert report.frames_decoded < 100  # five seeks of at most one GOP each, not 300 frames
+    assert len(sought) == 5 and sought[0].index == 0 and sought[-1].index == 299
+    every, _ = _sample(short, strategy="all")
+    for f in sought:
+        assert f.time_s == pytest.approx(every[f.index].time_s)
+        np.testing.assert_array_equal(f.image, every[f.index].image)
+    in_order, report = _sample(gop_videos[300], strategy="uniform", n_frames=5)
+    assert report.frames_decoded == 300
+    assert [f.index for f in in_order] == [f.index for f in sought]

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from models.labels import KINETICS_600, read_labels
-from models.movinet_handler import MovinetClipHandler, MovinetStreamHandler, softmax, stream_probs
+from models.movinet_handler import MovinetClipHandler, MovinetStreamHandler, softmax, stream_predict
 from models.movinet_variants import hub_handle, native_imgz
 from transforms.decoding import SampledFrame, windows
 from transforms.records import ErrorStage, FrameSource, SamplingSpec, VideoRef
@@ -36,41 +36,56 @@ def test_exports_have_hub_signatures_and_labels(a0_stream, a0_base):
     assert read_labels(f"{a0_base}/labels.txt") == [f"action_{i}" for i in range(5)]
 
 
-def test_stream_chunks_carry_state(a0_stream):
-    handler = MovinetStreamHandler(a0_stream, num_labels=600, imgz=64, stream_chunk=4)
-    model = handler.load_model()
+def _stream(handle, num_labels=600, **kw):
+    args = dict(num_labels=num_labels, imgz=64, top_k=5, keep_probs=False, stream_chunk=4)
+    return MovinetStreamHandler(handle, **{**args, **kw})
+
+
+def test_stream_logits_are_per_frame_and_independent_of_chunking(a0_stream):
+    model = _stream(a0_stream).load_model()
+    assert model.per_frame
     frames = _frames(12)
-    whole = stream_probs(model, frames, 12, 64)
-    chunked = stream_probs(model, iter(frames), 4, 64)
-    assert whole[2].shape == (12, 600) and whole[2].dtype == np.float32
-    assert whole[0].tolist() == list(range(12))
-    np.testing.assert_allclose(whole[2].sum(axis=1), 1.0, rtol=1e-5)
-    # after the last frame, chunks of 4 with carried state give the whole-clip output
-    np.testing.assert_allclose(chunked[2][-1], whole[2][-1], atol=1e-5)
-    # frames 0-3 share the output at the end of their chunk, which differs from the end
-    np.testing.assert_array_equal(chunked[2][0], chunked[2][3])
-    assert np.abs(chunked[2][3] - chunked[2][11]).max() > 0
+    whole = stream_predict(model, frames, chunk=12, imgz=64, k=5, keep_probs=True)
+    assert whole.frame_probs.shape == (12, 600) and whole.frame_probs.dtype == np.float32
+    assert whole.top_index.shape == (12, 5) and whole.frame_indices.tolist() == list(range(12))
+    np.testing.assert_allclose(whole.frame_probs.sum(axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_array_equal(whole.top_index[:, 0], whole.frame_probs.argmax(axis=1))
+    np.testing.assert_array_equal(whole.clip_probs, whole.frame_probs[-1])
+    # the logits are the same whether the video goes in chunks of 1, 4 (state carried) or whole
+    logits = {}
+    for chunk in (1, 4, 12):
+        states, rows = model.init_states(64), []
+        for start in range(0, 12, chunk):
+            out, states = model.step(np.stack([f.image for f in frames[start:start + chunk]]), states)
+            rows.append(out)
+        logits[chunk] = np.concatenate(rows)
+    assert np.abs(logits[1] - logits[12]).max() <= 1e-4
+    assert np.abs(logits[4] - logits[12]).max() <= 1e-4
+    # a causal output per frame: each frame's differs from the next
+    assert all(np.abs(logits[12][i] - logits[12][i + 1]).max() > 0 for i in range(11))
     # dropping the state would change the answer: a fresh start on the last chunk differs
-    fresh = stream_probs(model, frames[8:], 4, 64)
-    assert np.abs(fresh[2][-1] - chunked[2][-1]).max() > 1e-6
+    fresh = stream_predict(model, frames[8:], chunk=4, imgz=64, k=5)
+    assert np.abs(fresh.clip_probs - whole.clip_probs).max() > 1e-6
+    assert fresh.frame_probs is None
 
 
 def test_stream_handler_decodes_a_source_and_reports_it(a0_stream, mixed_videos):
-    handler = MovinetStreamHandler(a0_stream, num_labels=600, imgz=64, stream_chunk=3)
+    handler = _stream(a0_stream, stream_chunk=3)
     spec = SamplingSpec("fps", 5.0, 8, 64, 10**7, 600.0, 60.0)
     good = VideoRef("g", f"{mixed_videos['dir']}/right_160x120_25.mp4", None, "train")
     bad = VideoRef("c", f"{mixed_videos['dir']}/{mixed_videos['corrupt']}", None, "train")
     ok, broken = handler.run_inference([FrameSource(good, spec), FrameSource(bad, spec)],
                                        handler.load_model())
     assert ok.info.frames_decoded == 50 and ok.info.frames_sampled == 10 and ok.info.error is None
-    assert ok.frame_probs.shape == (10, 600) and ok.timestamps_s[-1] == pytest.approx(1.8)
-    np.testing.assert_array_equal(ok.clip_probs, ok.frame_probs[-1])
-    assert broken.clip_probs is None and broken.frame_probs.shape[0] == 0
+    assert ok.top_index.shape == (10, 5) and ok.timestamps_s[-1] == pytest.approx(1.8)
+    assert ok.top_index[-1, 0] == ok.clip_probs.argmax()
+    assert broken.clip_probs is None and broken.frame_indices.shape == (0,)
     assert broken.info.error.stage == ErrorStage.OPEN
 
 
 def _base(handle, num_labels):
-    return MovinetClipHandler(handle, num_labels=num_labels, imgz=64, n_frames=8, batch_size=4)
+    return MovinetClipHandler(handle, num_labels=num_labels, imgz=64, top_k=3, keep_probs=True,
+                              n_frames=8, batch_size=4)
 
 
 def test_base_handler_batches_padded_clips(a0_base):
@@ -80,6 +95,7 @@ def test_base_handler_batches_padded_clips(a0_base):
     assert [len(c.frame_indices) for c in clips] == [8, 8, 3]
     preds = list(handler.run_inference(clips, model))
     assert [p.frame_probs.shape for p in preds] == [(8, 5), (8, 5), (3, 5)]
+    assert [p.top_index.shape for p in preds] == [(8, 3), (8, 3), (3, 3)]
     assert preds[2].frame_indices.tolist() == [16, 17, 18]
     # the padded short clip equals the clip with its last frame repeated to 8
     padded = np.concatenate([clips[2].frames, np.repeat(clips[2].frames[-1:], 5, axis=0)])
@@ -95,4 +111,4 @@ def test_label_count_mismatch_fails_at_load(a0_base):
 
 def test_wrong_mode_for_model_is_a_clear_error(a0_base):
     with pytest.raises(ValueError, match="no 'call' signature"):
-        MovinetStreamHandler(a0_base, num_labels=5, imgz=64, stream_chunk=4).load_model()
+        _stream(a0_base, num_labels=5).load_model()

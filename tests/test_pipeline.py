@@ -73,6 +73,7 @@ def test_cli_run_end_to_end(tmp_path, mixed_videos, a0_stream):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "ok 4, partial 0, failed 1" in proc.stdout
+    assert "errors by type: InvalidDataError 1" in proc.stdout
 
     videos, frames = _read(out, "videos"), _read(out, "frames")
     # columns and types are the declared schema, plus the split partition
@@ -110,6 +111,8 @@ def test_cli_run_end_to_end(tmp_path, mixed_videos, a0_stream):
     run = json.loads((out / "_run.json").read_text())
     assert run["counts"]["videos"] == 5 and run["counts"]["videos_failed"] == 1
     assert run["counts"]["frames_sampled"] == len(f)
+    assert run["counts"]["errors_InvalidDataError"] == 1
+    assert run["counts"]["frames_decoded"] == sum(n for n, _ in mixed_videos["good"].values())
     assert run["model"]["handle"] == a0_stream and run["config"]["model"]["stream_chunk"] == 8
 
     # queryable with no glue

@@ -19,7 +19,17 @@ from apache_beam.metrics import Metrics
 from transforms.records import ClipPrediction, ErrorStage, Status, VideoError, VideoInfo
 from transforms.schema import SCHEMA_VERSION
 
-__all__ = ["Aggregate", "ERROR_COUNTER_PREFIX", "FRAMES_TAG", "RunStamp", "frame_rows", "top_k", "video_row"]
+__all__ = [
+    "Aggregate",
+    "ERROR_COUNTER_PREFIX",
+    "FRAMES_TAG",
+    "RunStamp",
+    "frame_rows",
+    "prediction_columns",
+    "top_k",
+    "top_k_arrays",
+    "video_row",
+]
 
 FRAMES_TAG = "frames"
 ERROR_COUNTER_PREFIX = "errors_"
@@ -34,17 +44,30 @@ class RunStamp:
         self.run_id = run_id
 
 
-def top_k(probs: np.ndarray, labels: Sequence[str], k: int) -> dict[str, Any]:
-    """Prediction columns for one probability vector float32 [num_classes]."""
-    order = np.argsort(-probs, kind="stable")[:k]
-    best = int(order[0])
+def top_k_arrays(probs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """float32 [..., num_classes] -> (int32 [..., k] class indices best first, float32 [..., k] scores).
+
+    Ties keep the lower class index first.
+    """
+    order = np.argsort(-probs, axis=-1, kind="stable")[..., :k]
+    return order.astype(np.int32), np.take_along_axis(probs, order, axis=-1).astype(np.float32)
+
+
+def prediction_columns(index: np.ndarray, score: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
+    """Prediction columns from one row of top-k indices int32 [k] and scores float32 [k]."""
+    best = int(index[0])
     return {
         "prediction": labels[best],
         "prediction_index": best,
-        "score": float(probs[best]),
-        "top_k_labels": [labels[i] for i in order],
-        "top_k_scores": [float(probs[i]) for i in order],
+        "score": float(score[0]),
+        "top_k_labels": [labels[i] for i in index],
+        "top_k_scores": score.tolist(),
     }
+
+
+def top_k(probs: np.ndarray, labels: Sequence[str], k: int) -> dict[str, Any]:
+    """Prediction columns for one probability vector float32 [num_classes]."""
+    return prediction_columns(*top_k_arrays(probs, k), labels)
 
 
 def _is_error(prediction: str | None, label: str | None) -> bool | None:
@@ -109,7 +132,6 @@ def frame_rows(info: VideoInfo, clips: Iterable[tuple[int, ClipPrediction]], lab
     ref = info.ref
     for clip_index, clip in sorted(clips, key=lambda c: c[0]):
         for i in range(len(clip.frame_indices)):
-            probs = clip.frame_probs[i]
             row = {
                 "video_id": ref.video_id,
                 "uri": ref.uri,
@@ -118,11 +140,11 @@ def frame_rows(info: VideoInfo, clips: Iterable[tuple[int, ClipPrediction]], lab
                 "timestamp_s": float(clip.timestamps_s[i]),
                 "clip_index": clip_index,
                 "label": ref.label,
-                **top_k(probs, labels, k),
+                **prediction_columns(clip.top_index[i, :k], clip.top_score[i, :k], labels),
             }
             row["is_error"] = _is_error(row["prediction"], row["label"])
             if write_probs:
-                row["probs"] = probs.tolist()
+                row["probs"] = clip.frame_probs[i].tolist()
             yield row
 
 

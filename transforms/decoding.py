@@ -33,7 +33,9 @@ __all__ = [
     "probe",
     "probe_video",
     "sample_frames",
-    "scan_duration",
+    "PacketScan",
+    "scan_packets",
+    "should_seek",
     "select_nearest",
     "to_square",
     "video_stream",
@@ -139,28 +141,58 @@ def probe(container, *, max_pixels: int, max_duration_s: float) -> VideoMeta:
                      codec=stream.codec_context.name)
 
 
-def scan_duration(container, stream) -> float | None:
-    """Duration from the packets (demux only, no decoding).
+class PacketScan(NamedTuple):
+    """What a demux-only pass over a video stream's packets tells.
 
-    From the packets' timestamps; for streams whose packets carry none (raw
-    elementary streams), the packet count at the declared frame rate. None if
-    neither is known.
+    Attributes:
+        duration_s: from the packets' timestamps, else the packet count at the
+            declared rate; None if neither is known.
+        pts: int64 [frames], every frame's presentation timestamp in increasing
+            order (stream time base); None when packets carry no timestamps.
+        keyframes: number of keyframe packets.
+        packets: number of packets with data (about one per frame).
     """
-    start = end = None
-    count = 0
+
+    duration_s: float | None
+    pts: np.ndarray | None
+    keyframes: int
+    packets: int
+
+
+def scan_packets(container, stream) -> PacketScan:
+    """Reads every packet of ``stream`` without decoding (a few percent of decode time)."""
+    stamps: list[int] = []
+    ends: list[int] = []
+    keyframes = packets = 0
     for packet in container.demux(stream):
         if packet.size == 0:
             continue
-        count += 1
-        ts = packet.pts if packet.pts is not None else packet.dts
-        if ts is None:
-            continue
-        start = ts if start is None else min(start, ts)
-        end = max(end if end is not None else ts, ts + (packet.duration or 0))
-    if start is not None and end > start:
-        return float((end - start) * stream.time_base)
+        packets += 1
+        keyframes += bool(packet.is_keyframe)
+        if packet.pts is not None:
+            stamps.append(packet.pts)
+            ends.append(packet.pts + (packet.duration or 0))
     rate = stream.average_rate or stream.guessed_rate
-    return count / float(rate) if count and rate else None
+    if len(stamps) == packets and stamps and max(ends) > min(stamps):
+        pts = np.sort(np.array(stamps, dtype=np.int64))
+        return PacketScan(float((max(ends) - pts[0]) * stream.time_base), pts, keyframes, packets)
+    duration = packets / float(rate) if packets and rate else None
+    return PacketScan(duration, None, keyframes, packets)
+
+
+# Seeking to each sampled frame decodes from the keyframe before it; it beats one
+# in-order pass only for a few frames in a stream with short GOPs
+# (benchmarks/decode_speed.py measures the crossover; docs/DECODING.md has the figures).
+SEEK_MAX_FRAMES = 8
+SEEK_MAX_SHARE = 0.5
+
+
+def should_seek(n_frames: int, scan: PacketScan) -> bool:
+    """Seek per sampled frame when ``n_frames`` * GOP is under half the stream's frames."""
+    if scan.pts is None or not scan.keyframes or n_frames > SEEK_MAX_FRAMES:
+        return False
+    gop = scan.packets / scan.keyframes
+    return n_frames * gop <= SEEK_MAX_SHARE * scan.packets
 
 
 def letterbox_size(width: int, height: int, imgz: int) -> tuple[int, int]:
@@ -268,6 +300,11 @@ class _Clock:
         return t
 
 
+def _check_deadline(deadline: float, decoded: int) -> None:
+    if time.monotonic() > deadline:
+        raise DecodeTimeout(f"decoding ran past decode_timeout_s after {decoded} frames")
+
+
 def _decoded_frames(container, stream, report: DecodeReport, clock: _Clock, deadline: float,
                     max_duration_s: float):
     """Yields ``(time_s, (index, frame))`` in order; skips packets FFmpeg cannot decode."""
@@ -279,14 +316,44 @@ def _decoded_frames(container, stream, report: DecodeReport, clock: _Clock, dead
             report.fail(ErrorStage.DECODE, type(exc).__name__, str(exc))
             continue
         for frame in frames:
-            if time.monotonic() > deadline:
-                raise DecodeTimeout(f"decoding ran past decode_timeout_s after {index} frames")
+            _check_deadline(deadline, index)
             t = clock.time_of(frame)
             if t > max_duration_s:
                 raise TooLong(f"frames run past max_duration_s={max_duration_s:g}")
             report.frames_decoded += 1
             yield t, (index, frame)
             index += 1
+
+
+def _seek_frames(container, stream, targets: Iterator[float], scan: PacketScan, report: DecodeReport,
+                 deadline: float):
+    """Yields ``(time_s, (index, frame))`` nearest each target by seeking to the keyframe before it.
+
+    Indices come from the scanned timestamps, so they match the in-order path's.
+    """
+    start = int(scan.pts[0])
+    base = stream.time_base
+    last_index = -1
+    for target in targets:
+        container.seek(start + int(target / base), stream=stream, backward=True, any_frame=False)
+        prev = pick = None
+        for frame in container.decode(stream):
+            _check_deadline(deadline, report.frames_decoded)
+            report.frames_decoded += 1
+            if frame.pts is None:
+                continue
+            item = (float((frame.pts - start) * base), frame)
+            if item[0] >= target:  # nearest as select_nearest decides it: ties go to the earlier
+                pick = prev if prev is not None and target - prev[0] <= item[0] - target else item
+                break
+            prev = item
+        pick = pick or prev
+        if pick is None:
+            continue
+        index = int(np.searchsorted(scan.pts, pick[1].pts))
+        if index > last_index:
+            last_index = index
+            yield pick[0], (index, pick[1])
 
 
 def _check_complete(report: DecodeReport, clock: _Clock, declared_s: float | None) -> None:
@@ -329,10 +396,13 @@ def probe_video(uri: str, spec: SamplingSpec, report: DecodeReport, opener=None)
         container.close()
 
 
-def sample_frames(uri: str, spec: SamplingSpec, report: DecodeReport,
-                  opener=None) -> Iterator[SampledFrame]:
-    """Decodes ``uri`` in order and yields the sampled frames, upright, resized to ``spec.imgz``.
+def sample_frames(uri: str, spec: SamplingSpec, report: DecodeReport, opener=None,
+                  seek: bool | None = None) -> Iterator[SampledFrame]:
+    """Decodes ``uri`` and yields the sampled frames, upright, resized to ``spec.imgz``.
 
+    Frames are decoded in order and the unwanted ones dropped, except that
+    ``uniform`` sampling seeks to each frame where ``should_seek`` says it pays
+    (``seek`` True or False forces the choice for ``uniform``; benchmarks use it).
     Never raises for bad input: problems land in ``report.error`` (with the stage
     they happened at) and the frames decoded before or around them are kept.
     Memory holds one decoded frame and one pending candidate at a time.
@@ -342,13 +412,14 @@ def sample_frames(uri: str, spec: SamplingSpec, report: DecodeReport,
         return
     with container:
         declared_s = report.meta.duration_s
+        scan = None
         try:
+            stream = video_stream(container)
             if spec.strategy == "uniform":
                 # containers may lack a duration or only estimate it (MPEG-PS): read the packets'
-                with open_container(uri, opener) as scan:
-                    duration = scan_duration(scan, video_stream(scan))
-                report.meta = report.meta._replace(duration_s=duration or report.meta.duration_s)
-            stream = video_stream(container)
+                with open_container(uri, opener) as scanned:
+                    scan = scan_packets(scanned, video_stream(scanned))
+                report.meta = report.meta._replace(duration_s=scan.duration_s or report.meta.duration_s)
             targets = frame_targets(spec.strategy, fps=spec.fps, n_frames=spec.n_frames,
                                     duration_s=report.meta.duration_s, video_fps=report.meta.fps)
         except (VideoRejected, av.error.FFmpegError, OSError) as exc:
@@ -356,9 +427,15 @@ def sample_frames(uri: str, spec: SamplingSpec, report: DecodeReport,
             return
         clock = _Clock(stream, report.meta.fps)
         deadline = time.monotonic() + spec.decode_timeout_s
-        frames = _decoded_frames(container, stream, report, clock, deadline, spec.max_duration_s)
+        seeking = scan is not None and scan.pts is not None and (
+            should_seek(spec.n_frames, scan) if seek is None else seek)
+        if seeking:
+            chosen = _seek_frames(container, stream, targets, scan, report, deadline)
+        else:
+            frames = _decoded_frames(container, stream, report, clock, deadline, spec.max_duration_s)
+            chosen = select_nearest(frames, targets)
         try:
-            for t, (index, frame) in select_nearest(frames, targets):
+            for t, (index, frame) in chosen:
                 if report.frames_sampled == 0 and clockwise_rotation(frame) in (90, 270):
                     report.meta = report.meta._replace(width=report.meta.height, height=report.meta.width)
                 report.frames_sampled += 1
@@ -366,7 +443,8 @@ def sample_frames(uri: str, spec: SamplingSpec, report: DecodeReport,
         except (DecodeTimeout, TooLong, av.error.FFmpegError, OSError) as exc:
             report.fail(ErrorStage.DECODE, type(exc).__name__, str(exc))
             return
-        _check_complete(report, clock, declared_s)
+        if not seeking:
+            _check_complete(report, clock, declared_s)
 
 
 def clip_from_frames(frames: list[SampledFrame], owned_stop: int) -> Clip:

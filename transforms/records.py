@@ -137,19 +137,26 @@ class FrameSource(NamedTuple):
 class ClipPrediction(NamedTuple):
     """Model output for one clip, keyed outside by ``(video_id, clip_index)``.
 
+    Per-frame scores are the causal output after each frame in stream mode and
+    the clip's probabilities repeated in base mode. Only their top k are kept
+    unless the full vectors are asked for (``output.write_probs``), so a long
+    video costs a few bytes per frame, not 4 per class.
+
     Attributes:
         frame_indices: int64 [n], the frames whose rows this clip writes.
         timestamps_s: float64 [n], their presentation times.
-        frame_probs: float32 [n, num_classes], per-frame class probabilities
-            (stream mode: the causal output after each frame; base mode: the
-            clip's probabilities repeated).
+        top_index: int32 [n, k], each frame's k best classes, best first.
+        top_score: float32 [n, k], their probabilities.
         clip_probs: float32 [num_classes], the clip's probabilities (stream mode:
-            the output after the clip's last frame); None when no frame was sampled.
+            the output after the last frame); None when no frame was sampled.
+        frame_probs: float32 [n, num_classes] with ``write_probs``, else None.
         info: stream mode only: the decode outcome, since the handler decoded the video.
     """
 
     frame_indices: np.ndarray
     timestamps_s: np.ndarray
-    frame_probs: np.ndarray
+    top_index: np.ndarray
+    top_score: np.ndarray
     clip_probs: np.ndarray | None
+    frame_probs: np.ndarray | None = None
     info: VideoInfo | None = None
