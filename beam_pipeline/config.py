@@ -36,6 +36,7 @@ VIDEO_EXTENSIONS = (
 MANIFEST_EXTENSIONS = (".csv", ".jsonl", ".parquet")
 SAMPLING_STRATEGIES = ("fps", "uniform", "all")
 MODEL_KINDS = ("movinet",)
+VIDEO_POOLS = ("mean", "max")
 
 
 class ConfigError(ValueError):
@@ -150,6 +151,8 @@ class ModelConfig:
         top_k: how many classes each row lists.
         batch_size: clips per model call in base mode.
         stream_chunk: frames per model call in stream mode (state carried across).
+        video_pool: base mode: how clip probabilities make the video's, ``mean`` or ``max``
+            (max then renormalised to sum to 1).
         tf_threads: TensorFlow intra-op threads per worker process; 0 lets TF decide.
     """
 
@@ -162,6 +165,7 @@ class ModelConfig:
     top_k: int = 5
     batch_size: int = 4
     stream_chunk: int = 64
+    video_pool: str = "mean"
     tf_threads: int = 1
 
     def validate(self) -> None:
@@ -176,6 +180,8 @@ class ModelConfig:
         _positive("model.top_k", self.top_k, integer=True)
         _positive("model.batch_size", self.batch_size, integer=True)
         _positive("model.stream_chunk", self.stream_chunk, integer=True)
+        if self.video_pool not in VIDEO_POOLS:
+            raise ConfigError(f"model.video_pool: {self.video_pool!r} is not one of {', '.join(VIDEO_POOLS)}")
         if not isinstance(self.tf_threads, int) or self.tf_threads < 0:
             raise ConfigError(f"model.tf_threads: {self.tf_threads!r} is not an integer >= 0")
 

@@ -59,7 +59,8 @@ def build_pipeline(p: beam.Pipeline, cfg: JobConfig, *, handle: str, labels: Seq
     predictions, errors = clips | "Classify" >> Classify(make_handler(cfg, handle, len(labels)))
     video_rows, frame_rows = (infos, predictions, errors) | "Aggregate" >> Aggregate(
         mode=cfg.model.model_mode, labels=labels, k=min(cfg.model.top_k, len(labels)),
-        write_frames=cfg.output.write_frames, write_probs=cfg.output.write_probs, stamp=stamp)
+        write_frames=cfg.output.write_frames, write_probs=cfg.output.write_probs, stamp=stamp,
+        pool=cfg.model.video_pool)
     if not cfg.output.write_frames:
         frame_rows = None
     paths = (video_rows, frame_rows) | "WriteOutputs" >> WriteOutputs(

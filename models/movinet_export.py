@@ -34,6 +34,7 @@ __all__ = [
     "causal_head_parts",
     "export_movinet",
     "export_movinet_tflite",
+    "movinet_signatures",
 ]
 
 _log = logging.getLogger(__name__)
@@ -148,6 +149,46 @@ def _default_labels(labels: Sequence[str] | None, num_classes: int) -> Sequence[
     return labels
 
 
+def movinet_signatures(model, mode: str) -> dict:
+    """The tf.functions a SavedModel of ``model`` serves, by signature name (see the module doc).
+
+    Inputs have dynamic batch, frame and picture sizes. Benchmarks time these
+    same functions without saving.
+    """
+    import tensorflow as tf
+
+    image_spec = tf.TensorSpec([None, None, None, None, 3], tf.float32, name="image")
+    if mode != "stream":
+        @tf.function(input_signature=[image_spec])
+        def serve(image):
+            return {"logits": model({"image": image}, training=False)}
+
+        return {"serving_default": serve}
+
+    probe = [1, 1, 8, 8, 3]
+    model({**model.init_states(probe), "image": tf.zeros(probe)})
+    state_specs = {
+        name: tf.TensorSpec([None] * len(spec.shape), spec.dtype, name=name)
+        for name, spec in model.initial_state_specs([None, None, None, None, 3]).items()
+    }
+    backbone, classifier = causal_head_parts(model)
+
+    @tf.function(input_signature=[{**state_specs, "image": image_spec}])
+    def call(inputs):
+        endpoints, new_states = backbone(inputs, training=False)
+        pooled = endpoints["head"]  # [batch, frames, 1, 1, channels]: mean up to each frame
+        batch, frames = tf.shape(pooled)[0], tf.shape(pooled)[1]
+        flat = tf.reshape(pooled, [batch * frames, 1, 1, 1, pooled.shape[-1]])
+        frame_logits = tf.reshape(classifier(flat, training=False), [batch, frames, -1])
+        return {**new_states, "logits": frame_logits[:, -1], "frame_logits": frame_logits}
+
+    @tf.function(input_signature=[tf.TensorSpec([5], tf.int32, name="input_shape")])
+    def init_states(input_shape):
+        return model.init_states(input_shape)
+
+    return {"call": call, "init_states": init_states}
+
+
 def export_movinet(output_dir: str, *, model_id: str = "a0", mode: str = "stream",
                    num_classes: int = 600, checkpoint: str | None = None,
                    labels: Sequence[str] | None = None) -> str:
@@ -171,38 +212,7 @@ def export_movinet(output_dir: str, *, model_id: str = "a0", mode: str = "stream
         status = tf.train.Checkpoint(model=model).restore(checkpoint)
         status.assert_existing_objects_matched()
 
-    image_spec = tf.TensorSpec([None, None, None, None, 3], tf.float32, name="image")
-    if mode == "stream":
-        probe = [1, 1, 8, 8, 3]
-        states = model.init_states(probe)
-        _, states = model({**states, "image": tf.zeros(probe)})
-        state_specs = {
-            name: tf.TensorSpec([None] * len(spec.shape), spec.dtype, name=name)
-            for name, spec in model.initial_state_specs([None, None, None, None, 3]).items()
-        }
-        backbone, classifier = causal_head_parts(model)
-
-        @tf.function(input_signature=[{**state_specs, "image": image_spec}])
-        def call(inputs):
-            endpoints, new_states = backbone(inputs, training=False)
-            pooled = endpoints["head"]  # [batch, frames, 1, 1, channels]: mean up to each frame
-            batch, frames = tf.shape(pooled)[0], tf.shape(pooled)[1]
-            flat = tf.reshape(pooled, [batch * frames, 1, 1, 1, pooled.shape[-1]])
-            frame_logits = tf.reshape(classifier(flat, training=False), [batch, frames, -1])
-            return {**new_states, "logits": frame_logits[:, -1], "frame_logits": frame_logits}
-
-        @tf.function(input_signature=[tf.TensorSpec([5], tf.int32, name="input_shape")])
-        def init_states(input_shape):
-            return model.init_states(input_shape)
-
-        signatures = {"call": call, "init_states": init_states}
-    else:
-        @tf.function(input_signature=[image_spec])
-        def serve(image):
-            return {"logits": model({"image": image}, training=False)}
-
-        signatures = {"serving_default": serve}
-
+    signatures = movinet_signatures(model, mode)
     module = tf.Module()
     module.model = model
     for name, fn in signatures.items():

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from beam_pipeline.synthetic import motion_frames, write_video
+from transforms.decoding import SampledFrame
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -22,6 +23,12 @@ def shared_fixture(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"{path} is absent (the shared fixtures folder is not beside this checkout)")
     return path
+
+
+def random_frames(n: int, side: int = 64, seed: int = 0) -> list[SampledFrame]:
+    """``n`` sampled frames of uint8 noise [side, side, 3], 0.2 s apart."""
+    rng = np.random.default_rng(seed)
+    return [SampledFrame(i, i / 5, rng.integers(0, 256, (side, side, 3), dtype=np.uint8)) for i in range(n)]
 
 
 @pytest.fixture(scope="session")

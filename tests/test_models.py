@@ -9,13 +9,9 @@ import tensorflow as tf
 from models.labels import KINETICS_600, read_labels
 from models.movinet_handler import MovinetClipHandler, MovinetStreamHandler, softmax, stream_predict
 from models.movinet_variants import hub_handle, native_imgz
-from transforms.decoding import SampledFrame, windows
+from tests.conftest import random_frames as _frames
+from transforms.decoding import windows
 from transforms.records import ErrorStage, FrameSource, SamplingSpec, VideoRef
-
-
-def _frames(n, side=64, seed=0):
-    rng = np.random.default_rng(seed)
-    return [SampledFrame(i, i / 5, rng.integers(0, 256, (side, side, 3), dtype=np.uint8)) for i in range(n)]
 
 
 def test_kinetics_labels_and_hub_handles():
@@ -51,19 +47,22 @@ def test_stream_logits_are_per_frame_and_independent_of_chunking(a0_stream):
     np.testing.assert_allclose(whole.frame_probs.sum(axis=1), 1.0, rtol=1e-5)
     np.testing.assert_array_equal(whole.top_index[:, 0], whole.frame_probs.argmax(axis=1))
     np.testing.assert_array_equal(whole.clip_probs, whole.frame_probs[-1])
-    # the logits are the same whether the video goes in chunks of 1, 4 (state carried) or whole
+    # the logits are the same whether the video goes in chunks of 1, 8 (state carried) or whole
+    frames = _frames(16, seed=1)
     logits = {}
-    for chunk in (1, 4, 12):
+    for chunk in (1, 8, 16):
         states, rows = model.init_states(64), []
-        for start in range(0, 12, chunk):
+        for start in range(0, 16, chunk):
             out, states = model.step(np.stack([f.image for f in frames[start:start + chunk]]), states)
             rows.append(out)
         logits[chunk] = np.concatenate(rows)
-    assert np.abs(logits[1] - logits[12]).max() <= 1e-4
-    assert np.abs(logits[4] - logits[12]).max() <= 1e-4
+    assert logits[16].shape == (16, 600)
+    assert np.abs(logits[1] - logits[16]).max() <= 1e-4
+    assert np.abs(logits[8] - logits[16]).max() <= 1e-4
     # a causal output per frame: each frame's differs from the next
-    assert all(np.abs(logits[12][i] - logits[12][i + 1]).max() > 0 for i in range(11))
+    assert all(np.abs(logits[16][i] - logits[16][i + 1]).max() > 0 for i in range(15))
     # dropping the state would change the answer: a fresh start on the last chunk differs
+    frames = _frames(12)
     fresh = stream_predict(model, frames[8:], chunk=4, imgz=64, k=5)
     assert np.abs(fresh.clip_probs - whole.clip_probs).max() > 1e-6
     assert fresh.frame_probs is None

@@ -1,7 +1,8 @@
 """Aggregate: per-video join of info, clip predictions and errors -> output rows.
 
-The video prediction is the mean of clip probabilities in base mode and the
-final causal output (after the last sampled frame) in stream mode. Rows are
+The video prediction is the mean (or, with ``model.video_pool: max``, the
+renormalised maximum) of clip probabilities in base mode and the final causal
+output (after the last sampled frame) in stream mode. Rows are
 plain dicts whose keys follow ``transforms.schema``; ``split`` rides along as
 the partition key and is not written inside the files.
 """
@@ -28,6 +29,7 @@ __all__ = [
     "prediction_columns",
     "top_k",
     "top_k_arrays",
+    "video_probs",
     "video_row",
 ]
 
@@ -86,9 +88,24 @@ def _status(info: VideoInfo, predicted: bool,
     return (Status.PARTIAL if error else Status.OK), error
 
 
+def video_probs(clip_probs: Sequence[np.ndarray], mode: str, pool: str = "mean") -> np.ndarray:
+    """A video's probabilities float32 [num_classes] from its clips' (in clip order).
+
+    Stream mode: the output after the last frame. Base mode: the mean over clips,
+    or with ``pool="max"`` the per-class maximum, renormalised to sum to 1.
+    """
+    if mode == "stream":
+        return clip_probs[-1]
+    stacked = np.stack(clip_probs)
+    if pool == "max":
+        peak = stacked.max(axis=0)
+        return (peak / peak.sum()).astype(np.float32)
+    return stacked.mean(axis=0).astype(np.float32)
+
+
 def video_row(info: VideoInfo, clips: Sequence[tuple[int, ClipPrediction]], mode: str,
               labels: Sequence[str], k: int, stamp: RunStamp,
-              infer_error: VideoError | None = None) -> dict[str, Any]:
+              infer_error: VideoError | None = None, pool: str = "mean") -> dict[str, Any]:
     """The one ``videos`` row for a video. ``clips`` are (clip_index, prediction) in any order."""
     ordered = sorted(clips, key=lambda c: c[0])
     status, error = _status(info, bool(ordered), infer_error)
@@ -117,10 +134,7 @@ def video_row(info: VideoInfo, clips: Sequence[tuple[int, ClipPrediction]], mode
         "schema_version": SCHEMA_VERSION,
     }
     if ordered:
-        if mode == "stream":
-            probs = ordered[-1][1].clip_probs
-        else:
-            probs = np.mean([c.clip_probs for _, c in ordered], axis=0)
+        probs = video_probs([c.clip_probs for _, c in ordered], mode, pool)
         row.update(top_k(probs, labels, k))
     row["is_error"] = _is_error(row["prediction"], row["label"])
     return row
@@ -150,8 +164,9 @@ def frame_rows(info: VideoInfo, clips: Iterable[tuple[int, ClipPrediction]], lab
 
 class _RowsFn(beam.DoFn):
     def __init__(self, *, mode: str, labels: Sequence[str], k: int, write_frames: bool,
-                 write_probs: bool, stamp: RunStamp):
+                 write_probs: bool, stamp: RunStamp, pool: str):
         self._mode = mode
+        self._pool = pool
         self._labels = list(labels)
         self._k = k
         self._write_frames = write_frames
@@ -173,7 +188,7 @@ class _RowsFn(beam.DoFn):
         self._decoded.inc(info.frames_decoded)
         self._sampled.inc(info.frames_sampled)
         row = video_row(info, clips, self._mode, self._labels, self._k, self._stamp,
-                        errors[0] if errors else None)
+                        errors[0] if errors else None, self._pool)
         self._by_status[Status(row["status"])].inc()
         if row["error_type"]:
             self._error_counter(row["error_type"]).inc()
@@ -197,10 +212,10 @@ class Aggregate(beam.PTransform):
     """
 
     def __init__(self, *, mode: str, labels: Sequence[str], k: int, write_frames: bool,
-                 write_probs: bool, stamp: RunStamp):
+                 write_probs: bool, stamp: RunStamp, pool: str = "mean"):
         super().__init__()
         self._fn = _RowsFn(mode=mode, labels=labels, k=k, write_frames=write_frames,
-                           write_probs=write_probs, stamp=stamp)
+                           write_probs=write_probs, stamp=stamp, pool=pool)
 
     def expand(self, inputs):
         videos, predictions, errors = inputs
