@@ -38,6 +38,10 @@ def _export_parser(sub) -> None:
     exp.add_argument("--checkpoint", help="tf.train.Checkpoint prefix to restore (default: random weights)")
     exp.add_argument("--num-classes", type=int, default=600)
     exp.add_argument("--labels", help="labels file for the classes (default: Kinetics-600 for 600)")
+    exp.add_argument("--tflite", action="store_true",
+                     help="write a TFLite stream model (--output is the .tflite file)")
+    exp.add_argument("--image-size", type=int, help="TFLite input side (default: the variant's native)")
+    exp.add_argument("--quantize", action="store_true", help="TFLite with int8 weights")
 
 
 def _demo_parser(sub) -> None:
@@ -74,12 +78,20 @@ def _cmd_run(args, beam_args: list[str]) -> int:
 
 
 def _cmd_export(args, beam_args: list[str]) -> int:
+    from beam_pipeline.config import ConfigError
     from models.labels import read_labels
-    from models.movinet_export import export_movinet
+    from models.movinet_export import export_movinet, export_movinet_tflite
 
     labels = read_labels(args.labels) if args.labels else None
-    export_movinet(args.output, model_id=args.model_id, mode=args.mode,
-                   num_classes=args.num_classes, checkpoint=args.checkpoint, labels=labels)
+    if args.tflite:
+        if args.mode != "stream" or not args.output.endswith(".tflite"):
+            raise ConfigError("--tflite: exports stream models only, to an --output ending in .tflite")
+        export_movinet_tflite(args.output, model_id=args.model_id, imgz=args.image_size,
+                              num_classes=args.num_classes, checkpoint=args.checkpoint, labels=labels,
+                              quantize=args.quantize)
+    else:
+        export_movinet(args.output, model_id=args.model_id, mode=args.mode,
+                       num_classes=args.num_classes, checkpoint=args.checkpoint, labels=labels)
     print(f"exported MoViNet {args.model_id} {args.mode} ({args.num_classes} classes) to {args.output}")
     return 0
 

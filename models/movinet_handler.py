@@ -208,9 +208,9 @@ class MovinetClipHandler(_MovinetHandler):
 
         model = super().load_model()
         if not tf.config.list_physical_devices("GPU"):
-            _log.warning("base-mode MoViNet (3D convolutions) is running on CPU: about 37x slower than "
-                         "stream mode here (9.6 s against 0.26 s for a 50-frame 172x172 A0 clip on two "
-                         "cores); use model_mode: stream on CPU, or GPU workers for base mode")
+            _log.warning("base-mode MoViNet (3D convolutions) is running on CPU: about 80x slower than "
+                         "stream mode (8.8 s against 0.11 s for a 50-frame 172x172 A0 clip on two cores, "
+                         "benchmarks/model_speed.py); use model_mode: stream on CPU, or GPU workers")
         return model
 
     def _output_width(self, model: _Movinet) -> int:

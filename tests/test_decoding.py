@@ -136,8 +136,9 @@ def test_real_asl_clip_decodes():
 
 def test_should_seek_rule():
     scan = PacketScan(10.0, np.arange(300), keyframes=30, packets=300)  # GOP 10
-    assert should_seek(8, scan) and not should_seek(9, scan)
-    assert not should_seek(8, scan._replace(keyframes=2))  # GOP 150: 8 x 150 > half of 300
+    assert should_seek(16, scan) and not should_seek(17, scan)
+    assert not should_seek(16, scan._replace(keyframes=15))  # GOP 20: 16 x 20 > 0.8 x 300
+    assert not should_seek(8, scan._replace(keyframes=2))  # GOP 150
     assert not should_seek(4, scan._replace(pts=None))
 
 

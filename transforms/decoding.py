@@ -183,12 +183,12 @@ def scan_packets(container, stream) -> PacketScan:
 # Seeking to each sampled frame decodes from the keyframe before it; it beats one
 # in-order pass only for a few frames in a stream with short GOPs
 # (benchmarks/decode_speed.py measures the crossover; docs/DECODING.md has the figures).
-SEEK_MAX_FRAMES = 8
-SEEK_MAX_SHARE = 0.5
+SEEK_MAX_FRAMES = 16
+SEEK_MAX_SHARE = 0.8
 
 
 def should_seek(n_frames: int, scan: PacketScan) -> bool:
-    """Seek per sampled frame when ``n_frames`` * GOP is under half the stream's frames."""
+    """Seek per sampled frame for at most 16 frames, when ``n_frames`` * GOP <= 0.8 x the frames."""
     if scan.pts is None or not scan.keyframes or n_frames > SEEK_MAX_FRAMES:
         return False
     gop = scan.packets / scan.keyframes
