@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["TFLiteMovinet"]
+__all__ = ["TFLiteMovinet", "interpreter"]
 
 
-def _interpreter(content: bytes, threads: int | None):
+def interpreter(content: bytes, threads: int | None = None):
+    """A TFLite interpreter over model bytes (LiteRT when installed)."""
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:  # older TensorFlow without LiteRT
@@ -50,7 +51,7 @@ class TFLiteMovinet:
     per_frame = True
 
     def __init__(self, content: bytes, threads: int | None = None):
-        self._interpreter = _interpreter(content, threads)
+        self._interpreter = interpreter(content, threads)
         signatures = self._interpreter.get_signature_list()
         if len(signatures) != 1:
             raise ValueError(f"expected one signature in the TFLite model, found {sorted(signatures)}")

@@ -13,6 +13,28 @@ import numpy as np
 from beam_pipeline.synthetic import motion_frames, write_video
 
 
+def _encode(path: Path, codec: str, images, *, rate: int, pix_fmt: str = "yuv420p",
+            image_format: str = "rgb24", container_format: str | None = None, pts=None,
+            time_base: Fraction | None = None) -> Path:
+    """Encodes numpy images into ``path``; ``pts`` (with ``time_base``) places them in time."""
+    images = list(images)
+    h, w = images[0].shape[:2]
+    with av.open(str(path), "w", format=container_format) as c:
+        s = c.add_stream(codec, rate=rate)
+        s.width, s.height, s.pix_fmt = w, h, pix_fmt
+        if time_base:
+            s.codec_context.time_base = time_base
+        for i, img in enumerate(images):
+            frame = av.VideoFrame.from_ndarray(img, format=image_format)
+            if pts is not None:
+                frame.pts, frame.time_base = pts[i], time_base
+            for p in s.encode(frame):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return path
+
+
 def good(path: Path, *, n=50, fps=25, w=160, h=120, codec="libx264", gop=None, seed=0) -> Path:
     frames = motion_frames("moving_right", num_frames=n, width=w, height=h, rng=np.random.default_rng(seed))
     write_video(str(path), frames, fps=fps, codec=codec, gop=gop)
@@ -93,50 +115,24 @@ def cover_art_only(path: Path) -> Path:
 
 
 def tiny(path: Path, n=10) -> Path:
-    """A 1x1-pixel video (rawvideo in MKV)."""
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("ffv1", rate=10)
-        s.width, s.height, s.pix_fmt = 1, 1, "yuv444p"
-        for i in range(n):
-            img = np.full((1, 1, 3), 25 * i, np.uint8)
-            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
-    return path
+    """A 1x1-pixel video (FFV1 in MKV)."""
+    return _encode(path, "ffv1", [np.full((1, 1, 3), 25 * i, np.uint8) for i in range(n)], rate=10,
+                   pix_fmt="yuv444p")
 
 
 def variable_rate(path: Path, times_s) -> Path:
     """An MKV whose frames sit at the given presentation times (millisecond time base)."""
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("libx264", rate=30)
-        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
-        s.codec_context.time_base = Fraction(1, 1000)
-        for i, t in enumerate(times_s):
-            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), (i * 7) % 256, np.uint8), format="rgb24")
-            frame.pts = int(round(t * 1000))
-            frame.time_base = Fraction(1, 1000)
-            for p in s.encode(frame):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
-    return path
+    images = [np.full((48, 64, 3), (i * 7) % 256, np.uint8) for i in range(len(times_s))]
+    return _encode(path, "libx264", images, rate=30, pts=[int(round(t * 1000)) for t in times_s],
+                   time_base=Fraction(1, 1000))
 
 
 def with_alpha(path: Path, n=10) -> Path:
     """A QuickTime RLE (argb) video: left half opaque red, right half fully transparent green."""
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("qtrle", rate=10)
-        s.width, s.height, s.pix_fmt = 32, 16, "argb"
-        img = np.zeros((16, 32, 4), np.uint8)
-        img[:, :16] = (255, 0, 0, 255)
-        img[:, 16:] = (0, 255, 0, 0)
-        for _ in range(n):
-            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgba")):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
-    return path
+    img = np.zeros((16, 32, 4), np.uint8)
+    img[:, :16] = (255, 0, 0, 255)
+    img[:, 16:] = (0, 255, 0, 0)
+    return _encode(path, "qtrle", [img] * n, rate=10, pix_fmt="argb", image_format="rgba")
 
 
 def rotated_mp4(source_mp4: Path, path: Path, degrees: int) -> Path:
@@ -156,16 +152,8 @@ def rotated_mp4(source_mp4: Path, path: Path, degrees: int) -> Path:
 
 def odd_container(path: Path, codec: str, *, n=20, fps=10, w=64, h=48, pix_fmt="yuv420p") -> Path:
     """A short clip in a given container (by extension) and codec."""
-    with av.open(str(path), "w") as c:
-        s = c.add_stream(codec, rate=fps)
-        s.width, s.height, s.pix_fmt = w, h, pix_fmt
-        frames = motion_frames("moving_down", num_frames=n, width=w, height=h, rng=np.random.default_rng(3))
-        for img in frames:
-            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
-    return path
+    frames = motion_frames("moving_down", num_frames=n, width=w, height=h, rng=np.random.default_rng(3))
+    return _encode(path, codec, frames, rate=fps, pix_fmt=pix_fmt)
 
 
 def directory_named_like_video(path: Path) -> Path:
@@ -176,15 +164,7 @@ def directory_named_like_video(path: Path) -> Path:
 def raw_h264(path: Path, n=50, fps=25) -> Path:
     """A raw H.264 elementary stream: no container, no duration, no packet timestamps."""
     frames = motion_frames("moving_right", num_frames=n, width=64, height=48, rng=np.random.default_rng(4))
-    with av.open(str(path), "w", format="h264") as c:
-        s = c.add_stream("libx264", rate=fps)
-        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
-        for img in frames:
-            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
-    return path
+    return _encode(path, "libx264", frames, rate=fps, container_format="h264")
 
 
 def marker(path: Path, w=160, h=96) -> Path:
