@@ -1,0 +1,64 @@
+"""Training and evaluation plots as PNG files (matplotlib, no display needed)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+__all__ = ["confusion_matrix", "plot_confusion", "plot_loss_curve"]
+
+
+def confusion_matrix(truth: Sequence[int], predicted: Sequence[int], num_classes: int) -> np.ndarray:
+    """int64 [num_classes, num_classes]: rows are true classes, columns predictions."""
+    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(matrix, (np.asarray(truth, int), np.asarray(predicted, int)), 1)
+    return matrix
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_loss_curve(history: Mapping[str, Sequence[float]], path: str, best_epoch: int | None = None) -> None:
+    """Train and validation loss (and accuracy, if present) per epoch."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2 if "accuracy" in history else 1, figsize=(10, 4), squeeze=False)
+    for ax, metric in zip(axes[0], ("loss", "accuracy")):
+        for key, style in ((metric, "-"), (f"val_{metric}", "--")):
+            if key in history:
+                ax.plot(range(1, len(history[key]) + 1), history[key], style, label=key)
+        if best_epoch:
+            ax.axvline(best_epoch, color="grey", linewidth=0.8, label=f"best epoch {best_epoch}")
+        ax.set_xlabel("epoch")
+        ax.set_title(metric)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_confusion(matrix: np.ndarray, labels: Sequence[str], path: str, title: str) -> None:
+    """A confusion matrix with counts in the cells."""
+    plt = _pyplot()
+    n = len(labels)
+    fig, ax = plt.subplots(figsize=(max(4, 0.6 * n + 2), max(3.5, 0.6 * n + 1.5)))
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(n), labels, rotation=45, ha="right")
+    ax.set_yticks(range(n), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    peak = matrix.max() or 1
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, int(matrix[i, j]), ha="center", va="center",
+                    color="white" if matrix[i, j] > peak / 2 else "black")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
