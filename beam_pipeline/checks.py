@@ -43,6 +43,14 @@ def resolve_handle(cfg: JobConfig) -> str:
     offline; it is loaded by each worker.
     """
     m = cfg.model
+    if m.kind == "lstm":
+        trained = m.handle and FileSystems.exists(FileSystems.join(m.handle, "saved_model", "saved_model.pb"))
+        if not trained:
+            raise ConfigError(f"--model: {m.handle!r} is not a `videolabel train` output folder "
+                              "(no saved_model/saved_model.pb)")
+        if not FileSystems.exists(cfg.pose.handle) and not cfg.pose.handle.startswith(("http://", "https://")):
+            raise ConfigError(f"pose.handle: {cfg.pose.handle!r} does not exist")
+        return m.handle
     handle = m.handle or hub_handle(m.model_id, m.model_mode, m.hub_version)
     if handle.startswith(("http://", "https://")):
         return handle

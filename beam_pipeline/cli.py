@@ -44,6 +44,17 @@ def _export_parser(sub) -> None:
     exp.add_argument("--quantize", action="store_true", help="TFLite with int8 weights")
 
 
+def _train_parser(sub) -> None:
+    train = sub.add_parser("train", help="fit a classifier from a labelled manifest",
+                           description="Extract features with the Beam pipeline, then fit with Keras; "
+                                       "unknown --flags go to Beam's PipelineOptions.")
+    train.add_argument("--config", required=True, help="YAML config, e.g. configs/lstm_pose.yaml")
+    train.add_argument("--manifest", required=True, help="csv/jsonl/parquet with uri,label[,split]")
+    train.add_argument("--output", required=True, help="folder for features, model, results and plots")
+    train.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    train.add_argument("--overwrite", action="store_true", help="replace a previous training output")
+
+
 def _demo_parser(sub) -> None:
     demo = sub.add_parser("demo", help="end to end, offline, on generated labelled videos")
     demo.add_argument("--output", default="demo_output", help="folder for videos, model and results")
@@ -96,6 +107,15 @@ def _cmd_export(args, beam_args: list[str]) -> int:
     return 0
 
 
+def _cmd_train(args, beam_args: list[str]) -> int:
+    from beam_pipeline.config import load_config
+    from beam_pipeline.train import run_train
+
+    run_train(load_config(args.config, args.set), args.manifest, args.output, beam_args,
+              overwrite=args.overwrite)
+    return 0
+
+
 def _cmd_demo(args, beam_args: list[str]) -> int:
     from beam_pipeline.demo import run_demo
 
@@ -109,9 +129,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     _run_parser(sub)
     _export_parser(sub)
+    _train_parser(sub)
     _demo_parser(sub)
     args, beam_args = parser.parse_known_args(argv)
-    if args.command != "run" and beam_args:
+    if args.command not in ("run", "train") and beam_args:
         parser.error(f"unrecognized arguments: {' '.join(beam_args)}")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("beam_pipeline").setLevel(logging.INFO)
@@ -120,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from beam_pipeline.config import ConfigError
 
-    commands = {"run": _cmd_run, "export-movinet": _cmd_export, "demo": _cmd_demo}
+    commands = {"run": _cmd_run, "export-movinet": _cmd_export, "train": _cmd_train, "demo": _cmd_demo}
     try:
         return commands[args.command](args, beam_args)
     except ConfigError as exc:

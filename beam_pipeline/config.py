@@ -24,8 +24,10 @@ __all__ = [
     "JobConfig",
     "ModelConfig",
     "OutputConfig",
+    "PoseConfig",
     "SamplingConfig",
     "SplitConfig",
+    "TrainConfig",
     "apply_overrides",
     "load_config",
 ]
@@ -35,7 +37,7 @@ VIDEO_EXTENSIONS = (
 )
 MANIFEST_EXTENSIONS = (".csv", ".jsonl", ".parquet")
 SAMPLING_STRATEGIES = ("fps", "uniform", "all")
-MODEL_KINDS = ("movinet",)
+MODEL_KINDS = ("movinet", "lstm")
 VIDEO_POOLS = ("mean", "max")
 
 
@@ -139,7 +141,8 @@ class ModelConfig:
     """The classifier.
 
     Attributes:
-        kind: ``movinet``.
+        kind: ``movinet``, or ``lstm`` (pose keypoints into an LSTM trained by
+            ``videolabel train``; ``handle`` is its output folder).
         model_id: a0-a5.
         model_mode: ``base`` (clips, 3D convs) or ``stream`` (causal, frame by
             frame with carried state).
@@ -187,6 +190,40 @@ class ModelConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class PoseConfig:
+    """The keypoint model for ``model.kind: lstm`` and ``videolabel train``.
+
+    Attributes:
+        handle: MoveNet single-pose model: a .tflite file, or a SavedModel / TF Hub handle.
+        threshold: joints scored under this become zeros.
+    """
+
+    handle: str | None = None
+    threshold: float = 0.2
+
+    def validate(self) -> None:
+        if not isinstance(self.threshold, (int, float)) or not 0 <= self.threshold <= 1:
+            raise ConfigError(f"pose.threshold: {self.threshold!r} is not a number in [0, 1]")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """``videolabel train``: optimiser and early stopping (names as in the MoViNet tooling)."""
+
+    num_epochs: int = 100
+    learning_rate: float = 1e-3
+    batch_size: int = 32
+    patience: int = 10
+    seed: int = 0
+
+    def validate(self) -> None:
+        _positive("train.num_epochs", self.num_epochs, integer=True)
+        _positive("train.learning_rate", self.learning_rate)
+        _positive("train.batch_size", self.batch_size, integer=True)
+        _positive("train.patience", self.patience, integer=True)
+
+
+@dataclasses.dataclass(frozen=True)
 class OutputConfig:
     """Where and what to write.
 
@@ -216,6 +253,8 @@ class JobConfig:
     split: SplitConfig = SplitConfig()
     sampling: SamplingConfig = SamplingConfig()
     model: ModelConfig = ModelConfig()
+    pose: PoseConfig = PoseConfig()
+    train: TrainConfig = TrainConfig()
     output: OutputConfig = OutputConfig()
     runner: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -225,8 +264,16 @@ class JobConfig:
         return self.sampling.imgz or native_imgz(self.model.model_id)
 
     def validate(self) -> None:
-        for section in (self.input, self.split, self.sampling, self.model, self.output):
+        for section in (self.input, self.split, self.sampling, self.model, self.pose, self.train,
+                        self.output):
             section.validate()
+        if self.model.kind == "lstm" and not self.pose.handle:
+            raise ConfigError("pose.handle: model.kind lstm needs a MoveNet keypoint model "
+                              "(a .tflite file or a SavedModel)")
+
+    def with_inputs(self, paths: tuple[str, ...]) -> JobConfig:
+        """The same job over other inputs."""
+        return dataclasses.replace(self, input=dataclasses.replace(self.input, paths=tuple(paths)))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -246,6 +293,8 @@ _SECTIONS = {
     "split": SplitConfig,
     "sampling": SamplingConfig,
     "model": ModelConfig,
+    "pose": PoseConfig,
+    "train": TrainConfig,
     "output": OutputConfig,
 }
 

@@ -8,6 +8,7 @@ import apache_beam as beam
 
 from beam_pipeline.config import JobConfig
 from models.movinet_handler import MovinetClipHandler, MovinetStreamHandler
+from models.pose_handlers import PoseLstmHandler
 from transforms.aggregate import Aggregate, RunStamp
 from transforms.classify import Classify
 from transforms.decode_sample import DecodeAndSample
@@ -16,12 +17,22 @@ from transforms.records import SamplingSpec
 from transforms.schema import VIDEOS_SCHEMA, frames_schema
 from transforms.write import WriteOutputs
 
-__all__ = ["build_pipeline", "make_handler", "sampling_spec"]
+__all__ = ["build_pipeline", "input_mode", "make_handler", "sampling_spec"]
+
+
+def input_mode(cfg: JobConfig) -> str:
+    """How DecodeAndSample feeds the model: ``stream`` (lazy frame sources) or ``base`` (clips)."""
+    return "stream" if cfg.model.kind == "movinet" and cfg.model.model_mode == "stream" else "base"
 
 
 def make_handler(cfg: JobConfig, handle: str, num_labels: int):
     """The ModelHandler for the configured model and mode."""
     m = cfg.model
+    if m.kind == "lstm":
+        return PoseLstmHandler(handle, pose_handle=cfg.pose.handle, threshold=cfg.pose.threshold,
+                               num_labels=num_labels, n_frames=cfg.sampling.n_frames, top_k=m.top_k,
+                               keep_probs=cfg.output.write_probs, batch_size=m.batch_size,
+                               threads=m.tf_threads)
     common = dict(num_labels=num_labels, imgz=cfg.imgz, top_k=m.top_k, keep_probs=cfg.output.write_probs,
                   tf_threads=m.tf_threads)
     if m.model_mode == "stream":
@@ -54,11 +65,12 @@ def build_pipeline(p: beam.Pipeline, cfg: JobConfig, *, handle: str, labels: Seq
     refs = p | "ListVideos" >> ListVideos(
         cfg.input.paths, extensions=cfg.input.extensions,
         ratios=cfg.split.ratios, salt=cfg.split.salt)
+    mode = input_mode(cfg)
     clips, infos = refs | "DecodeAndSample" >> DecodeAndSample(
-        mode=cfg.model.model_mode, spec=sampling_spec(cfg), stride=cfg.sampling.stride)
+        mode=mode, spec=sampling_spec(cfg), stride=cfg.sampling.stride)
     predictions, errors = clips | "Classify" >> Classify(make_handler(cfg, handle, len(labels)))
     video_rows, frame_rows = (infos, predictions, errors) | "Aggregate" >> Aggregate(
-        mode=cfg.model.model_mode, labels=labels, k=min(cfg.model.top_k, len(labels)),
+        mode=mode, labels=labels, k=min(cfg.model.top_k, len(labels)),
         write_frames=cfg.output.write_frames, write_probs=cfg.output.write_probs, stamp=stamp,
         pool=cfg.model.video_pool)
     if not cfg.output.write_frames:

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from apache_beam.ml.inference.base import ModelHandler
 
+from models.predictions import clip_predictions, pad_clip
 from transforms.aggregate import top_k_arrays
 from transforms.decoding import DecodeReport, SampledFrame, sample_frames
 from transforms.records import Clip, ClipPrediction, FrameSource, VideoInfo
@@ -218,17 +219,8 @@ class MovinetClipHandler(_MovinetHandler):
 
     def run_inference(self, batch: Sequence[Clip], model: _Movinet,
                       inference_args: dict[str, Any] | None = None) -> list[ClipPrediction]:
-        images = np.stack([_pad(c.frames, self._n_frames) for c in batch]).astype(np.float32) / 255.0
-        out = []
-        for clip, p in zip(batch, softmax(model.base_logits(images))):
-            owned = slice(clip.owned_start, clip.owned_stop)
-            n = clip.owned_stop - clip.owned_start
-            index, score = top_k_arrays(p, self._k)
-            out.append(ClipPrediction(
-                clip.frame_indices[owned], clip.timestamps_s[owned], np.repeat(index[np.newaxis], n, 0),
-                np.repeat(score[np.newaxis], n, 0), p,
-                np.repeat(p[np.newaxis], n, 0) if self._keep_probs else None))
-        return out
+        images = np.stack([pad_clip(c.frames, self._n_frames) for c in batch]).astype(np.float32) / 255.0
+        return clip_predictions(batch, softmax(model.base_logits(images)), self._k, self._keep_probs)
 
     def batch_elements_kwargs(self) -> dict[str, Any]:
         return {"min_batch_size": 1, "max_batch_size": self._batch_size}
@@ -270,11 +262,3 @@ class MovinetStreamHandler(_MovinetHandler):
 
     def batch_elements_kwargs(self) -> dict[str, Any]:
         return {"min_batch_size": 1, "max_batch_size": 1}
-
-
-def _pad(frames: np.ndarray, n_frames: int) -> np.ndarray:
-    """uint8 [t, h, w, 3] -> [n_frames, h, w, 3], repeating the last frame."""
-    if frames.shape[0] >= n_frames:
-        return frames
-    pad = np.repeat(frames[-1:], n_frames - frames.shape[0], axis=0)
-    return np.concatenate([frames, pad], axis=0)
