@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from models.movinet_variants import MODEL_IDS, MODEL_MODES, native_imgz
+from models.training import FitSettings
 
 __all__ = [
     "ConfigError",
@@ -207,14 +208,8 @@ class PoseConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """``videolabel train``: optimiser and early stopping (names as in the MoViNet tooling)."""
-
-    num_epochs: int = 100
-    learning_rate: float = 1e-3
-    batch_size: int = 32
-    patience: int = 10
-    seed: int = 0
+class TrainConfig(FitSettings):
+    """``videolabel train``: the fit settings of ``models.training``, validated at load."""
 
     def validate(self) -> None:
         _positive("train.num_epochs", self.num_epochs, integer=True)

@@ -26,7 +26,7 @@ from beam_pipeline.options import pipeline_options
 from beam_pipeline.pipeline import sampling_spec
 from models.lstm import POSE_FEATURES, build_pose_lstm
 from models.pose_handlers import PoseHandler, lstm_window
-from models.training import FitSettings, SplitData, fit_classifier
+from models.training import SplitData, fit_classifier
 from transforms.decode_sample import DecodeAndSample
 from transforms.listing import ListVideos
 from transforms.write import WriteTable
@@ -104,11 +104,8 @@ def run_train(cfg: JobConfig, manifest: str, output: str, beam_args: Sequence[st
     data, labels, dropped = _split_data(table, cfg.sampling.n_frames)
     print(f"2/2 training the pose LSTM on {', '.join(f'{k} {len(v.y)}' for k, v in sorted(data.items()))} "
           f"windows ({len(labels)} classes; {dropped} without a train label skipped)")
-    t = cfg.train
     results = fit_classifier(
-        build_pose_lstm(len(labels), n_frames=cfg.sampling.n_frames), data, labels,
-        FitSettings(num_epochs=t.num_epochs, learning_rate=t.learning_rate, batch_size=t.batch_size,
-                    patience=t.patience, seed=t.seed),
+        build_pose_lstm(len(labels), n_frames=cfg.sampling.n_frames), data, labels, cfg.train,
         output, config={"job": cfg.to_dict(), "manifest": manifest, "features_skipped": dropped})
     accuracy = results["test_accuracy"]
     print(f"test accuracy {accuracy:.3f}" if accuracy is not None else "no test split: see results.json")

@@ -44,6 +44,10 @@ def test_overrides_win_and_are_typed():
     ({"split": {"ratios": {"train": 0.5, "test": 0.2}}}, "sum to 0.7"),
     ({"sampling": {"n_frames": 4, "clip_stride": 6}}, "clip_stride: 6"),
     ({"modle": {}}, "modle: unknown section"),
+    ({"model": {"video_pool": "median"}}, "model.video_pool: 'median'"),
+    ({"pose": {"threshold": 2}}, "pose.threshold: 2"),
+    ({"train": {"num_epochs": 0}}, "train.num_epochs: 0"),
+    ({"model": {"kind": "lstm"}}, "pose.handle: model.kind lstm needs a MoveNet"),
 ])
 def test_bad_config_names_the_bad_value(raw, needle):
     with pytest.raises(ConfigError) as info:
