@@ -226,12 +226,14 @@ class OutputConfig:
         path: output directory, local or gs://.
         write_frames: write ``frames/`` rows.
         write_probs: add the full probability vector to each frame row.
+        write_keypoints: add the pose keypoints to each frame row (``model.kind: lstm``).
         num_shards: Parquet files per split and table.
     """
 
     path: str = "output"
     write_frames: bool = True
     write_probs: bool = False
+    write_keypoints: bool = False
     num_shards: int = 1
 
     def validate(self) -> None:
@@ -262,6 +264,9 @@ class JobConfig:
         for section in (self.input, self.split, self.sampling, self.model, self.pose, self.train,
                         self.output):
             section.validate()
+        if self.output.write_keypoints and self.model.kind != "lstm":
+            raise ConfigError("output.write_keypoints: keypoints come from the pose model of "
+                              f"model.kind lstm, not {self.model.kind!r}")
         if self.model.kind == "lstm" and not self.pose.handle:
             raise ConfigError("pose.handle: model.kind lstm needs a MoveNet keypoint model "
                               "(a .tflite file or a SavedModel)")

@@ -32,7 +32,7 @@ def make_handler(cfg: JobConfig, handle: str, num_labels: int):
         return PoseLstmHandler(handle, pose_handle=cfg.pose.handle, threshold=cfg.pose.threshold,
                                num_labels=num_labels, n_frames=cfg.sampling.n_frames, top_k=m.top_k,
                                keep_probs=cfg.output.write_probs, batch_size=m.batch_size,
-                               threads=m.tf_threads)
+                               threads=m.tf_threads, keep_keypoints=cfg.output.write_keypoints)
     common = dict(num_labels=num_labels, imgz=cfg.imgz, top_k=m.top_k, keep_probs=cfg.output.write_probs,
                   tf_threads=m.tf_threads)
     if m.model_mode == "stream":
@@ -77,5 +77,6 @@ def build_pipeline(p: beam.Pipeline, cfg: JobConfig, *, handle: str, labels: Seq
         frame_rows = None
     paths = (video_rows, frame_rows) | "WriteOutputs" >> WriteOutputs(
         cfg.output.path, videos_schema=VIDEOS_SCHEMA,
-        frames_schema=frames_schema(cfg.output.write_probs), num_shards=cfg.output.num_shards)
+        frames_schema=frames_schema(cfg.output.write_probs, cfg.output.write_keypoints),
+        num_shards=cfg.output.num_shards)
     return video_rows, frame_rows, paths

@@ -70,14 +70,17 @@ class PoseLstmHandler(ModelHandler[Clip, ClipPrediction, _PoseLstm]):
         num_labels: checked against the LSTM's output at load.
         n_frames: the LSTM's window length.
         top_k, keep_probs: classes kept per frame, and whether to keep full vectors.
+        keep_keypoints: also return each frame's keypoints.
         batch_size: windows per LSTM call.
         threads: TF threads per process; 0 lets TF decide.
     """
 
     def __init__(self, handle: str, *, pose_handle: str, threshold: float, num_labels: int, n_frames: int,
-                 top_k: int, keep_probs: bool, batch_size: int, threads: int = 0):
+                 top_k: int, keep_probs: bool, batch_size: int, threads: int = 0,
+                 keep_keypoints: bool = False):
         super().__init__()
         self._handle = handle
+        self._keep_keypoints = keep_keypoints
         self._pose = PoseHandler(pose_handle, threshold=threshold, threads=threads)
         self._num_labels = num_labels
         self._n_frames = n_frames
@@ -110,7 +113,11 @@ class PoseLstmHandler(ModelHandler[Clip, ClipPrediction, _PoseLstm]):
         keypoints = self._pose.run_inference(batch, model.movenet)
         windows = np.stack([lstm_window(k, self._n_frames) for k in keypoints])
         probs = model.serve(features=tf.constant(windows))["probs"].numpy()
-        return clip_predictions(batch, probs, self._k, self._keep_probs)
+        predictions = clip_predictions(batch, probs, self._k, self._keep_probs)
+        if not self._keep_keypoints:
+            return predictions
+        return [p._replace(keypoints=k[c.owned_start:c.owned_stop])
+                for p, k, c in zip(predictions, keypoints, batch)]
 
     def batch_elements_kwargs(self) -> dict[str, Any]:
         return {"min_batch_size": 1, "max_batch_size": self._batch_size}

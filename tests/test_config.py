@@ -48,6 +48,7 @@ def test_overrides_win_and_are_typed():
     ({"pose": {"threshold": 2}}, "pose.threshold: 2"),
     ({"train": {"num_epochs": 0}}, "train.num_epochs: 0"),
     ({"model": {"kind": "lstm"}}, "pose.handle: model.kind lstm needs a MoveNet"),
+    ({"output": {"write_keypoints": True}}, "output.write_keypoints: keypoints come from"),
 ])
 def test_bad_config_names_the_bad_value(raw, needle):
     with pytest.raises(ConfigError) as info:

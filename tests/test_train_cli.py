@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pyarrow.dataset as ds
 import pytest
 
@@ -48,7 +49,7 @@ def test_train_then_run_the_pose_lstm_through_the_cli(tmp_path, asl_manifest, ca
     out = tmp_path / "labelled"
     code = main(["run", "--config", config, "--input", f"{SHARED_FIXTURES}/videos/asl_gestures/[a-c]*.mkv",
                  "--output", str(out), "--model", str(trained), "--set", f"pose.handle={movenet}",
-                 *IN_MEMORY])
+                 "--set", "output.write_keypoints=true", *IN_MEMORY])
     assert code == 0
     videos = ds.dataset(out / "videos", format="parquet", partitioning="hive").to_table().to_pandas()
     frames = ds.dataset(out / "frames", format="parquet", partitioning="hive").to_table().to_pandas()
@@ -56,6 +57,8 @@ def test_train_then_run_the_pose_lstm_through_the_cli(tmp_path, asl_manifest, ca
     assert names == ["again.mkv", "bird.mkv", "book.mkv", "brother.mkv"]
     assert set(videos.status) == {"ok"} and set(videos.prediction) <= {"early", "late"}
     assert frames.groupby("video_id").size().tolist() == [9, 9, 9, 9]
+    keypoints = np.stack(frames.keypoints.to_numpy()).reshape(-1, 17, 3)
+    assert keypoints.shape == (36, 17, 3) and (keypoints[..., 2] > 0).sum(axis=1).min() >= 8
 
 
 def test_lstm_needs_a_pose_model_and_a_trained_folder(tmp_path, capsys):

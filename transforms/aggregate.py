@@ -159,6 +159,8 @@ def frame_rows(info: VideoInfo, clips: Iterable[tuple[int, ClipPrediction]], lab
             row["is_error"] = _is_error(row["prediction"], row["label"])
             if write_probs:
                 row["probs"] = clip.frame_probs[i].tolist()
+            if clip.keypoints is not None:
+                row["keypoints"] = clip.keypoints[i].reshape(-1).tolist()
             yield row
 
 

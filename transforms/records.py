@@ -150,6 +150,8 @@ class ClipPrediction(NamedTuple):
         clip_probs: float32 [num_classes], the clip's probabilities (stream mode:
             the output after the last frame); None when no frame was sampled.
         frame_probs: float32 [n, num_classes] with ``write_probs``, else None.
+        keypoints: float32 [n, 17, 3] pose keypoints (y, x, score) with
+            ``write_keypoints`` (pose LSTM only), else None.
         info: stream mode only: the decode outcome, since the handler decoded the video.
     """
 
@@ -159,4 +161,5 @@ class ClipPrediction(NamedTuple):
     top_score: np.ndarray
     clip_probs: np.ndarray | None
     frame_probs: np.ndarray | None = None
+    keypoints: np.ndarray | None = None
     info: VideoInfo | None = None

@@ -55,8 +55,11 @@ FRAMES_SCHEMA = pa.schema([
 ], metadata={"videolabel.schema_version": str(SCHEMA_VERSION), "videolabel.table": "frames"})
 
 _PROBS = pa.field("probs", pa.list_(pa.float32()))
+_KEYPOINTS = pa.field("keypoints", pa.list_(pa.float32()))
 
 
-def frames_schema(write_probs: bool) -> pa.Schema:
-    """The frames schema, with the ``probs`` column when ``write_probs`` is on."""
-    return FRAMES_SCHEMA.append(_PROBS) if write_probs else FRAMES_SCHEMA
+def frames_schema(write_probs: bool, write_keypoints: bool = False) -> pa.Schema:
+    """The frames schema, plus ``probs`` (every class's probability) and ``keypoints``
+    (17 joints x (y, x, score), flattened) when asked for."""
+    schema = FRAMES_SCHEMA.append(_PROBS) if write_probs else FRAMES_SCHEMA
+    return schema.append(_KEYPOINTS) if write_keypoints else schema
