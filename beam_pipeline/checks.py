@@ -11,7 +11,7 @@ from models.labels import KINETICS_600, labels_beside, read_labels
 from models.movinet_variants import hub_handle
 from transforms.listing import is_manifest, manifest_columns
 
-__all__ = ["check_inputs", "prepare_output", "resolve_handle", "resolve_labels"]
+__all__ = ["check_inputs", "check_pose_handle", "prepare_output", "resolve_handle", "resolve_labels"]
 
 _OUTPUT_ENTRIES = ("videos", "frames", "labels.txt", "_run.json")
 
@@ -48,8 +48,7 @@ def resolve_handle(cfg: JobConfig) -> str:
         if not trained:
             raise ConfigError(f"--model: {m.handle!r} is not a `videolabel train` output folder "
                               "(no saved_model/saved_model.pb)")
-        if not FileSystems.exists(cfg.pose.handle) and not cfg.pose.handle.startswith(("http://", "https://")):
-            raise ConfigError(f"pose.handle: {cfg.pose.handle!r} does not exist")
+        check_pose_handle(cfg.pose.handle)
         return m.handle
     handle = m.handle or hub_handle(m.model_id, m.model_mode, m.hub_version)
     if handle.startswith(("http://", "https://")):
@@ -64,6 +63,12 @@ def resolve_handle(cfg: JobConfig) -> str:
     if not FileSystems.exists(FileSystems.join(handle, "saved_model.pb")):
         raise ConfigError(f"--model: {handle!r} is not a SavedModel directory (no saved_model.pb)")
     return handle
+
+
+def check_pose_handle(handle: str) -> None:
+    """The MoveNet handle is a TF Hub URL or an existing local / gs:// file or folder."""
+    if not handle.startswith(("http://", "https://")) and not FileSystems.exists(handle):
+        raise ConfigError(f"pose.handle: {handle!r} does not exist")
 
 
 def resolve_labels(cfg: JobConfig, handle: str) -> list[str]:

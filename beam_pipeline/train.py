@@ -17,10 +17,9 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as ds
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 
-from beam_pipeline.checks import check_inputs, prepare_output
+from beam_pipeline.checks import check_inputs, check_pose_handle, prepare_output
 from beam_pipeline.config import ConfigError, JobConfig
 from beam_pipeline.options import pipeline_options
 from beam_pipeline.pipeline import sampling_spec
@@ -93,8 +92,7 @@ def run_train(cfg: JobConfig, manifest: str, output: str, beam_args: Sequence[st
                           "(model.kind: lstm) in this version")
     options = pipeline_options(cfg.runner, beam_args)
     check_inputs([manifest])
-    if not FileSystems.exists(cfg.pose.handle):
-        raise ConfigError(f"pose.handle: {cfg.pose.handle!r} does not exist")
+    check_pose_handle(cfg.pose.handle)
     prepare_output(output, overwrite)
     cfg = cfg.with_inputs((manifest,))
     print(f"1/2 extracting pose keypoints of {manifest} into {output}/features")

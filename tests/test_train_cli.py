@@ -70,3 +70,12 @@ def test_lstm_needs_a_pose_model_and_a_trained_folder(tmp_path, capsys):
                  "--output", str(tmp_path / "o"), "--model", str(tmp_path),
                  "--set", f"pose.handle={movenet}"])
     assert code == 2 and "is not a `videolabel train` output folder" in capsys.readouterr().err
+
+
+def test_train_checks_the_pose_model_before_reading_videos(tmp_path, asl_manifest, capsys):
+    config = str(REPO / "configs" / "lstm_pose.yaml")
+    code = main(["train", "--config", config, "--manifest", str(asl_manifest),
+                 "--output", str(tmp_path / "t"),
+                 "--set", "pose.handle=/nowhere/movenet.tflite", *IN_MEMORY])
+    assert code == 2 and "pose.handle: '/nowhere/movenet.tflite' does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "t").exists()
