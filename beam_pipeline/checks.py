@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 from apache_beam.io.filesystems import FileSystems
@@ -39,17 +40,23 @@ def check_inputs(paths: Sequence[str]) -> None:
 def resolve_handle(cfg: JobConfig) -> str:
     """The model handle: the configured one, else the TF Hub URL of the variant.
 
-    A local or gs:// handle must be a SavedModel directory. A URL cannot be checked
-    offline; it is loaded by each worker.
+    A local or gs:// handle must be a SavedModel directory or a `videolabel train`
+    output folder (its ``saved_model``, checked against the config it was trained
+    with). A URL cannot be checked offline; it is loaded by each worker.
     """
     m = cfg.model
+    trained = bool(m.handle) and FileSystems.exists(
+        FileSystems.join(m.handle, "saved_model", "saved_model.pb"))
+    if trained:
+        _check_trained_like(m.handle, cfg)
     if m.kind == "lstm":
-        trained = m.handle and FileSystems.exists(FileSystems.join(m.handle, "saved_model", "saved_model.pb"))
         if not trained:
             raise ConfigError(f"--model: {m.handle!r} is not a `videolabel train` output folder "
                               "(no saved_model/saved_model.pb)")
         check_pose_handle(cfg.pose.handle)
         return m.handle
+    if trained:
+        return FileSystems.join(m.handle, "saved_model")
     handle = m.handle or hub_handle(m.model_id, m.model_mode, m.hub_version)
     if handle.startswith(("http://", "https://")):
         return handle
@@ -63,6 +70,20 @@ def resolve_handle(cfg: JobConfig) -> str:
     if not FileSystems.exists(FileSystems.join(handle, "saved_model.pb")):
         raise ConfigError(f"--model: {handle!r} is not a SavedModel directory (no saved_model.pb)")
     return handle
+
+
+def _check_trained_like(folder: str, cfg: JobConfig) -> None:
+    """A `videolabel train` output runs with the model kind, variant and mode it was trained as."""
+    path = FileSystems.join(folder, "results.json")
+    if not FileSystems.exists(path):
+        return
+    with FileSystems.open(path) as handle:
+        trained = json.loads(handle.read()).get("config", {}).get("job", {}).get("model", {})
+    keys = ("kind",) if cfg.model.kind == "lstm" else ("kind", "model_id", "model_mode")
+    for key in keys:
+        if key in trained and trained[key] != getattr(cfg.model, key):
+            raise ConfigError(f"model.{key}: {getattr(cfg.model, key)!r}, but {folder} was trained with "
+                              f"{key} {trained[key]!r}; run it with the config it was trained with")
 
 
 def check_pose_handle(handle: str) -> None:

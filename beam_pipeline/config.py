@@ -40,6 +40,7 @@ MANIFEST_EXTENSIONS = (".csv", ".jsonl", ".parquet")
 SAMPLING_STRATEGIES = ("fps", "uniform", "all")
 MODEL_KINDS = ("movinet", "lstm")
 VIDEO_POOLS = ("mean", "max")
+TRAIN_METHODS = ("head", "finetune")
 
 
 class ConfigError(ValueError):
@@ -209,13 +210,32 @@ class PoseConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig(FitSettings):
-    """``videolabel train``: the fit settings of ``models.training``, validated at load."""
+    """``videolabel train``: the fit settings of ``models.training`` plus, for MoViNet, what to train.
+
+    Attributes:
+        method: MoViNet only: ``head`` (a new classifier head on the frozen
+            backbone's pooled features; needs ``checkpoint``) or ``finetune``
+            (every weight, on the decoded clips).
+        checkpoint: MoViNet only: pretrained weights to start from, a
+            tf.train.Checkpoint prefix (the MoViNet release's ``ckpt-1``) or a
+            SavedModel written by ``export-movinet`` / ``train``; null starts
+            ``finetune`` from random weights.
+        dropout_rate: MoViNet only: dropout inside the classifier head while training.
+    """
+
+    method: str = "head"
+    checkpoint: str | None = None
+    dropout_rate: float = 0.2
 
     def validate(self) -> None:
         _positive("train.num_epochs", self.num_epochs, integer=True)
         _positive("train.learning_rate", self.learning_rate)
         _positive("train.batch_size", self.batch_size, integer=True)
         _positive("train.patience", self.patience, integer=True)
+        if self.method not in TRAIN_METHODS:
+            raise ConfigError(f"train.method: {self.method!r} is not one of {', '.join(TRAIN_METHODS)}")
+        if not isinstance(self.dropout_rate, (int, float)) or not 0 <= self.dropout_rate < 1:
+            raise ConfigError(f"train.dropout_rate: {self.dropout_rate!r} is not a number in [0, 1)")
 
 
 @dataclasses.dataclass(frozen=True)

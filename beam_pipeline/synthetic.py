@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import av
 import numpy as np
@@ -63,15 +63,21 @@ def motion_frames(motion: str, *, num_frames: int, width: int, height: int,
 
 def make_labelled_set(folder: str, *, per_class: int, motions: Iterable[str] = tuple(MOTIONS),
                       seconds: float = 2.0, sizes: Iterable[tuple[int, int]] = ((160, 120), (128, 96)),
-                      rates: Iterable[int] = (25, 15), seed: int = 0) -> str:
+                      rates: Iterable[int] = (25, 15), seed: int = 0,
+                      splits: Mapping[str, int] | None = None) -> str:
     """Writes ``per_class`` videos per motion into ``folder`` plus ``manifest.csv``.
 
     Sizes and frame rates cycle over the given lists, so a set mixes both.
-    Returns the manifest path; its rows are ``uri,label`` with uris relative to it.
+    ``splits`` (e.g. ``{"train": 8, "valid": 1, "test": 1}``, summing to
+    ``per_class``) adds a ``split`` column: each class's videos in that order.
+    Returns the manifest path; its rows are ``uri,label[,split]`` with uris relative to it.
     """
+    if splits is not None and sum(splits.values()) != per_class:
+        raise ValueError(f"splits {dict(splits)} do not add up to per_class {per_class}")
     os.makedirs(folder, exist_ok=True)
     rng = np.random.default_rng(seed)
     sizes, rates = list(sizes), list(rates)
+    split_names = [name for name, count in (splits or {}).items() for _ in range(count)]
     rows = []
     for motion in motions:
         for i in range(per_class):
@@ -81,10 +87,10 @@ def make_labelled_set(folder: str, *, per_class: int, motions: Iterable[str] = t
             frames = motion_frames(motion, num_frames=int(seconds * fps), width=width,
                                    height=height, rng=rng)
             write_video(os.path.join(folder, name), frames, fps=fps)
-            rows.append({"uri": name, "label": motion})
+            rows.append({"uri": name, "label": motion, **({"split": split_names[i]} if splits else {})})
     manifest = os.path.join(folder, "manifest.csv")
     with open(manifest, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["uri", "label"])
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
     return manifest

@@ -1,10 +1,18 @@
 """``videolabel train``: extract features with the Beam pipeline, then fit a classifier with Keras.
 
-Pose LSTM: each video of a labelled manifest is sampled (``sampling``), MoveNet
-gives keypoints per frame, and each window of ``n_frames`` becomes one example
-[n_frames, 51] written to ``OUTPUT/features/split=*/`` as Parquet. The LSTM is
-then fitted on ``train``, stopped early on ``valid``, evaluated on ``test``, and
-saved with its labels, results.json and plots (see ``models.training``).
+Each video of a labelled manifest is sampled into clips of ``n_frames`` frames
+(``sampling``), and each clip becomes one example in ``OUTPUT/features/split=*/``:
+
+* ``model.kind: lstm``: MoveNet keypoints, float32 [n_frames, 51];
+* ``model.kind: movinet``, ``train.method: head``: the frozen backbone's pooled
+  features, float32 [C];
+* ``model.kind: movinet``, ``train.method: finetune``: the clip itself, uint8
+  [n_frames, imgz, imgz, 3].
+
+The classifier is then fitted on ``train``, stopped early on ``valid``,
+evaluated on ``test``, and saved with its labels, results.json and plots (see
+``models.training``). A MoViNet comes out as an ordinary MoViNet SavedModel of
+the configured variant and mode, so ``videolabel run --model OUTPUT`` labels with either.
 """
 
 from __future__ import annotations
@@ -23,14 +31,13 @@ from beam_pipeline.checks import check_inputs, check_pose_handle, prepare_output
 from beam_pipeline.config import ConfigError, JobConfig
 from beam_pipeline.options import pipeline_options
 from beam_pipeline.pipeline import sampling_spec
-from models.lstm import POSE_FEATURES, build_pose_lstm
-from models.pose_handlers import PoseHandler, lstm_window
+from models.predictions import pad_clip
 from models.training import SplitData, fit_classifier
 from transforms.decode_sample import DecodeAndSample
 from transforms.listing import ListVideos
 from transforms.write import WriteTable
 
-__all__ = ["FEATURES_SCHEMA", "build_features_pipeline", "run_train"]
+__all__ = ["FEATURES_SCHEMA", "build_features_pipeline", "example_array", "run_train"]
 
 _log = logging.getLogger(__name__)
 
@@ -39,72 +46,147 @@ FEATURES_SCHEMA = pa.schema([
     pa.field("uri", pa.string(), nullable=False),
     pa.field("label", pa.string()),
     pa.field("clip_index", pa.int32(), nullable=False),
-    pa.field("features", pa.list_(pa.float32()), nullable=False),
-], metadata={"videolabel.table": "features"})
+    pa.field("features", pa.binary(), nullable=False),
+    pa.field("dtype", pa.string(), nullable=False),
+    pa.field("shape", pa.list_(pa.int32()), nullable=False),
+], metadata={"videolabel.table": "features",
+             "videolabel.features": "np.frombuffer(features, dtype).reshape(shape), C order"})
 
 
-def _feature_rows(element, n_frames: int) -> Iterator[dict[str, Any]]:
+def example_array(row: dict[str, Any]) -> np.ndarray:
+    """A features row's example as an array of its ``dtype`` and ``shape``."""
+    return np.frombuffer(row["features"], row["dtype"]).reshape(row["shape"])
+
+
+def _what(cfg: JobConfig) -> str:
+    if cfg.model.kind == "lstm":
+        return "pose keypoints"
+    return "frozen MoViNet features" if cfg.train.method == "head" else "clips"
+
+
+def _examples(cfg: JobConfig, clips):
+    """``((video_id, clip_index), Clip)`` -> ``((video_id, clip_index), example array)``."""
+    n_frames = cfg.sampling.n_frames
+    if cfg.model.kind == "lstm":
+        from models.pose_handlers import PoseHandler, lstm_window
+
+        handler = PoseHandler(cfg.pose.handle, threshold=cfg.pose.threshold, threads=cfg.model.tf_threads)
+        keypoints = clips | "Keypoints" >> RunInference(KeyedModelHandler(handler))
+        return keypoints | "Windows" >> beam.MapTuple(lambda key, kp: (key, lstm_window(kp, n_frames)))
+    if cfg.train.method == "head":
+        from models.movinet_training import MovinetFeatureHandler
+
+        handler = MovinetFeatureHandler(model_id=cfg.model.model_id, mode=cfg.model.model_mode,
+                                        weights=cfg.train.checkpoint, n_frames=n_frames,
+                                        batch_size=cfg.model.batch_size, tf_threads=cfg.model.tf_threads)
+        return clips | "MovinetFeatures" >> RunInference(KeyedModelHandler(handler))
+    return clips | "Frames" >> beam.MapTuple(lambda key, clip: (key, pad_clip(clip.frames, n_frames)))
+
+
+def _feature_rows(element) -> Iterator[dict[str, Any]]:
     video_id, grouped = element
     info = next(iter(grouped["info"]))
-    for (_, clip_index), keypoints in grouped["keypoints"]:
+    for (_, clip_index), example in grouped["examples"]:
+        example = np.ascontiguousarray(example)
         yield {"video_id": video_id, "uri": info.ref.uri, "split": info.ref.split, "label": info.ref.label,
-               "clip_index": clip_index, "features": lstm_window(keypoints, n_frames).reshape(-1).tolist()}
+               "clip_index": clip_index, "features": example.tobytes(), "dtype": example.dtype.name,
+               "shape": list(example.shape)}
 
 
 def build_features_pipeline(p: beam.Pipeline, cfg: JobConfig, output: str):
-    """Adds listing, decoding, MoveNet keypoints and the features Parquet to ``p``."""
+    """Adds listing, decoding, the per-clip examples and the features Parquet to ``p``."""
     refs = p | "ListVideos" >> ListVideos(cfg.input.paths, extensions=cfg.input.extensions,
                                           ratios=cfg.split.ratios, salt=cfg.split.salt)
     clips, infos = refs | "DecodeAndSample" >> DecodeAndSample(
         mode="base", spec=sampling_spec(cfg), stride=cfg.sampling.stride)
-    handler = KeyedModelHandler(PoseHandler(cfg.pose.handle, threshold=cfg.pose.threshold,
-                                            threads=cfg.model.tf_threads))
-    keypoints = clips | "Keypoints" >> RunInference(handler)
-    keyed = keypoints | "KeyByVideo" >> beam.Map(lambda kv: (kv[0][0], kv))
-    rows = ({"info": infos, "keypoints": keyed} | "JoinPerVideo" >> beam.CoGroupByKey()
-            | "ToRows" >> beam.FlatMap(_feature_rows, cfg.sampling.n_frames))
+    examples = _examples(cfg, clips) | "KeyByVideo" >> beam.Map(lambda kv: (kv[0][0], kv))
+    rows = ({"info": infos, "examples": examples} | "JoinPerVideo" >> beam.CoGroupByKey()
+            | "ToRows" >> beam.FlatMap(_feature_rows))
     return rows | "WriteFeatures" >> WriteTable(output, "features", FEATURES_SCHEMA,
                                                 num_shards=cfg.output.num_shards,
                                                 sort_keys=("video_id", "clip_index"))
 
 
-def _split_data(table: pa.Table, n_frames: int) -> tuple[dict[str, SplitData], list[str], int]:
+def _split_data(table: pa.Table) -> tuple[dict[str, SplitData], list[str], int]:
     """Examples per split, the label vocabulary (from train, sorted), and rows dropped."""
-    frame = table.to_pandas()
-    labelled = frame[frame.label.notna()]
-    labels = sorted(set(labelled[labelled.split == "train"].label))
+    labelled = [row for row in table.to_pylist() if row["label"] is not None]
+    labels = sorted({row["label"] for row in labelled if row["split"] == "train"})
     if len(labels) < 2:
         raise ConfigError(f"--manifest: the train split has {len(labels)} label(s); training needs 2 or more")
-    known = labelled[labelled.label.isin(labels)]
     index = {name: i for i, name in enumerate(labels)}
+    known = [row for row in labelled if row["label"] in index]
     data = {}
-    for split, rows in known.groupby("split"):
-        x = np.stack(rows.features.to_numpy()).astype(np.float32).reshape(-1, n_frames, POSE_FEATURES)
-        data[str(split)] = SplitData(x, rows.label.map(index).to_numpy(np.int64))
-    return data, labels, len(frame) - len(known)
+    for split in sorted({row["split"] for row in known}):
+        rows = [row for row in known if row["split"] == split]
+        data[split] = SplitData(np.stack([example_array(row) for row in rows]),
+                                np.array([index[row["label"]] for row in rows], dtype=np.int64))
+    return data, labels, table.num_rows - len(known)
+
+
+def _check_start(cfg: JobConfig):
+    """The model-specific start-up checks; returns the pretrained MoViNet backbone (None for lstm)."""
+    if cfg.model.kind == "lstm":
+        check_pose_handle(cfg.pose.handle)
+        return None
+    from models.movinet_training import FINETUNE_NORM_MOMENTUM, pretrained_backbone
+
+    t = cfg.train
+    if t.method == "head" and not t.checkpoint:
+        raise ConfigError("train.checkpoint: train.method head fits a new head on a frozen, pretrained "
+                          "backbone and needs its weights (a MoViNet checkpoint prefix or an "
+                          "export-movinet SavedModel); train.method finetune can start from random weights")
+    if t.checkpoint and t.checkpoint.startswith(("http://", "https://")):
+        raise ConfigError(f"train.checkpoint: {t.checkpoint!r}: TF Hub classifiers do not expose the "
+                          "backbone; use the MoViNet release checkpoint (ckpt-1) or an export-movinet "
+                          "SavedModel")
+    momentum = FINETUNE_NORM_MOMENTUM if t.method == "finetune" else 0.99
+    try:
+        return pretrained_backbone(cfg.model.model_id, cfg.model.model_mode, t.checkpoint,
+                                   norm_momentum=momentum)
+    except ValueError as exc:
+        raise ConfigError(f"train.checkpoint: {exc}") from None
+
+
+def _classifier(cfg: JobConfig, backbone, labels: Sequence[str]):
+    """(the tf_keras model to fit, the function that saves it) for the configured model."""
+    if cfg.model.kind == "lstm":
+        from models.lstm import build_pose_lstm
+        from models.training import save_features_model
+
+        return build_pose_lstm(len(labels), n_frames=cfg.sampling.n_frames), save_features_model
+    from models.movinet_export import classifier_on, save_movinet
+    from models.movinet_training import finetune_model, head_model
+
+    classifier = classifier_on(backbone, len(labels), dropout_rate=cfg.train.dropout_rate)
+    model = head_model(classifier) if cfg.train.method == "head" else finetune_model(classifier)
+
+    def save(_fitted, path: str) -> None:
+        save_movinet(classifier, cfg.model.model_mode, path, labels)
+
+    return model, save
 
 
 def run_train(cfg: JobConfig, manifest: str, output: str, beam_args: Sequence[str] = (),
               overwrite: bool = False) -> dict[str, Any]:
     """Extracts features from ``manifest`` into ``output`` and trains; returns results.json."""
-    if cfg.model.kind != "lstm":
-        raise ConfigError(f"model.kind: {cfg.model.kind!r}; `videolabel train` fits the pose LSTM "
-                          "(model.kind: lstm) in this version")
     options = pipeline_options(cfg.runner, beam_args)
     check_inputs([manifest])
-    check_pose_handle(cfg.pose.handle)
+    backbone = _check_start(cfg)
     prepare_output(output, overwrite)
     cfg = cfg.with_inputs((manifest,))
-    print(f"1/2 extracting pose keypoints of {manifest} into {output}/features")
+    print(f"1/2 extracting {_what(cfg)} of {manifest} into {output}/features")
     with beam.Pipeline(options=options) as p:
         build_features_pipeline(p, cfg, output)
     table = ds.dataset(f"{output}/features", format="parquet", partitioning="hive").to_table()
-    data, labels, dropped = _split_data(table, cfg.sampling.n_frames)
-    print(f"2/2 training the pose LSTM on {', '.join(f'{k} {len(v.y)}' for k, v in sorted(data.items()))} "
-          f"windows ({len(labels)} classes; {dropped} without a train label skipped)")
-    results = fit_classifier(
-        build_pose_lstm(len(labels), n_frames=cfg.sampling.n_frames), data, labels, cfg.train,
-        output, config={"job": cfg.to_dict(), "manifest": manifest, "features_skipped": dropped})
+    data, labels, dropped = _split_data(table)
+    model, save = _classifier(cfg, backbone, labels)
+    name = "pose LSTM" if cfg.model.kind == "lstm" else (
+        f"MoViNet {cfg.model.model_id} {cfg.model.model_mode} ({cfg.train.method})")
+    print(f"2/2 training the {name} on {', '.join(f'{k} {len(v.y)}' for k, v in sorted(data.items()))} "
+          f"examples ({len(labels)} classes; {dropped} without a train label skipped)")
+    results = fit_classifier(model, data, labels, cfg.train, output,
+                             config={"job": cfg.to_dict(), "manifest": manifest, "features_skipped": dropped},
+                             save=save)
     accuracy = results["test_accuracy"]
     print(f"test accuracy {accuracy:.3f}" if accuracy is not None else "no test split: see results.json")
     print(f"model {output}/saved_model, labels {output}/labels.txt, {output}/results.json, "

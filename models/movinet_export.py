@@ -32,15 +32,18 @@ from models.movinet_variants import MODEL_IDS, MODEL_MODES, native_imgz
 __all__ = [
     "build_movinet",
     "causal_head_parts",
+    "classifier_on",
     "export_movinet",
     "export_movinet_tflite",
     "movinet_signatures",
+    "save_movinet",
 ]
 
 _log = logging.getLogger(__name__)
 
 
-def build_movinet(model_id: str, mode: str, num_classes: int = 600, *, conv_type: str | None = None):
+def build_movinet(model_id: str, mode: str, num_classes: int = 600, *, conv_type: str | None = None,
+                  norm_momentum: float = 0.99, dropout_rate: float = 0.0):
     """Builds a tf_keras MoViNet classifier from tf-models-official.
 
     Args:
@@ -49,36 +52,52 @@ def build_movinet(model_id: str, mode: str, num_classes: int = 600, *, conv_type
         num_classes: width of the classification head.
         conv_type: override of the convolution type; default ``3d`` for base,
             ``2plus1d`` for stream.
+        norm_momentum: batch-norm moving-average momentum (matters in training only).
+        dropout_rate: dropout inside the classifier head (training only).
 
     Returns:
         A ``MovinetClassifier`` built for input [1, 1, 172, 172, 3]-like shapes
         with dynamic batch, frames, height and width.
     """
     import tf_keras
-    from official.projects.movinet.modeling import movinet, movinet_model
+    from official.projects.movinet.modeling import movinet
 
     if model_id not in MODEL_IDS or mode not in MODEL_MODES:
         raise ValueError(f"unknown MoViNet variant {model_id}/{mode}")
     causal = mode == "stream"
-    input_specs = tf_keras.layers.InputSpec(shape=[None, None, None, None, 3])
     backbone = movinet.Movinet(
         model_id=model_id,
         causal=causal,
         conv_type=conv_type or ("2plus1d" if causal else "3d"),
         se_type="2plus3d" if causal else "3d",
-        input_specs=input_specs,
+        input_specs=tf_keras.layers.InputSpec(shape=[None, None, None, None, 3]),
         activation="simple_swish",
         gating_activation="sigmoid",
         use_positional_encoding=causal and model_id in ("a3", "a4", "a5"),
         use_sync_bn=False,
+        norm_momentum=norm_momentum,
         use_external_states=causal,
     )
+    return classifier_on(backbone, num_classes, dropout_rate=dropout_rate)
+
+
+def classifier_on(backbone, num_classes: int, *, dropout_rate: float = 0.0):
+    """A new ``MovinetClassifier`` (fresh head of ``num_classes``) sharing ``backbone``'s layers.
+
+    The classifier outputs logits float32 [batch, num_classes], plus the new
+    states when the backbone takes external states (stream mode).
+    """
+    import tf_keras
+    from official.projects.movinet.modeling import movinet_model
+
+    input_specs = tf_keras.layers.InputSpec(shape=[None, None, None, None, 3])
     model = movinet_model.MovinetClassifier(
         backbone,
         num_classes=num_classes,
-        output_states=causal,
+        output_states=backbone.use_external_states,
         input_specs={"image": input_specs},
         activation="simple_swish",
+        dropout_rate=dropout_rate,
     )
     model.build([1, 1, 1, 1, 3])
     return model
@@ -212,6 +231,19 @@ def export_movinet(output_dir: str, *, model_id: str = "a0", mode: str = "stream
         status = tf.train.Checkpoint(model=model).restore(checkpoint)
         status.assert_existing_objects_matched()
 
+    save_movinet(model, mode, output_dir, labels)
+    _log.info("exported MoViNet %s %s (%d classes) to %s", model_id, mode, num_classes, output_dir)
+    return output_dir
+
+
+def save_movinet(model, mode: str, output_dir: str, labels: Sequence[str]) -> None:
+    """Saves a MovinetClassifier with ``movinet_signatures`` and its labels.txt inside.
+
+    The variables are a checkpoint of ``model`` under the name ``model``, so
+    ``tf.train.Checkpoint(model=...)`` restores from ``output_dir/variables/variables``.
+    """
+    import tensorflow as tf
+
     signatures = movinet_signatures(model, mode)
     module = tf.Module()
     module.model = model
@@ -219,5 +251,3 @@ def export_movinet(output_dir: str, *, model_id: str = "a0", mode: str = "stream
         setattr(module, name, fn)
     tf.saved_model.save(module, output_dir, signatures=signatures)
     write_labels(labels_beside(output_dir.rstrip("/")), labels)
-    _log.info("exported MoViNet %s %s (%d classes) to %s", model_id, mode, num_classes, output_dir)
-    return output_dir

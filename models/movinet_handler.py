@@ -29,7 +29,7 @@ from transforms.aggregate import top_k_arrays
 from transforms.decoding import DecodeReport, SampledFrame, sample_frames
 from transforms.records import Clip, ClipPrediction, FrameSource, VideoInfo
 
-__all__ = ["MovinetClipHandler", "MovinetStreamHandler", "softmax", "stream_predict"]
+__all__ = ["MovinetClipHandler", "MovinetStreamHandler", "limit_tf_threads", "softmax", "stream_predict"]
 
 _log = logging.getLogger(__name__)
 
@@ -39,6 +39,21 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     z = logits - logits.max(axis=-1, keepdims=True)
     e = np.exp(z)
     return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
+def limit_tf_threads(threads: int) -> None:
+    """Caps TensorFlow's intra- and inter-op threads in this process (0: TF decides).
+
+    Only possible before TF's first op in the process; later calls keep the first setting.
+    """
+    import tensorflow as tf
+
+    if threads:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(threads)
+        except RuntimeError:  # TF already initialised in this process
+            _log.debug("TensorFlow threads already fixed in this process")
 
 
 class _Movinet:
@@ -134,15 +149,9 @@ class _MovinetHandler(ModelHandler):
         self._tf_threads = tf_threads
 
     def load_model(self) -> _Movinet:
-        import tensorflow as tf
         import tensorflow_hub as hub
 
-        if self._tf_threads:
-            try:
-                tf.config.threading.set_intra_op_parallelism_threads(self._tf_threads)
-                tf.config.threading.set_inter_op_parallelism_threads(self._tf_threads)
-            except RuntimeError:  # TF already initialised in this process
-                _log.debug("TensorFlow threads already fixed in this process")
+        limit_tf_threads(self._tf_threads)
         try:
             if self._handle.endswith(".tflite"):
                 model = self._load_tflite()

@@ -2,7 +2,7 @@
 
 ``fit_classifier`` trains on the ``train`` split, stops early on ``valid`` loss
 (keeping the best weights), evaluates every split, and writes into the output
-folder: ``saved_model/`` (``serving_default``: features -> ``probs``),
+folder: ``saved_model/`` (by default ``serving_default``: features -> ``probs``),
 ``labels.txt``, ``results.json``, ``loss_curve.png`` and ``confusion_matrix.png``.
 """
 
@@ -13,7 +13,7 @@ import datetime
 import json
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -21,7 +21,7 @@ import numpy as np
 from models.labels import write_labels
 from models.plots import confusion_matrix, plot_confusion, plot_loss_curve
 
-__all__ = ["FitSettings", "SplitData", "fit_classifier"]
+__all__ = ["FitSettings", "SplitData", "fit_classifier", "save_features_model"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,8 +47,22 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat()
 
 
+def save_features_model(model, path: str) -> None:
+    """Saves ``model`` with ``serving_default(features) -> {"probs"}``, features float32 [batch, ...]."""
+    import tensorflow as tf
+
+    serving_shape = [None, *model.input_shape[1:]]
+
+    @tf.function(input_signature=[tf.TensorSpec(serving_shape, tf.float32, name="features")])
+    def serve(features):
+        return {"probs": model(features, training=False)}
+
+    tf.saved_model.save(model, path, signatures={"serving_default": serve})
+
+
 def fit_classifier(model, data: Mapping[str, SplitData], labels: Sequence[str], settings: FitSettings,
-                   output_dir: str, config: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                   output_dir: str, config: Mapping[str, Any] | None = None,
+                   save: Callable[[Any, str], None] = save_features_model) -> dict[str, Any]:
     """Trains ``model`` (tf_keras, softmax output) and writes the artefacts; returns results.json.
 
     Args:
@@ -58,8 +72,9 @@ def fit_classifier(model, data: Mapping[str, SplitData], labels: Sequence[str], 
         settings: optimiser and stopping settings.
         output_dir: folder to create.
         config: what produced the features, recorded in results.json.
+        save: writes the fitted model to ``output_dir/saved_model`` (called with
+            the model and that path).
     """
-    import tensorflow as tf
     import tf_keras as keras
 
     for split in ("train", "valid"):
@@ -88,13 +103,7 @@ def fit_classifier(model, data: Mapping[str, SplitData], labels: Sequence[str], 
     predicted = model.predict(data[scored].x, verbose=0).argmax(axis=1)
     matrix = confusion_matrix(data[scored].y, predicted, len(labels))
 
-    serving_shape = [None, *model.input_shape[1:]]
-
-    @tf.function(input_signature=[tf.TensorSpec(serving_shape, tf.float32, name="features")])
-    def serve(features):
-        return {"probs": model(features, training=False)}
-
-    tf.saved_model.save(model, os.path.join(output_dir, "saved_model"), signatures={"serving_default": serve})
+    save(model, os.path.join(output_dir, "saved_model"))
     write_labels(os.path.join(output_dir, "labels.txt"), labels)
     plot_loss_curve(history, os.path.join(output_dir, "loss_curve.png"), best_epoch)
     plot_confusion(matrix, labels, os.path.join(output_dir, "confusion_matrix.png"),

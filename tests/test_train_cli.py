@@ -38,7 +38,8 @@ def test_train_then_run_the_pose_lstm_through_the_cli(tmp_path, asl_manifest, ca
     assert "test accuracy" in capsys.readouterr().out
     features = ds.dataset(trained / "features", format="parquet", partitioning="hive").to_table()
     assert features.num_rows == 20  # uniform sampling of 9 frames: one window per clip
-    assert all(len(f) == 9 * 51 for f in features["features"].to_pylist())
+    assert {tuple(s) for s in features["shape"].to_pylist()} == {(9, 51)}
+    assert set(features["dtype"].to_pylist()) == {"float32"}
     results = json.loads((trained / "results.json").read_text())
     assert results["rows"] == {"train": 14, "valid": 3, "test": 3}
     assert results["labels"] == ["early", "late"] and 0 <= results["test_accuracy"] <= 1
