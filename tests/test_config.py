@@ -5,9 +5,10 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+import yaml
 
 from beam_pipeline.cli import main
-from beam_pipeline.config import ConfigError, config_from_dict, load_config
+from beam_pipeline.config import ConfigError, JobConfig, config_from_dict, load_config
 from beam_pipeline.options import pipeline_options
 from tests.conftest import REPO
 
@@ -21,7 +22,17 @@ def test_local_yaml_loads_with_native_imgz_and_runner():
         cfg.model.top_k = 3
 
 
-@pytest.mark.parametrize("name", ["movinet_a0_stream.yaml", "movinet_a0_base.yaml"])
+def test_local_yaml_lists_every_key_with_its_default():
+    raw = yaml.safe_load((REPO / "configs" / "local.yaml").read_text())
+    cfg = load_config(str(REPO / "configs" / "local.yaml"))
+    defaults = JobConfig()
+    for section in ("input", "split", "sampling", "model", "pose", "train", "output"):
+        fields = [f.name for f in dataclasses.fields(getattr(defaults, section))]
+        assert sorted(raw[section]) == sorted(fields), section
+        assert getattr(cfg, section) == getattr(defaults, section), section
+
+
+@pytest.mark.parametrize("name", ["movinet_a0_stream.yaml", "movinet_a0_base.yaml", "movinet_a0_train.yaml"])
 def test_model_configs_load(name):
     cfg = load_config(str(REPO / "configs" / name))
     assert cfg.model.model_id == "a0"
