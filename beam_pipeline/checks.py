@@ -14,7 +14,9 @@ from transforms.listing import is_manifest, manifest_columns
 
 __all__ = ["check_inputs", "check_pose_handle", "prepare_output", "resolve_handle", "resolve_labels"]
 
-_OUTPUT_ENTRIES = ("videos", "frames", "labels.txt", "_run.json")
+# What `run` and `train` write: a folder holding any of them holds an earlier output.
+_OUTPUT_ENTRIES = ("videos", "frames", "labels.txt", "_run.json", "features", "saved_model", "results.json",
+                   "loss_curve.png", "confusion_matrix.png")
 
 
 def check_inputs(paths: Sequence[str]) -> None:

@@ -247,19 +247,23 @@ class OutputConfig:
         write_frames: write ``frames/`` rows.
         write_probs: add the full probability vector to each frame row.
         write_keypoints: add the pose keypoints to each frame row (``model.kind: lstm``).
-        num_shards: Parquet files per split and table.
+        videos_per_file: videos per Parquet part file, at most; parts are committed
+            as they fill, so a killed run keeps what was done (``--resume``).
+        flush_s: a part is also committed once its oldest video has waited this long.
     """
 
     path: str = "output"
     write_frames: bool = True
     write_probs: bool = False
     write_keypoints: bool = False
-    num_shards: int = 1
+    videos_per_file: int = 1000
+    flush_s: float = 60.0
 
     def validate(self) -> None:
         if not self.path:
             raise ConfigError("output.path: must not be empty")
-        _positive("output.num_shards", self.num_shards, integer=True)
+        _positive("output.videos_per_file", self.videos_per_file, integer=True)
+        _positive("output.flush_s", self.flush_s)
 
 
 @dataclasses.dataclass(frozen=True)

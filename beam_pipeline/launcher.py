@@ -19,12 +19,12 @@ from apache_beam.metrics.metric import MetricsFilter
 from beam_pipeline.checks import check_inputs, prepare_output, resolve_handle, resolve_labels
 from beam_pipeline.config import JobConfig
 from beam_pipeline.options import pipeline_options
-from beam_pipeline.pipeline import build_pipeline
+from beam_pipeline.pipeline import build_pipeline, input_mode
 from models.labels import write_labels
-from transforms.aggregate import RunStamp
+from transforms.aggregate import SPLIT_COUNTER_PREFIX, RunStamp
 from transforms.schema import SCHEMA_VERSION
 
-__all__ = ["run_job", "RUN_FILE"]
+__all__ = ["RUN_FILE", "new_run_id", "pipeline_metrics", "run_job"]
 
 RUN_FILE = "_run.json"
 _log = logging.getLogger(__name__)
@@ -41,18 +41,48 @@ def _versions() -> dict[str, str]:
     return found
 
 
-def _new_run_id() -> str:
+def new_run_id() -> str:
     now = datetime.datetime.now(datetime.timezone.utc)
     return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
 
 
-def _counters(result) -> dict[str, int]:
-    """Sums of the ``videolabel`` counters over all steps."""
-    totals: dict[str, int] = {}
-    for counter in result.metrics().query(MetricsFilter().with_namespace("videolabel"))["counters"]:
+def pipeline_metrics(result) -> tuple[dict[str, int], dict[str, tuple[int, int]]]:
+    """The ``videolabel`` counters (name -> total) and distributions (name -> (count, sum)), all steps."""
+    queried = result.metrics().query(MetricsFilter().with_namespace("videolabel"))
+    counters: dict[str, int] = {}
+    for counter in queried["counters"]:
         value = counter.committed if counter.committed is not None else counter.attempted
-        totals[counter.key.metric.name] = totals.get(counter.key.metric.name, 0) + int(value or 0)
-    return totals
+        counters[counter.key.metric.name] = counters.get(counter.key.metric.name, 0) + int(value or 0)
+    distributions: dict[str, tuple[int, int]] = {}
+    for dist in queried["distributions"]:
+        value = dist.committed if dist.committed is not None else dist.attempted
+        if value is not None:
+            count, total = distributions.get(dist.key.metric.name, (0, 0))
+            distributions[dist.key.metric.name] = (count + value.count, total + value.sum)
+    return counters, distributions
+
+
+def _per_s(count: int, wall_s: float) -> float | None:
+    return round(count / wall_s, 3) if wall_s else None
+
+
+def _timings(distributions: dict[str, tuple[int, int]], mode: str) -> dict[str, Any]:
+    """Seconds per stage, summed over workers, and the mean per unit.
+
+    ``model`` is RunInference's batch latency; in stream mode frames are decoded
+    inside the model step, so the decode time is taken out of it.
+    """
+    decode_n, decode_ms = distributions.get("decode_ms", (0, 0))
+    batches, model_us = distributions.get("inference_batch_latency_micro_secs", (0, 0))
+    writes, write_ms = distributions.get("write_ms", (0, 0))
+    model_s = model_us / 1e6 - (decode_ms / 1e3 if mode == "stream" else 0.0)
+    return {
+        "stage_s": {"decode": round(decode_ms / 1e3, 3), "model": round(max(model_s, 0.0), 3),
+                    "write": round(write_ms / 1e3, 3)},
+        "mean_ms": {"decode_per_video": round(decode_ms / decode_n, 1) if decode_n else None,
+                    "model_per_batch": round(model_us / 1e3 / batches, 1) if batches else None,
+                    "write_per_file": round(write_ms / writes, 1) if writes else None},
+    }
 
 
 def run_job(cfg: JobConfig, beam_args: Sequence[str] = (), *, overwrite: bool = False) -> dict[str, Any]:
@@ -68,7 +98,7 @@ def run_job(cfg: JobConfig, beam_args: Sequence[str] = (), *, overwrite: bool = 
     labels = resolve_labels(cfg, handle)
     prepare_output(cfg.output.path, overwrite)
 
-    run_id = _new_run_id()
+    run_id = new_run_id()
     stamp = RunStamp(model=handle, config_hash=cfg.job_hash(), run_id=run_id)
     write_labels(FileSystems.join(cfg.output.path, "labels.txt"), labels)
     started = datetime.datetime.now(datetime.timezone.utc)
@@ -81,20 +111,25 @@ def run_job(cfg: JobConfig, beam_args: Sequence[str] = (), *, overwrite: bool = 
     result.wait_until_finish()
     wall_s = time.monotonic() - t0
 
-    counts = _counters(result)
+    counts, distributions = pipeline_metrics(result)
     videos = sum(counts.get(f"videos_{s}", 0) for s in ("ok", "partial", "failed"))
     summary = {
         "run_id": run_id,
         "schema_version": SCHEMA_VERSION,
         "started_at": started.isoformat(),
         "wall_s": round(wall_s, 3),
-        "videos_per_s": round(videos / wall_s, 4) if wall_s else None,
         "model": {"handle": handle, "num_labels": len(labels), "mode": cfg.model.model_mode,
                   "model_id": cfg.model.model_id},
         "config_hash": stamp.config_hash,
         "config": cfg.to_dict(),
         "beam_args": list(beam_args),
         "counts": {"videos": videos, **counts},
+        "splits": {"ratios": dict(cfg.split.ratios), "salt": cfg.split.salt,
+                   "videos": {k[len(SPLIT_COUNTER_PREFIX):]: v for k, v in sorted(counts.items())
+                              if k.startswith(SPLIT_COUNTER_PREFIX)}},
+        "timings": _timings(distributions, input_mode(cfg)),
+        "throughput": {"videos_per_s": _per_s(videos, wall_s),
+                       "frames_per_s": _per_s(counts.get("frames_sampled", 0), wall_s)},
         "versions": _versions(),
     }
     with FileSystems.create(FileSystems.join(cfg.output.path, RUN_FILE)) as handle_out:

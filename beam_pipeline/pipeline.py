@@ -15,29 +15,29 @@ from transforms.decode_sample import DecodeAndSample
 from transforms.listing import ListVideos
 from transforms.records import SamplingSpec
 from transforms.schema import VIDEOS_SCHEMA, frames_schema
-from transforms.write import WriteOutputs
+from transforms.write import WriteTables
 
-__all__ = ["build_pipeline", "input_mode", "make_handler", "sampling_spec"]
+__all__ = ["build_pipeline", "input_mode", "list_videos", "make_handler", "sampling_spec"]
 
 
 def input_mode(cfg: JobConfig) -> str:
-    """How DecodeAndSample feeds the model: ``stream`` (lazy frame sources) or ``base`` (clips)."""
+    """How a video's clip outputs make its prediction: ``stream`` (the last output) or ``base`` (pooled)."""
     return "stream" if cfg.model.kind == "movinet" and cfg.model.model_mode == "stream" else "base"
 
 
 def make_handler(cfg: JobConfig, handle: str, num_labels: int):
-    """The ModelHandler for the configured model and mode."""
-    m = cfg.model
+    """The ModelHandler for the configured model and mode: one ``FrameSource`` in, one ``VideoResult`` out."""
+    m, s = cfg.model, cfg.sampling
     if m.kind == "lstm":
         return PoseLstmHandler(handle, pose_handle=cfg.pose.handle, threshold=cfg.pose.threshold,
-                               num_labels=num_labels, n_frames=cfg.sampling.n_frames, top_k=m.top_k,
+                               num_labels=num_labels, n_frames=s.n_frames, stride=s.stride, top_k=m.top_k,
                                keep_probs=cfg.output.write_probs, batch_size=m.batch_size,
                                threads=m.tf_threads, keep_keypoints=cfg.output.write_keypoints)
     common = dict(num_labels=num_labels, imgz=cfg.imgz, top_k=m.top_k, keep_probs=cfg.output.write_probs,
                   tf_threads=m.tf_threads)
     if m.model_mode == "stream":
         return MovinetStreamHandler(handle, stream_chunk=m.stream_chunk, **common)
-    return MovinetClipHandler(handle, n_frames=cfg.sampling.n_frames, batch_size=m.batch_size, **common)
+    return MovinetClipHandler(handle, n_frames=s.n_frames, stride=s.stride, batch_size=m.batch_size, **common)
 
 
 def sampling_spec(cfg: JobConfig) -> SamplingSpec:
@@ -48,9 +48,21 @@ def sampling_spec(cfg: JobConfig) -> SamplingSpec:
                         decode_timeout_s=s.decode_timeout_s)
 
 
+def list_videos(p: beam.Pipeline, cfg: JobConfig, skip: frozenset[str] = frozenset()):
+    """The configured inputs as VideoRefs, one per video id, leaving out the ids in ``skip``."""
+    refs = p | "ListVideos" >> ListVideos(cfg.input.paths, extensions=cfg.input.extensions,
+                                          ratios=cfg.split.ratios, salt=cfg.split.salt)
+    if skip:
+        refs = refs | "SkipDone" >> beam.Filter(lambda ref, done: ref.video_id not in done, skip)
+    return refs
+
+
 def build_pipeline(p: beam.Pipeline, cfg: JobConfig, *, handle: str, labels: Sequence[str],
-                   stamp: RunStamp):
+                   stamp: RunStamp, skip: frozenset[str] = frozenset()):
     """Adds ListVideos -> DecodeAndSample -> Classify -> Aggregate -> WriteOutputs to ``p``.
+
+    Every element after the listing is one whole video, so each video's rows are
+    committed to the output as soon as it is done (see ``transforms.write``).
 
     Args:
         p: the pipeline (a TestPipeline in tests).
@@ -58,25 +70,24 @@ def build_pipeline(p: beam.Pipeline, cfg: JobConfig, *, handle: str, labels: Seq
         handle: resolved model handle (URL or SavedModel dir).
         labels: class names in the model's output order.
         stamp: model, config hash and run id stamped on video rows.
+        skip: video ids already done (``--resume``).
 
     Returns:
-        (video rows, frame rows or None, written part paths) as PCollections.
+        The per-video row groups, ``{"videos": [row], "frames": [rows]}``.
     """
-    refs = p | "ListVideos" >> ListVideos(
-        cfg.input.paths, extensions=cfg.input.extensions,
-        ratios=cfg.split.ratios, salt=cfg.split.salt)
-    mode = input_mode(cfg)
-    clips, infos = refs | "DecodeAndSample" >> DecodeAndSample(
-        mode=mode, spec=sampling_spec(cfg), stride=cfg.sampling.stride)
-    predictions, errors = clips | "Classify" >> Classify(make_handler(cfg, handle, len(labels)))
-    video_rows, frame_rows = (infos, predictions, errors) | "Aggregate" >> Aggregate(
-        mode=mode, labels=labels, k=min(cfg.model.top_k, len(labels)),
-        write_frames=cfg.output.write_frames, write_probs=cfg.output.write_probs, stamp=stamp,
-        pool=cfg.model.video_pool)
-    if not cfg.output.write_frames:
-        frame_rows = None
-    paths = (video_rows, frame_rows) | "WriteOutputs" >> WriteOutputs(
-        cfg.output.path, videos_schema=VIDEOS_SCHEMA,
-        frames_schema=frames_schema(cfg.output.write_probs, cfg.output.write_keypoints),
-        num_shards=cfg.output.num_shards)
-    return video_rows, frame_rows, paths
+    refs = list_videos(p, cfg, skip)
+    sources, failed = refs | "DecodeAndSample" >> DecodeAndSample(sampling_spec(cfg))
+    results = sources | "Classify" >> Classify(make_handler(cfg, handle, len(labels)))
+    groups = ((results, failed) | "AllVideos" >> beam.Flatten()
+              | "Aggregate" >> Aggregate(mode=input_mode(cfg), labels=labels,
+                                         k=min(cfg.model.top_k, len(labels)),
+                                         write_frames=cfg.output.write_frames,
+                                         write_probs=cfg.output.write_probs, stamp=stamp,
+                                         pool=cfg.model.video_pool))
+    schemas = {"videos": VIDEOS_SCHEMA}
+    if cfg.output.write_frames:
+        schemas = {"frames": frames_schema(cfg.output.write_probs, cfg.output.write_keypoints), **schemas}
+    _ = groups | "WriteOutputs" >> WriteTables(
+        cfg.output.path, schemas, {"videos": ("video_id",), "frames": ("video_id", "frame_index")},
+        run_id=stamp.run_id, videos_per_file=cfg.output.videos_per_file, flush_s=cfg.output.flush_s)
+    return groups

@@ -14,7 +14,7 @@ def print_summary(summary: Mapping[str, Any], output: str) -> None:
     """Prints counts, throughput and where the output is."""
     c = summary["counts"]
     print(f"videolabel run {summary['run_id']}: {c['videos']} videos in {summary['wall_s']:.1f}s "
-          f"({summary['videos_per_s'] or 0:.2f} videos/s)")
+          f"({summary['throughput']['videos_per_s'] or 0:.2f} videos/s)")
     print(f"  ok {c.get('videos_ok', 0)}, partial {c.get('videos_partial', 0)}, "
           f"failed {c.get('videos_failed', 0)}; frames decoded {c.get('frames_decoded', 0)}, "
           f"sampled {c.get('frames_sampled', 0)}")

@@ -25,17 +25,19 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as ds
-from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
+from apache_beam.metrics import Metrics
 
 from beam_pipeline.checks import check_inputs, check_pose_handle, prepare_output
 from beam_pipeline.config import ConfigError, JobConfig
+from beam_pipeline.launcher import new_run_id, pipeline_metrics
 from beam_pipeline.options import pipeline_options
-from beam_pipeline.pipeline import sampling_spec
-from models.predictions import pad_clip
+from beam_pipeline.pipeline import list_videos, sampling_spec
+from models.predictions import clips_of, pad_clip
 from models.training import SplitData, fit_classifier
+from transforms.classify import Classify
 from transforms.decode_sample import DecodeAndSample
-from transforms.listing import ListVideos
-from transforms.write import WriteTable
+from transforms.records import VideoResult
+from transforms.write import WriteTables
 
 __all__ = ["FEATURES_SCHEMA", "build_features_pipeline", "example_array", "run_train"]
 
@@ -64,47 +66,53 @@ def _what(cfg: JobConfig) -> str:
     return "frozen MoViNet features" if cfg.train.method == "head" else "clips"
 
 
-def _examples(cfg: JobConfig, clips):
-    """``((video_id, clip_index), Clip)`` -> ``((video_id, clip_index), example array)``."""
-    n_frames = cfg.sampling.n_frames
-    if cfg.model.kind == "lstm":
+def _examples(cfg: JobConfig, sources):
+    """``FrameSource`` -> ``VideoResult`` of one example array per clip."""
+    s, m = cfg.sampling, cfg.model
+    clipping = dict(n_frames=s.n_frames, stride=s.stride, batch_size=m.batch_size)
+    if m.kind == "lstm":
         from models.pose_handlers import PoseHandler, lstm_window
 
-        handler = PoseHandler(cfg.pose.handle, threshold=cfg.pose.threshold, threads=cfg.model.tf_threads)
-        keypoints = clips | "Keypoints" >> RunInference(KeyedModelHandler(handler))
-        return keypoints | "Windows" >> beam.MapTuple(lambda key, kp: (key, lstm_window(kp, n_frames)))
+        handler = PoseHandler(cfg.pose.handle, threshold=cfg.pose.threshold, threads=m.tf_threads, **clipping)
+        keypoints = sources | "Keypoints" >> Classify(handler)
+        return keypoints | "Windows" >> beam.Map(lambda r: r._replace(
+            clips=[(i, lstm_window(k, s.n_frames)) for i, k in r.clips]))
     if cfg.train.method == "head":
         from models.movinet_training import MovinetFeatureHandler
 
-        handler = MovinetFeatureHandler(model_id=cfg.model.model_id, mode=cfg.model.model_mode,
-                                        weights=cfg.train.checkpoint, n_frames=n_frames,
-                                        batch_size=cfg.model.batch_size, tf_threads=cfg.model.tf_threads)
-        return clips | "MovinetFeatures" >> RunInference(KeyedModelHandler(handler))
-    return clips | "Frames" >> beam.MapTuple(lambda key, clip: (key, pad_clip(clip.frames, n_frames)))
+        handler = MovinetFeatureHandler(model_id=m.model_id, mode=m.model_mode, weights=cfg.train.checkpoint,
+                                        tf_threads=m.tf_threads, **clipping)
+        return sources | "MovinetFeatures" >> Classify(handler)
+    return sources | "Clips" >> beam.Map(
+        clips_of, lambda clips: [pad_clip(c.frames, s.n_frames) for c in clips], **clipping)
 
 
-def _feature_rows(element) -> Iterator[dict[str, Any]]:
-    video_id, grouped = element
-    info = next(iter(grouped["info"]))
-    for (_, clip_index), example in grouped["examples"]:
-        example = np.ascontiguousarray(example)
-        yield {"video_id": video_id, "uri": info.ref.uri, "split": info.ref.split, "label": info.ref.label,
-               "clip_index": clip_index, "features": example.tobytes(), "dtype": example.dtype.name,
-               "shape": list(example.shape)}
+class _FeatureRowsFn(beam.DoFn):
+    """VideoResult -> ``{"features": [one row per clip]}``; counts the videos used and failed."""
+
+    def setup(self) -> None:
+        self._used = Metrics.counter("videolabel", "train_videos_used")
+        self._failed = Metrics.counter("videolabel", "train_videos_failed")
+
+    def process(self, result: VideoResult) -> Iterator[dict[str, list[dict[str, Any]]]]:
+        ref = result.info.ref
+        (self._used if result.clips else self._failed).inc()
+        rows = []
+        for clip_index, example in result.clips:
+            example = np.ascontiguousarray(example)
+            rows.append({"video_id": ref.video_id, "uri": ref.uri, "split": ref.split, "label": ref.label,
+                         "clip_index": clip_index, "features": example.tobytes(), "dtype": example.dtype.name,
+                         "shape": list(example.shape)})
+        yield {"features": rows}
 
 
-def build_features_pipeline(p: beam.Pipeline, cfg: JobConfig, output: str):
+def build_features_pipeline(p: beam.Pipeline, cfg: JobConfig, output: str, run_id: str = "features"):
     """Adds listing, decoding, the per-clip examples and the features Parquet to ``p``."""
-    refs = p | "ListVideos" >> ListVideos(cfg.input.paths, extensions=cfg.input.extensions,
-                                          ratios=cfg.split.ratios, salt=cfg.split.salt)
-    clips, infos = refs | "DecodeAndSample" >> DecodeAndSample(
-        mode="base", spec=sampling_spec(cfg), stride=cfg.sampling.stride)
-    examples = _examples(cfg, clips) | "KeyByVideo" >> beam.Map(lambda kv: (kv[0][0], kv))
-    rows = ({"info": infos, "examples": examples} | "JoinPerVideo" >> beam.CoGroupByKey()
-            | "ToRows" >> beam.FlatMap(_feature_rows))
-    return rows | "WriteFeatures" >> WriteTable(output, "features", FEATURES_SCHEMA,
-                                                num_shards=cfg.output.num_shards,
-                                                sort_keys=("video_id", "clip_index"))
+    sources, _failed = list_videos(p, cfg) | "DecodeAndSample" >> DecodeAndSample(sampling_spec(cfg))
+    groups = _examples(cfg, sources) | "ToRows" >> beam.ParDo(_FeatureRowsFn())
+    return groups | "WriteFeatures" >> WriteTables(
+        output, {"features": FEATURES_SCHEMA}, {"features": ("video_id", "clip_index")}, run_id=run_id,
+        videos_per_file=cfg.output.videos_per_file, flush_s=cfg.output.flush_s)
 
 
 def _split_data(table: pa.Table) -> tuple[dict[str, SplitData], list[str], int]:
@@ -175,8 +183,14 @@ def run_train(cfg: JobConfig, manifest: str, output: str, beam_args: Sequence[st
     prepare_output(output, overwrite)
     cfg = cfg.with_inputs((manifest,))
     print(f"1/2 extracting {_what(cfg)} of {manifest} into {output}/features")
-    with beam.Pipeline(options=options) as p:
-        build_features_pipeline(p, cfg, output)
+    p = beam.Pipeline(options=options)
+    build_features_pipeline(p, cfg, output, run_id=new_run_id())
+    result = p.run()
+    result.wait_until_finish()
+    counts, _ = pipeline_metrics(result)
+    failed = counts.get("train_videos_failed", 0)
+    print(f"    {counts.get('train_videos_used', 0)} videos used, {failed} failed to decode"
+          + (" (left out of training)" if failed else ""))
     table = ds.dataset(f"{output}/features", format="parquet", partitioning="hive").to_table()
     data, labels, dropped = _split_data(table)
     model, save = _classifier(cfg, backbone, labels)
@@ -185,7 +199,8 @@ def run_train(cfg: JobConfig, manifest: str, output: str, beam_args: Sequence[st
     print(f"2/2 training the {name} on {', '.join(f'{k} {len(v.y)}' for k, v in sorted(data.items()))} "
           f"examples ({len(labels)} classes; {dropped} without a train label skipped)")
     results = fit_classifier(model, data, labels, cfg.train, output,
-                             config={"job": cfg.to_dict(), "manifest": manifest, "features_skipped": dropped},
+                             config={"job": cfg.to_dict(), "manifest": manifest, "features_skipped": dropped,
+                                     "videos_failed": failed},
                              save=save)
     accuracy = results["test_accuracy"]
     print(f"test accuracy {accuracy:.3f}" if accuracy is not None else "no test split: see results.json")

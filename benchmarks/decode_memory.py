@@ -3,7 +3,7 @@
 Generates 720p30 H.264 videos of several lengths and, each in a fresh process,
 runs videolabel's own per-video paths on them:
 
-* ``decode``: DecodeAndSample's base-mode work, ``sample_frames`` at 5 fps into
+* ``decode``: the base-mode handler's decoding, ``sample_frames`` at 5 fps into
   ``windows`` of 8 frames (what goes to the model one clip at a time);
 * ``stream``: the stream-mode model handler on a ``FrameSource``: decode, sample
   and MoViNet-A0 stream (random weights) in chunks of 64 frames with the state
@@ -55,8 +55,8 @@ def child(mode: str, video: str, model: str) -> dict:
     baseline = _status_mb("VmRSS")
     t0 = time.monotonic()
     if mode == "stream":
-        (pred,) = handler.run_inference([FrameSource(VideoRef("v", video, None, "x"), spec)], loaded)
-        decoded, sampled = pred.info.frames_decoded, pred.info.frames_sampled
+        (result,) = handler.run_inference([FrameSource(VideoRef("v", video, None, "x"), spec)], loaded)
+        decoded, sampled = result.info.frames_decoded, result.info.frames_sampled
     else:
         report = DecodeReport()
         clips = sum(1 for _ in windows(sample_frames(video, spec, report), 8, 8))

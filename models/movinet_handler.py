@@ -1,12 +1,14 @@
 """Beam ModelHandlers for MoViNet classifiers (TF Hub URL or local / gs:// SavedModel).
 
-``MovinetClipHandler`` (base mode): a batch of clips, each padded to ``n_frames``
-by repeating its last frame, goes in one call.
+Both take one ``FrameSource`` (a probed video) per element, decode it lazily and
+return one ``VideoResult``.
 
-``MovinetStreamHandler`` (stream mode): each element is a ``FrameSource``; the
-handler decodes it and feeds the frames in chunks of ``stream_chunk`` with the
-model state carried from chunk to chunk, so memory is bounded by one chunk and
-the result does not depend on the chunk size. With models from
+``MovinetClipHandler`` (base mode): the video's clips of ``n_frames``, each padded
+by repeating its last frame, go ``batch_size`` clips per call.
+
+``MovinetStreamHandler`` (stream mode): the frames go in chunks of
+``stream_chunk`` with the model state carried from chunk to chunk, so memory is
+bounded by one chunk and the result does not depend on the chunk size. With models from
 ``export-movinet`` every frame gets its own causal prediction; TF Hub's stream
 models return only the output after a chunk's last frame, which every frame of
 the chunk then gets (``stream_chunk: 1`` gives one per frame there).
@@ -24,10 +26,10 @@ from typing import Any
 import numpy as np
 from apache_beam.ml.inference.base import ModelHandler
 
-from models.predictions import clip_predictions, pad_clip
+from models.predictions import clip_predictions, clips_of, pad_clip
 from transforms.aggregate import top_k_arrays
 from transforms.decoding import DecodeReport, SampledFrame, sample_frames
-from transforms.records import Clip, ClipPrediction, FrameSource, VideoInfo
+from transforms.records import Clip, ClipPrediction, FrameSource, VideoResult
 
 __all__ = ["MovinetClipHandler", "MovinetStreamHandler", "limit_tf_threads", "softmax", "stream_predict"]
 
@@ -191,7 +193,7 @@ class _MovinetHandler(ModelHandler):
 
 
 class MovinetClipHandler(_MovinetHandler):
-    """Base mode: ``Clip`` -> ``ClipPrediction``, clips batched per call.
+    """Base mode: ``FrameSource`` -> ``VideoResult`` of ``ClipPrediction``s, clips batched per call.
 
     Args:
         handle: TF Hub URL, or local / gs:// SavedModel directory.
@@ -200,6 +202,7 @@ class MovinetClipHandler(_MovinetHandler):
         top_k: classes kept per frame.
         keep_probs: also keep every frame's full probability vector.
         n_frames: clip length (shorter clips are padded with their last frame).
+        stride: frames between clip starts.
         batch_size: clips per call.
         tf_threads: TensorFlow intra-op threads per process; 0 lets TF decide.
     """
@@ -207,10 +210,11 @@ class MovinetClipHandler(_MovinetHandler):
     _mode = "base"
 
     def __init__(self, handle: str, *, num_labels: int, imgz: int, top_k: int, keep_probs: bool,
-                 n_frames: int, batch_size: int, tf_threads: int = 0):
+                 n_frames: int, stride: int, batch_size: int, tf_threads: int = 0):
         super().__init__(handle, num_labels=num_labels, imgz=imgz, top_k=top_k, keep_probs=keep_probs,
                          tf_threads=tf_threads)
         self._n_frames = n_frames
+        self._stride = stride
         self._batch_size = batch_size
 
     def load_model(self) -> _Movinet:
@@ -226,20 +230,21 @@ class MovinetClipHandler(_MovinetHandler):
     def _output_width(self, model: _Movinet) -> int:
         return model.base_logits(np.zeros((1, 1, self._imgz, self._imgz, 3), np.float32)).shape[-1]
 
-    def run_inference(self, batch: Sequence[Clip], model: _Movinet,
-                      inference_args: dict[str, Any] | None = None) -> list[ClipPrediction]:
-        images = np.stack([pad_clip(c.frames, self._n_frames) for c in batch]).astype(np.float32) / 255.0
-        return clip_predictions(batch, softmax(model.base_logits(images)), self._k, self._keep_probs)
+    def _predict(self, clips: list[Clip], model: _Movinet) -> list[ClipPrediction]:
+        images = np.stack([pad_clip(c.frames, self._n_frames) for c in clips]).astype(np.float32) / 255.0
+        return clip_predictions(clips, softmax(model.base_logits(images)), self._k, self._keep_probs)
+
+    def run_inference(self, batch: Sequence[FrameSource], model: _Movinet,
+                      inference_args: dict[str, Any] | None = None) -> list[VideoResult]:
+        return [clips_of(source, lambda clips: self._predict(clips, model), n_frames=self._n_frames,
+                         stride=self._stride, batch_size=self._batch_size) for source in batch]
 
     def batch_elements_kwargs(self) -> dict[str, Any]:
-        return {"min_batch_size": 1, "max_batch_size": self._batch_size}
-
-    def get_num_bytes(self, batch: Sequence[Clip]) -> int:
-        return sum(c.frames.nbytes for c in batch)
+        return {"min_batch_size": 1, "max_batch_size": 1}
 
 
 class MovinetStreamHandler(_MovinetHandler):
-    """Stream mode: ``FrameSource`` -> ``ClipPrediction`` with the decode outcome in ``info``.
+    """Stream mode: ``FrameSource`` -> ``VideoResult`` with one ``ClipPrediction`` (clip 0) over all frames.
 
     Args:
         handle, num_labels, imgz, top_k, keep_probs, tf_threads: as for ``MovinetClipHandler``.
@@ -260,14 +265,13 @@ class MovinetStreamHandler(_MovinetHandler):
         return logits.shape[-1]
 
     def run_inference(self, batch: Sequence[FrameSource], model: _Movinet,
-                      inference_args: dict[str, Any] | None = None) -> Iterator[ClipPrediction]:
+                      inference_args: dict[str, Any] | None = None) -> Iterator[VideoResult]:
         for source in batch:
             report = DecodeReport()
             frames = sample_frames(source.ref.uri, source.spec, report)
             prediction = stream_predict(model, frames, chunk=self._chunk, imgz=source.spec.imgz, k=self._k,
                                         keep_probs=self._keep_probs)
-            yield prediction._replace(info=VideoInfo(source.ref, report.meta, report.frames_decoded,
-                                                     report.frames_sampled, report.error))
+            yield VideoResult(report.info(source.ref), [(0, prediction)])
 
     def batch_elements_kwargs(self) -> dict[str, Any]:
         return {"min_batch_size": 1, "max_batch_size": 1}

@@ -19,16 +19,14 @@ is taken, whatever the source's class count.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.ml.inference.base import ModelHandler
 
 from models.movinet_export import build_movinet, classifier_on
 from models.movinet_handler import limit_tf_threads
-from models.predictions import pad_clip
+from models.predictions import ClipsPerVideoHandler, pad_clip
 from transforms.records import Clip
 
 __all__ = [
@@ -163,25 +161,24 @@ def finetune_model(classifier):
     return ClipClassifier(classifier)
 
 
-class MovinetFeatureHandler(ModelHandler[Clip, np.ndarray, Any]):
-    """``Clip`` -> pooled backbone features float32 [C], for the ``head`` method.
+class MovinetFeatureHandler(ClipsPerVideoHandler):
+    """``FrameSource`` -> ``VideoResult`` of pooled backbone features float32 [C] per clip (``head``).
 
     Args:
         model_id, mode: the MoViNet variant.
         weights: pretrained weights (see ``pretrained_backbone``).
         n_frames: clip length; shorter clips are padded with their last frame.
+        stride: frames between clip starts.
         batch_size: clips per call.
         tf_threads: TensorFlow threads per process; 0 lets TF decide.
     """
 
-    def __init__(self, *, model_id: str, mode: str, weights: str, n_frames: int, batch_size: int,
-                 tf_threads: int = 0):
-        super().__init__()
+    def __init__(self, *, model_id: str, mode: str, weights: str, n_frames: int, stride: int,
+                 batch_size: int, tf_threads: int = 0):
+        super().__init__(n_frames=n_frames, stride=stride, batch_size=batch_size)
         self._model_id = model_id
         self._mode = mode
         self._weights = weights
-        self._n_frames = n_frames
-        self._batch_size = batch_size
         self._tf_threads = tf_threads
 
     def load_model(self):
@@ -191,18 +188,8 @@ class MovinetFeatureHandler(ModelHandler[Clip, np.ndarray, Any]):
         classifier = classifier_on(pretrained_backbone(self._model_id, self._mode, self._weights), 1)
         return tf.function(lambda images: pooled_features(classifier, images))
 
-    def run_inference(self, batch: Sequence[Clip], model: Any,
-                      inference_args: dict[str, Any] | None = None) -> list[np.ndarray]:
+    def _run_clips(self, clips: list[Clip], model: Any) -> list[np.ndarray]:
         import tensorflow as tf
 
-        images = np.stack([pad_clip(c.frames, self._n_frames) for c in batch]).astype(np.float32) / 255.0
+        images = np.stack([pad_clip(c.frames, self._n_frames) for c in clips]).astype(np.float32) / 255.0
         return list(model(tf.constant(images)).numpy())
-
-    def batch_elements_kwargs(self) -> dict[str, Any]:
-        return {"min_batch_size": 1, "max_batch_size": self._batch_size}
-
-    def get_num_bytes(self, batch: Sequence[Clip]) -> int:
-        return sum(c.frames.nbytes for c in batch)
-
-    def get_metrics_namespace(self) -> str:
-        return "videolabel"

@@ -1,15 +1,34 @@
-"""Turning per-clip model probabilities into ClipPredictions (shared by clip-based handlers)."""
+"""Clip-based handlers' shared steps: a video into batches of clips; probabilities into ClipPredictions."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
+from apache_beam.ml.inference.base import ModelHandler
 
 from transforms.aggregate import top_k_arrays
-from transforms.records import Clip, ClipPrediction
+from transforms.decoding import DecodeReport, sample_frames, windows
+from transforms.records import Clip, ClipPrediction, FrameSource, VideoResult
 
-__all__ = ["clip_predictions", "pad_clip"]
+__all__ = ["ClipsPerVideoHandler", "clip_predictions", "clips_of", "pad_clip"]
+
+
+def clips_of(source: FrameSource, run: Callable[[list[Clip]], Sequence[Any]], *, n_frames: int,
+             stride: int, batch_size: int) -> VideoResult:
+    """Decodes ``source`` into clips of ``n_frames`` every ``stride`` frames and runs them in batches.
+
+    ``run`` maps a list of at most ``batch_size`` clips to one output per clip.
+    Memory holds one batch of clips; the decode outcome is the result's ``info``.
+    """
+    report = DecodeReport()
+    clips = windows(sample_frames(source.ref.uri, source.spec, report), n_frames, stride)
+    outputs: list[tuple[int, Any]] = []
+    while batch := list(itertools.islice(clips, batch_size)):
+        outputs.extend(zip([index for index, _ in batch], run([clip for _, clip in batch])))
+    return VideoResult(report.info(source.ref), outputs)
 
 
 def pad_clip(frames: np.ndarray, n_frames: int) -> np.ndarray:
@@ -39,3 +58,31 @@ def clip_predictions(batch: Sequence[Clip], probs: np.ndarray, k: int,
             clip.frame_indices[owned], clip.timestamps_s[owned], np.repeat(index[np.newaxis], n, 0),
             np.repeat(score[np.newaxis], n, 0), p, np.repeat(p[np.newaxis], n, 0) if keep_probs else None))
     return out
+
+
+class ClipsPerVideoHandler(ModelHandler):
+    """A ModelHandler taking one ``FrameSource`` per call, decoded into clips.
+
+    Subclasses give ``load_model`` and ``_run_clips`` (a batch of clips -> one
+    output per clip); each video becomes a ``VideoResult`` of those outputs.
+    """
+
+    def __init__(self, *, n_frames: int, stride: int, batch_size: int):
+        super().__init__()
+        self._n_frames = n_frames
+        self._stride = stride
+        self._batch_size = batch_size
+
+    def _run_clips(self, clips: list[Clip], model: Any) -> list[Any]:
+        raise NotImplementedError
+
+    def run_inference(self, batch: Sequence[FrameSource], model: Any,
+                      inference_args: dict[str, Any] | None = None) -> list[VideoResult]:
+        return [clips_of(source, lambda clips: self._run_clips(clips, model), n_frames=self._n_frames,
+                         stride=self._stride, batch_size=self._batch_size) for source in batch]
+
+    def batch_elements_kwargs(self) -> dict[str, Any]:
+        return {"min_batch_size": 1, "max_batch_size": 1}
+
+    def get_metrics_namespace(self) -> str:
+        return "videolabel"

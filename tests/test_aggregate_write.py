@@ -7,13 +7,14 @@ import os
 import apache_beam as beam
 import numpy as np
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 
 from transforms.aggregate import RunStamp, frame_rows, top_k, top_k_arrays, video_row
 from transforms.records import ClipPrediction, ErrorStage, VideoError, VideoInfo, VideoMeta, VideoRef
 from transforms.schema import VIDEOS_SCHEMA, frames_schema
-from transforms.write import WriteOutputs, part_path, shard_of, write_parquet
+from transforms.write import WriteTables, part_name, partition_dir, write_parquet
 
 LABELS = ["a", "b", "c"]
 STAMP = RunStamp("model-dir", "cfg123", "run-1")
@@ -81,28 +82,44 @@ def test_frame_rows_follow_time_and_clip_order():
 
 
 def test_write_parquet_is_atomic_and_leaves_no_temp(tmp_path):
-    path = part_path(str(tmp_path), "videos", "test", 0, 1)
-    assert path.endswith("videos/split=test/part-00000-of-00001.parquet")
+    path = f"{partition_dir(str(tmp_path), 'videos', 'test')}/{part_name('run-1', 'w1', 0)}"
+    assert path.endswith("videos/split=test/part-run-1-w1-00000.parquet")
+    os.makedirs(os.path.dirname(path))
     row = video_row(_info(), [(0, _pred([0], [0, 1, 0]))], "stream", LABELS, 2, STAMP)
     assert write_parquet(path, [row], VIDEOS_SCHEMA) == 1
     assert os.listdir(os.path.dirname(path)) == [os.path.basename(path)]
-    assert 0 <= shard_of("v1", 7) < 7 and shard_of("v1", 7) == shard_of("v1", 7)
 
 
-def test_write_outputs_partitions_by_split(tmp_path):
-    rows = []
-    for i, split in enumerate(["train", "train", "test", "valid/odd"]):
+def _groups(splits):
+    groups = []
+    for i, split in enumerate(splits):
         info = VideoInfo(VideoRef(f"v{i}", f"/x/v{i}.mp4", "a", split), META, 10, 2, None)
-        rows.append(video_row(info, [(0, _pred([0, 1], [1, 0, 0]))], "stream", LABELS, 3, STAMP))
-    frames = [f for r in rows for f in frame_rows(
-        VideoInfo(VideoRef(r["video_id"], r["uri"], "a", r["split"]), META, 10, 2, None),
-        [(0, _pred([0, 1], [1, 0, 0]))], LABELS, 3, write_probs=False)]
+        clips = [(0, _pred([1, 0], [1, 0, 0]))]
+        groups.append({"videos": [video_row(info, clips, "stream", LABELS, 3, STAMP)],
+                       "frames": list(frame_rows(info, clips, LABELS, 3, write_probs=False))})
+    return groups
+
+
+def test_write_tables_partitions_by_split_and_commits_a_video_with_its_frames(tmp_path):
+    splits = ["train", "train", "train", "test", "valid/odd"]
     with TestPipeline() as p:
-        _ = (p | "V" >> beam.Create(rows), p | "F" >> beam.Create(frames)) | WriteOutputs(
-            str(tmp_path), videos_schema=VIDEOS_SCHEMA, frames_schema=frames_schema(False), num_shards=2)
+        _ = p | beam.Create(_groups(splits)) | WriteTables(
+            str(tmp_path), {"frames": frames_schema(False), "videos": VIDEOS_SCHEMA},
+            {"videos": ("video_id",), "frames": ("video_id", "frame_index")}, run_id="run-1",
+            videos_per_file=2)
     videos = ds.dataset(tmp_path / "videos", format="parquet", partitioning="hive").to_table()
     assert sorted(zip(videos["video_id"].to_pylist(), videos["split"].to_pylist())) == [
-        ("v0", "train"), ("v1", "train"), ("v2", "test"), ("v3", "valid/odd")]
+        ("v0", "train"), ("v1", "train"), ("v2", "train"), ("v3", "test"), ("v4", "valid/odd")]
     assert (tmp_path / "videos" / "split=valid%2Fodd").is_dir()
-    frames_table = ds.dataset(tmp_path / "frames", format="parquet", partitioning="hive").to_table()
-    assert frames_table.num_rows == 8
+    frames = ds.dataset(tmp_path / "frames", format="parquet", partitioning="hive").to_table()
+    assert frames.num_rows == 10
+    # at most 2 videos a file; each frames file pairs with the videos file of the same name
+    for split_dir in (tmp_path / "videos").iterdir():
+        for part in split_dir.iterdir():
+            assert part.name.startswith("part-run-1-")
+            ids = pq.read_table(part)["video_id"].to_pylist()
+            assert len(ids) <= 2 and ids == sorted(ids)
+            paired = pq.read_table(tmp_path / "frames" / split_dir.name / part.name).to_pylist()
+            assert sorted({r["video_id"] for r in paired}) == ids
+            assert [r["frame_index"] for r in paired if r["video_id"] == ids[0]] == [0, 1]
+    assert len(list((tmp_path / "videos" / "split=train").iterdir())) >= 2

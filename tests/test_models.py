@@ -10,7 +10,7 @@ from models.labels import KINETICS_600, read_labels
 from models.movinet_handler import MovinetClipHandler, MovinetStreamHandler, softmax, stream_predict
 from models.movinet_variants import hub_handle, native_imgz
 from tests.conftest import random_frames as _frames
-from transforms.decoding import windows
+from transforms.decoding import DecodeReport, sample_frames, windows
 from transforms.records import ErrorStage, FrameSource, SamplingSpec, VideoRef
 
 
@@ -76,23 +76,45 @@ def test_stream_handler_decodes_a_source_and_reports_it(a0_stream, mixed_videos)
     ok, broken = handler.run_inference([FrameSource(good, spec), FrameSource(bad, spec)],
                                        handler.load_model())
     assert ok.info.frames_decoded == 50 and ok.info.frames_sampled == 10 and ok.info.error is None
-    assert ok.top_index.shape == (10, 5) and ok.timestamps_s[-1] == pytest.approx(1.8)
-    assert ok.top_index[-1, 0] == ok.clip_probs.argmax()
-    assert broken.clip_probs is None and broken.frame_indices.shape == (0,)
+    assert ok.info.decode_s > 0
+    ((index, pred),) = ok.clips
+    assert index == 0 and pred.top_index.shape == (10, 5) and pred.timestamps_s[-1] == pytest.approx(1.8)
+    assert pred.top_index[-1, 0] == pred.clip_probs.argmax()
+    ((_, nothing),) = broken.clips
+    assert nothing.clip_probs is None and nothing.frame_indices.shape == (0,)
     assert broken.info.error.stage == ErrorStage.OPEN
 
 
-def _base(handle, num_labels):
+def _base(handle, num_labels, batch_size=4):
     return MovinetClipHandler(handle, num_labels=num_labels, imgz=64, top_k=3, keep_probs=True,
-                              n_frames=8, batch_size=4)
+                              n_frames=8, stride=8, batch_size=batch_size)
 
 
-def test_base_handler_batches_padded_clips(a0_base):
+def test_base_handler_decodes_a_video_into_padded_clips_in_batches(a0_base, mixed_videos):
+    # 45 frames at 30 fps sampled at 5 fps: 8 frames; clips of 4 every 3 frames, 2 clips per call
+    spec = SamplingSpec("fps", 5.0, 4, 64, 10**7, 600.0, 60.0)
+    handler = MovinetClipHandler(a0_base, num_labels=5, imgz=64, top_k=3, keep_probs=True, n_frames=4,
+                                 stride=3, batch_size=2)
+    model = handler.load_model()
+    ref = VideoRef("v", f"{mixed_videos['dir']}/left_320x180_30.mp4", None, "train")
+    (result,) = handler.run_inference([FrameSource(ref, spec)], model)
+    assert result.info.frames_sampled == 8 and result.info.error is None
+    assert [i for i, _ in result.clips] == [0, 1, 2]
+    preds = [p for _, p in result.clips]
+    # each frame row is written by the latest clip starting at or before it: 3 + 3 + 2 rows
+    assert [p.frame_indices.tolist() for p in preds] == [[0, 6, 12], [18, 24, 30], [36, 42]]
+    frames = np.stack([f.image for f in sample_frames(ref.uri, spec, DecodeReport())])
+    expected = softmax(model.base_logits(frames[None, :4].astype(np.float32) / 255.0))
+    np.testing.assert_allclose(preds[0].clip_probs, expected[0], atol=1e-5)
+    assert handler.batch_elements_kwargs()["max_batch_size"] == 1
+
+
+def test_base_handler_pads_a_short_last_clip(a0_base):
     handler = _base(a0_base, 5)
     model = handler.load_model()
     clips = [c for _, c in windows(_frames(19), 8, 8)]
     assert [len(c.frame_indices) for c in clips] == [8, 8, 3]
-    preds = list(handler.run_inference(clips, model))
+    preds = handler._predict(clips, model)
     assert [p.frame_probs.shape for p in preds] == [(8, 5), (8, 5), (3, 5)]
     assert [p.top_index.shape for p in preds] == [(8, 3), (8, 3), (3, 3)]
     assert preds[2].frame_indices.tolist() == [16, 17, 18]
@@ -100,7 +122,6 @@ def test_base_handler_batches_padded_clips(a0_base):
     padded = np.concatenate([clips[2].frames, np.repeat(clips[2].frames[-1:], 5, axis=0)])
     expected = softmax(model.base_logits(padded[None].astype(np.float32) / 255.0))
     np.testing.assert_allclose(preds[2].clip_probs, expected[0], atol=1e-5)
-    assert handler.batch_elements_kwargs()["max_batch_size"] == 4
 
 
 def test_label_count_mismatch_fails_at_load(a0_base):

@@ -100,7 +100,7 @@ def test_tflite_model_through_the_cli(tmp_path, tflite_models, mixed_videos):
 
 def test_base_mode_on_cpu_warns_with_the_measured_cost(a0_base, caplog):
     handler = MovinetClipHandler(a0_base, num_labels=5, imgz=32, top_k=2, keep_probs=False, n_frames=4,
-                                 batch_size=2)
+                                 stride=4, batch_size=2)
     with caplog.at_level(logging.WARNING, logger="models.movinet_handler"):
         handler.load_model()
     assert "80x slower than stream mode" in caplog.text

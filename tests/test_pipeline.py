@@ -36,9 +36,10 @@ def test_base_mode_pipeline_writes_one_row_per_video_and_covers_every_frame(tmp_
         "output.write_probs=true"])
     labels = read_labels(f"{a0_base}/labels.txt")
     with TestPipeline() as p:
-        video_rows, _, _ = build_pipeline(p, cfg, handle=a0_base, labels=labels,
-                                          stamp=RunStamp(a0_base, cfg.job_hash(), "test-run"))
-        statuses = video_rows | beam.Map(lambda r: (r["uri"].rsplit("/", 1)[-1], r["status"]))
+        groups = build_pipeline(p, cfg, handle=a0_base, labels=labels,
+                                stamp=RunStamp(a0_base, cfg.job_hash(), "test-run"))
+        videos = groups | beam.Map(lambda g: g["videos"][0])
+        statuses = videos | beam.Map(lambda r: (r["uri"].rsplit("/", 1)[-1], r["status"]))
         expected = [(name, "ok") for name in mixed_videos["good"]] + [(mixed_videos["corrupt"], "failed")]
         assert_that(statuses, equal_to(expected))
 

@@ -1,4 +1,4 @@
-"""Aggregate: per-video join of info, clip predictions and errors -> output rows.
+"""Aggregate: one VideoResult -> that video's output rows.
 
 The video prediction is the mean (or, with ``model.video_pool: max``, the
 renormalised maximum) of clip probabilities in base mode and the final causal
@@ -14,16 +14,15 @@ from typing import Any
 
 import apache_beam as beam
 import numpy as np
-from apache_beam import pvalue
 from apache_beam.metrics import Metrics
 
-from transforms.records import ClipPrediction, ErrorStage, Status, VideoError, VideoInfo
+from transforms.records import ClipPrediction, ErrorStage, Status, VideoError, VideoInfo, VideoResult
 from transforms.schema import SCHEMA_VERSION
 
 __all__ = [
     "Aggregate",
     "ERROR_COUNTER_PREFIX",
-    "FRAMES_TAG",
+    "SPLIT_COUNTER_PREFIX",
     "RunStamp",
     "frame_rows",
     "prediction_columns",
@@ -33,8 +32,8 @@ __all__ = [
     "video_row",
 ]
 
-FRAMES_TAG = "frames"
 ERROR_COUNTER_PREFIX = "errors_"
+SPLIT_COUNTER_PREFIX = "videos_split_"
 
 
 class RunStamp:
@@ -78,9 +77,8 @@ def _is_error(prediction: str | None, label: str | None) -> bool | None:
     return prediction != label
 
 
-def _status(info: VideoInfo, predicted: bool,
-            infer_error: VideoError | None) -> tuple[Status, VideoError | None]:
-    error = info.error or infer_error
+def _status(info: VideoInfo, predicted: bool) -> tuple[Status, VideoError | None]:
+    error = info.error
     if info.error is None and info.frames_sampled == 0:
         error = VideoError(ErrorStage.DECODE, "NoFrames", "no frame could be decoded")
     if not predicted:
@@ -104,11 +102,10 @@ def video_probs(clip_probs: Sequence[np.ndarray], mode: str, pool: str = "mean")
 
 
 def video_row(info: VideoInfo, clips: Sequence[tuple[int, ClipPrediction]], mode: str,
-              labels: Sequence[str], k: int, stamp: RunStamp,
-              infer_error: VideoError | None = None, pool: str = "mean") -> dict[str, Any]:
+              labels: Sequence[str], k: int, stamp: RunStamp, pool: str = "mean") -> dict[str, Any]:
     """The one ``videos`` row for a video. ``clips`` are (clip_index, prediction) in any order."""
     ordered = sorted(clips, key=lambda c: c[0])
-    status, error = _status(info, bool(ordered), infer_error)
+    status, error = _status(info, bool(ordered))
     meta = info.meta
     row: dict[str, Any] = {
         "video_id": info.ref.video_id,
@@ -175,42 +172,40 @@ class _RowsFn(beam.DoFn):
         self._write_probs = write_probs
         self._stamp = stamp
         self._by_status = {s: Metrics.counter("videolabel", f"videos_{s.value}") for s in Status}
-        self._by_error: dict[str, Any] = {}
+        self._named: dict[str, Any] = {}
         self._decoded = Metrics.counter("videolabel", "frames_decoded")
         self._sampled = Metrics.counter("videolabel", "frames_sampled")
+        self._decode_ms = Metrics.distribution("videolabel", "decode_ms")
 
-    def process(self, element) -> Iterator:
-        video_id, grouped = element
-        preds = list(grouped["preds"])
-        # stream mode decodes in the model handler: its outcome replaces the probe-only info
-        info = next((pred.info for _, pred in preds if pred.info is not None), None)
-        info = info or next(iter(grouped["info"]))
-        clips = [(key[1], pred) for key, pred in preds if len(pred.frame_indices)]
-        errors = list(grouped["errors"])
+    def process(self, result: VideoResult) -> Iterator[dict[str, list[dict[str, Any]]]]:
+        info = result.info
+        clips = [(index, pred) for index, pred in result.clips if len(pred.frame_indices)]
         self._decoded.inc(info.frames_decoded)
         self._sampled.inc(info.frames_sampled)
-        row = video_row(info, clips, self._mode, self._labels, self._k, self._stamp,
-                        errors[0] if errors else None, self._pool)
+        self._decode_ms.update(int(info.decode_s * 1000))
+        self._count(f"{SPLIT_COUNTER_PREFIX}{info.ref.split}")
+        row = video_row(info, clips, self._mode, self._labels, self._k, self._stamp, self._pool)
         self._by_status[Status(row["status"])].inc()
         if row["error_type"]:
-            self._error_counter(row["error_type"]).inc()
-        yield row
+            self._count(f"{ERROR_COUNTER_PREFIX}{row['error_type']}")
+        frames = []
         if self._write_frames:
-            for frame in frame_rows(info, clips, self._labels, self._k, self._write_probs):
-                yield pvalue.TaggedOutput(FRAMES_TAG, frame)
+            frames = list(frame_rows(info, clips, self._labels, self._k, self._write_probs))
+        yield {"videos": [row], "frames": frames}
 
-
-    def _error_counter(self, error_type: str):
-        if error_type not in self._by_error:
-            self._by_error[error_type] = Metrics.counter("videolabel", f"{ERROR_COUNTER_PREFIX}{error_type}")
-        return self._by_error[error_type]
+    def _count(self, name: str) -> None:
+        """Adds one to the counter ``name``, made on first use (error types and splits are open sets)."""
+        if name not in self._named:
+            self._named[name] = Metrics.counter("videolabel", name)
+        self._named[name].inc()
 
 
 class Aggregate(beam.PTransform):
-    """(videos, predictions, errors) -> (video rows, frame rows).
+    """VideoResult -> one ``{"videos": [row], "frames": [rows]}`` element per video.
 
-    Inputs are ``(video_id, VideoInfo)``, ``((video_id, clip_index), ClipPrediction)``
-    and ``(video_id, VideoError)``. Outputs dict rows per ``transforms.schema``.
+    Rows are dicts whose keys follow ``transforms.schema`` (``frames`` is empty
+    without ``write_frames``); keeping a video's rows in one element lets the
+    writer commit them together.
     """
 
     def __init__(self, *, mode: str, labels: Sequence[str], k: int, write_frames: bool,
@@ -219,10 +214,5 @@ class Aggregate(beam.PTransform):
         self._fn = _RowsFn(mode=mode, labels=labels, k=k, write_frames=write_frames,
                            write_probs=write_probs, stamp=stamp, pool=pool)
 
-    def expand(self, inputs):
-        videos, predictions, errors = inputs
-        by_video = predictions | "KeyByVideo" >> beam.Map(lambda kv: (kv[0][0], kv))
-        joined = ({"info": videos, "preds": by_video, "errors": errors}
-                  | "JoinPerVideo" >> beam.CoGroupByKey())
-        rows = joined | "ToRows" >> beam.ParDo(self._fn).with_outputs(FRAMES_TAG, main="videos")
-        return rows.videos, rows[FRAMES_TAG]
+    def expand(self, results):
+        return results | "ToRows" >> beam.ParDo(self._fn)

@@ -1,10 +1,13 @@
-"""DecodeAndSample: VideoRef -> model inputs keyed by (video_id, clip_index), plus one VideoInfo.
+"""DecodeAndSample: VideoRef -> FrameSource for the model, or a failed VideoResult.
 
-Base mode decodes here: clips of ``n_frames`` uint8 frames go to the model as the
-video is decoded, so memory holds one clip. Stream mode only opens and probes
-here (bad files fail early, off the model workers) and hands a ``FrameSource`` to
-the model handler, which decodes chunk by chunk with the model state carried
-along: a causal model needs the frames of a video in order, in one place.
+Each video is opened and probed here, so bad files (not a video, no video
+stream, over the size or length guards, a bad manifest row) fail early and off
+the model workers. A good video becomes a ``FrameSource``: the model handler
+decodes and samples its frames lazily, a chunk or a batch of clips at a time, so
+memory holds one chunk whatever the video's length, and a causal model sees a
+video's frames in order, in one place. Every element downstream is one whole
+video, so nothing waits on a grouping: a video's rows can be written as soon as
+it is done.
 """
 
 from __future__ import annotations
@@ -14,51 +17,43 @@ from collections.abc import Iterator
 import apache_beam as beam
 from apache_beam import pvalue
 
-from transforms.decoding import DecodeReport, probe_video, sample_frames, windows
-from transforms.records import ErrorStage, FrameSource, SamplingSpec, VideoInfo, VideoRef
+from transforms.decoding import DecodeReport, probe_video
+from transforms.records import ErrorStage, FrameSource, SamplingSpec, VideoRef, VideoResult
 
-__all__ = ["DecodeAndSample", "VIDEOS_TAG"]
+__all__ = ["DecodeAndSample", "FAILED_TAG"]
 
-VIDEOS_TAG = "videos"
+FAILED_TAG = "failed"
 
 
 class _DecodeAndSampleFn(beam.DoFn):
-    """Yields ``((video_id, clip_index), Clip | FrameSource)`` and a tagged ``(video_id, VideoInfo)``."""
+    """Yields a ``FrameSource``, or a tagged ``VideoResult`` with the error and no clips."""
 
-    def __init__(self, *, mode: str, spec: SamplingSpec, stride: int):
-        self._mode = mode
+    def __init__(self, spec: SamplingSpec):
         self._spec = spec
-        self._stride = stride
 
     def process(self, ref: VideoRef) -> Iterator:
         report = DecodeReport()
         if ref.error:
             report.fail(ErrorStage.OPEN, "BadManifestRow", ref.error)
-        elif self._mode == "stream":
-            probe_video(ref.uri, self._spec, report)
-            if report.error is None:
-                yield (ref.video_id, 0), FrameSource(ref, self._spec)
         else:
-            frames = sample_frames(ref.uri, self._spec, report)
-            for clip_index, clip in windows(frames, self._spec.n_frames, self._stride):
-                yield (ref.video_id, clip_index), clip
-        yield pvalue.TaggedOutput(VIDEOS_TAG, (ref.video_id, VideoInfo(
-            ref, report.meta, report.frames_decoded, report.frames_sampled, report.error)))
+            probe_video(ref.uri, self._spec, report)
+        if report.error is None:
+            yield FrameSource(ref, self._spec, report.meta)
+        else:
+            yield pvalue.TaggedOutput(FAILED_TAG, VideoResult(report.info(ref), []))
 
 
 class DecodeAndSample(beam.PTransform):
-    """VideoRef -> (model inputs, videos).
+    """VideoRef -> (sources, failed).
 
-    Returns a tuple: model inputs, a PCollection of ``((video_id, clip_index), Clip)``
-    (base mode, uint8 frames) or ``((video_id, 0), FrameSource)`` (stream mode); and
-    videos, a PCollection of ``(video_id, VideoInfo)``, exactly one per input video,
-    failed ones included.
+    Returns ``FrameSource`` elements for the model, and ``VideoResult`` elements
+    (no clips, ``info.error`` set) for videos that failed to open or probe.
     """
 
-    def __init__(self, *, mode: str, spec: SamplingSpec, stride: int):
+    def __init__(self, spec: SamplingSpec):
         super().__init__()
-        self._fn = _DecodeAndSampleFn(mode=mode, spec=spec, stride=stride)
+        self._fn = _DecodeAndSampleFn(spec)
 
     def expand(self, refs):
-        outputs = refs | "Decode" >> beam.ParDo(self._fn).with_outputs(VIDEOS_TAG, main="clips")
-        return outputs.clips, outputs[VIDEOS_TAG]
+        outputs = refs | "Probe" >> beam.ParDo(self._fn).with_outputs(FAILED_TAG, main="sources")
+        return outputs.sources, outputs[FAILED_TAG]

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 import av
 import numpy as np
 
-from transforms.records import Clip, ErrorStage, SamplingSpec, VideoError, VideoMeta
+from transforms.records import Clip, ErrorStage, SamplingSpec, VideoError, VideoInfo, VideoMeta, VideoRef
 
 __all__ = [
     "DecodeReport",
@@ -65,10 +65,15 @@ class DecodeReport:
         self.frames_decoded = 0
         self.frames_sampled = 0
         self.error: VideoError | None = None
+        self.decode_s = 0.0
 
     def fail(self, stage: ErrorStage, exc_type: str, message: str) -> None:
         if self.error is None:
             self.error = VideoError(stage, exc_type, message)
+
+    def info(self, ref: VideoRef) -> VideoInfo:
+        """What this report knows of ``ref``'s video, as the record the output is made from."""
+        return VideoInfo(ref, self.meta, self.frames_decoded, self.frames_sampled, self.error, self.decode_s)
 
 
 class VideoRejected(Exception):
@@ -405,8 +410,22 @@ def sample_frames(uri: str, spec: SamplingSpec, report: DecodeReport, opener=Non
     (``seek`` True or False forces the choice for ``uniform``; benchmarks use it).
     Never raises for bad input: problems land in ``report.error`` (with the stage
     they happened at) and the frames decoded before or around them are kept.
-    Memory holds one decoded frame and one pending candidate at a time.
+    Memory holds one decoded frame and one pending candidate at a time. The time
+    spent here, not counting the consumer's time between frames, adds to
+    ``report.decode_s``.
     """
+    frames = _sample_frames(uri, spec, report, opener, seek)
+    while True:
+        start = time.perf_counter()
+        frame = next(frames, None)
+        report.decode_s += time.perf_counter() - start
+        if frame is None:
+            return
+        yield frame
+
+
+def _sample_frames(uri: str, spec: SamplingSpec, report: DecodeReport, opener,
+                   seek: bool | None) -> Iterator[SampledFrame]:
     container = _open_and_probe(uri, spec, report, opener)
     if container is None:
         return

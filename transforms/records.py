@@ -1,13 +1,16 @@
 """Typed elements that flow between the pipeline stages.
 
-The flow is ``VideoRef -> (Clip, VideoInfo) -> ClipPrediction -> rows``. Frames stay
-``uint8`` RGB until the model handler turns them into ``float32`` in [0, 1].
+The flow is one element per video: ``VideoRef -> FrameSource -> VideoResult -> rows``
+(a video that fails before the model becomes a ``VideoResult`` with the error and no
+clips). Inside the model handler a video is decoded into ``Clip``s (base mode) or
+chunks (stream mode). Frames stay ``uint8`` RGB until the model handler turns them
+into ``float32`` in [0, 1].
 """
 
 from __future__ import annotations
 
 import enum
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -22,6 +25,7 @@ __all__ = [
     "VideoInfo",
     "VideoMeta",
     "VideoRef",
+    "VideoResult",
 ]
 
 
@@ -90,6 +94,7 @@ class VideoInfo(NamedTuple):
     frames_decoded: int
     frames_sampled: int
     error: VideoError | None
+    decode_s: float = 0.0  # time spent opening, decoding and sampling (not in the model)
 
 
 class Clip(NamedTuple):
@@ -124,14 +129,16 @@ class SamplingSpec(NamedTuple):
 
 
 class FrameSource(NamedTuple):
-    """Stream mode's unit for the model: a probed video whose frames are decoded lazily.
+    """The model's unit: one probed video whose frames the model handler decodes lazily.
 
-    The stream model handler decodes it chunk by chunk, carrying the model state,
-    so memory is bounded by one chunk rather than the video's length.
+    Handlers decode it a chunk or a batch of clips at a time, so memory is bounded
+    by one chunk rather than the video's length, and return one ``VideoResult``.
+    ``meta`` is what the probe found, for the row of a video whose inference fails.
     """
 
     ref: VideoRef
     spec: SamplingSpec
+    meta: VideoMeta | None = None
 
 
 class ClipPrediction(NamedTuple):
@@ -152,7 +159,6 @@ class ClipPrediction(NamedTuple):
         frame_probs: float32 [n, num_classes] with ``write_probs``, else None.
         keypoints: float32 [n, 17, 3] pose keypoints (y, x, score) with
             ``write_keypoints`` (pose LSTM only), else None.
-        info: stream mode only: the decode outcome, since the handler decoded the video.
     """
 
     frame_indices: np.ndarray
@@ -162,4 +168,16 @@ class ClipPrediction(NamedTuple):
     clip_probs: np.ndarray | None
     frame_probs: np.ndarray | None = None
     keypoints: np.ndarray | None = None
-    info: VideoInfo | None = None
+
+
+class VideoResult(NamedTuple):
+    """Everything the model stage learned of one video: one element per video from here on.
+
+    Attributes:
+        info: the decode outcome (a probe or inference failure in ``info.error``).
+        clips: ``(clip_index, output)`` in clip order: ``ClipPrediction`` when
+            labelling; a per-clip example array when extracting training features.
+    """
+
+    info: VideoInfo
+    clips: list[tuple[int, Any]]

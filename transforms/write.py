@@ -1,44 +1,53 @@
-"""WriteOutputs: video and frame rows -> Hive-partitioned Parquet.
+"""WriteTables: per-video groups of rows -> Hive-partitioned Parquet, committed as the run goes.
 
-Layout: ``OUTPUT/<table>/split=<split>/part-<shard>-of-<shards>.parquet``. Rows
-are spread over ``num_shards`` files per split by a hash of the video id (all
-rows of a video land in one file), sorted by video and time inside each file.
-Each file is written under a hidden temporary name and renamed into place, so
-a reader never picks up a half-written part.
+Layout: ``OUTPUT/<table>/split=<split>/part-<run_id>-<writer>-<seq>.parquet``.
+Each element is one video's rows, ``{table: [row, ...]}`` (every row has a
+``split``). A worker buffers them per split and commits a part file per table
+when ``videos_per_file`` videos are buffered, when the oldest has waited
+``flush_s`` seconds, and at the end of each bundle. So a killed run keeps every
+video committed before the kill, and resuming redoes only the rest.
+
+Every file is written under a hidden temporary name and renamed into place, so
+a reader never picks up a half-written part. Tables are committed in the order
+given, the last one (``videos``) last: a video that has its ``videos`` row has
+all its other rows, in the part files of the same name.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
+import time
 import urllib.parse
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
 
-__all__ = ["WriteOutputs", "WriteTable", "part_path", "shard_of", "write_parquet"]
-
-
-def shard_of(video_id: str, num_shards: int) -> int:
-    """The shard of a video: stable across runs and processes."""
-    digest = hashlib.md5(video_id.encode("utf-8")).digest()
-    return int.from_bytes(digest[:4], "big") % num_shards
+__all__ = ["WriteTables", "part_name", "partition_dir", "write_parquet"]
 
 
-def part_path(root: str, table: str, split: str, shard: int, num_shards: int) -> str:
-    """Where one part file goes; the split value is escaped as Hive does."""
-    partition = "split=" + urllib.parse.quote(split, safe="")
-    return FileSystems.join(root, table, partition, f"part-{shard:05d}-of-{num_shards:05d}.parquet")
+def partition_dir(root: str, table: str, split: str) -> str:
+    """The folder of one table's split; the split value is escaped as Hive does."""
+    return FileSystems.join(root, table, "split=" + urllib.parse.quote(split, safe=""))
+
+
+def part_name(run_id: str, writer: str, seq: int) -> str:
+    """The file name of one commit; the same in every table of the commit."""
+    return f"part-{run_id}-{writer}-{seq:05d}.parquet"
 
 
 def write_parquet(path: str, rows: Iterable[dict[str, Any]], schema: pa.Schema) -> int:
     """Writes rows (dicts with the schema's keys; others ignored) atomically; returns the count."""
-    table = pa.Table.from_pylist(list(rows), schema=schema)
+    return write_table(path, pa.Table.from_pylist(list(rows), schema=schema))
+
+
+def write_table(path: str, table: pa.Table) -> int:
+    """Writes an Arrow table to ``path`` under a hidden temporary name, then renames it into place."""
     buffer = io.BytesIO()
     pq.write_table(table, buffer, compression="zstd")
     folder, name = path.rsplit("/", 1)
@@ -51,60 +60,80 @@ def write_parquet(path: str, rows: Iterable[dict[str, Any]], schema: pa.Schema) 
     return table.num_rows
 
 
-class _WritePartFn(beam.DoFn):
-    def __init__(self, root: str, table: str, schema: pa.Schema, num_shards: int, sort_keys):
+class _Buffer:
+    """One split's buffered rows per table, and when the first of them arrived."""
+
+    def __init__(self, tables: Sequence[str]):
+        self.rows: dict[str, list[dict[str, Any]]] = {t: [] for t in tables}
+        self.videos = 0
+        self.since = time.monotonic()
+
+
+class _WriteTablesFn(beam.DoFn):
+    def __init__(self, root: str, schemas: Mapping[str, pa.Schema], sort_keys: Mapping[str, Sequence[str]],
+                 run_id: str, videos_per_file: int, flush_s: float):
         self._root = root
-        self._table = table
-        self._schema = schema
-        self._num_shards = num_shards
-        self._sort_keys = sort_keys
+        self._schemas = dict(schemas)
+        self._sort_keys = {t: tuple(k) for t, k in sort_keys.items()}
+        self._run_id = run_id
+        self._videos_per_file = videos_per_file
+        self._flush_s = flush_s
 
-    def process(self, element) -> Iterator[str]:
-        (split, shard), rows = element
-        ordered = sorted(rows, key=lambda r: tuple(r[k] for k in self._sort_keys))
-        path = part_path(self._root, self._table, split, shard, self._num_shards)
-        write_parquet(path, ordered, self._schema)
-        yield path
+    def setup(self) -> None:
+        self._writer = uuid.uuid4().hex[:8]
+        self._seq = 0
+        self._write_ms = Metrics.distribution("videolabel", "write_ms")
+        self._files = Metrics.counter("videolabel", "files_written")
+
+    def start_bundle(self) -> None:
+        self._buffers: dict[str, _Buffer] = {}
+
+    def process(self, element: Mapping[str, list[dict[str, Any]]]) -> None:
+        rows = [row for table in self._schemas for row in element.get(table, ())]
+        if not rows:
+            return
+        split = rows[0]["split"]
+        buffer = self._buffers.setdefault(split, _Buffer(self._schemas))
+        for table in self._schemas:
+            buffer.rows[table].extend(element.get(table, ()))
+        buffer.videos += 1
+        if buffer.videos >= self._videos_per_file or time.monotonic() - buffer.since >= self._flush_s:
+            self._commit(split, self._buffers.pop(split))
+
+    def finish_bundle(self) -> None:
+        for split, buffer in self._buffers.items():
+            self._commit(split, buffer)
+        self._buffers = {}
+
+    def _commit(self, split: str, buffer: _Buffer) -> None:
+        start = time.perf_counter()
+        name = part_name(self._run_id, self._writer, self._seq)
+        self._seq += 1
+        for table, schema in self._schemas.items():
+            rows = buffer.rows[table]
+            if rows:
+                rows.sort(key=lambda r: tuple(r[k] for k in self._sort_keys[table]))
+                write_parquet(FileSystems.join(partition_dir(self._root, table, split), name), rows, schema)
+                self._files.inc()
+        self._write_ms.update(int((time.perf_counter() - start) * 1000))
 
 
-class WriteTable(beam.PTransform):
-    """Dict rows (with a ``split`` key) -> Parquet parts of one table; outputs the paths."""
+class WriteTables(beam.PTransform):
+    """``{table: [rows]}`` per video -> Parquet parts under ``root``, committed as they fill.
 
-    def __init__(self, root: str, table: str, schema: pa.Schema, *, num_shards: int, sort_keys):
+    Args:
+        root: output folder, local or gs://.
+        schemas: table name -> Arrow schema, in commit order (``videos`` last).
+        sort_keys: table name -> row keys each file is sorted by.
+        run_id: names this run's files apart from earlier runs' (``--resume``).
+        videos_per_file: videos per part file, at most.
+        flush_s: a part is committed once its oldest video has waited this long.
+    """
+
+    def __init__(self, root: str, schemas: Mapping[str, pa.Schema], sort_keys: Mapping[str, Sequence[str]],
+                 *, run_id: str, videos_per_file: int = 1000, flush_s: float = 60.0):
         super().__init__()
-        self._root = root
-        self._table = table
-        self._schema = schema
-        self._num_shards = num_shards
-        self._sort_keys = tuple(sort_keys)
+        self._fn = _WriteTablesFn(root, schemas, sort_keys, run_id, videos_per_file, flush_s)
 
-    def expand(self, rows):
-        n = self._num_shards
-        return (rows
-                | "KeyByPart" >> beam.Map(lambda r: ((r["split"], shard_of(r["video_id"], n)), r))
-                | "GroupParts" >> beam.GroupByKey()
-                | "WriteParts" >> beam.ParDo(
-                    _WritePartFn(self._root, self._table, self._schema, n, self._sort_keys)))
-
-
-class WriteOutputs(beam.PTransform):
-    """(video rows, frame rows or None) -> Parquet under ``root``; outputs written paths."""
-
-    def __init__(self, root: str, *, videos_schema: pa.Schema, frames_schema: pa.Schema,
-                 num_shards: int):
-        super().__init__()
-        self._root = root
-        self._videos_schema = videos_schema
-        self._frames_schema = frames_schema
-        self._num_shards = num_shards
-
-    def expand(self, inputs):
-        videos, frames = inputs
-        paths = [videos | "Videos" >> WriteTable(
-            self._root, "videos", self._videos_schema, num_shards=self._num_shards,
-            sort_keys=("video_id",))]
-        if frames is not None:
-            paths.append(frames | "Frames" >> WriteTable(
-                self._root, "frames", self._frames_schema, num_shards=self._num_shards,
-                sort_keys=("video_id", "frame_index")))
-        return paths | "AllParts" >> beam.Flatten()
+    def expand(self, groups):
+        return groups | "Commit" >> beam.ParDo(self._fn)
