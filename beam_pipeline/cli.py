@@ -28,6 +28,9 @@ def _run_parser(sub) -> None:
     run.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                      help="override one config key, e.g. --set sampling.fps=2; repeatable")
     run.add_argument("--overwrite", action="store_true", help="replace a previous run in --output")
+    run.add_argument("--resume", action="store_true",
+                     help="keep the videos a previous run into --output finished (same config and model) "
+                          "and do the rest")
 
 
 def _export_parser(sub) -> None:
@@ -83,7 +86,7 @@ def _cmd_run(args, beam_args: list[str]) -> int:
     cfg = load_config(args.config, _overrides(args))
     if args.runner:
         beam_args = [f"--runner={args.runner}", *beam_args]
-    summary = run_job(cfg, beam_args, overwrite=args.overwrite)
+    summary = run_job(cfg, beam_args, overwrite=args.overwrite, resume=args.resume)
     print_summary(summary, cfg.output.path)
     return 0
 

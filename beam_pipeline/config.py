@@ -55,10 +55,13 @@ class InputConfig:
         paths: globs (local or gs://) or manifest files (.csv, .jsonl, .parquet
             with columns ``uri`` and optionally ``label``, ``split``, ``video_id``).
         extensions: file endings a glob match must have to count as a video.
+        background_label: the label of frames outside every segment of a video
+            a segment manifest (``uri,start_s,end_s,label``) describes; null leaves them unlabelled.
     """
 
     paths: tuple[str, ...] = ()
     extensions: tuple[str, ...] = VIDEO_EXTENSIONS
+    background_label: str | None = None
 
     def validate(self) -> None:
         for ext in self.extensions:

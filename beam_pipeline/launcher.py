@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import logging
 import platform
 import secrets
+import tempfile
 import time
 from collections.abc import Sequence
 from importlib import metadata
@@ -15,19 +17,25 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.options.pipeline_options import StandardOptions
 
 from beam_pipeline.checks import check_inputs, prepare_output, resolve_handle, resolve_labels
-from beam_pipeline.config import JobConfig
+from beam_pipeline.config import ConfigError, JobConfig
 from beam_pipeline.options import pipeline_options
 from beam_pipeline.pipeline import build_pipeline, input_mode
+from beam_pipeline.resume import prepare_resume
 from models.labels import write_labels
 from transforms.aggregate import SPLIT_COUNTER_PREFIX, RunStamp
+from transforms.listing import video_ids
+from transforms.progress import ProgressLine
 from transforms.schema import SCHEMA_VERSION
 
 __all__ = ["RUN_FILE", "new_run_id", "pipeline_metrics", "run_job"]
 
 RUN_FILE = "_run.json"
 _log = logging.getLogger(__name__)
+_LOCAL_RUNNERS = ("DirectRunner", "SwitchingDirectRunner", "BundleBasedDirectRunner", "PrismRunner",
+                  "direct", "prism")
 _PACKAGES = ("apache-beam", "tensorflow", "tf-keras", "tensorflow-hub", "av", "pyarrow", "numpy")
 
 
@@ -44,6 +52,12 @@ def _versions() -> dict[str, str]:
 def new_run_id() -> str:
     now = datetime.datetime.now(datetime.timezone.utc)
     return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def _is_local(options) -> bool:
+    """Whether the runner runs the workers on this machine (so the progress line can see them)."""
+    runner = options.view_as(StandardOptions).runner
+    return runner is None or runner.split(".")[-1] in _LOCAL_RUNNERS
 
 
 def pipeline_metrics(result) -> tuple[dict[str, int], dict[str, tuple[int, int]]]:
@@ -85,18 +99,31 @@ def _timings(distributions: dict[str, tuple[int, int]], mode: str) -> dict[str, 
     }
 
 
-def run_job(cfg: JobConfig, beam_args: Sequence[str] = (), *, overwrite: bool = False) -> dict[str, Any]:
+def run_job(cfg: JobConfig, beam_args: Sequence[str] = (), *, overwrite: bool = False,
+            resume: bool = False) -> dict[str, Any]:
     """Runs the labelling job to completion and returns what ``_run.json`` holds.
+
+    With ``resume``, videos an earlier run into the same output finished with the
+    same config hash and model are kept and skipped (see ``beam_pipeline.resume``).
 
     Raises:
         ConfigError: a bad input, model handle, labels file, output folder or flag,
             before any video is read.
     """
+    if resume and overwrite:
+        raise ConfigError("--resume and --overwrite: choose one (resume keeps finished videos, "
+                          "overwrite deletes them)")
     options = pipeline_options(cfg.runner, beam_args)
     check_inputs(cfg.input.paths)
     handle = resolve_handle(cfg)
     labels = resolve_labels(cfg, handle)
-    prepare_output(cfg.output.path, overwrite)
+    state = None
+    if resume:
+        state = prepare_resume(cfg.output.path, cfg.job_hash(), handle)
+        print(f"resuming in {cfg.output.path}: {len(state.done)} videos done and kept; "
+              f"{state.dropped_rows} failed, partial or changed rows dropped, to be redone")
+    else:
+        prepare_output(cfg.output.path, overwrite)
 
     run_id = new_run_id()
     stamp = RunStamp(model=handle, config_hash=cfg.job_hash(), run_id=run_id)
@@ -105,10 +132,19 @@ def run_job(cfg: JobConfig, beam_args: Sequence[str] = (), *, overwrite: bool = 
     t0 = time.monotonic()
     _log.info("run %s: model %s, %d labels, output %s", run_id, handle, len(labels), cfg.output.path)
 
-    p = beam.Pipeline(options=options)
-    build_pipeline(p, cfg, handle=handle, labels=labels, stamp=stamp)
-    result = p.run()
-    result.wait_until_finish()
+    skip = state.done if state else frozenset()
+    with tempfile.TemporaryDirectory(prefix="videolabel-progress-") as progress_dir:
+        local = _is_local(options)
+        p = beam.Pipeline(options=options)
+        build_pipeline(p, cfg, handle=handle, labels=labels, stamp=stamp, skip=skip,
+                       progress_dir=progress_dir if local else None)
+        progress = contextlib.nullcontext()
+        if local:
+            total = len(video_ids(cfg.input.paths, cfg.input.extensions) - skip)
+            progress = ProgressLine(progress_dir, total)
+        with progress:
+            result = p.run()
+            result.wait_until_finish()
     wall_s = time.monotonic() - t0
 
     counts, distributions = pipeline_metrics(result)
@@ -132,6 +168,9 @@ def run_job(cfg: JobConfig, beam_args: Sequence[str] = (), *, overwrite: bool = 
                        "frames_per_s": _per_s(counts.get("frames_sampled", 0), wall_s)},
         "versions": _versions(),
     }
+    if state:
+        summary["resume"] = {"kept_videos": len(state.done), "dropped_rows": state.dropped_rows,
+                             "removed_files": state.removed_files, "previous_runs": list(state.previous_runs)}
     with FileSystems.create(FileSystems.join(cfg.output.path, RUN_FILE)) as handle_out:
         handle_out.write(json.dumps(summary, indent=2, default=str).encode("utf-8"))
     return summary

@@ -58,7 +58,7 @@ def list_videos(p: beam.Pipeline, cfg: JobConfig, skip: frozenset[str] = frozens
 
 
 def build_pipeline(p: beam.Pipeline, cfg: JobConfig, *, handle: str, labels: Sequence[str],
-                   stamp: RunStamp, skip: frozenset[str] = frozenset()):
+                   stamp: RunStamp, skip: frozenset[str] = frozenset(), progress_dir: str | None = None):
     """Adds ListVideos -> DecodeAndSample -> Classify -> Aggregate -> WriteOutputs to ``p``.
 
     Every element after the listing is one whole video, so each video's rows are
@@ -71,6 +71,7 @@ def build_pipeline(p: beam.Pipeline, cfg: JobConfig, *, handle: str, labels: Seq
         labels: class names in the model's output order.
         stamp: model, config hash and run id stamped on video rows.
         skip: video ids already done (``--resume``).
+        progress_dir: local runs: where workers note finished videos for the progress line.
 
     Returns:
         The per-video row groups, ``{"videos": [row], "frames": [rows]}``.
@@ -83,7 +84,8 @@ def build_pipeline(p: beam.Pipeline, cfg: JobConfig, *, handle: str, labels: Seq
                                          k=min(cfg.model.top_k, len(labels)),
                                          write_frames=cfg.output.write_frames,
                                          write_probs=cfg.output.write_probs, stamp=stamp,
-                                         pool=cfg.model.video_pool))
+                                         pool=cfg.model.video_pool, progress_dir=progress_dir,
+                                         background=cfg.input.background_label))
     schemas = {"videos": VIDEOS_SCHEMA}
     if cfg.output.write_frames:
         schemas = {"frames": frames_schema(cfg.output.write_probs, cfg.output.write_keypoints), **schemas}

@@ -21,5 +21,7 @@ def print_summary(summary: Mapping[str, Any], output: str) -> None:
     errors = {k[len(ERROR_COUNTER_PREFIX):]: v for k, v in c.items() if k.startswith(ERROR_COUNTER_PREFIX)}
     if errors:
         print("  errors by type: " + ", ".join(f"{k} {v}" for k, v in sorted(errors.items())))
+    if "resume" in summary:
+        print(f"  kept from earlier runs: {summary['resume']['kept_videos']} videos")
     print(f"  model {summary['model']['handle']} ({summary['model']['num_labels']} labels)")
     print(f"  output {output}/videos, {output}/frames, {output}/_run.json")

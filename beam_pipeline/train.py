@@ -75,8 +75,9 @@ def _examples(cfg: JobConfig, sources):
 
         handler = PoseHandler(cfg.pose.handle, threshold=cfg.pose.threshold, threads=m.tf_threads, **clipping)
         keypoints = sources | "Keypoints" >> Classify(handler)
+        # Any: Beam would infer a fixed-length tuple type from the lambda and pick a coder for it
         return keypoints | "Windows" >> beam.Map(lambda r: r._replace(
-            clips=[(i, lstm_window(k, s.n_frames)) for i, k in r.clips]))
+            clips=[(i, lstm_window(k, s.n_frames)) for i, k in r.clips])).with_output_types(Any)
     if cfg.train.method == "head":
         from models.movinet_training import MovinetFeatureHandler
 

@@ -123,3 +123,17 @@ def test_write_tables_partitions_by_split_and_commits_a_video_with_its_frames(tm
             assert sorted({r["video_id"] for r in paired}) == ids
             assert [r["frame_index"] for r in paired if r["video_id"] == ids[0]] == [0, 1]
     assert len(list((tmp_path / "videos" / "split=train").iterdir())) >= 2
+
+
+def test_frames_take_their_segment_label_and_the_background_outside():
+    ref = VideoRef("v1", "/x/v1.mp4", None, "test", segments=((0.0, 0.1, "a"), (0.2, 1.0, "c")))
+    info = VideoInfo(ref, META, 50, 5, None)
+    # frames at 0, 0.04, ..., 0.24 s (index / 25); every frame predicts "a"
+    clips = [(0, _pred([0, 1, 2, 3, 4, 5, 6], [1, 0, 0]))]
+    rows = list(frame_rows(info, clips, LABELS, 2, write_probs=False, background="b"))
+    assert [r["label"] for r in rows] == ["a", "a", "a", "b", "b", "c", "c"]
+    assert [r["is_error"] for r in rows] == [False, False, False, True, True, True, True]
+    unlabelled = list(frame_rows(info, clips, LABELS, 2, write_probs=False))
+    assert [r["label"] for r in unlabelled][3:5] == [None, None]
+    assert [r["is_error"] for r in unlabelled][3:5] == [None, None]
+    assert video_row(info, clips, "stream", LABELS, 2, STAMP)["is_error"] is None  # no one video label

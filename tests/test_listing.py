@@ -80,3 +80,30 @@ def test_hash_split_is_stable_and_follows_ratios():
         assert abs(counts[name] / len(ids) - ratio) < 0.02
     other_salt = [hash_split(i, RATIOS, "pepper") for i in ids]
     assert sum(a != b for a, b in zip(first, other_salt)) > 1000
+
+
+def test_segment_rows_make_one_video_with_sorted_segments(tmp_path):
+    path = tmp_path / "segments.csv"
+    path.write_text("uri,start_s,end_s,label\n"
+                    "match.mp4,4.0,6.5,goal\n"
+                    "match.mp4,0,2,kickoff\n"
+                    "solo.mp4,1,3,dunk\n"
+                    "whole.mp4,,,run\n"
+                    "bad.mp4,5,5,goal\n"
+                    "bad2.mp4,1,x,goal\n"
+                    "bad3.mp4,1,2,\n")
+    with TestPipeline() as p:
+        refs = p | ListVideos((str(path),), extensions=(".mp4",), ratios=RATIOS, salt="s")
+        shown = refs | beam.Map(lambda r: (r.uri.rsplit("/", 1)[-1], r.label, r.segments, bool(r.error)))
+        assert_that(shown, equal_to([
+            ("match.mp4", None, ((0.0, 2.0, "kickoff"), (4.0, 6.5, "goal")), False),
+            ("solo.mp4", "dunk", ((1.0, 3.0, "dunk"),), False),
+            ("whole.mp4", "run", (), False),
+            ("bad.mp4", "goal", (), True),
+            ("bad2.mp4", "goal", (), True),
+            ("bad3.mp4", None, (), True),
+        ]))
+    with pytest.raises(ValueError, match="needs 0 <= start_s < end_s"):
+        ref_from_row({"uri": "a.mp4", "start_s": "5", "end_s": "5", "label": "x"}, "m.csv", RATIOS, "s")
+    with pytest.raises(ValueError, match="has no label"):
+        ref_from_row({"uri": "a.mp4", "start_s": "1", "end_s": "2"}, "m.csv", RATIOS, "s")

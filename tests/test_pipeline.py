@@ -74,6 +74,7 @@ def test_cli_run_end_to_end(tmp_path, mixed_videos, a0_stream):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "ok 4, partial 0, failed 1" in proc.stdout
+    assert "videolabel: 5/5 videos (100%), 1 failed" in proc.stderr  # the progress line, not a terminal
     assert "errors by type: InvalidDataError 1" in proc.stdout
 
     videos, frames = _read(out, "videos"), _read(out, "frames")
@@ -116,12 +117,39 @@ def test_cli_run_end_to_end(tmp_path, mixed_videos, a0_stream):
     assert run["counts"]["frames_decoded"] == sum(n for n, _ in mixed_videos["good"].values())
     assert run["model"]["handle"] == a0_stream and run["config"]["model"]["stream_chunk"] == 8
 
-    # queryable with no glue
+    assert run["splits"] == {"ratios": {"train": 0.8, "valid": 0.1, "test": 0.1}, "salt": "videolabel",
+                             "videos": {"test": 2, "train": 2, "valid": 1}}
+    assert run["throughput"]["videos_per_s"] == pytest.approx(5 / run["wall_s"], rel=0.01)
+    assert run["throughput"]["frames_per_s"] == pytest.approx(len(f) / run["wall_s"], rel=0.01)
+    stages = run["timings"]["stage_s"]
+    assert stages["decode"] > 0 and stages["model"] > 0 and stages["write"] > 0
+    assert stages["decode"] + stages["model"] < run["wall_s"] * 2  # two workers at most
+    assert run["timings"]["mean_ms"]["decode_per_video"] > 0
+
+    # queryable with no glue: the three queries of the docs, in DuckDB
     con = duckdb.connect()
-    per_split = dict(con.execute(
-        f"SELECT split, count(*) FROM read_parquet('{out}/videos/*/*.parquet', hive_partitioning=true) "
-        "GROUP BY split").fetchall())
-    assert per_split == {"test": 2, "train": 2, "valid": 1}
+    videos_sql = f"read_parquet('{out}/videos/*/*.parquet', hive_partitioning=true)"
+    frames_sql = f"read_parquet('{out}/frames/*/*.parquet', hive_partitioning=true)"
+    accuracy = dict((s, (n, a)) for s, n, a in con.execute(
+        f"SELECT split, count(*), avg(CASE WHEN NOT is_error THEN 1.0 ELSE 0.0 END) FROM {videos_sql} "
+        "WHERE status = 'ok' GROUP BY split").fetchall())
+    ok_videos = v[v.status == "ok"]
+    for split in ("test", "train"):
+        mine = ok_videos[ok_videos.split == split]
+        assert accuracy[split] == (len(mine), pytest.approx((~mine.is_error.astype(bool)).mean()))
+    failed = con.execute(
+        f"SELECT uri, error_stage, error_type FROM {videos_sql} WHERE status = 'failed'").fetchall()
+    assert failed == [(corrupt.name, "open", corrupt.error_type)]
+    one = names[0]
+    timeline = con.execute(
+        f"SELECT f.timestamp_s, f.prediction FROM {frames_sql} f JOIN {videos_sql} v USING (video_id) "
+        f"WHERE v.uri LIKE '%{one}' ORDER BY f.timestamp_s").fetchall()
+    assert [t for t, _ in timeline] == sorted(f[f.uri.str.endswith(one)].timestamp_s)
+    assert len(timeline) == v.loc[f"{mixed_videos['dir']}/{one}"].frames_sampled
+    # pyarrow reads the partitioning: a filter on split touches only that folder's files
+    test_only = ds.dataset(out / "videos", format="parquet", partitioning="hive").to_table(
+        filter=ds.field("split") == "test")
+    assert test_only.num_rows == 2 and set(test_only["split"].to_pylist()) == {"test"}
 
     # a second run into the same folder is refused unless --overwrite
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=tmp_path)
@@ -134,3 +162,24 @@ def test_cli_run_end_to_end(tmp_path, mixed_videos, a0_stream):
     replaced = _read(out, "videos").to_pandas()
     assert len(replaced) == 5 and replaced.label.isna().all() and replaced.is_error.isna().all()
     assert set(replaced.run_id) != {run["run_id"]}
+
+
+def test_segment_manifest_labels_each_frame_by_its_segment(tmp_path, mixed_videos, a0_stream):
+    video = f"{mixed_videos['dir']}/right_160x120_25.mp4"  # 2 s, sampled at 5 fps: 0.0, 0.2, ..., 1.8
+    manifest = tmp_path / "segments.csv"
+    manifest.write_text(f"uri,start_s,end_s,label,split\n{video},0.3,0.9,zumba,test\n"
+                        f"{video},1.5,2.0,abseiling,test\n")
+    out = tmp_path / "out"
+    cfg = load_config(str(REPO / "configs" / "local.yaml"), [
+        f'input.paths=["{manifest}"]', f'output.path="{out}"', "sampling.imgz=64",
+        "input.background_label=background"])
+    labels = read_labels(f"{a0_stream}/labels.txt")
+    with TestPipeline() as p:
+        build_pipeline(p, cfg, handle=a0_stream, labels=labels, stamp=RunStamp(a0_stream, "h", "r"))
+    (video_row,) = _read(out, "videos").to_pylist()
+    assert video_row["label"] is None and video_row["is_error"] is None and video_row["split"] == "test"
+    frames = sorted(_read(out, "frames").to_pylist(), key=lambda r: r["timestamp_s"])
+    expected = ["background", "background", "zumba", "zumba", "zumba", "background", "background",
+                "background", "abseiling", "abseiling"]
+    assert [f["label"] for f in frames] == expected
+    assert [f["is_error"] for f in frames] == [f["prediction"] != f["label"] for f in frames]

@@ -16,6 +16,7 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
 
+from transforms.progress import note_video
 from transforms.records import ClipPrediction, ErrorStage, Status, VideoError, VideoInfo, VideoResult
 from transforms.schema import SCHEMA_VERSION
 
@@ -138,8 +139,9 @@ def video_row(info: VideoInfo, clips: Sequence[tuple[int, ClipPrediction]], mode
 
 
 def frame_rows(info: VideoInfo, clips: Iterable[tuple[int, ClipPrediction]], labels: Sequence[str],
-               k: int, write_probs: bool) -> Iterator[dict[str, Any]]:
-    """One ``frames`` row per sampled frame, in time order."""
+               k: int, write_probs: bool, background: str | None = None) -> Iterator[dict[str, Any]]:
+    """One ``frames`` row per sampled frame, in time order; the label is the frame's segment's
+    (``background`` outside segments) when the manifest gives segments, else the video's."""
     ref = info.ref
     for clip_index, clip in sorted(clips, key=lambda c: c[0]):
         for i in range(len(clip.frame_indices)):
@@ -150,7 +152,7 @@ def frame_rows(info: VideoInfo, clips: Iterable[tuple[int, ClipPrediction]], lab
                 "frame_index": int(clip.frame_indices[i]),
                 "timestamp_s": float(clip.timestamps_s[i]),
                 "clip_index": clip_index,
-                "label": ref.label,
+                "label": ref.label_at(float(clip.timestamps_s[i]), background),
                 **prediction_columns(clip.top_index[i, :k], clip.top_score[i, :k], labels),
             }
             row["is_error"] = _is_error(row["prediction"], row["label"])
@@ -163,7 +165,10 @@ def frame_rows(info: VideoInfo, clips: Iterable[tuple[int, ClipPrediction]], lab
 
 class _RowsFn(beam.DoFn):
     def __init__(self, *, mode: str, labels: Sequence[str], k: int, write_frames: bool,
-                 write_probs: bool, stamp: RunStamp, pool: str):
+                 write_probs: bool, stamp: RunStamp, pool: str, progress_dir: str | None,
+                 background: str | None):
+        self._progress_dir = progress_dir
+        self._background = background
         self._mode = mode
         self._pool = pool
         self._labels = list(labels)
@@ -186,11 +191,13 @@ class _RowsFn(beam.DoFn):
         self._count(f"{SPLIT_COUNTER_PREFIX}{info.ref.split}")
         row = video_row(info, clips, self._mode, self._labels, self._k, self._stamp, self._pool)
         self._by_status[Status(row["status"])].inc()
+        if self._progress_dir:
+            note_video(self._progress_dir, row["status"])
         if row["error_type"]:
             self._count(f"{ERROR_COUNTER_PREFIX}{row['error_type']}")
         frames = []
         if self._write_frames:
-            frames = list(frame_rows(info, clips, self._labels, self._k, self._write_probs))
+            frames = list(frame_rows(info, clips, self._labels, self._k, self._write_probs, self._background))
         yield {"videos": [row], "frames": frames}
 
     def _count(self, name: str) -> None:
@@ -205,14 +212,18 @@ class Aggregate(beam.PTransform):
 
     Rows are dicts whose keys follow ``transforms.schema`` (``frames`` is empty
     without ``write_frames``); keeping a video's rows in one element lets the
-    writer commit them together.
+    writer commit them together. With ``progress_dir`` (local runs) each video
+    is also noted there for the progress line (``transforms.progress``).
+    ``background`` labels the frames outside every segment of a segmented video.
     """
 
     def __init__(self, *, mode: str, labels: Sequence[str], k: int, write_frames: bool,
-                 write_probs: bool, stamp: RunStamp, pool: str = "mean"):
+                 write_probs: bool, stamp: RunStamp, pool: str = "mean", progress_dir: str | None = None,
+                 background: str | None = None):
         super().__init__()
         self._fn = _RowsFn(mode=mode, labels=labels, k=k, write_frames=write_frames,
-                           write_probs=write_probs, stamp=stamp, pool=pool)
+                           write_probs=write_probs, stamp=stamp, pool=pool, progress_dir=progress_dir,
+                           background=background)
 
     def expand(self, results):
         return results | "ToRows" >> beam.ParDo(self._fn)

@@ -17,7 +17,7 @@ from transforms.records import ErrorStage, VideoError, VideoInfo, VideoResult
 __all__ = ["Classify"]
 
 
-def _infer_failures(failure) -> Iterator[VideoResult]:
+def _infer_failures(failure) -> Iterator:
     """(failed batch of FrameSources, exception) -> one failed VideoResult per video."""
     batch, exc = failure
     error = VideoError(ErrorStage.INFER, type(exc).__name__, str(exc))

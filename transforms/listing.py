@@ -1,8 +1,9 @@
 """ListVideos: globs and manifests -> VideoRef, then spread across workers.
 
 Manifests (.csv, .jsonl, .parquet) have a ``uri`` column and optionally
-``label``, ``split`` and ``video_id``. Relative uris resolve against the
-manifest's folder. A row without a uri cannot be listed; it is logged and
+``label``, ``split`` and ``video_id``; or segment rows, ``uri,start_s,end_s,label``,
+several per video, merged into one ``VideoRef`` with its segments. Relative uris
+resolve against the manifest's folder. A row without a uri cannot be listed; it is logged and
 counted, and becomes a ``failed`` row (``error_type`` BadManifestRow); never fatal.
 """
 
@@ -13,7 +14,7 @@ import io
 import json
 import logging
 import posixpath
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import apache_beam as beam
@@ -24,7 +25,7 @@ from apache_beam.metrics import Metrics
 from transforms.records import VideoRef
 from transforms.splits import hash_split, stable_video_id
 
-__all__ = ["ListVideos", "bad_row_ref", "is_manifest", "manifest_rows", "ref_from_row"]
+__all__ = ["ListVideos", "bad_row_ref", "is_manifest", "manifest_rows", "ref_from_row", "video_ids"]
 
 _MANIFEST_EXTENSIONS = (".csv", ".jsonl", ".parquet")
 _log = logging.getLogger(__name__)
@@ -97,7 +98,25 @@ def ref_from_row(row: Mapping[str, Any], manifest: str, ratios: Mapping[str, flo
         uri = FileSystems.join(posixpath.dirname(manifest) or ".", uri)
     video_id = _clean("video_id", row.get("video_id")) or stable_video_id(uri)
     split = _clean("split", row.get("split")) or hash_split(video_id, ratios, salt)
-    return VideoRef(video_id, uri, _clean("label", row.get("label")), split)
+    label = _clean("label", row.get("label"))
+    segment = _segment(row, label)
+    return VideoRef(video_id, uri, label, split, segments=(segment,) if segment else ())
+
+
+def _segment(row: Mapping[str, Any], label: str | None) -> tuple[float, float, str] | None:
+    """A segment row's ``(start_s, end_s, label)``; None for a whole-video row."""
+    start, end = _clean("start_s", row.get("start_s")), _clean("end_s", row.get("end_s"))
+    if start is None and end is None:
+        return None
+    try:
+        start_s, end_s = float(start), float(end)
+    except (TypeError, ValueError):
+        raise ValueError(f"start_s={start!r}, end_s={end!r}: a segment needs two numbers") from None
+    if not 0 <= start_s < end_s:
+        raise ValueError(f"start_s={start_s:g}, end_s={end_s:g}: a segment needs 0 <= start_s < end_s")
+    if label is None:
+        raise ValueError(f"segment {start_s:g}-{end_s:g} s has no label")
+    return start_s, end_s, label
 
 
 def bad_row_ref(row: Mapping[str, Any], number: int, manifest: str, reason: str,
@@ -112,6 +131,23 @@ def bad_row_ref(row: Mapping[str, Any], number: int, manifest: str, reason: str,
     video_id = stable_video_id(where)
     return VideoRef(video_id, text("uri") or where, text("label"),
                     text("split") or hash_split(video_id, ratios, salt), error=f"{where}: {reason}")
+
+
+def video_ids(paths: Sequence[str], extensions: Sequence[str]) -> set[str]:
+    """The ids ``ListVideos`` will list for ``paths``, read here in one process (for a progress total)."""
+    exts = tuple(e.lower() for e in extensions)
+    ids = set()
+    for path in paths:
+        if not is_manifest(path):
+            ids.update(stable_video_id(m.path) for m in FileSystems.match([path])[0].metadata_list
+                       if m.path.lower().endswith(exts))
+            continue
+        for number, row in enumerate(manifest_rows(path), start=1):
+            try:
+                ids.add(ref_from_row(row, path, {"x": 1.0}, "").video_id)
+            except ValueError as exc:
+                ids.add(bad_row_ref(row, number, path, str(exc), {"x": 1.0}, "").video_id)
+    return ids
 
 
 class _ReadManifestFn(beam.DoFn):
@@ -178,11 +214,18 @@ class ListVideos(beam.PTransform):
         return (sources
                 | "Merge" >> beam.Flatten()
                 | "KeyById" >> beam.Map(lambda ref: (ref.video_id, ref))
-                | "OnePerId" >> beam.CombinePerKey(_first_by_uri)
+                | "OnePerId" >> beam.CombinePerKey(_one_per_id)
                 | "Refs" >> beam.Values()
                 | "Spread" >> beam.Reshuffle())
 
 
-def _first_by_uri(refs) -> VideoRef:
-    """One ref per video id when globs or manifests list a video twice."""
-    return min(refs, key=lambda ref: ref.uri)
+def _one_per_id(refs) -> VideoRef:
+    """One ref per video id: the first by uri when a video is listed twice, with the segments
+    of all its segment rows; such a video's label is its segments' one label, else None."""
+    refs = list(refs)
+    first = min(refs, key=lambda ref: ref.uri)
+    segments = tuple(sorted({s for ref in refs for s in ref.segments}))
+    if not segments:
+        return first
+    labels = {label for _, _, label in segments}
+    return first._replace(segments=segments, label=labels.pop() if len(labels) == 1 else None)

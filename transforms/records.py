@@ -56,6 +56,8 @@ class VideoRef(NamedTuple):
         split: train/valid/test (or the manifest's own value).
         error: why the listing could not make a usable reference (a bad
             manifest row); such a video becomes a failed row without being opened.
+        segments: ``(start_s, end_s, label)`` spans from a segment manifest, sorted;
+            a frame takes the label of the span holding its timestamp.
     """
 
     video_id: str
@@ -63,6 +65,17 @@ class VideoRef(NamedTuple):
     label: str | None
     split: str
     error: str | None = None
+    segments: tuple[tuple[float, float, str], ...] = ()
+
+    def label_at(self, t: float, background: str | None = None) -> str | None:
+        """The label of a frame at ``t`` seconds: its segment's, ``background`` outside all
+        segments, and the video's label when the manifest gives no segments."""
+        if not self.segments:
+            return self.label
+        for start, end, label in self.segments:
+            if start <= t < end:
+                return label
+        return background
 
 
 class VideoMeta(NamedTuple):

@@ -1,0 +1,103 @@
+"""Kill a real run mid-way, then --resume: no half-written part is visible; one row per video after."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+
+from beam_pipeline.synthetic import make_labelled_set
+from tests.conftest import REPO
+
+N_VIDEOS = 36
+
+
+@pytest.fixture(scope="module")
+def many_videos(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("many")
+    make_labelled_set(str(folder), per_class=N_VIDEOS // 4, seconds=3.0, sizes=((96, 72),), rates=(25,))
+    (folder / "corrupt.mp4").write_bytes(os.urandom(2048))
+    return folder
+
+
+def _cmd(videos: Path, out: Path, model: str, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "beam_pipeline", "run", "--config", str(REPO / "configs" / "local.yaml"),
+            "--input", f"{videos}/*.mp4", "--output", str(out), "--model", model,
+            "--set", "sampling.strategy=all", "--set", "sampling.imgz=64",
+            "--set", "output.videos_per_file=1", "--set", "model.stream_chunk=16",
+            "--direct_running_mode=in_memory", "--direct_num_workers=1", *extra]
+
+
+def _parts(out: Path, table: str) -> list[Path]:
+    return sorted((out / table).glob("split=*/part-*.parquet"))
+
+
+def _videos(out: Path):
+    return ds.dataset(out / "videos", format="parquet", partitioning="hive").to_table().to_pandas()
+
+
+def test_kill_mid_run_then_resume_gives_one_row_per_video(tmp_path, many_videos, a0_stream):
+    out = tmp_path / "out"
+    proc = subprocess.Popen(_cmd(many_videos, out, a0_stream), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, cwd=tmp_path, start_new_session=True)
+    deadline = time.monotonic() + 600
+    while len(_parts(out, "videos")) < 8:
+        assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+        assert time.monotonic() < deadline, "the run committed no parts in 10 minutes"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+    # what a reader sees after the kill: whole files only, each a committed video
+    killed = _videos(out)
+    assert 8 <= len(killed) < N_VIDEOS + 1 and killed.video_id.is_unique
+    for part in _parts(out, "videos") + _parts(out, "frames"):
+        assert pq.read_table(part).num_rows > 0
+    (first_run,) = set(killed.run_id)
+
+    resumed = subprocess.run(_cmd(many_videos, out, a0_stream, "--resume"), capture_output=True, text=True,
+                             timeout=900, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    kept = int((killed.status == "ok").sum())
+    assert f"{kept} videos done and kept" in resumed.stdout
+    videos = _videos(out)
+    assert len(videos) == N_VIDEOS + 1 and videos.video_id.is_unique
+    assert (videos.status == "ok").sum() == N_VIDEOS
+    corrupt = videos[videos.uri.str.endswith("corrupt.mp4")].iloc[0]
+    assert corrupt.status == "failed"
+    run = json.loads((out / "_run.json").read_text())
+    assert run["resume"]["kept_videos"] == kept and run["resume"]["previous_runs"] == [first_run]
+    assert run["counts"]["videos"] == N_VIDEOS + 1 - kept  # this run did only the rest
+    # the kept rows are the first run's, untouched; everything else is the second run's
+    by_run = videos.groupby("run_id").size().to_dict()
+    assert by_run == {first_run: kept, run["run_id"]: N_VIDEOS + 1 - kept}
+    frames = ds.dataset(out / "frames", format="parquet", partitioning="hive").to_table().to_pandas()
+    per_video = frames.groupby("video_id").size()
+    ok = videos[videos.status == "ok"].set_index("video_id")
+    assert per_video.to_dict() == ok.frames_sampled.to_dict()  # no frame row twice, none missing
+    assert not frames.duplicated(["video_id", "frame_index"]).any()
+
+    # a changed config redoes every video, still one row each
+    again = subprocess.run(_cmd(many_videos, out, a0_stream, "--resume", "--set", "model.top_k=3"),
+                           capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "0 videos done and kept" in again.stdout
+    redone = _videos(out)
+    assert len(redone) == N_VIDEOS + 1 and redone.video_id.is_unique and redone.run_id.nunique() == 1
+    assert all(len(k) == 3 for k in redone[redone.status == "ok"].top_k_labels)
+
+
+def test_resume_and_overwrite_exclude_each_other(tmp_path, a0_stream, many_videos, capsys):
+    from beam_pipeline.cli import main
+
+    code = main(["run", "--input", f"{many_videos}/*.mp4", "--output", str(tmp_path / "o"),
+                 "--model", a0_stream, "--resume", "--overwrite"])
+    assert code == 2 and "--resume and --overwrite: choose one" in capsys.readouterr().err
