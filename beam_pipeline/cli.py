@@ -58,6 +58,13 @@ def _train_parser(sub) -> None:
     train.add_argument("--overwrite", action="store_true", help="replace a previous training output")
 
 
+def _report_parser(sub) -> None:
+    report = sub.add_parser("report", help="accuracy, confusion, timelines, failures of a run",
+                            description="Writes OUTPUT/report/index.html, report.json and plots.")
+    report.add_argument("output", metavar="OUTPUT", help="a `videolabel run` output folder (local)")
+    report.add_argument("--timelines", type=int, default=6, help="videos to plot over time (default 6)")
+
+
 def _demo_parser(sub) -> None:
     demo = sub.add_parser("demo", help="end to end, offline, on generated labelled videos")
     demo.add_argument("--output", default="demo_output", help="folder for videos, model and results")
@@ -119,6 +126,20 @@ def _cmd_train(args, beam_args: list[str]) -> int:
     return 0
 
 
+def _cmd_report(args, beam_args: list[str]) -> int:
+    from beam_pipeline.report import build_report
+
+    report = build_report(args.output, timelines=args.timelines)
+    for row in report["accuracy_by_split"]:
+        print(f"{row['split']:>8s}: accuracy {row['accuracy']:.3f} ({row['right']}/{row['videos']} videos)")
+    if "label_distribution" in report:
+        print("no labels: " + ", ".join(f"{k} {v}" for k, v in report["label_distribution"].items()))
+    for row in report["failures"]:
+        print(f"  failed: {row['error_type']} x{row['videos']} (e.g. {row['example_uri']})")
+    print(f"report: {os.path.join(args.output, 'report', 'index.html')}")
+    return 0
+
+
 def _cmd_demo(args, beam_args: list[str]) -> int:
     from beam_pipeline.demo import run_demo
 
@@ -133,6 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _run_parser(sub)
     _export_parser(sub)
     _train_parser(sub)
+    _report_parser(sub)
     _demo_parser(sub)
     args, beam_args = parser.parse_known_args(argv)
     if args.command not in ("run", "train") and beam_args:
@@ -144,7 +166,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from beam_pipeline.config import ConfigError
 
-    commands = {"run": _cmd_run, "export-movinet": _cmd_export, "train": _cmd_train, "demo": _cmd_demo}
+    commands = {"run": _cmd_run, "export-movinet": _cmd_export, "train": _cmd_train, "report": _cmd_report,
+                "demo": _cmd_demo}
     try:
         return commands[args.command](args, beam_args)
     except ConfigError as exc:

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["confusion_matrix", "plot_confusion", "plot_loss_curve"]
+__all__ = ["confusion_matrix", "plot_confusion", "plot_counts", "plot_loss_curve", "plot_timeline"]
 
 
 def confusion_matrix(truth: Sequence[int], predicted: Sequence[int], num_classes: int) -> np.ndarray:
@@ -61,4 +61,44 @@ def plot_confusion(matrix: np.ndarray, labels: Sequence[str], path: str, title: 
                     color="white" if matrix[i, j] > peak / 2 else "black")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_timeline(times: Sequence[float], predictions: Sequence[str], scores: Sequence[float],
+                  labels: Sequence[str | None], path: str, title: str) -> None:
+    """One video's frame predictions over time: the predicted class (dots, the true label as a line
+    where known) above, the top-1 score below."""
+    plt = _pyplot()
+    classes = sorted({*predictions, *(label for label in labels if label is not None)})
+    row = {name: i for i, name in enumerate(classes)}
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 2.2 + 0.3 * len(classes)), sharex=True,
+                                      gridspec_kw={"height_ratios": [max(2, len(classes)), 2]})
+    known = [(t, row[label]) for t, label in zip(times, labels) if label is not None]
+    if known:
+        top.step(*zip(*known), where="post", color="green", linewidth=3, alpha=0.4, label="label")
+    top.scatter(times, [row[p] for p in predictions], s=12, color="C0", label="prediction", zorder=3)
+    top.set_yticks(range(len(classes)), classes)
+    top.set_title(title)
+    top.legend(loc="upper right", fontsize=8)
+    bottom.plot(times, scores, color="C1")
+    bottom.set_ylim(0, 1)
+    bottom.set_ylabel("score")
+    bottom.set_xlabel("time (s)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def plot_counts(counts: Mapping[str, int], path: str, title: str) -> None:
+    """A horizontal bar chart of counts per name, largest first."""
+    plt = _pyplot()
+    names = sorted(counts, key=lambda n: (-counts[n], n))
+    fig, ax = plt.subplots(figsize=(7, 1 + 0.3 * len(names)))
+    ax.barh(range(len(names)), [counts[n] for n in names], color="C0")
+    ax.set_yticks(range(len(names)), names)
+    ax.invert_yaxis()
+    ax.set_xlabel("videos")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
     plt.close(fig)

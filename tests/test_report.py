@@ -1,0 +1,108 @@
+"""`videolabel report` on a real Parquet output, and its index.html in a real headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from beam_pipeline.cli import main
+from transforms.aggregate import RunStamp, frame_rows, top_k_arrays, video_row
+from transforms.records import ClipPrediction, ErrorStage, VideoError, VideoInfo, VideoMeta, VideoRef
+from transforms.schema import VIDEOS_SCHEMA, frames_schema
+from transforms.write import part_name, partition_dir, write_parquet
+
+LABELS = ["jump", "run", "walk"]
+META = VideoMeta(2.0, 25.0, 160, 120, "h264")
+
+# (label, predicted class per frame, split); the video's prediction is its last frame's (stream mode)
+VIDEOS = [
+    ("jump", [0, 0, 0], "test"), ("jump", [0, 1, 0], "test"), ("run", [1, 1, 1], "test"),
+    ("run", [1, 0, 0], "train"), ("walk", [2, 2, 1], "train"), ("walk", [2, 2, 2], "train"),
+]
+
+
+def _write_output(root, labelled=True):
+    stamp = RunStamp("m", "h", "run-1")
+    groups = {}
+    for i, (label, classes, split) in enumerate(VIDEOS):
+        probs = np.full((len(classes), 3), 0.1, np.float32)
+        probs[np.arange(len(classes)), classes] = 0.8 - 0.1 * i  # later videos are less sure
+        ref = VideoRef(f"v{i}", f"/data/v{i}.mp4", label if labelled else None, split)
+        times = np.arange(len(classes))
+        clip = ClipPrediction(times, times * 0.5, *top_k_arrays(probs, 3), probs[-1])
+        info = VideoInfo(ref, META, 50, len(classes), None)
+        groups.setdefault(split, ([], []))[0].append(video_row(info, [(0, clip)], "stream", LABELS, 3, stamp))
+        groups[split][1].extend(frame_rows(info, [(0, clip)], LABELS, 3, write_probs=False))
+    broken = VideoInfo(VideoRef("bad", "/data/bad.mp4", "run", "test"), None, 0, 0,
+                       VideoError(ErrorStage.OPEN, "InvalidDataError", "not a video"))
+    groups["test"][0].append(video_row(broken, [], "stream", LABELS, 3, stamp))
+    for split, (videos, frames) in groups.items():
+        tables = (("videos", videos, VIDEOS_SCHEMA), ("frames", frames, frames_schema(False)))
+        for table, rows, schema in tables:
+            folder = partition_dir(str(root), table, split)
+            (root / folder[len(str(root)) + 1:]).mkdir(parents=True, exist_ok=True)
+            write_parquet(f"{folder}/{part_name('run-1', 'w', 0)}", rows, schema)
+    (root / "_run.json").write_text(json.dumps({"run_id": "run-1"}))
+
+
+def test_report_figures_are_computed_from_the_parquet(tmp_path, capsys):
+    _write_output(tmp_path)
+    assert main(["report", str(tmp_path), "--timelines", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "test: accuracy 1.000 (3/3 videos)" in out and "train: accuracy 0.333 (1/3 videos)" in out
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["status"] == {"ok": 6, "failed": 1}
+    classes = {c["label"]: c for c in report["classes"]}
+    # jump: 2 true, both predicted jump; run: v2 right, v3 predicted jump; walk: v4 predicted run
+    assert classes["jump"] == {"label": "jump", "support": 2, "predicted": 3, "precision": 2 / 3,
+                               "recall": 1.0}
+    assert classes["run"]["precision"] == 0.5 and classes["run"]["recall"] == 0.5
+    assert classes["walk"]["precision"] == 1.0 and classes["walk"]["recall"] == 0.5
+    assert report["failures"] == [{"error_type": "InvalidDataError", "videos": 1, "stages": ["open"],
+                                   "statuses": ["failed"], "example_uri": "/data/bad.mp4",
+                                   "example_message": "not a video"}]
+    # the two wrong videos first (most confident first), then the least confident right one
+    assert [t["uri"] for t in report["timelines"]] == ["/data/v3.mp4", "/data/v4.mp4", "/data/v5.mp4"]
+    for name in ("index.html", "confusion_matrix.png", "timeline_0.png", "timeline_2.png"):
+        assert (tmp_path / "report" / name).stat().st_size > 1000, name
+
+
+def test_unlabelled_output_reports_the_label_distribution(tmp_path):
+    from beam_pipeline.report import build_report
+
+    _write_output(tmp_path, labelled=False)
+    report = build_report(str(tmp_path))
+    assert report["accuracy_by_split"] == []
+    assert report["label_distribution"] == {"jump": 3, "run": 2, "walk": 1}
+    assert "label_distribution.png" in report["images"]
+    assert "No video has a label" in (tmp_path / "report" / "index.html").read_text()
+
+
+def test_report_of_a_folder_without_a_run_is_one_clear_error(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    assert "holds no videos table" in capsys.readouterr().err
+
+
+def test_index_html_renders_with_its_plots_in_headless_chromium(tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed (`make test` installs it)")
+    _write_output(tmp_path)
+    main(["report", str(tmp_path)])
+    page = (tmp_path / "report" / "index.html").as_uri()
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--virtual-time-budget=5000"]
+    dom = subprocess.run([chromium, *flags, "--dump-dom", page], capture_output=True, text=True, timeout=120)
+    # the page's own check: every <img> loaded with a width (confusion matrix and 6 timelines)
+    assert 'data-images="7/7"' in dom.stdout, dom.stderr[-2000:]
+    shot = tmp_path / "page.png"
+    subprocess.run([chromium, *flags, "--window-size=1200,1600", f"--screenshot={shot}", page],
+                   capture_output=True, timeout=120, check=True)
+    import matplotlib.image
+
+    pixels = matplotlib.image.imread(shot)
+    assert pixels.shape[:2] == (1600, 1200)
+    assert (pixels[..., :3] < 0.5).mean() > 0.01  # text and plots drawn, not a blank page
