@@ -15,6 +15,7 @@ import pyarrow.dataset as ds
 
 from beam_pipeline.config import load_config
 from beam_pipeline.launcher import run_job
+from beam_pipeline.report import build_report
 from beam_pipeline.summary import print_summary
 from beam_pipeline.synthetic import MOTIONS, make_labelled_set
 from beam_pipeline.train import run_train
@@ -75,9 +76,11 @@ def run_demo(output: str, beam_args: Sequence[str] = ()) -> dict:
     summary = run_job(cfg, beam_args, overwrite=True)
     print_summary(summary, results)
     accuracy = _print_videos(results)
+    report = build_report(results)
     print(f"\nAccuracy on the {6 * len(MOTIONS)} unseen videos: {accuracy:.2f} "
           f"(test split while training: {trained['test_accuracy']:.2f}; chance: {1 / len(MOTIONS):.2f}).\n"
           "broken.mp4 is not a video: it is a failed row with its error; the other videos are unaffected.\n"
           f"Predictions: {results}/videos and {results}/frames (Parquet, one folder per split)\n"
-          f"Training: {model}/results.json, {model}/loss_curve.png, {model}/confusion_matrix.png")
+          f"Training: {model}/results.json, {model}/loss_curve.png, {model}/confusion_matrix.png\n"
+          f"Report ({len(report['images'])} plots): {results}/report/index.html")
     return {**summary, "unseen_accuracy": accuracy, "test_accuracy": trained["test_accuracy"]}

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from apache_beam.ml.inference.base import ModelHandler
 
-from models.predictions import clip_predictions, clips_of, pad_clip
+from models.predictions import ClipsPerVideo, clip_predictions, pad_clip
 from transforms.aggregate import top_k_arrays
 from transforms.decoding import DecodeReport, SampledFrame, sample_frames
 from transforms.records import Clip, ClipPrediction, FrameSource, VideoResult
@@ -192,7 +192,7 @@ class _MovinetHandler(ModelHandler):
         return "videolabel"
 
 
-class MovinetClipHandler(_MovinetHandler):
+class MovinetClipHandler(ClipsPerVideo, _MovinetHandler):
     """Base mode: ``FrameSource`` -> ``VideoResult`` of ``ClipPrediction``s, clips batched per call.
 
     Args:
@@ -230,17 +230,9 @@ class MovinetClipHandler(_MovinetHandler):
     def _output_width(self, model: _Movinet) -> int:
         return model.base_logits(np.zeros((1, 1, self._imgz, self._imgz, 3), np.float32)).shape[-1]
 
-    def _predict(self, clips: list[Clip], model: _Movinet) -> list[ClipPrediction]:
+    def _run_clips(self, clips: list[Clip], model: _Movinet) -> list[ClipPrediction]:
         images = np.stack([pad_clip(c.frames, self._n_frames) for c in clips]).astype(np.float32) / 255.0
         return clip_predictions(clips, softmax(model.base_logits(images)), self._k, self._keep_probs)
-
-    def run_inference(self, batch: Sequence[FrameSource], model: _Movinet,
-                      inference_args: dict[str, Any] | None = None) -> list[VideoResult]:
-        return [clips_of(source, lambda clips: self._predict(clips, model), n_frames=self._n_frames,
-                         stride=self._stride, batch_size=self._batch_size) for source in batch]
-
-    def batch_elements_kwargs(self) -> dict[str, Any]:
-        return {"min_batch_size": 1, "max_batch_size": 1}
 
 
 class MovinetStreamHandler(_MovinetHandler):

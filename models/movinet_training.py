@@ -23,10 +23,11 @@ from typing import Any
 
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.ml.inference.base import ModelHandler
 
 from models.movinet_export import build_movinet, classifier_on
 from models.movinet_handler import limit_tf_threads
-from models.predictions import ClipsPerVideoHandler, pad_clip
+from models.predictions import ClipsPerVideo, pad_clip
 from transforms.records import Clip
 
 __all__ = [
@@ -161,7 +162,7 @@ def finetune_model(classifier):
     return ClipClassifier(classifier)
 
 
-class MovinetFeatureHandler(ClipsPerVideoHandler):
+class MovinetFeatureHandler(ClipsPerVideo, ModelHandler):
     """``FrameSource`` -> ``VideoResult`` of pooled backbone features float32 [C] per clip (``head``).
 
     Args:
@@ -175,7 +176,8 @@ class MovinetFeatureHandler(ClipsPerVideoHandler):
 
     def __init__(self, *, model_id: str, mode: str, weights: str, n_frames: int, stride: int,
                  batch_size: int, tf_threads: int = 0):
-        super().__init__(n_frames=n_frames, stride=stride, batch_size=batch_size)
+        super().__init__()
+        self._n_frames, self._stride, self._batch_size = n_frames, stride, batch_size
         self._model_id = model_id
         self._mode = mode
         self._weights = weights

@@ -10,9 +10,10 @@ weak joints zeroed). The LSTM sees each clip's keypoints padded to ``n_frames``
 from __future__ import annotations
 
 import numpy as np
+from apache_beam.ml.inference.base import ModelHandler
 
 from models.movenet import MoveNet, load_movenet
-from models.predictions import ClipsPerVideoHandler, clip_predictions, pad_clip
+from models.predictions import ClipsPerVideo, clip_predictions, pad_clip
 from transforms.records import Clip, ClipPrediction
 
 __all__ = ["PoseHandler", "PoseLstmHandler", "lstm_window"]
@@ -31,7 +32,7 @@ def _load_movenet(handle: str, threads: int) -> MoveNet:
         raise ValueError(f"cannot load pose model {handle}: {type(exc).__name__}: {exc}") from exc
 
 
-class PoseHandler(ClipsPerVideoHandler):
+class PoseHandler(ClipsPerVideo, ModelHandler):
     """``FrameSource`` -> ``VideoResult`` of keypoints float32 [clip frames, 17, 3] per clip.
 
     Args:
@@ -43,7 +44,8 @@ class PoseHandler(ClipsPerVideoHandler):
 
     def __init__(self, handle: str, *, threshold: float, n_frames: int, stride: int, batch_size: int,
                  threads: int = 0):
-        super().__init__(n_frames=n_frames, stride=stride, batch_size=batch_size)
+        super().__init__()
+        self._n_frames, self._stride, self._batch_size = n_frames, stride, batch_size
         self._handle = handle
         self._threshold = threshold
         self._threads = threads
@@ -61,7 +63,7 @@ class _PoseLstm:
         self.serve = serve
 
 
-class PoseLstmHandler(ClipsPerVideoHandler):
+class PoseLstmHandler(ClipsPerVideo, ModelHandler):
     """``FrameSource`` -> ``VideoResult`` of ``ClipPrediction``s: MoveNet keypoints, then the trained LSTM.
 
     Args:
@@ -79,7 +81,8 @@ class PoseLstmHandler(ClipsPerVideoHandler):
     def __init__(self, handle: str, *, pose_handle: str, threshold: float, num_labels: int, n_frames: int,
                  stride: int, top_k: int, keep_probs: bool, batch_size: int, threads: int = 0,
                  keep_keypoints: bool = False):
-        super().__init__(n_frames=n_frames, stride=stride, batch_size=batch_size)
+        super().__init__()
+        self._n_frames, self._stride, self._batch_size = n_frames, stride, batch_size
         self._handle = handle
         self._pose_handle = pose_handle
         self._threshold = threshold

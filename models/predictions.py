@@ -7,13 +7,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-from apache_beam.ml.inference.base import ModelHandler
 
 from transforms.aggregate import top_k_arrays
 from transforms.decoding import DecodeReport, sample_frames, windows
 from transforms.records import Clip, ClipPrediction, FrameSource, VideoResult
 
-__all__ = ["ClipsPerVideoHandler", "clip_predictions", "clips_of", "pad_clip"]
+__all__ = ["ClipsPerVideo", "clip_predictions", "clips_of", "pad_clip"]
 
 
 def clips_of(source: FrameSource, run: Callable[[list[Clip]], Sequence[Any]], *, n_frames: int,
@@ -60,18 +59,17 @@ def clip_predictions(batch: Sequence[Clip], probs: np.ndarray, k: int,
     return out
 
 
-class ClipsPerVideoHandler(ModelHandler):
-    """A ModelHandler taking one ``FrameSource`` per call, decoded into clips.
+class ClipsPerVideo:
+    """Mixin for a ModelHandler taking one ``FrameSource`` per call, decoded into clips.
 
-    Subclasses give ``load_model`` and ``_run_clips`` (a batch of clips -> one
-    output per clip); each video becomes a ``VideoResult`` of those outputs.
+    The handler sets ``_n_frames``, ``_stride`` and ``_batch_size`` and gives
+    ``_run_clips`` (a batch of clips -> one output per clip); each video becomes a
+    ``VideoResult`` of those outputs.
     """
 
-    def __init__(self, *, n_frames: int, stride: int, batch_size: int):
-        super().__init__()
-        self._n_frames = n_frames
-        self._stride = stride
-        self._batch_size = batch_size
+    _n_frames: int
+    _stride: int
+    _batch_size: int
 
     def _run_clips(self, clips: list[Clip], model: Any) -> list[Any]:
         raise NotImplementedError

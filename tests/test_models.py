@@ -114,7 +114,7 @@ def test_base_handler_pads_a_short_last_clip(a0_base):
     model = handler.load_model()
     clips = [c for _, c in windows(_frames(19), 8, 8)]
     assert [len(c.frame_indices) for c in clips] == [8, 8, 3]
-    preds = handler._predict(clips, model)
+    preds = handler._run_clips(clips, model)
     assert [p.frame_probs.shape for p in preds] == [(8, 5), (8, 5), (3, 5)]
     assert [p.top_index.shape for p in preds] == [(8, 3), (8, 3), (3, 3)]
     assert preds[2].frame_indices.tolist() == [16, 17, 18]

@@ -121,6 +121,7 @@ def test_demo_fine_tunes_a_model_that_labels_unseen_videos(tmp_path, capsys):
     assert summary["counts"]["videos_ok"] == 24 and summary["counts"]["videos_failed"] == 1
     out = capsys.readouterr().out
     assert "Accuracy on the 24 unseen videos" in out and "broken.mp4" in out
+    assert (tmp_path / "demo" / "results" / "report" / "index.html").exists() and "report/index.html" in out
     for name in ("results.json", "loss_curve.png", "confusion_matrix.png", "saved_model/saved_model.pb"):
         assert (tmp_path / "demo" / "model" / name).exists(), name
 
