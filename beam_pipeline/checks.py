@@ -12,7 +12,8 @@ from models.labels import KINETICS_600, labels_beside, read_labels
 from models.movinet_variants import hub_handle
 from transforms.listing import is_manifest, manifest_columns
 
-__all__ = ["check_inputs", "check_pose_handle", "prepare_output", "resolve_handle", "resolve_labels"]
+__all__ = ["check_inputs", "check_output_location", "check_pose_handle", "prepare_output", "resolve_handle",
+           "resolve_labels"]
 
 # What `run` and `train` write: a folder holding any of them holds an earlier output.
 _OUTPUT_ENTRIES = ("videos", "frames", "labels.txt", "_run.json", "features", "saved_model", "results.json",
@@ -37,6 +38,19 @@ def check_inputs(paths: Sequence[str]) -> None:
             raise ConfigError(f"--input: cannot list {path!r}: {exc}".replace("\n", " ")) from None
         if not matched:
             raise ConfigError(f"--input: {path!r} matches no file")
+
+
+def check_output_location(root: str) -> None:
+    """A gs:// output's bucket exists and can be listed (a local folder is made when written)."""
+    if not root.startswith("gs://"):
+        return
+    bucket = root[len("gs://"):].split("/", 1)[0]
+    try:
+        FileSystems.match([f"gs://{bucket}/*"], limits=[1])
+    except Exception as exc:  # BeamIOError wrapping NotFound / Forbidden
+        reason = "does not exist" if "NotFound" in repr(exc) or "404" in str(exc) else "cannot be listed"
+        raise ConfigError(f"--output: bucket gs://{bucket} {reason} (credentials come from Application "
+                          "Default Credentials)") from None
 
 
 def resolve_handle(cfg: JobConfig) -> str:

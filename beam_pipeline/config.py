@@ -107,6 +107,9 @@ class SamplingConfig:
         max_duration_s, max_pixels: guards; a video over them fails at probe.
         decode_timeout_s: a video decoding longer than this stops, keeping what
             was decoded (status ``partial``).
+        predecode_max_frames: with ``model.accelerator``, a video of at most this
+            many sampled frames is decoded on the CPU workers and its frames sent to
+            the GPU step; a longer one is decoded there, lazily (bounded memory).
     """
 
     strategy: str = "fps"
@@ -117,6 +120,7 @@ class SamplingConfig:
     max_duration_s: float = 4 * 3600.0
     max_pixels: int = 3840 * 2160
     decode_timeout_s: float = 600.0
+    predecode_max_frames: int = 3000
 
     @property
     def stride(self) -> int:
@@ -139,6 +143,7 @@ class SamplingConfig:
         _positive("sampling.max_duration_s", self.max_duration_s)
         _positive("sampling.max_pixels", self.max_pixels, integer=True)
         _positive("sampling.decode_timeout_s", self.decode_timeout_s)
+        _positive("sampling.predecode_max_frames", self.predecode_max_frames, integer=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,6 +167,9 @@ class ModelConfig:
         video_pool: base mode: how clip probabilities make the video's, ``mean`` or ``max``
             (max then renormalised to sum to 1).
         tf_threads: TensorFlow intra-op threads per worker process; 0 lets TF decide.
+        accelerator: a Beam accelerator resource hint for the Classify step alone, e.g.
+            ``type:nvidia-l4;count:1;install-nvidia-driver`` (Dataflow "right fitting"):
+            listing and decoding stay on the CPU workers, before a fusion break.
     """
 
     kind: str = "movinet"
@@ -175,6 +183,7 @@ class ModelConfig:
     stream_chunk: int = 64
     video_pool: str = "mean"
     tf_threads: int = 1
+    accelerator: str | None = None
 
     def validate(self) -> None:
         if self.kind not in MODEL_KINDS:
@@ -192,6 +201,10 @@ class ModelConfig:
             raise ConfigError(f"model.video_pool: {self.video_pool!r} is not one of {', '.join(VIDEO_POOLS)}")
         if not isinstance(self.tf_threads, int) or self.tf_threads < 0:
             raise ConfigError(f"model.tf_threads: {self.tf_threads!r} is not an integer >= 0")
+        hint = str(self.accelerator)
+        if self.accelerator is not None and not ("type:" in hint and "count:" in hint):
+            raise ConfigError(f"model.accelerator: {self.accelerator!r} is not a Beam accelerator hint "
+                              "(e.g. type:nvidia-l4;count:1;install-nvidia-driver)")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,8 +19,15 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import StandardOptions
 
-from beam_pipeline.checks import check_inputs, prepare_output, resolve_handle, resolve_labels
+from beam_pipeline.checks import (
+    check_inputs,
+    check_output_location,
+    prepare_output,
+    resolve_handle,
+    resolve_labels,
+)
 from beam_pipeline.config import ConfigError, JobConfig
+from beam_pipeline.dataflow import check_dataflow, dry_run_summary, is_dataflow, is_dry_run
 from beam_pipeline.options import pipeline_options
 from beam_pipeline.pipeline import build_pipeline, input_mode
 from beam_pipeline.resume import prepare_resume
@@ -58,6 +65,25 @@ def _is_local(options) -> bool:
     """Whether the runner runs the workers on this machine (so the progress line can see them)."""
     runner = options.view_as(StandardOptions).runner
     return runner is None or runner.split(".")[-1] in _LOCAL_RUNNERS
+
+
+def _dry_run(cfg: JobConfig, options, handle: str, labels: Sequence[str]) -> dict[str, Any]:
+    """Builds the job without running it (``--dry_run=True``); prints and returns what it would do."""
+    p = beam.Pipeline(options=options)
+    build_pipeline(p, cfg, handle=handle, labels=labels,
+                   stamp=RunStamp(model=handle, config_hash=cfg.job_hash(), run_id="dry-run"))
+    result = p.run()
+    if not is_dataflow(options):
+        result.wait_until_finish()
+        return {"dry_run": True, "note": "only DataflowRunner builds a job without running it"}
+    summary = dry_run_summary(result, options)
+    print(f"dry run: Dataflow job {summary['job_name']!r} in {summary['project']}/{summary['region']} "
+          f"built, not submitted; labels {summary['labels']}")
+    for env in summary["environments"]:
+        print(f"  workers: image {env['image']}, accelerator {env['accelerator'] or 'none'}"
+              + (f", staged {', '.join(env['staged'])}" if env["staged"] else ""))
+    print(f"  accelerator steps: {', '.join(summary['accelerator_steps']) or 'none'}")
+    return summary
 
 
 def pipeline_metrics(result) -> tuple[dict[str, int], dict[str, tuple[int, int]]]:
@@ -114,9 +140,13 @@ def run_job(cfg: JobConfig, beam_args: Sequence[str] = (), *, overwrite: bool = 
         raise ConfigError("--resume and --overwrite: choose one (resume keeps finished videos, "
                           "overwrite deletes them)")
     options = pipeline_options(cfg.runner, beam_args)
+    check_dataflow(cfg, options)
     check_inputs(cfg.input.paths)
+    check_output_location(cfg.output.path)
     handle = resolve_handle(cfg)
     labels = resolve_labels(cfg, handle)
+    if is_dry_run(options):
+        return _dry_run(cfg, options, handle, labels)
     state = None
     if resume:
         state = prepare_resume(cfg.output.path, cfg.job_hash(), handle)

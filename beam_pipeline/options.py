@@ -12,6 +12,9 @@ from beam_pipeline.config import ConfigError
 
 __all__ = ["pipeline_options", "runner_flags"]
 
+# Flag names that would carry a secret; Beam's own options never do (it uses ADC).
+_CREDENTIAL_WORDS = ("credential", "key_file", "keyfile", "private_key", "token", "secret", "password")
+
 
 def runner_flags(runner: Mapping[str, Any]) -> list[str]:
     """The config's ``runner`` mapping as Beam flags (``--key=value``; lists repeat the flag)."""
@@ -32,6 +35,12 @@ def pipeline_options(runner: Mapping[str, Any], beam_args: Sequence[str]) -> Pip
         ConfigError: a flag no PipelineOptions class knows, naming the closest known one.
     """
     flags = runner_flags(runner) + list(beam_args)
+    for flag in flags:
+        name = flag.lstrip("-").split("=", 1)[0].lower()
+        if any(word in name for word in _CREDENTIAL_WORDS):
+            raise ConfigError(f"--{name}: credentials do not go in configs or flags; videolabel uses "
+                              "Application Default Credentials (gcloud auth application-default login, "
+                              "or the workers' service account)")
     options = PipelineOptions(flags)
     parsers = []
     options.get_all_options(add_extra_args_fn=parsers.append)

@@ -77,8 +77,16 @@ def build_pipeline(p: beam.Pipeline, cfg: JobConfig, *, handle: str, labels: Seq
         The per-video row groups, ``{"videos": [row], "frames": [rows]}``.
     """
     refs = list_videos(p, cfg, skip)
-    sources, failed = refs | "DecodeAndSample" >> DecodeAndSample(sampling_spec(cfg))
-    results = sources | "Classify" >> Classify(make_handler(cfg, handle, len(labels)))
+    accelerator = cfg.model.accelerator
+    sources, failed = refs | "DecodeAndSample" >> DecodeAndSample(
+        sampling_spec(cfg), predecode_max_frames=cfg.sampling.predecode_max_frames if accelerator else None)
+    classify = Classify(make_handler(cfg, handle, len(labels)))
+    if accelerator:
+        # The model step alone runs on accelerator workers: break fusion so that listing and
+        # decoding stay on the CPU workers, and hint the accelerator on Classify only.
+        sources = sources | "FusionBreak" >> beam.Reshuffle()
+        classify = classify.with_resource_hints(accelerator=accelerator)
+    results = sources | "Classify" >> classify
     groups = ((results, failed) | "AllVideos" >> beam.Flatten()
               | "Aggregate" >> Aggregate(mode=input_mode(cfg), labels=labels,
                                          k=min(cfg.model.top_k, len(labels)),

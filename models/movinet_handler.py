@@ -28,7 +28,7 @@ from apache_beam.ml.inference.base import ModelHandler
 
 from models.predictions import ClipsPerVideo, clip_predictions, pad_clip
 from transforms.aggregate import top_k_arrays
-from transforms.decoding import DecodeReport, SampledFrame, sample_frames
+from transforms.decoding import DecodeReport, SampledFrame, frames_of
 from transforms.records import Clip, ClipPrediction, FrameSource, VideoResult
 
 __all__ = ["MovinetClipHandler", "MovinetStreamHandler", "limit_tf_threads", "softmax", "stream_predict"]
@@ -44,12 +44,18 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def limit_tf_threads(threads: int) -> None:
-    """Caps TensorFlow's intra- and inter-op threads in this process (0: TF decides).
+    """Caps TensorFlow's intra- and inter-op threads in this process (0: TF decides), and lets GPU
+    memory grow as needed, so that the several SDK processes of a GPU worker share its GPU.
 
     Only possible before TF's first op in the process; later calls keep the first setting.
     """
     import tensorflow as tf
 
+    for gpu in tf.config.list_physical_devices("GPU"):
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:  # TF already initialised in this process
+            _log.debug("GPU memory growth already fixed in this process")
     if threads:
         try:
             tf.config.threading.set_intra_op_parallelism_threads(threads)
@@ -260,7 +266,7 @@ class MovinetStreamHandler(_MovinetHandler):
                       inference_args: dict[str, Any] | None = None) -> Iterator[VideoResult]:
         for source in batch:
             report = DecodeReport()
-            frames = sample_frames(source.ref.uri, source.spec, report)
+            frames = frames_of(source, report)
             prediction = stream_predict(model, frames, chunk=self._chunk, imgz=source.spec.imgz, k=self._k,
                                         keep_probs=self._keep_probs)
             yield VideoResult(report.info(source.ref), [(0, prediction)])

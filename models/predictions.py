@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from transforms.aggregate import top_k_arrays
-from transforms.decoding import DecodeReport, sample_frames, windows
+from transforms.decoding import DecodeReport, frames_of, windows
 from transforms.records import Clip, ClipPrediction, FrameSource, VideoResult
 
 __all__ = ["ClipsPerVideo", "clip_predictions", "clips_of", "pad_clip"]
@@ -23,7 +23,7 @@ def clips_of(source: FrameSource, run: Callable[[list[Clip]], Sequence[Any]], *,
     Memory holds one batch of clips; the decode outcome is the result's ``info``.
     """
     report = DecodeReport()
-    clips = windows(sample_frames(source.ref.uri, source.spec, report), n_frames, stride)
+    clips = windows(frames_of(source, report), n_frames, stride)
     outputs: list[tuple[int, Any]] = []
     while batch := list(itertools.islice(clips, batch_size)):
         outputs.extend(zip([index for index, _ in batch], run([clip for _, clip in batch])))

@@ -8,28 +8,47 @@ memory holds one chunk whatever the video's length, and a causal model sees a
 video's frames in order, in one place. Every element downstream is one whole
 video, so nothing waits on a grouping: a video's rows can be written as soon as
 it is done.
+
+With ``predecode_max_frames`` (the model runs on other, GPU, workers), a video
+expected to give at most that many sampled frames is decoded here, on the CPU
+workers, and its frames travel with the ``FrameSource``; a longer or unmeasured
+one is still decoded lazily by the model handler.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 import apache_beam as beam
 from apache_beam import pvalue
 
-from transforms.decoding import DecodeReport, probe_video
-from transforms.records import ErrorStage, FrameSource, SamplingSpec, VideoRef, VideoResult
+from transforms.decoding import DecodeReport, probe_video, sample_frames
+from transforms.records import ErrorStage, FrameSource, SamplingSpec, VideoMeta, VideoRef, VideoResult
 
-__all__ = ["DecodeAndSample", "FAILED_TAG"]
+__all__ = ["DecodeAndSample", "FAILED_TAG", "expected_frames"]
 
 FAILED_TAG = "failed"
+
+
+def expected_frames(spec: SamplingSpec, meta: VideoMeta | None) -> int | None:
+    """How many frames sampling will take from a probed video; None when its length is unknown."""
+    if spec.strategy == "uniform":
+        return spec.n_frames
+    if meta is None or not meta.duration_s:
+        return None
+    rate = meta.fps or spec.fps
+    if spec.strategy == "fps":
+        rate = min(rate, spec.fps)
+    return math.ceil(meta.duration_s * rate) + 1
 
 
 class _DecodeAndSampleFn(beam.DoFn):
     """Yields a ``FrameSource``, or a tagged ``VideoResult`` with the error and no clips."""
 
-    def __init__(self, spec: SamplingSpec):
+    def __init__(self, spec: SamplingSpec, predecode_max_frames: int | None = None):
         self._spec = spec
+        self._predecode_max_frames = predecode_max_frames
 
     def process(self, ref: VideoRef) -> Iterator:
         report = DecodeReport()
@@ -37,22 +56,29 @@ class _DecodeAndSampleFn(beam.DoFn):
             report.fail(ErrorStage.OPEN, "BadManifestRow", ref.error)
         else:
             probe_video(ref.uri, self._spec, report)
-        if report.error is None:
-            yield FrameSource(ref, self._spec, report.meta)
-        else:
+        if report.error is not None:
             yield pvalue.TaggedOutput(FAILED_TAG, VideoResult(report.info(ref), []))
+            return
+        source = FrameSource(ref, self._spec, report.meta)
+        expected = expected_frames(self._spec, report.meta)
+        if self._predecode_max_frames and expected is not None and expected <= self._predecode_max_frames:
+            decoded = DecodeReport()
+            frames = tuple(sample_frames(ref.uri, self._spec, decoded))
+            source = source._replace(frames=frames, decoded=decoded.info(ref))
+        yield source
 
 
 class DecodeAndSample(beam.PTransform):
     """VideoRef -> (sources, failed).
 
-    Returns ``FrameSource`` elements for the model, and ``VideoResult`` elements
+    Returns ``FrameSource`` elements for the model (with their frames for short
+    videos when ``predecode_max_frames`` is set), and ``VideoResult`` elements
     (no clips, ``info.error`` set) for videos that failed to open or probe.
     """
 
-    def __init__(self, spec: SamplingSpec):
+    def __init__(self, spec: SamplingSpec, predecode_max_frames: int | None = None):
         super().__init__()
-        self._fn = _DecodeAndSampleFn(spec)
+        self._fn = _DecodeAndSampleFn(spec, predecode_max_frames)
 
     def expand(self, refs):
         outputs = refs | "Probe" >> beam.ParDo(self._fn).with_outputs(FAILED_TAG, main="sources")

@@ -20,7 +20,16 @@ from typing import Any, NamedTuple
 import av
 import numpy as np
 
-from transforms.records import Clip, ErrorStage, SamplingSpec, VideoError, VideoInfo, VideoMeta, VideoRef
+from transforms.records import (
+    Clip,
+    ErrorStage,
+    FrameSource,
+    SamplingSpec,
+    VideoError,
+    VideoInfo,
+    VideoMeta,
+    VideoRef,
+)
 
 __all__ = [
     "DecodeReport",
@@ -28,6 +37,7 @@ __all__ = [
     "clip_from_frames",
     "SampledFrame",
     "frame_targets",
+    "frames_of",
     "letterbox_size",
     "open_container",
     "probe",
@@ -382,8 +392,9 @@ def _open_and_probe(uri: str, spec: SamplingSpec, report: DecodeReport, opener):
     """The open container with ``report.meta`` set, or None with ``report.error`` set."""
     try:
         container = open_container(uri, opener)
-    except (av.error.FFmpegError, OSError, ValueError) as exc:
-        report.fail(ErrorStage.OPEN, type(exc).__name__, str(exc) or repr(exc))
+    except Exception as exc:  # FFmpeg, OS and storage errors (a gs:// object missing: NotFound) alike
+        message = str(exc) or repr(exc)
+        report.fail(ErrorStage.OPEN, type(exc).__name__, message.splitlines()[0][:500])
         return None
     try:
         report.meta = probe(container, max_pixels=spec.max_pixels, max_duration_s=spec.max_duration_s)
@@ -422,6 +433,17 @@ def sample_frames(uri: str, spec: SamplingSpec, report: DecodeReport, opener=Non
         if frame is None:
             return
         yield frame
+
+
+def frames_of(source: FrameSource, report: DecodeReport) -> Iterable[SampledFrame]:
+    """A source's sampled frames: decoded earlier (``source.frames``, with its outcome copied into
+    ``report``), or decoded now, lazily, by ``sample_frames``."""
+    if source.frames is None:
+        return sample_frames(source.ref.uri, source.spec, report)
+    info = source.decoded
+    report.meta, report.error, report.decode_s = info.meta, info.error, info.decode_s
+    report.frames_decoded, report.frames_sampled = info.frames_decoded, info.frames_sampled
+    return source.frames
 
 
 def _sample_frames(uri: str, spec: SamplingSpec, report: DecodeReport, opener,

@@ -147,11 +147,15 @@ class FrameSource(NamedTuple):
     Handlers decode it a chunk or a batch of clips at a time, so memory is bounded
     by one chunk rather than the video's length, and return one ``VideoResult``.
     ``meta`` is what the probe found, for the row of a video whose inference fails.
+    When the model runs on other workers (GPU), a short video is decoded before
+    them: ``frames`` holds its sampled frames and ``decoded`` the decode outcome.
     """
 
     ref: VideoRef
     spec: SamplingSpec
     meta: VideoMeta | None = None
+    frames: tuple[Any, ...] | None = None
+    decoded: VideoInfo | None = None
 
 
 class ClipPrediction(NamedTuple):
