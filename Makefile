@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat setup.py requirements.lock | cksum | cut -d' ' -f1)
 
-.PHONY: install system-deps demo test lint clean
+.PHONY: install system-deps demo test lint image clean
 
 $(STAMP): setup.py requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,12 @@ system-deps:
 
 test: lint system-deps
 	$(VENV)/bin/pytest
+
+# The Dataflow worker image (Dockerfile): Beam's SDK image + TensorFlow with CUDA + this project.
+IMAGE ?= videolabel-worker:$(shell $(PYTHON) -c "import re; print(re.search(r'version=\"([^\"]+)', open('setup.py').read()).group(1))")
+image:
+	docker build -t $(IMAGE) .
+	@echo "built $(IMAGE); push it (docker push $(IMAGE)) and pass --sdk_container_image=$(IMAGE)"
 
 clean:
 	rm -rf demo_output .pytest_cache build *.egg-info

@@ -6,7 +6,8 @@ import os
 
 from apache_beam import pvalue
 
-from transforms.decode_sample import FAILED_TAG, _DecodeAndSampleFn
+from transforms.decode_sample import FAILED_TAG, _DecodeAndSampleFn, expected_frames
+from transforms.decoding import DecodeReport, frames_of, sample_frames
 from transforms.records import ErrorStage, FrameSource, SamplingSpec, VideoRef
 
 SPEC = SamplingSpec(strategy="fps", fps=5.0, n_frames=4, imgz=32, max_pixels=10**7,
@@ -39,3 +40,20 @@ def test_corrupt_file_becomes_a_failed_result_with_an_open_error(mixed_videos):
     out = _run(ref)
     assert out.tag == FAILED_TAG and out.value.info.ref == ref
     assert out.value.info.error.stage == ErrorStage.OPEN and out.value.info.frames_sampled == 0
+
+
+def test_short_videos_are_decoded_here_when_the_model_runs_elsewhere(mixed_videos):
+    ref = VideoRef("v", os.path.join(mixed_videos["dir"], "right_160x120_25.mp4"), None, "train")
+    # 2 s at 25 fps sampled at 5 fps: 10 frames expected (11 allowed for the end point)
+    assert expected_frames(SPEC, _run(ref).meta) == 11
+    source = list(_DecodeAndSampleFn(SPEC, predecode_max_frames=11).process(ref))[0]
+    lazy = DecodeReport()
+    expected = list(sample_frames(ref.uri, SPEC, lazy))
+    assert [f.index for f in source.frames] == [f.index for f in expected] and len(expected) == 10
+    assert all((a.image == b.image).all() for a, b in zip(source.frames, expected))
+    report = DecodeReport()
+    assert list(frames_of(source, report)) == list(source.frames)
+    assert (report.frames_decoded, report.frames_sampled, report.error) == (50, 10, None)
+    assert report.meta == lazy.meta
+    # over the limit: left to the model handler, which decodes it lazily
+    assert list(_DecodeAndSampleFn(SPEC, predecode_max_frames=10).process(ref))[0].frames is None
