@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat setup.py requirements.lock | cksum | cut -d' ' -f1)
 
-.PHONY: install system-deps demo test lint image clean
+.PHONY: install system-deps demo test lint bench image clean
 
 $(STAMP): setup.py requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ system-deps:
 
 test: lint system-deps
 	$(VENV)/bin/pytest
+
+# Throughput against the machine's ceilings and the hand-written loop (docs/PERFORMANCE.md).
+bench: $(STAMP)
+	$(PY) -m benchmarks.throughput
 
 # The Dataflow worker image (Dockerfile): Beam's SDK image + TensorFlow with CUDA + this project.
 IMAGE ?= videolabel-worker:$(shell $(PYTHON) -c "import re; print(re.search(r'version=\"([^\"]+)', open('setup.py').read()).group(1))")

@@ -1,0 +1,285 @@
+"""Throughput side by side: the machine's ceilings, the loop users write by hand, and videolabel.
+
+On a fixed set of Kinetics-like clips (10 s, 340x256, 30 fps, GOP 250; or
+``--videos-dir``), MoViNet ``--variant`` (default A0 stream) at 5 fps, measures:
+
+(a) decode ceiling: videolabel's in-order decode (only the sampled frames
+    converted), one process per core, videos split between them;
+(b) model ceiling: the model on each video's sampled frames (stream: the whole
+    video in one call), one process per core, one TF thread each;
+(c) combined ceiling = cores / (decode + model core-seconds per video), from (a)
+    and (b) measured one process at a time;
+(d) naive: one process, every frame decoded to an RGB array in a list, the 5 fps
+    subset resized, then the model: what users write by hand;
+(e) videolabel: ``videolabel run`` on DirectRunner (multi_processing, one worker
+    per core, one TF thread each), timed on N and 2N videos so that start-up
+    (imports, model load, pipeline start) cancels out: N / (wall(2N) - wall(N)).
+
+Start-up of each path is reported apart. Prints a table and writes JSON whose
+top level has ``videolabel_share_of_ceiling`` and ``videolabel_vs_naive``.
+
+    python -m benchmarks.throughput [--videos 48] [--variant a0:stream] [--videos-dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.common import panning_video, print_table, write_json
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def _results_path(variant: str) -> Path:
+    """throughput.json for the headline variant (A0 stream), throughput_<id>_<mode>.json for others."""
+    name = "throughput" if variant == "a0:stream" else f"throughput_{variant.replace(':', '_')}"
+    return RESULTS / f"{name}.json"
+CLIP = {"seconds": 10.0, "width": 340, "height": 256, "fps": 30, "gop": 250}
+FPS = 5.0
+
+
+def _spec(side: int):
+    from transforms.records import SamplingSpec
+
+    return SamplingSpec("fps", FPS, 8, side, 3840 * 2160, 4 * 3600.0, 600.0)
+
+
+def _model(model_id: str, mode: str, threads: int):
+    """(side, fn frames uint8 [n, side, side, 3] -> logits) with TF on ``threads`` threads."""
+    import numpy as np
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    from models.movinet_export import build_movinet, movinet_signatures
+    from models.movinet_variants import native_imgz
+    from models.predictions import pad_clip
+
+    side = native_imgz(model_id)
+    signatures = movinet_signatures(build_movinet(model_id, mode), mode)
+
+    def run(frames):
+        images = tf.constant(frames.astype(np.float32)[None] / 255.0)
+        if mode == "stream":
+            states = signatures["init_states"](tf.constant([1, len(frames), side, side, 3]))
+            return signatures["call"]({**states, "image": images})["logits"].numpy()
+        clips = np.stack([pad_clip(frames[i:i + 8], 8) for i in range(0, len(frames), 8)])
+        return signatures["serving_default"](tf.constant(clips.astype(np.float32) / 255.0))["logits"].numpy()
+
+    return side, run
+
+
+def child_decode(videos: list[str], side: int) -> dict:
+    """Decode only: videolabel's sample_frames on each video."""
+    from transforms.decoding import DecodeReport, sample_frames
+
+    start = time.perf_counter()
+    frames = sum(sum(1 for _ in sample_frames(v, _spec(side), DecodeReport())) for v in videos)
+    return {"seconds": time.perf_counter() - start, "videos": len(videos), "frames": frames, **_usage()}
+
+
+def child_model(videos: list[str], model_id: str, mode: str) -> dict:
+    """Model only: frames decoded first (not timed), then the model on each video's frames."""
+    import numpy as np
+
+    from transforms.decoding import DecodeReport, sample_frames
+
+    loaded = time.perf_counter()
+    side, run = _model(model_id, mode, threads=1)
+    clips = [np.stack([f.image for f in sample_frames(v, _spec(side), DecodeReport())]) for v in videos]
+    run(clips[0])  # trace
+    startup = time.perf_counter() - loaded
+    start = time.perf_counter()
+    for clip in clips:
+        run(clip)
+    return {"seconds": time.perf_counter() - start, "videos": len(videos), "startup_s": startup, **_usage()}
+
+
+def child_naive(videos: list[str], model_id: str, mode: str) -> dict:
+    """The hand-written loop: decode every frame to RGB into a list, take 5 fps, resize, run the model."""
+    import av
+    import numpy as np
+    import tensorflow as tf
+
+    loaded = time.perf_counter()
+    side, run = _model(model_id, mode, threads=os.cpu_count() or 1)
+    run(np.zeros((8, side, side, 3), np.uint8))
+    startup = time.perf_counter() - loaded
+    start = time.perf_counter()
+    for video in videos:
+        with av.open(video) as container:
+            stream = container.streams.video[0]
+            frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+            step = max(1, round(float(stream.average_rate) / FPS))
+        picked = np.stack(frames[::step])
+        resized = tf.image.resize_with_pad(picked, side, side).numpy().astype(np.uint8)
+        run(resized)
+    return {"seconds": time.perf_counter() - start, "videos": len(videos), "startup_s": startup, **_usage()}
+
+
+def _usage() -> dict:
+    """Peak RSS (MB) and CPU seconds of this process and the children it has waited for."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {"peak_rss_mb": round(max(own.ru_maxrss, kids.ru_maxrss) / 1024, 1),
+            "cpu_s": round(own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime, 2)}
+
+
+def _child(kind: str, videos: list[str], variant: str) -> dict:
+    """Runs one measurement in a fresh process; its JSON includes its own peak RSS and CPU seconds."""
+    args = [sys.executable, "-m", "benchmarks.throughput", "--child", kind, variant, *videos]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.run(args, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{kind} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _parallel(kind: str, videos: list[str], variant: str, cores: int) -> dict:
+    """``cores`` child processes at once, the videos split between them; wall time of the slowest."""
+    shares = [videos[i::cores] for i in range(cores)]
+    start = time.perf_counter()
+    args = [[sys.executable, "-m", "benchmarks.throughput", "--child", kind, variant, *share]
+            for share in shares]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    procs = [subprocess.Popen(a, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for a in args]
+    results = []
+    for proc in procs:
+        out, err = proc.communicate()
+        if proc.returncode != 0:
+            raise RuntimeError(f"{kind} failed:\n{err[-3000:]}")
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    wall = time.perf_counter() - start
+    # the processes' own timed sections (start-up excluded), run side by side
+    busy = max(r["seconds"] for r in results)
+    return {"videos_per_s": round(len(videos) / busy, 3), "wall_s": round(wall, 2),
+            "core_s_per_video": round(sum(r["seconds"] for r in results) / len(videos), 4)}
+
+
+def _videolabel(videos: list[str], variant: str, cores: int, workdir: Path) -> dict:
+    """``videolabel run`` wall time on a manifest of ``videos``; returns wall, CPU and peak memory."""
+    model_id, mode = variant.split(":")
+    manifest = workdir / f"manifest_{len(videos)}.csv"
+    manifest.write_text("uri\n" + "\n".join(videos) + "\n")
+    model = workdir / f"{model_id}_{mode}"
+    if not (model / "saved_model.pb").exists():
+        subprocess.run([sys.executable, "-m", "beam_pipeline", "export-movinet", "--model-id", model_id,
+                        "--mode", mode, "--output", str(model)], check=True, capture_output=True)
+    out = workdir / f"out_{len(videos)}"
+    cmd = [sys.executable, "-m", "beam_pipeline", "run", "--input", str(manifest), "--output", str(out),
+           "--model", str(model), "--overwrite", "--set", f"model.model_id={model_id}",
+           "--set", f"model.model_mode={mode}", "--set", f"sampling.fps={FPS}", "--set", "model.tf_threads=1",
+           "--runner=DirectRunner", "--direct_running_mode=multi_processing",
+           f"--direct_num_workers={cores}"]
+    # run under a fresh measuring process, so peak RSS and CPU are this run's (workers included)
+    wrapped = [sys.executable, "-m", "benchmarks.throughput", "--measure", *cmd]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.run(wrapped, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"videolabel run failed:\n{proc.stderr[-3000:]}")
+    run = json.loads((out / "_run.json").read_text())
+    assert run["counts"].get("videos_ok") == len(videos), run["counts"]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--videos", type=int, default=48, help="N: videolabel runs on N and 2N videos")
+    parser.add_argument("--variant", default="a0:stream")
+    parser.add_argument("--videos-dir", help="a folder of .mp4 videos to use instead of generated clips")
+    parser.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "videolabel-throughput"))
+    args = parser.parse_args(argv)
+    cores = os.cpu_count() or 1
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    if args.videos_dir:
+        pool = sorted(str(p) for p in Path(args.videos_dir).glob("*.mp4"))
+    else:
+        pool = [str(panning_video(workdir / f"clip_{i:03d}.mp4", **CLIP)) for i in range(8)]
+    # N and 2N distinct paths (links to the generated clips), so nothing is cached by path
+    videos = []
+    for i in range(2 * args.videos):
+        link = workdir / "set" / f"v{i:04d}.mp4"
+        link.parent.mkdir(exist_ok=True)
+        if not link.exists():
+            link.symlink_to(pool[i % len(pool)])
+        videos.append(str(link))
+    half = videos[:args.videos]
+
+    decode = _parallel("decode", half, args.variant, cores)
+    model = _parallel("model", half, args.variant, cores)
+    sample = half[:8]
+    one_decode = _child("decode", sample, args.variant)
+    one_model = _child("model", sample, args.variant)
+    per_video = (one_decode["seconds"] + one_model["seconds"]) / len(sample)
+    combined = cores / per_video
+    naive = _child("naive", half, args.variant)
+    naive_rate = naive["videos"] / naive["seconds"]
+    small = _videolabel(half, args.variant, cores, workdir)
+    large = _videolabel(videos, args.variant, cores, workdir)
+    steady = args.videos / (large["wall_s"] - small["wall_s"])
+    startup = max(0.0, small["wall_s"] - args.videos / steady)
+
+    rows = [
+        ["decode ceiling", decode["videos_per_s"], decode["videos_per_s"] / combined, "", "",
+         f"{cores} procs"],
+        ["model ceiling", model["videos_per_s"], model["videos_per_s"] / combined, "", "",
+         f"{cores} procs"],
+        ["combined ceiling", combined, 1.0, "", "", f"{per_video:.3f} core-s/video"],
+        ["naive loop", naive_rate, naive_rate / combined, 1.0, naive["peak_rss_mb"],
+         f"start-up {naive['startup_s']:.1f} s"],
+        ["videolabel run", steady, steady / combined, steady / naive_rate, large["peak_rss_mb"],
+         f"start-up {startup:.1f} s; CPU {large['cpu_s'] / large['wall_s'] / cores:.0%} of {cores} cores"],
+    ]
+    print_table(f"{args.variant} at {FPS:g} fps, {cores} cores, 10-s 340x256 clips",
+                ["path", "videos/s", "share of ceiling", "vs naive", "peak MB", "notes"], rows)
+    write_json(_results_path(args.variant), {
+        "variant": args.variant, "cores": cores, "videos": [args.videos, 2 * args.videos], "clip": CLIP,
+        "videolabel_share_of_ceiling": round(steady / combined, 3),
+        "videolabel_vs_naive": round(steady / naive_rate, 3),
+        "combined_ceiling_videos_per_s": round(combined, 3),
+        "decode_ceiling": decode, "model_ceiling": model,
+        "core_s_per_video": {"decode": round(one_decode["seconds"] / len(sample), 4),
+                             "model": round(one_model["seconds"] / len(sample), 4)},
+        "naive": {**naive, "videos_per_s": round(naive_rate, 3)},
+        "videolabel": {"videos_per_s": round(steady, 3), "startup_s": round(startup, 1),
+                       "runs": {"small": small, "large": large}},
+    })
+    return 0
+
+
+def _measure(cmd: list[str]) -> None:
+    """Runs ``cmd`` (its output discarded) and prints its wall time, CPU seconds and peak RSS as JSON."""
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stderr[-3000:])
+        raise SystemExit(proc.returncode)
+    print(json.dumps({"wall_s": round(time.perf_counter() - start, 3), **_usage()}))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--measure":
+        _measure(sys.argv[2:])
+    elif len(sys.argv) > 1 and sys.argv[1] == "--child":
+        kind, variant, *paths = sys.argv[2:]
+        model_id, mode = variant.split(":")
+        from models.movinet_variants import native_imgz
+
+        if kind == "decode":
+            result = child_decode(paths, native_imgz(model_id))
+        elif kind == "model":
+            result = child_model(paths, model_id, mode)
+        else:
+            result = child_naive(paths, model_id, mode)
+        print(json.dumps(result))
+    else:
+        raise SystemExit(main())
