@@ -74,7 +74,10 @@ def build_pipeline(p: beam.Pipeline, cfg: JobConfig, *, handle: str, labels: Seq
         progress_dir: local runs: where workers note finished videos for the progress line.
 
     Returns:
-        The per-video row groups, ``{"videos": [row], "frames": [rows]}``.
+        The per-video row groups, ``{"videos": [row], "frames": [rows]}``, as a tuple of
+        PCollections (classified, failed at inference, failed before the model), never
+        flattened: on Beam's local runner a Flatten is a stage boundary that would hold
+        every row back until all videos are done.
     """
     refs = list_videos(p, cfg, skip)
     accelerator = cfg.model.accelerator
@@ -86,8 +89,8 @@ def build_pipeline(p: beam.Pipeline, cfg: JobConfig, *, handle: str, labels: Seq
         # decoding stay on the CPU workers, and hint the accelerator on Classify only.
         sources = sources | "FusionBreak" >> beam.Reshuffle()
         classify = classify.with_resource_hints(accelerator=accelerator)
-    results = sources | "Classify" >> classify
-    groups = ((results, failed) | "AllVideos" >> beam.Flatten()
+    results, infer_failed = sources | "Classify" >> classify
+    groups = ((results, infer_failed, failed)
               | "Aggregate" >> Aggregate(mode=input_mode(cfg), labels=labels,
                                          k=min(cfg.model.top_k, len(labels)),
                                          write_frames=cfg.output.write_frames,

@@ -66,26 +66,28 @@ def _what(cfg: JobConfig) -> str:
     return "frozen MoViNet features" if cfg.train.method == "head" else "clips"
 
 
-def _examples(cfg: JobConfig, sources):
-    """``FrameSource`` -> ``VideoResult`` of one example array per clip."""
+def _examples(cfg: JobConfig, sources) -> tuple:
+    """``FrameSource`` -> ``VideoResult``s of one example array per clip, as a tuple of PCollections
+    (the videos whose inference failed apart: see ``Classify``)."""
     s, m = cfg.sampling, cfg.model
     clipping = dict(n_frames=s.n_frames, stride=s.stride, batch_size=m.batch_size)
     if m.kind == "lstm":
         from models.pose_handlers import PoseHandler, lstm_window
 
         handler = PoseHandler(cfg.pose.handle, threshold=cfg.pose.threshold, threads=m.tf_threads, **clipping)
-        keypoints = sources | "Keypoints" >> Classify(handler)
+        keypoints, failed = sources | "Keypoints" >> Classify(handler)
         # Any: Beam would infer a fixed-length tuple type from the lambda and pick a coder for it
-        return keypoints | "Windows" >> beam.Map(lambda r: r._replace(
+        windows = keypoints | "Windows" >> beam.Map(lambda r: r._replace(
             clips=[(i, lstm_window(k, s.n_frames)) for i, k in r.clips])).with_output_types(Any)
+        return windows, failed
     if cfg.train.method == "head":
         from models.movinet_training import MovinetFeatureHandler
 
         handler = MovinetFeatureHandler(model_id=m.model_id, mode=m.model_mode, weights=cfg.train.checkpoint,
                                         tf_threads=m.tf_threads, **clipping)
         return sources | "MovinetFeatures" >> Classify(handler)
-    return sources | "Clips" >> beam.Map(
-        clips_of, lambda clips: [pad_clip(c.frames, s.n_frames) for c in clips], **clipping)
+    return (sources | "Clips" >> beam.Map(
+        clips_of, lambda clips: [pad_clip(c.frames, s.n_frames) for c in clips], **clipping),)
 
 
 class _FeatureRowsFn(beam.DoFn):
@@ -110,7 +112,8 @@ class _FeatureRowsFn(beam.DoFn):
 def build_features_pipeline(p: beam.Pipeline, cfg: JobConfig, output: str, run_id: str = "features"):
     """Adds listing, decoding, the per-clip examples and the features Parquet to ``p``."""
     sources, _failed = list_videos(p, cfg) | "DecodeAndSample" >> DecodeAndSample(sampling_spec(cfg))
-    groups = _examples(cfg, sources) | "ToRows" >> beam.ParDo(_FeatureRowsFn())
+    groups = tuple(branch | f"ToRows{i}" >> beam.ParDo(_FeatureRowsFn())
+                   for i, branch in enumerate(_examples(cfg, sources)))
     return groups | "WriteFeatures" >> WriteTables(
         output, {"features": FEATURES_SCHEMA}, {"features": ("video_id", "clip_index")}, run_id=run_id,
         videos_per_file=cfg.output.videos_per_file, flush_s=cfg.output.flush_s)

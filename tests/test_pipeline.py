@@ -38,7 +38,7 @@ def test_base_mode_pipeline_writes_one_row_per_video_and_covers_every_frame(tmp_
     with TestPipeline() as p:
         groups = build_pipeline(p, cfg, handle=a0_base, labels=labels,
                                 stamp=RunStamp(a0_base, cfg.job_hash(), "test-run"))
-        videos = groups | beam.Map(lambda g: g["videos"][0])
+        videos = groups | beam.Flatten() | beam.Map(lambda g: g["videos"][0])
         statuses = videos | beam.Map(lambda r: (r["uri"].rsplit("/", 1)[-1], r["status"]))
         expected = [(name, "ok") for name in mixed_videos["good"]] + [(mixed_videos["corrupt"], "failed")]
         assert_that(statuses, equal_to(expected))
@@ -183,3 +183,19 @@ def test_segment_manifest_labels_each_frame_by_its_segment(tmp_path, mixed_video
                 "background", "abseiling", "abseiling"]
     assert [f["label"] for f in frames] == expected
     assert [f["is_error"] for f in frames] == [f["prediction"] != f["label"] for f in frames]
+
+
+def test_each_video_is_committed_as_it_finishes_not_at_the_end(tmp_path, mixed_videos, a0_stream):
+    """No stage boundary between the model and the writer: on Beam's local runner a Flatten or a
+    grouping there would hold every row back until all videos are classified."""
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+
+    cfg = load_config(str(REPO / "configs" / "local.yaml"), [
+        f'input.paths=["{mixed_videos["dir"]}/*"]', f'output.path="{tmp_path}"'])
+    p = beam.Pipeline()
+    build_pipeline(p, cfg, handle=a0_stream, labels=["x"] * 600, stamp=RunStamp(a0_stream, "h", "r"))
+    _, stages = fn_runner.FnApiRunner().create_stages(p.to_runner_api())
+    (fused,) = [s for s in stages if any("Classify" in t.unique_name for t in s.transforms)]
+    names = " ".join(t.unique_name for t in fused.transforms)
+    for step in ("DecodeAndSample", "Classify/RunInference", "Aggregate/ToRows0", "WriteOutputs/Commit0"):
+        assert step in names, step

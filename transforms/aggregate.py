@@ -226,4 +226,8 @@ class Aggregate(beam.PTransform):
                            background=background)
 
     def expand(self, results):
-        return results | "ToRows" >> beam.ParDo(self._fn)
+        """``results``: one PCollection, or a tuple of them, each aggregated on its own (no Flatten:
+        on Beam's local runner a Flatten is a stage boundary that would hold rows back until the end)."""
+        if isinstance(results, beam.PCollection):
+            return results | "ToRows" >> beam.ParDo(self._fn)
+        return tuple(pcoll | f"ToRows{i}" >> beam.ParDo(self._fn) for i, pcoll in enumerate(results))

@@ -26,7 +26,11 @@ def _infer_failures(failure) -> Iterator:
 
 
 class Classify(beam.PTransform):
-    """FrameSource -> VideoResult, one per video, failed inferences included."""
+    """FrameSource -> (results, failed): a VideoResult per video, those whose inference raised apart.
+
+    The two are not flattened here: a Flatten is a stage boundary on Beam's local
+    runner, which would hold every result back until all videos are classified.
+    """
 
     def __init__(self, handler: ModelHandler):
         super().__init__()
@@ -35,4 +39,4 @@ class Classify(beam.PTransform):
     def expand(self, sources):
         results, dlq = sources | "RunInference" >> RunInference(self._handler).with_exception_handling()
         failed = dlq.failed_inferences | "InferFailures" >> beam.FlatMap(_infer_failures)
-        return (results, failed) | "AllVideos" >> beam.Flatten()
+        return results, failed

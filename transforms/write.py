@@ -136,4 +136,7 @@ class WriteTables(beam.PTransform):
         self._fn = _WriteTablesFn(root, schemas, sort_keys, run_id, videos_per_file, flush_s)
 
     def expand(self, groups):
-        return groups | "Commit" >> beam.ParDo(self._fn)
+        """``groups``: one PCollection, or a tuple of them, each committed as it comes (no Flatten)."""
+        if isinstance(groups, beam.PCollection):
+            return groups | "Commit" >> beam.ParDo(self._fn)
+        return tuple(pcoll | f"Commit{i}" >> beam.ParDo(self._fn) for i, pcoll in enumerate(groups))
