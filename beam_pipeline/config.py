@@ -110,6 +110,9 @@ class SamplingConfig:
         predecode_max_frames: with ``model.accelerator``, a video of at most this
             many sampled frames is decoded on the CPU workers and its frames sent to
             the GPU step; a longer one is decoded there, lazily (bounded memory).
+        decode_threads: FFmpeg threads per video being decoded; 1 suits one
+            worker process per core, the runner spreading videos over the cores
+            (0: FFmpeg decides, slice threads, one more than the cores).
     """
 
     strategy: str = "fps"
@@ -121,6 +124,7 @@ class SamplingConfig:
     max_pixels: int = 3840 * 2160
     decode_timeout_s: float = 600.0
     predecode_max_frames: int = 3000
+    decode_threads: int = 1
 
     @property
     def stride(self) -> int:
@@ -144,6 +148,8 @@ class SamplingConfig:
         _positive("sampling.max_pixels", self.max_pixels, integer=True)
         _positive("sampling.decode_timeout_s", self.decode_timeout_s)
         _positive("sampling.predecode_max_frames", self.predecode_max_frames, integer=True)
+        if not isinstance(self.decode_threads, int) or self.decode_threads < 0:
+            raise ConfigError(f"sampling.decode_threads: {self.decode_threads!r} is not an integer >= 0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,6 +173,8 @@ class ModelConfig:
         video_pool: base mode: how clip probabilities make the video's, ``mean`` or ``max``
             (max then renormalised to sum to 1).
         tf_threads: TensorFlow intra-op threads per worker process; 0 lets TF decide.
+        pin_workers: local ``multi_processing`` runs with one TF and one FFmpeg thread
+            per worker: pin each worker process to a core of its own.
         accelerator: a Beam accelerator resource hint for the Classify step alone, e.g.
             ``type:nvidia-l4;count:1;install-nvidia-driver`` (Dataflow "right fitting"):
             listing and decoding stay on the CPU workers, before a fusion break.
@@ -183,6 +191,7 @@ class ModelConfig:
     stream_chunk: int = 64
     video_pool: str = "mean"
     tf_threads: int = 1
+    pin_workers: bool = True
     accelerator: str | None = None
 
     def validate(self) -> None:
@@ -201,6 +210,8 @@ class ModelConfig:
             raise ConfigError(f"model.video_pool: {self.video_pool!r} is not one of {', '.join(VIDEO_POOLS)}")
         if not isinstance(self.tf_threads, int) or self.tf_threads < 0:
             raise ConfigError(f"model.tf_threads: {self.tf_threads!r} is not an integer >= 0")
+        if not isinstance(self.pin_workers, bool):
+            raise ConfigError(f"model.pin_workers: {self.pin_workers!r} is not true or false")
         hint = str(self.accelerator)
         if self.accelerator is not None and not ("type:" in hint and "count:" in hint):
             raise ConfigError(f"model.accelerator: {self.accelerator!r} is not a Beam accelerator hint "

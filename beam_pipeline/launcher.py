@@ -17,7 +17,7 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.options.pipeline_options import StandardOptions
+from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
 
 from beam_pipeline.checks import (
     check_inputs,
@@ -34,7 +34,7 @@ from beam_pipeline.resume import prepare_resume
 from models.labels import write_labels
 from transforms.aggregate import SPLIT_COUNTER_PREFIX, RunStamp
 from transforms.listing import video_ids
-from transforms.progress import ProgressLine
+from transforms.progress import ProgressLine, worker_summary
 from transforms.schema import SCHEMA_VERSION
 
 __all__ = ["RUN_FILE", "new_run_id", "pipeline_metrics", "run_job"]
@@ -65,6 +65,24 @@ def _is_local(options) -> bool:
     """Whether the runner runs the workers on this machine (so the progress line can see them)."""
     runner = options.view_as(StandardOptions).runner
     return runner is None or runner.split(".")[-1] in _LOCAL_RUNNERS
+
+
+def _steady_figures(workers: dict[str, Any] | None, started_at: float) -> dict[str, Any]:
+    """Local runs: the rate once the workers are up, the time to the first finished video, and the
+    worker processes (with their pinned cores); empty for remote runners."""
+    if workers is None:
+        return {}
+    first, steady = workers["first_done_at"], workers["steady_videos_per_s"]
+    return {"steady_videos_per_s": round(steady, 3) if steady else None,
+            "startup_s": round(first - started_at, 3) if first else None,
+            "worker_processes": workers["processes"], "pinned_cores": workers["pinned_cores"]}
+
+
+def _pins_cores(cfg: JobConfig, options) -> bool:
+    """Whether the workers are local processes of one TF and one FFmpeg thread each, to pin to a core each."""
+    mode = options.view_as(DirectOptions).direct_running_mode
+    return (cfg.model.pin_workers and cfg.model.tf_threads == 1 and cfg.sampling.decode_threads == 1
+            and _is_local(options) and mode == "multi_processing")
 
 
 def _dry_run(cfg: JobConfig, options, handle: str, labels: Sequence[str]) -> dict[str, Any]:
@@ -167,7 +185,7 @@ def run_job(cfg: JobConfig, beam_args: Sequence[str] = (), *, overwrite: bool = 
         local = _is_local(options)
         p = beam.Pipeline(options=options)
         build_pipeline(p, cfg, handle=handle, labels=labels, stamp=stamp, skip=skip,
-                       progress_dir=progress_dir if local else None)
+                       progress_dir=progress_dir if local else None, pin_cores=_pins_cores(cfg, options))
         progress = contextlib.nullcontext()
         if local:
             total = len(video_ids(cfg.input.paths, cfg.input.extensions) - skip)
@@ -175,6 +193,7 @@ def run_job(cfg: JobConfig, beam_args: Sequence[str] = (), *, overwrite: bool = 
         with progress:
             result = p.run()
             result.wait_until_finish()
+        workers = worker_summary(progress_dir) if local else None
     wall_s = time.monotonic() - t0
 
     counts, distributions = pipeline_metrics(result)
@@ -195,7 +214,8 @@ def run_job(cfg: JobConfig, beam_args: Sequence[str] = (), *, overwrite: bool = 
                               if k.startswith(SPLIT_COUNTER_PREFIX)}},
         "timings": _timings(distributions, input_mode(cfg)),
         "throughput": {"videos_per_s": _per_s(videos, wall_s),
-                       "frames_per_s": _per_s(counts.get("frames_sampled", 0), wall_s)},
+                       "frames_per_s": _per_s(counts.get("frames_sampled", 0), wall_s),
+                       **_steady_figures(workers, started.timestamp())},
         "versions": _versions(),
     }
     if state:

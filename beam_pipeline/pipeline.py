@@ -45,7 +45,7 @@ def sampling_spec(cfg: JobConfig) -> SamplingSpec:
     s = cfg.sampling
     return SamplingSpec(strategy=s.strategy, fps=s.fps, n_frames=s.n_frames, imgz=cfg.imgz,
                         max_pixels=s.max_pixels, max_duration_s=s.max_duration_s,
-                        decode_timeout_s=s.decode_timeout_s)
+                        decode_timeout_s=s.decode_timeout_s, decode_threads=s.decode_threads)
 
 
 def list_videos(p: beam.Pipeline, cfg: JobConfig, skip: frozenset[str] = frozenset()):
@@ -58,7 +58,8 @@ def list_videos(p: beam.Pipeline, cfg: JobConfig, skip: frozenset[str] = frozens
 
 
 def build_pipeline(p: beam.Pipeline, cfg: JobConfig, *, handle: str, labels: Sequence[str],
-                   stamp: RunStamp, skip: frozenset[str] = frozenset(), progress_dir: str | None = None):
+                   stamp: RunStamp, skip: frozenset[str] = frozenset(), progress_dir: str | None = None,
+                   pin_cores: bool = False):
     """Adds ListVideos -> DecodeAndSample -> Classify -> Aggregate -> WriteOutputs to ``p``.
 
     Every element after the listing is one whole video, so each video's rows are
@@ -72,6 +73,7 @@ def build_pipeline(p: beam.Pipeline, cfg: JobConfig, *, handle: str, labels: Seq
         stamp: model, config hash and run id stamped on video rows.
         skip: video ids already done (``--resume``).
         progress_dir: local runs: where workers note finished videos for the progress line.
+        pin_cores: local runs of single-threaded worker processes: each takes a core of its own.
 
     Returns:
         The per-video row groups, ``{"videos": [row], "frames": [rows]}``, as a tuple of
@@ -82,7 +84,8 @@ def build_pipeline(p: beam.Pipeline, cfg: JobConfig, *, handle: str, labels: Seq
     refs = list_videos(p, cfg, skip)
     accelerator = cfg.model.accelerator
     sources, failed = refs | "DecodeAndSample" >> DecodeAndSample(
-        sampling_spec(cfg), predecode_max_frames=cfg.sampling.predecode_max_frames if accelerator else None)
+        sampling_spec(cfg), predecode_max_frames=cfg.sampling.predecode_max_frames if accelerator else None,
+        pin_core=pin_cores)
     classify = Classify(make_handler(cfg, handle, len(labels)))
     if accelerator:
         # The model step alone runs on accelerator workers: break fusion so that listing and

@@ -12,10 +12,11 @@ On a fixed set of Kinetics-like clips (10 s, 340x256, 30 fps, GOP 250; or
 (d) naive: one process, every frame decoded to an RGB array in a list, the 5 fps
     subset resized, then the model: what users write by hand;
 (e) videolabel: ``videolabel run`` on DirectRunner (multi_processing, one worker
-    per core, one TF thread each) on 2N videos, each committed in its own part
-    file (``output.videos_per_file: 1``), so the commit times give the steady
-    rate: (videos - 1) / (last commit - first commit), start-up (imports, model
-    load, pipeline start: everything before the first commit) apart.
+    per core, one TF thread each, default output settings) on 2N videos; its
+    steady rate is ``_run.json``'s ``throughput.steady_videos_per_s``: per
+    worker, (videos - 1) / (last - first finish time), summed over workers, the
+    way the ceilings sum their processes' timed sections; start-up (imports,
+    model load, pipeline start: everything before the first finished video) apart.
 
 Start-up of each path is reported apart. Prints a table and writes JSON whose
 top level has ``videolabel_share_of_ceiling`` and ``videolabel_vs_naive``.
@@ -48,71 +49,88 @@ CLIP = {"seconds": 10.0, "width": 340, "height": 256, "fps": 30, "gop": 250}
 FPS = 5.0
 
 
-def _spec(side: int):
-    from transforms.records import SamplingSpec
+def _job(variant: str, model_dir: str):
+    """videolabel's config for ``variant`` ("a0:stream") at 5 fps with the SavedModel in ``model_dir``."""
+    from beam_pipeline.config import load_config
 
-    return SamplingSpec("fps", FPS, 8, side, 3840 * 2160, 4 * 3600.0, 600.0)
+    model_id, mode = variant.split(":")
+    return load_config(None, [f"model.model_id={model_id}", f"model.model_mode={mode}", f"sampling.fps={FPS}",
+                              "model.tf_threads=1", f"model.handle={model_dir}"])
 
 
-def _model(model_id: str, mode: str, threads: int):
-    """(side, fn frames uint8 [n, side, side, 3] -> logits) with TF on ``threads`` threads."""
+def child_decode(videos: list[str], variant: str, model_dir: str) -> dict:
+    """Decode only: videolabel's sample_frames on each video, in a process pinned to a core of its own."""
+    from beam_pipeline.pipeline import sampling_spec
+    from transforms.cores import pin_to_free_core
+    from transforms.decoding import DecodeReport, sample_frames
+
+    pin_to_free_core()
+    spec = sampling_spec(_job(variant, model_dir))
+    start = time.perf_counter()
+    frames = sum(sum(1 for _ in sample_frames(v, spec, DecodeReport())) for v in videos)
+    return {"seconds": time.perf_counter() - start, "videos": len(videos), "frames": frames, **_usage()}
+
+
+def child_model(videos: list[str], variant: str, model_dir: str) -> dict:
+    """Model only: videolabel's model handler on frames decoded beforehand (not timed), pinned to a core.
+
+    Each video is one ``FrameSource`` holding its sampled frames, so the handler's
+    ``run_inference`` does exactly the run's model work (stream: the whole clip
+    in one call) and no decoding.
+    """
+    from beam_pipeline.checks import resolve_labels
+    from beam_pipeline.pipeline import make_handler, sampling_spec
+    from transforms.cores import pin_to_free_core
+    from transforms.decoding import DecodeReport, sample_frames
+    from transforms.records import FrameSource, VideoRef
+
+    pin_to_free_core()
+    loaded = time.perf_counter()
+    cfg = _job(variant, model_dir)
+    handler = make_handler(cfg, model_dir, len(resolve_labels(cfg, model_dir)))
+    model = handler.load_model()
+    spec = sampling_spec(cfg)
+    sources = []
+    for video in videos:
+        ref, report = VideoRef(video, video, None, "test"), DecodeReport()
+        frames = tuple(sample_frames(video, spec, report))
+        sources.append(FrameSource(ref, spec, report.meta, frames, report.info(ref)))
+    list(handler.run_inference(sources[:1], model))  # first call
+    startup = time.perf_counter() - loaded
+    start = time.perf_counter()
+    for source in sources:
+        list(handler.run_inference([source], model))
+    return {"seconds": time.perf_counter() - start, "videos": len(videos), "startup_s": startup, **_usage()}
+
+
+def child_naive(videos: list[str], variant: str, model_dir: str) -> dict:
+    """The hand-written loop: decode every frame to RGB into a list, take 5 fps, resize, run the model.
+
+    The model is the same SavedModel, loaded the way its users load TF Hub
+    models, with TensorFlow's own thread settings (all cores).
+    """
+    import av
     import numpy as np
     import tensorflow as tf
+    import tensorflow_hub as hub
 
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(threads)
-    from models.movinet_export import build_movinet, movinet_signatures
     from models.movinet_variants import native_imgz
     from models.predictions import pad_clip
 
+    model_id, mode = variant.split(":")
     side = native_imgz(model_id)
-    signatures = movinet_signatures(build_movinet(model_id, mode), mode)
+    loaded = time.perf_counter()
+    signatures = hub.load(model_dir).signatures
 
     def run(frames):
         images = tf.constant(frames.astype(np.float32)[None] / 255.0)
         if mode == "stream":
-            states = signatures["init_states"](tf.constant([1, len(frames), side, side, 3]))
-            return signatures["call"]({**states, "image": images})["logits"].numpy()
+            states = signatures["init_states"](input_shape=tf.constant([1, len(frames), side, side, 3]))
+            return signatures["call"](**states, image=images)["logits"].numpy()
         clips = np.stack([pad_clip(frames[i:i + 8], 8) for i in range(0, len(frames), 8)])
-        return signatures["serving_default"](tf.constant(clips.astype(np.float32) / 255.0))["logits"].numpy()
+        out = signatures["serving_default"](image=tf.constant(clips.astype(np.float32) / 255.0))
+        return out["logits"].numpy()
 
-    return side, run
-
-
-def child_decode(videos: list[str], side: int) -> dict:
-    """Decode only: videolabel's sample_frames on each video."""
-    from transforms.decoding import DecodeReport, sample_frames
-
-    start = time.perf_counter()
-    frames = sum(sum(1 for _ in sample_frames(v, _spec(side), DecodeReport())) for v in videos)
-    return {"seconds": time.perf_counter() - start, "videos": len(videos), "frames": frames, **_usage()}
-
-
-def child_model(videos: list[str], model_id: str, mode: str) -> dict:
-    """Model only: frames decoded first (not timed), then the model on each video's frames."""
-    import numpy as np
-
-    from transforms.decoding import DecodeReport, sample_frames
-
-    loaded = time.perf_counter()
-    side, run = _model(model_id, mode, threads=1)
-    clips = [np.stack([f.image for f in sample_frames(v, _spec(side), DecodeReport())]) for v in videos]
-    run(clips[0])  # trace
-    startup = time.perf_counter() - loaded
-    start = time.perf_counter()
-    for clip in clips:
-        run(clip)
-    return {"seconds": time.perf_counter() - start, "videos": len(videos), "startup_s": startup, **_usage()}
-
-
-def child_naive(videos: list[str], model_id: str, mode: str) -> dict:
-    """The hand-written loop: decode every frame to RGB into a list, take 5 fps, resize, run the model."""
-    import av
-    import numpy as np
-    import tensorflow as tf
-
-    loaded = time.perf_counter()
-    side, run = _model(model_id, mode, threads=os.cpu_count() or 1)
     run(np.zeros((8, side, side, 3), np.uint8))
     startup = time.perf_counter() - loaded
     start = time.perf_counter()
@@ -134,9 +152,9 @@ def _usage() -> dict:
             "cpu_s": round(own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime, 2)}
 
 
-def _child(kind: str, videos: list[str], variant: str) -> dict:
+def _child(kind: str, videos: list[str], variant: str, model_dir: Path) -> dict:
     """Runs one measurement in a fresh process; its JSON includes its own peak RSS and CPU seconds."""
-    args = [sys.executable, "-m", "benchmarks.throughput", "--child", kind, variant, *videos]
+    args = [sys.executable, "-m", "benchmarks.throughput", "--child", kind, variant, str(model_dir), *videos]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     proc = subprocess.run(args, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
@@ -144,11 +162,11 @@ def _child(kind: str, videos: list[str], variant: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _parallel(kind: str, videos: list[str], variant: str, cores: int) -> dict:
+def _parallel(kind: str, videos: list[str], variant: str, model_dir: Path, cores: int) -> dict:
     """``cores`` child processes at once, the videos split between them; wall time of the slowest."""
     shares = [videos[i::cores] for i in range(cores)]
     start = time.perf_counter()
-    args = [[sys.executable, "-m", "benchmarks.throughput", "--child", kind, variant, *share]
+    args = [[sys.executable, "-m", "benchmarks.throughput", "--child", kind, variant, str(model_dir), *share]
             for share in shares]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     procs = [subprocess.Popen(a, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -166,20 +184,25 @@ def _parallel(kind: str, videos: list[str], variant: str, cores: int) -> dict:
             "core_s_per_video": round(sum(r["seconds"] for r in results) / len(videos), 4)}
 
 
-def _videolabel(videos: list[str], variant: str, cores: int, workdir: Path) -> dict:
-    """``videolabel run`` wall time on a manifest of ``videos``; returns wall, CPU and peak memory."""
+def _export(variant: str, workdir: Path) -> Path:
+    """The variant's SavedModel (random weights: speed does not depend on them), exported once."""
     model_id, mode = variant.split(":")
-    manifest = workdir / f"manifest_{len(videos)}.csv"
-    manifest.write_text("uri\n" + "\n".join(videos) + "\n")
     model = workdir / f"{model_id}_{mode}"
     if not (model / "saved_model.pb").exists():
         subprocess.run([sys.executable, "-m", "beam_pipeline", "export-movinet", "--model-id", model_id,
                         "--mode", mode, "--output", str(model)], check=True, capture_output=True)
+    return model
+
+
+def _videolabel(videos: list[str], variant: str, model: Path, cores: int, workdir: Path) -> dict:
+    """``videolabel run`` on a manifest of ``videos``: steady rate, start-up, wall, CPU and peak memory."""
+    model_id, mode = variant.split(":")
+    manifest = workdir / f"manifest_{len(videos)}.csv"
+    manifest.write_text("uri\n" + "\n".join(videos) + "\n")
     out = workdir / f"out_{len(videos)}"
     cmd = [sys.executable, "-m", "beam_pipeline", "run", "--input", str(manifest), "--output", str(out),
            "--model", str(model), "--overwrite", "--set", f"model.model_id={model_id}",
            "--set", f"model.model_mode={mode}", "--set", f"sampling.fps={FPS}", "--set", "model.tf_threads=1",
-           "--set", "output.videos_per_file=1",
            "--runner=DirectRunner", "--direct_running_mode=multi_processing",
            f"--direct_num_workers={cores}"]
     # run under a fresh measuring process, so peak RSS and CPU are this run's (workers included)
@@ -190,11 +213,9 @@ def _videolabel(videos: list[str], variant: str, cores: int, workdir: Path) -> d
         raise RuntimeError(f"videolabel run failed:\n{proc.stderr[-3000:]}")
     run = json.loads((out / "_run.json").read_text())
     assert run["counts"].get("videos_ok") == len(videos), run["counts"]
-    commits = sorted(p.stat().st_mtime for p in out.glob("videos/split=*/part-*.parquet"))
-    assert len(commits) == len(videos), "expected one videos part per video"
     measured = json.loads(proc.stdout.strip().splitlines()[-1])
-    rate = (len(commits) - 1) / (commits[-1] - commits[0])
-    return {**measured, "videos_per_s": rate, "startup_s": measured["wall_s"] - len(videos) / rate}
+    return {**measured, "videos_per_s": run["throughput"]["steady_videos_per_s"],
+            "startup_s": run["throughput"]["startup_s"], "stage_s": run["timings"]["stage_s"]}
 
 
 def main(argv=None) -> int:
@@ -222,13 +243,14 @@ def main(argv=None) -> int:
         videos.append(str(link))
     half = videos[:args.videos]
 
-    decode = _parallel("decode", half, args.variant, cores)
-    model = _parallel("model", half, args.variant, cores)
+    model_dir = _export(args.variant, workdir)
+    decode = _parallel("decode", half, args.variant, model_dir, cores)
+    model = _parallel("model", half, args.variant, model_dir, cores)
     per_video = decode["core_s_per_video"] + model["core_s_per_video"]
     combined = cores / per_video
-    naive = _child("naive", half, args.variant)
+    naive = _child("naive", half, args.variant, model_dir)
     naive_rate = naive["videos"] / naive["seconds"]
-    large = _videolabel(videos, args.variant, cores, workdir)
+    large = _videolabel(videos, args.variant, model_dir, cores, workdir)
     steady, startup = large["videos_per_s"], large["startup_s"]
 
     rows = [
@@ -271,16 +293,8 @@ if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--measure":
         _measure(sys.argv[2:])
     elif len(sys.argv) > 1 and sys.argv[1] == "--child":
-        kind, variant, *paths = sys.argv[2:]
-        model_id, mode = variant.split(":")
-        from models.movinet_variants import native_imgz
-
-        if kind == "decode":
-            result = child_decode(paths, native_imgz(model_id))
-        elif kind == "model":
-            result = child_model(paths, model_id, mode)
-        else:
-            result = child_naive(paths, model_id, mode)
-        print(json.dumps(result))
+        kind, variant, model_path, *paths = sys.argv[2:]
+        child = {"decode": child_decode, "model": child_model, "naive": child_naive}[kind]
+        print(json.dumps(child(paths, variant, model_path)))
     else:
         raise SystemExit(main())

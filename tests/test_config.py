@@ -60,6 +60,8 @@ def test_overrides_win_and_are_typed():
     ({"train": {"num_epochs": 0}}, "train.num_epochs: 0"),
     ({"model": {"kind": "lstm"}}, "pose.handle: model.kind lstm needs a MoveNet"),
     ({"output": {"write_keypoints": True}}, "output.write_keypoints: keypoints come from"),
+    ({"sampling": {"decode_threads": -1}}, "sampling.decode_threads: -1"),
+    ({"model": {"pin_workers": "yes"}}, "model.pin_workers: 'yes'"),
 ])
 def test_bad_config_names_the_bad_value(raw, needle):
     with pytest.raises(ConfigError) as info:
@@ -104,3 +106,18 @@ def test_cli_bad_paths_fail_at_start(tmp_path, capsys, extra, needle, mixed_vide
     assert code == 2, err
     assert needle in err and err.count("\n") == 0
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("overrides, beam_args, pinned", [
+    ([], ["--direct_running_mode=multi_processing"], True),
+    ([], ["--direct_running_mode=in_memory"], False),  # one process: pinning would hold it to one core
+    (["model.tf_threads=0"], ["--direct_running_mode=multi_processing"], False),
+    (["sampling.decode_threads=0"], ["--direct_running_mode=multi_processing"], False),
+    (["model.pin_workers=false"], ["--direct_running_mode=multi_processing"], False),
+    ([], ["--runner=DataflowRunner"], False),
+])
+def test_workers_are_pinned_only_when_each_is_one_local_single_threaded_process(overrides, beam_args, pinned):
+    from beam_pipeline.launcher import _pins_cores
+
+    cfg = load_config(str(REPO / "configs" / "local.yaml"), overrides)
+    assert _pins_cores(cfg, pipeline_options(cfg.runner, beam_args)) is pinned

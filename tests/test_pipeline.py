@@ -121,6 +121,13 @@ def test_cli_run_end_to_end(tmp_path, mixed_videos, a0_stream):
                              "videos": {"test": 2, "train": 2, "valid": 1}}
     assert run["throughput"]["videos_per_s"] == pytest.approx(5 / run["wall_s"], rel=0.01)
     assert run["throughput"]["frames_per_s"] == pytest.approx(len(f) / run["wall_s"], rel=0.01)
+    throughput = run["throughput"]
+    # after start-up: faster than over the whole run, which start-up (TF import, model load) dominates
+    assert throughput["steady_videos_per_s"] > throughput["videos_per_s"]
+    assert 0 < throughput["startup_s"] < run["wall_s"]
+    # local.yaml: two single-threaded worker processes, each pinned to a core of its own
+    assert throughput["worker_processes"] in (1, 2)
+    assert len(throughput["pinned_cores"]) == throughput["worker_processes"]
     stages = run["timings"]["stage_s"]
     assert stages["decode"] > 0 and stages["model"] > 0 and stages["write"] > 0
     assert stages["decode"] + stages["model"] < run["wall_s"] * 2  # two workers at most

@@ -5,7 +5,8 @@ from __future__ import annotations
 import io
 import multiprocessing
 
-from transforms.progress import ProgressLine, note_video
+from transforms import progress as progress_module
+from transforms.progress import ProgressLine, note_video, worker_summary
 
 
 def _worker(folder: str, statuses: list[str]) -> None:
@@ -40,3 +41,18 @@ def test_not_a_terminal_gives_plain_log_lines_when_the_count_moves(tmp_path):
     assert "\r" not in stream.getvalue()
     # one line when the count moved, one at the end
     assert [line.split(",")[0] for line in lines] == ["videolabel: 1/2 videos (50%)"] * 2
+
+
+def test_steady_rate_sums_each_workers_rate_after_its_first_video(tmp_path, monkeypatch):
+    now = [0.0]
+    monkeypatch.setattr(progress_module.time, "time", lambda: now[0])
+    # worker a: four videos at 100..103 s (1 video/s); worker b: two, 0.5 s apart (2 videos/s)
+    for tag, times in (("a", (100.0, 101.0, 102.0, 103.0)), ("b", (100.5, 101.0))):
+        monkeypatch.setattr(progress_module, "_PROCESS_TAG", tag)
+        for now[0] in times:
+            note_video(str(tmp_path), "ok")
+    summary = worker_summary(str(tmp_path))
+    assert summary == {"steady_videos_per_s": 3.0, "first_done_at": 100.0, "processes": 2, "pinned_cores": []}
+    line = ProgressLine(str(tmp_path), total=12, stream=io.StringIO()).line()
+    # 6 left at 3 videos/s: the ETA uses the steady rate, not done / elapsed
+    assert line == "videolabel: 6/12 videos (50%), 0 failed, 3.00 videos/s, ETA 0m02s"

@@ -13,6 +13,10 @@ With ``predecode_max_frames`` (the model runs on other, GPU, workers), a video
 expected to give at most that many sampled frames is decoded here, on the CPU
 workers, and its frames travel with the ``FrameSource``; a longer or unmeasured
 one is still decoded lazily by the model handler.
+
+With ``pin_core`` (local runs, one single-threaded worker process per core), each
+worker process pins itself to a core of its own when it starts
+(``transforms.cores``).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from collections.abc import Iterator
 import apache_beam as beam
 from apache_beam import pvalue
 
+from transforms.cores import pin_to_free_core
 from transforms.decoding import DecodeReport, probe_video, sample_frames
 from transforms.records import ErrorStage, FrameSource, SamplingSpec, VideoMeta, VideoRef, VideoResult
 
@@ -46,9 +51,14 @@ def expected_frames(spec: SamplingSpec, meta: VideoMeta | None) -> int | None:
 class _DecodeAndSampleFn(beam.DoFn):
     """Yields a ``FrameSource``, or a tagged ``VideoResult`` with the error and no clips."""
 
-    def __init__(self, spec: SamplingSpec, predecode_max_frames: int | None = None):
+    def __init__(self, spec: SamplingSpec, predecode_max_frames: int | None = None, pin_core: bool = False):
         self._spec = spec
         self._predecode_max_frames = predecode_max_frames
+        self._pin_core = pin_core
+
+    def setup(self) -> None:
+        if self._pin_core:
+            pin_to_free_core()
 
     def process(self, ref: VideoRef) -> Iterator:
         report = DecodeReport()
@@ -74,11 +84,12 @@ class DecodeAndSample(beam.PTransform):
     Returns ``FrameSource`` elements for the model (with their frames for short
     videos when ``predecode_max_frames`` is set), and ``VideoResult`` elements
     (no clips, ``info.error`` set) for videos that failed to open or probe.
+    With ``pin_core`` each worker process takes a core of its own.
     """
 
-    def __init__(self, spec: SamplingSpec, predecode_max_frames: int | None = None):
+    def __init__(self, spec: SamplingSpec, predecode_max_frames: int | None = None, pin_core: bool = False):
         super().__init__()
-        self._fn = _DecodeAndSampleFn(spec, predecode_max_frames)
+        self._fn = _DecodeAndSampleFn(spec, predecode_max_frames, pin_core)
 
     def expand(self, refs):
         outputs = refs | "Probe" >> beam.ParDo(self._fn).with_outputs(FAILED_TAG, main="sources")

@@ -456,6 +456,7 @@ def _sample_frames(uri: str, spec: SamplingSpec, report: DecodeReport, opener,
         scan = None
         try:
             stream = video_stream(container)
+            stream.codec_context.thread_count = spec.decode_threads
             if spec.strategy == "uniform":
                 # containers may lack a duration or only estimate it (MPEG-PS): read the packets'
                 with open_container(uri, opener) as scanned:

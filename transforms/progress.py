@@ -2,9 +2,13 @@
 
 Local runners (DirectRunner, Prism) run their workers on this machine, possibly
 in other processes, so each worker appends one line per finished video (its
-status) to its own file in a shared folder, and ``ProgressLine`` in the
-launcher counts them. On Dataflow the same counts are the ``videolabel`` Beam
-metrics (``videos_ok``, ``videos_failed``, ...), shown in the job's UI.
+status, the time it finished and the core the process is pinned to) to its own
+file in a shared folder, and
+``ProgressLine`` in the launcher counts them. The times give the steady rate:
+each worker's videos per second from its first finished video to its last,
+summed over workers, so start-up (imports, model load) is kept apart. On
+Dataflow the same counts are the ``videolabel`` Beam metrics (``videos_ok``,
+``videos_failed``, ...), shown in the job's UI.
 """
 
 from __future__ import annotations
@@ -14,19 +18,78 @@ import sys
 import threading
 import time
 import uuid
-from typing import TextIO
+from typing import NamedTuple, TextIO
 
-__all__ = ["ProgressLine", "note_video"]
+from transforms.cores import pinned_core
+
+__all__ = ["ProgressLine", "note_video", "worker_summary"]
 
 
 _PROCESS_TAG = uuid.uuid4().hex[:8]
 
 
 def note_video(folder: str, status: str) -> None:
-    """Records one finished video with ``status`` in this process's file under ``folder``."""
+    """Records one finished video (``status``, the time now, this process's pinned core or ``-``) in this
+    process's file under ``folder``."""
     path = os.path.join(folder, f"{os.getpid()}-{_PROCESS_TAG}.log")
+    core = pinned_core()
     with open(path, "a", encoding="utf-8") as handle:
-        handle.write(status + "\n")
+        handle.write(f"{status} {time.time():.3f} {'-' if core is None else core}\n")
+
+
+class _Note(NamedTuple):
+    status: str
+    at: float  # epoch seconds
+    core: int | None
+
+
+def _notes(folder: str) -> list[list[_Note]]:
+    """Per worker process, its finished videos in the order noted."""
+    workers = []
+    for name in sorted(os.listdir(folder)):
+        with open(os.path.join(folder, name), encoding="utf-8") as handle:
+            # a line still being written has no newline yet
+            lines = [line.split() for line in handle if line.endswith("\n")]
+        workers.append([_Note(status, float(at), None if core == "-" else int(core))
+                        for status, at, core in lines])
+    return workers
+
+
+def worker_summary(folder: str) -> dict:
+    """What the worker processes' notes in ``folder`` say of a finished local run.
+
+    Returns:
+        ``steady_videos_per_s``: the sum over worker processes of (videos - 1) /
+        (last - first finish time), so the time before each worker's first
+        video (imports, model load, pipeline start) is left out; None where no
+        worker finished two videos apart in time. ``first_done_at``: epoch
+        seconds of the first finished video (None without any).
+        ``processes``: worker processes that finished videos. ``pinned_cores``:
+        the cores they were pinned to, sorted.
+    """
+    workers = _notes(folder)
+    notes = [note for noted in workers for note in noted]
+    return {"steady_videos_per_s": _steady(workers),
+            "first_done_at": min((n.at for n in notes), default=None),
+            "processes": sum(1 for noted in workers if noted),
+            "pinned_cores": sorted({n.core for n in notes if n.core is not None})}
+
+
+def _steady(workers: list[list[_Note]]) -> float | None:
+    rates = []
+    for noted in workers:
+        times = [note.at for note in noted]
+        if len(times) >= 2 and max(times) > min(times):
+            rates.append((len(times) - 1) / (max(times) - min(times)))
+    return sum(rates) if rates else None
+
+
+def _counts(workers: list[list[_Note]]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for noted in workers:
+        for note in noted:
+            counts[note.status] = counts.get(note.status, 0) + 1
+    return counts
 
 
 def _duration(seconds: float) -> str:
@@ -57,20 +120,15 @@ class ProgressLine:
 
     def counts(self) -> dict[str, int]:
         """Finished videos so far, by status."""
-        counts: dict[str, int] = {}
-        for name in os.listdir(self._folder):
-            with open(os.path.join(self._folder, name), encoding="utf-8") as handle:
-                for line in handle:
-                    if line.endswith("\n"):
-                        counts[line[:-1]] = counts.get(line[:-1], 0) + 1
-        return counts
+        return _counts(_notes(self._folder))
 
     def line(self) -> str:
-        """The progress text for the counts now."""
-        counts = self.counts()
+        """The progress text for the counts now; the rate is the steady rate once there is one."""
+        notes = _notes(self._folder)
+        counts = _counts(notes)
         done = sum(counts.values())
         elapsed = time.monotonic() - self._start
-        rate = done / elapsed if elapsed > 0 else 0.0
+        rate = _steady(notes) or (done / elapsed if elapsed > 0 else 0.0)
         share = f" ({100 * done / self._total:.0f}%)" if self._total else ""
         eta = _duration((self._total - done) / rate) if rate > 0 and self._total >= done else "--"
         return (f"videolabel: {done}/{self._total} videos{share}, {counts.get('failed', 0)} failed, "

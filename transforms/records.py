@@ -139,6 +139,7 @@ class SamplingSpec(NamedTuple):
     max_pixels: int
     max_duration_s: float
     decode_timeout_s: float
+    decode_threads: int = 1
 
 
 class FrameSource(NamedTuple):
