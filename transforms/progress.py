@@ -3,11 +3,10 @@
 Local runners (DirectRunner, Prism) run their workers on this machine, possibly
 in other processes, so each worker appends one line per finished video (its
 status, the time it finished and the core the process is pinned to) to its own
-file in a shared folder, and
-``ProgressLine`` in the launcher counts them. The times give the steady rate:
-each worker's videos per second from its first finished video to its last,
-summed over workers, so start-up (imports, model load) is kept apart. On
-Dataflow the same counts are the ``videolabel`` Beam metrics (``videos_ok``,
+file in a shared folder, and ``ProgressLine`` in the launcher counts them. The
+times give the steady rate: each worker's videos per second from its first
+finished video to its last, summed over workers, so start-up (imports, model
+load) is kept apart. On Dataflow the same counts are the ``videolabel`` Beam metrics (``videos_ok``,
 ``videos_failed``, ...), shown in the job's UI.
 """
 
