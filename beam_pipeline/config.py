@@ -113,6 +113,9 @@ class SamplingConfig:
         decode_threads: FFmpeg threads per video being decoded; 1 suits one
             worker process per core, the runner spreading videos over the cores
             (0: FFmpeg decides, slice threads, one more than the cores).
+        decoder_memory_mb: address-space cap of the decoder process each worker
+            runs its decoding in (``transforms.decoder_process``); a video that needs
+            more fails as ``DecoderOutOfMemory`` and the worker goes on.
     """
 
     strategy: str = "fps"
@@ -125,6 +128,7 @@ class SamplingConfig:
     decode_timeout_s: float = 600.0
     predecode_max_frames: int = 3000
     decode_threads: int = 1
+    decoder_memory_mb: int = 4096
 
     @property
     def stride(self) -> int:
@@ -148,6 +152,7 @@ class SamplingConfig:
         _positive("sampling.max_pixels", self.max_pixels, integer=True)
         _positive("sampling.decode_timeout_s", self.decode_timeout_s)
         _positive("sampling.predecode_max_frames", self.predecode_max_frames, integer=True)
+        _positive("sampling.decoder_memory_mb", self.decoder_memory_mb, integer=True)
         if not isinstance(self.decode_threads, int) or self.decode_threads < 0:
             raise ConfigError(f"sampling.decode_threads: {self.decode_threads!r} is not an integer >= 0")
 
