@@ -20,6 +20,8 @@ from models.movinet_variants import MODEL_IDS, MODEL_MODES, native_imgz
 from models.training import FitSettings
 
 __all__ = [
+    "EXECUTION_ONLY_KEYS",
+    "LSTM_ONLY_SECTIONS",
     "ConfigError",
     "InputConfig",
     "JobConfig",
@@ -298,6 +300,32 @@ class OutputConfig:
         _positive("output.flush_s", self.flush_s)
 
 
+#: The config keys that cannot change an output row, the one place ``JobConfig.job_hash``
+#: reads: every other key is hashed (a key added later is hashed until it is listed here).
+#: ``section.key`` names one key, ``section`` a whole section. Why each is here:
+EXECUTION_ONLY_KEYS: frozenset[str] = frozenset({
+    "input.paths",                   # which videos: resume keeps and redoes rows video by video
+    "input.extensions",              # which files a glob lists, as paths: not what a listed video's rows hold
+    "sampling.decode_timeout_s",     # a wall-clock budget: a video decoded in time has the same rows
+                                     # whatever it is (one cut short is ``partial`` and redone anyway)
+    "sampling.predecode_max_frames",  # whether frames are decoded on the CPU or the GPU workers
+    "sampling.decode_threads",       # FFmpeg decodes the same pixels with any thread count
+    "sampling.decoder_memory_mb",    # a memory budget: as decode_timeout_s (over it, a failed row)
+    "model.batch_size",              # clips per model call: the same clips, the same outputs
+    "model.tf_threads",              # threads per worker process
+    "model.pin_workers",             # which core a worker process runs on
+    "model.accelerator",             # which workers run the model step
+    "output.path",                   # where: resume reads the rows already there
+    "output.videos_per_file",        # how rows are grouped into part files
+    "output.flush_s",                # when a part file is committed
+    "train",                         # `videolabel train` only; `run` never reads it
+    "runner",                        # Beam / Dataflow options
+})
+
+#: Sections hashed only when ``model.kind`` is ``lstm``, the only model that uses them.
+LSTM_ONLY_SECTIONS: frozenset[str] = frozenset({"pose"})
+
+
 @dataclasses.dataclass(frozen=True)
 class JobConfig:
     """The whole job. ``runner`` maps Beam option names to values."""
@@ -335,11 +363,33 @@ class JobConfig:
         return dataclasses.asdict(self)
 
     def job_hash(self) -> str:
-        """Hash of everything that changes predictions (not the runner, not output)."""
-        job = self.to_dict()
-        job.pop("runner")
-        job.pop("output")
-        job["input"].pop("paths")
+        """Hash of exactly the settings that can change an output row (the ``config_hash`` column).
+
+        ``--resume`` keeps a video's rows when they carry this hash (and the same
+        model handle), so the hash leaves out every key of ``EXECUTION_ONLY_KEYS``:
+        the input paths and listing, threads, worker pinning, the accelerator, the
+        batch size, where decoding runs, the decode time and memory budgets (a video
+        over them is a failed or partial row, which resume redoes anyway), the output
+        location and part-file sizing, the ``train`` section and the runner options.
+        It covers everything else: the model and its labels (kind, model_id,
+        model_mode, hub_version, handle, labels, top_k, video_pool, and stream_chunk,
+        because TF Hub stream models give each frame the output after its chunk's
+        last frame), the frames and pixels sampled (strategy, fps, n_frames,
+        clip_stride, imgz, and the max_duration_s / max_pixels guards, which make a
+        video a failed row whatever the machine), input.background_label, the split
+        ratios and salt, the written columns (write_frames, write_probs,
+        write_keypoints), and the ``pose`` section when ``model.kind`` is lstm.
+
+        Returns:
+            16 hex digits.
+        """
+        job: dict[str, Any] = {}
+        for section, values in self.to_dict().items():
+            unused = section in LSTM_ONLY_SECTIONS and self.model.kind != "lstm"
+            if section in EXECUTION_ONLY_KEYS or unused:
+                continue
+            job[section] = {key: value for key, value in values.items()
+                            if f"{section}.{key}" not in EXECUTION_ONLY_KEYS}
         blob = json.dumps(job, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 

@@ -70,6 +70,123 @@ def test_bad_config_names_the_bad_value(raw, needle):
     assert "\n" not in str(info.value)
 
 
+# One changed value for every config key, by what the change does to output rows. A key the
+# config classes gain fails test_every_config_key_is_classified until it is added here.
+RESULT_CHANGING = {
+    "input.background_label": "background",
+    "split.ratios": {"train": 0.5, "test": 0.5},
+    "split.salt": "other-salt",
+    "sampling.strategy": "uniform",
+    "sampling.fps": 2.0,
+    "sampling.n_frames": 16,
+    "sampling.clip_stride": 4,
+    "sampling.imgz": 224,
+    "sampling.max_duration_s": 60.0,
+    "sampling.max_pixels": 1920 * 1080,
+    "model.kind": "lstm",
+    "model.model_id": "a2",
+    "model.model_mode": "base",
+    "model.hub_version": 4,
+    "model.handle": "gs://bucket/model",
+    "model.labels": "labels.txt",
+    "model.top_k": 3,
+    "model.stream_chunk": 1,  # TF Hub stream models: each frame gets the output at its chunk's end
+    "model.video_pool": "max",
+    "output.write_frames": False,
+    "output.write_probs": True,
+    "output.write_keypoints": True,  # model.kind lstm only (tested on the lstm config)
+}
+EXECUTION_ONLY = {
+    "input.paths": ("elsewhere/*.mp4",),
+    "input.extensions": (".mp4",),
+    "sampling.decode_timeout_s": 30.0,
+    "sampling.predecode_max_frames": 100,
+    "sampling.decode_threads": 0,
+    "sampling.decoder_memory_mb": 512,
+    "model.batch_size": 16,
+    "model.tf_threads": 4,
+    "model.pin_workers": False,
+    "model.accelerator": "type:nvidia-l4;count:1;install-nvidia-driver",
+    "output.path": "gs://bucket/other",
+    "output.videos_per_file": 10,
+    "output.flush_s": 5.0,
+    "train.num_epochs": 3,
+    "train.learning_rate": 0.1,
+    "train.batch_size": 4,
+    "train.patience": 2,
+    "train.seed": 7,
+    "train.method": "finetune",
+    "train.checkpoint": "gs://bucket/ckpt-1",
+    "train.dropout_rate": 0.5,
+    "runner": {"runner": "DataflowRunner", "project": "p", "direct_num_workers": 8},
+}
+LSTM_ONLY = {  # hashed only for model.kind lstm
+    "pose.handle": "other_movenet.tflite",
+    "pose.threshold": 0.5,
+}
+
+
+def _config_keys() -> set[str]:
+    """Every key of every section of JobConfig, as ``section.key`` (``runner``: the whole mapping)."""
+    defaults, keys = JobConfig(), set()
+    for section in dataclasses.fields(JobConfig):
+        value = getattr(defaults, section.name)
+        if dataclasses.is_dataclass(value):
+            keys.update(f"{section.name}.{f.name}" for f in dataclasses.fields(value))
+        else:
+            keys.add(section.name)
+    return keys
+
+
+def _changed(cfg: JobConfig, key: str, value) -> JobConfig:
+    section, _, name = key.partition(".")
+    if not name:
+        changed = dataclasses.replace(cfg, **{section: value})
+    else:
+        inner = dataclasses.replace(getattr(cfg, section), **{name: value})
+        changed = dataclasses.replace(cfg, **{section: inner})
+    changed.validate()
+    assert changed != cfg, key
+    return changed
+
+
+def _bases() -> dict[str, JobConfig]:
+    movinet = load_config(str(REPO / "configs" / "local.yaml"), ["pose.handle=movenet.tflite"])
+    return {"movinet": movinet, "lstm": load_config(str(REPO / "configs" / "local.yaml"),
+                                                    ["pose.handle=movenet.tflite", "model.kind=lstm"])}
+
+
+def test_every_config_key_is_classified():
+    from beam_pipeline.config import EXECUTION_ONLY_KEYS, LSTM_ONLY_SECTIONS
+
+    tables = [set(RESULT_CHANGING), set(EXECUTION_ONLY), set(LSTM_ONLY)]
+    assert sum(map(len, tables)) == len(set.union(*tables)), "a key is in two tables"
+    assert set.union(*tables) == _config_keys()
+    # The declared sets name real keys and sections only, and say what the tables say.
+    expanded = {k for k in _config_keys()
+                if k in EXECUTION_ONLY_KEYS or k.split(".")[0] in EXECUTION_ONLY_KEYS}
+    assert {k.split(".")[0] for k in EXECUTION_ONLY_KEYS} <= {f.name for f in dataclasses.fields(JobConfig)}
+    assert all("." not in k or k in _config_keys() for k in EXECUTION_ONLY_KEYS)
+    assert expanded == set(EXECUTION_ONLY)
+    assert {k.split(".")[0] for k in LSTM_ONLY} == LSTM_ONLY_SECTIONS
+
+
+_CASES = (
+    [(k, v, "lstm" if k == "output.write_keypoints" else "movinet", True) for k, v in RESULT_CHANGING.items()]
+    + [(k, v, base, False) for k, v in EXECUTION_ONLY.items() for base in ("movinet", "lstm")]
+    + [(k, v, "movinet", False) for k, v in LSTM_ONLY.items()]
+    + [(k, v, "lstm", True) for k, v in LSTM_ONLY.items()]
+)
+
+
+@pytest.mark.parametrize("key, value, base, changes", _CASES,
+                         ids=[f"{k}-{b}" for k, _, b, _ in _CASES])
+def test_job_hash_changes_exactly_with_what_changes_rows(key, value, base, changes):
+    cfg = _bases()[base]
+    changed = _changed(cfg, key, value)
+    assert (changed.job_hash() != cfg.job_hash()) is changes
+
+
 def test_job_hash_ignores_runner_output_and_inputs_but_not_sampling():
     a = load_config(None, ['output.path="x"', "runner.runner=DirectRunner"])
     b = load_config(None, ['output.path="y"', 'input.paths=["z/*.mp4"]'])
