@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 
 from transforms.aggregate import top_k_arrays
-from transforms.decoding import DecodeReport, frames_of, windows
+from transforms.decoder_process import frames_of
+from transforms.decoding import DecodeReport, windows
 from transforms.records import Clip, ClipPrediction, FrameSource, VideoResult
 
 __all__ = ["ClipsPerVideo", "clip_predictions", "clips_of", "pad_clip"]

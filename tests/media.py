@@ -63,6 +63,15 @@ def cut_short(source: Path, path: Path, keep=0.5) -> Path:
     return path
 
 
+def truncated_avi(path: Path, *, n=200, keep=0.6) -> Path:
+    """An H.264 AVI cut to its first ``keep`` share of bytes: its header still counts all ``n`` frames."""
+    full = good(path.with_name("full-" + path.name), n=n, w=160, h=120)
+    data = full.read_bytes()
+    full.unlink()
+    path.write_bytes(data[:int(len(data) * keep)])
+    return path
+
+
 def corrupt_middle(source: Path, path: Path, start=0.45, length=0.1) -> Path:
     """``source`` with a band of its bytes in the middle overwritten with noise."""
     data = bytearray(source.read_bytes())

@@ -94,10 +94,17 @@ def test_length_guard_holds_without_a_declared_duration(tmp_path):
     assert report.error.type == "TooLong" and all(f.time_s <= 1.0 for f in frames)
 
 
-def test_decode_timeout_keeps_nothing_past_the_deadline(sources):
-    frames, report = _sample(sources["mp4"], decode_timeout_s=1e-9)
-    assert (report.error.stage, report.error.type) == (ErrorStage.DECODE, "DecodeTimeout")
-    assert report.frames_decoded < 100
+def test_avi_cut_short_is_truncated_by_its_declared_frame_count(tmp_path):
+    path = media.truncated_avi(tmp_path / "cut.avi", n=200, keep=0.6)
+    import av
+    with av.open(str(path)) as c:  # FFmpeg shortens the duration to what is there; the header counts 200
+        declared = c.streams.video[0].frames
+        assert declared == 200
+    frames, report = _sample(path)
+    assert (report.error.stage, report.error.type) == (ErrorStage.DECODE, "Truncated"), report.error
+    assert 0 < report.frames_decoded < 0.9 * declared and f"of the {declared}" in report.error.message
+    whole, whole_report = _sample(media.truncated_avi(tmp_path / "whole.avi", n=200, keep=1.0))
+    assert whole_report.error is None and whole_report.frames_decoded == 200
 
 
 def test_missing_and_unreadable_paths_fail_at_open(tmp_path):
@@ -178,6 +185,7 @@ def test_folder_of_every_class_gives_one_correct_row_each(tmp_path, sources, a0_
         "text.avi": (media.text_file(d / "text.avi"), "failed", "open"),
         "cut.mp4": (media.cut_short(sources["mp4"], d / "cut.mp4"), "failed", "open"),
         "cut.mkv": (media.cut_short(sources["mkv"], d / "cut.mkv"), "partial", "decode"),
+        "cut.avi": (media.truncated_avi(d / "cut.avi", n=100, keep=0.6), "partial", "decode"),
         "corrupt.ts": (media.corrupt_middle(sources["ts"], d / "corrupt.ts", length=0.03), "ok", None),
         "audio.mp4": (media.audio_only(d / "audio.mp4"), "failed", "probe"),
         "cover.mp4": (media.cover_art_only(d / "cover.mp4"), "failed", "probe"),
@@ -195,7 +203,7 @@ def test_folder_of_every_class_gives_one_correct_row_each(tmp_path, sources, a0_
         f"sampling.max_pixels={200 * 200}", "sampling.max_duration_s=5"])
     expected = {name: (status, stage) for name, (_, status, stage) in files.items()}
     expected["missing.mp4"] = ("failed", "open")
-    expected["manifest.csv#row=16"] = ("failed", "open")
+    expected["manifest.csv#row=17"] = ("failed", "open")
     with TestPipeline() as p:
         groups = build_pipeline(p, cfg, handle=a0_stream, labels=[f"c{i}" for i in range(600)],
                                 stamp=RunStamp(a0_stream, cfg.job_hash(), "run"))
@@ -204,6 +212,8 @@ def test_folder_of_every_class_gives_one_correct_row_each(tmp_path, sources, a0_
         assert_that(names | beam.Map(lambda kv: (kv[0], (kv[1]["status"], kv[1]["error_stage"]))),
                     equal_to(list(expected.items())))
         assert_that(names | "Types" >> beam.Map(lambda kv: (kv[0], kv[1]["error_type"]))
-                    | beam.Filter(lambda kv: kv[0] in ("cut.mkv", "cover.mp4", "manifest.csv#row=16")),
-                    equal_to([("cut.mkv", "Truncated"), ("cover.mp4", "VideoRejected"),
-                              ("manifest.csv#row=16", "BadManifestRow")]), label="ErrorTypes")
+                    | beam.Filter(lambda kv: kv[0] in ("cut.mkv", "cut.avi", "cover.mp4",
+                                                       "manifest.csv#row=17")),
+                    equal_to([("cut.mkv", "Truncated"), ("cut.avi", "Truncated"),
+                              ("cover.mp4", "VideoRejected"), ("manifest.csv#row=17", "BadManifestRow")]),
+                    label="ErrorTypes")

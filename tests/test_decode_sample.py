@@ -7,7 +7,8 @@ import os
 from apache_beam import pvalue
 
 from transforms.decode_sample import FAILED_TAG, _DecodeAndSampleFn, expected_frames
-from transforms.decoding import DecodeReport, frames_of, sample_frames
+from transforms.decoder_process import frames_of
+from transforms.decoding import DecodeReport, sample_frames
 from transforms.records import ErrorStage, FrameSource, SamplingSpec, VideoRef
 
 SPEC = SamplingSpec(strategy="fps", fps=5.0, n_frames=4, imgz=32, max_pixels=10**7,

@@ -184,21 +184,30 @@ class _RowsFn(beam.DoFn):
 
     def process(self, result: VideoResult) -> Iterator[dict[str, list[dict[str, Any]]]]:
         info = result.info
-        clips = [(index, pred) for index, pred in result.clips if len(pred.frame_indices)]
+        try:
+            row, frames = self._rows(info, result.clips)
+        except Exception as exc:  # the per-video boundary: a video whose rows cannot be made is failed
+            info = info._replace(error=VideoError.of(ErrorStage.INFER, exc))
+            row, frames = video_row(info, [], self._mode, self._labels, self._k, self._stamp), []
         self._decoded.inc(info.frames_decoded)
         self._sampled.inc(info.frames_sampled)
         self._decode_ms.update(int(info.decode_s * 1000))
         self._count(f"{SPLIT_COUNTER_PREFIX}{info.ref.split}")
-        row = video_row(info, clips, self._mode, self._labels, self._k, self._stamp, self._pool)
         self._by_status[Status(row["status"])].inc()
         if self._progress_dir:
             note_video(self._progress_dir, row["status"])
         if row["error_type"]:
             self._count(f"{ERROR_COUNTER_PREFIX}{row['error_type']}")
+        yield {"videos": [row], "frames": frames}
+
+    def _rows(self, info: VideoInfo, outputs: Sequence[tuple[int, ClipPrediction]]):
+        """The video's row and its frame rows (none without ``write_frames``)."""
+        clips = [(index, pred) for index, pred in outputs if len(pred.frame_indices)]
+        row = video_row(info, clips, self._mode, self._labels, self._k, self._stamp, self._pool)
         frames = []
         if self._write_frames:
             frames = list(frame_rows(info, clips, self._labels, self._k, self._write_probs, self._background))
-        yield {"videos": [row], "frames": frames}
+        return row, frames
 
     def _count(self, name: str) -> None:
         """Adds one to the counter ``name``, made on first use (error types and splits are open sets)."""

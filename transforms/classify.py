@@ -20,7 +20,7 @@ __all__ = ["Classify"]
 def _infer_failures(failure) -> Iterator:
     """(failed batch of FrameSources, exception) -> one failed VideoResult per video."""
     batch, exc = failure
-    error = VideoError(ErrorStage.INFER, type(exc).__name__, str(exc))
+    error = VideoError.of(ErrorStage.INFER, exc)
     for source in batch:
         yield VideoResult(VideoInfo(source.ref, source.meta, 0, 0, error), [])
 

@@ -1,8 +1,10 @@
 """DecodeAndSample: VideoRef -> FrameSource for the model, or a failed VideoResult.
 
-Each video is opened and probed here, so bad files (not a video, no video
-stream, over the size or length guards, a bad manifest row) fail early and off
-the model workers. A good video becomes a ``FrameSource``: the model handler
+Each video is opened and probed here, in the worker's decoder process
+(``transforms.decoder_process``: a crash or a hang there is the video's row), so
+bad files (not a video, no video stream, over the size or length guards, a bad
+manifest row) fail early and off the model workers; any other exception raised
+for a video is its row too. A good video becomes a ``FrameSource``: the model handler
 decodes and samples its frames lazily, a chunk or a batch of clips at a time, so
 memory holds one chunk whatever the video's length, and a causal model sees a
 video's frames in order, in one place. Every element downstream is one whole
@@ -28,8 +30,17 @@ import apache_beam as beam
 from apache_beam import pvalue
 
 from transforms.cores import pin_to_free_core
-from transforms.decoding import DecodeReport, probe_video, sample_frames
-from transforms.records import ErrorStage, FrameSource, SamplingSpec, VideoMeta, VideoRef, VideoResult
+from transforms.decoder_process import decode_isolated, probe_isolated
+from transforms.decoding import DecodeReport
+from transforms.records import (
+    ErrorStage,
+    FrameSource,
+    SamplingSpec,
+    VideoError,
+    VideoMeta,
+    VideoRef,
+    VideoResult,
+)
 
 __all__ = ["DecodeAndSample", "FAILED_TAG", "expected_frames"]
 
@@ -62,20 +73,32 @@ class _DecodeAndSampleFn(beam.DoFn):
 
     def process(self, ref: VideoRef) -> Iterator:
         report = DecodeReport()
+        try:
+            source = self._source(ref, report)
+        except Exception as exc:  # the per-video boundary: whatever this video raises is its row
+            report.error = VideoError.of(ErrorStage.PROBE if report.meta is None else ErrorStage.DECODE, exc)
+            source = None
+        if source is None:
+            yield pvalue.TaggedOutput(FAILED_TAG, VideoResult(report.info(ref), []))
+        else:
+            yield source
+
+    def _source(self, ref: VideoRef, report: DecodeReport) -> FrameSource | None:
+        """The probed ``FrameSource`` of ``ref`` (its frames too when short enough to predecode),
+        or None with ``report.error`` set."""
         if ref.error:
             report.fail(ErrorStage.OPEN, "BadManifestRow", ref.error)
-        else:
-            probe_video(ref.uri, self._spec, report)
+            return None
+        probe_isolated(ref.uri, self._spec, report)
         if report.error is not None:
-            yield pvalue.TaggedOutput(FAILED_TAG, VideoResult(report.info(ref), []))
-            return
+            return None
         source = FrameSource(ref, self._spec, report.meta)
         expected = expected_frames(self._spec, report.meta)
         if self._predecode_max_frames and expected is not None and expected <= self._predecode_max_frames:
             decoded = DecodeReport()
-            frames = tuple(sample_frames(ref.uri, self._spec, decoded))
+            frames = tuple(decode_isolated(ref.uri, self._spec, decoded))
             source = source._replace(frames=frames, decoded=decoded.info(ref))
-        yield source
+        return source
 
 
 class DecodeAndSample(beam.PTransform):

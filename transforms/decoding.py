@@ -23,7 +23,6 @@ import numpy as np
 from transforms.records import (
     Clip,
     ErrorStage,
-    FrameSource,
     SamplingSpec,
     VideoError,
     VideoInfo,
@@ -37,7 +36,6 @@ __all__ = [
     "clip_from_frames",
     "SampledFrame",
     "frame_targets",
-    "frames_of",
     "letterbox_size",
     "open_container",
     "probe",
@@ -90,10 +88,6 @@ class VideoRejected(Exception):
     """A video a guard refuses (too big, too long, no video stream)."""
 
 
-class DecodeTimeout(Exception):
-    """Decoding ran past ``decode_timeout_s``."""
-
-
 class TooLong(Exception):
     """Decoded frames ran past ``max_duration_s`` in a container that did not say how long it is."""
 
@@ -138,6 +132,8 @@ def probe(container, *, max_pixels: int, max_duration_s: float) -> VideoMeta:
         VideoRejected: no usable video stream, or a guard is exceeded.
     """
     stream = video_stream(container)
+    if stream.codec_context is None:
+        raise VideoRejected("video stream has no decoder context (unknown or damaged codec parameters)")
     width, height = stream.codec_context.width, stream.codec_context.height
     if width <= 0 or height <= 0:
         raise VideoRejected(f"video stream has no picture size ({width}x{height})")
@@ -315,13 +311,7 @@ class _Clock:
         return t
 
 
-def _check_deadline(deadline: float, decoded: int) -> None:
-    if time.monotonic() > deadline:
-        raise DecodeTimeout(f"decoding ran past decode_timeout_s after {decoded} frames")
-
-
-def _decoded_frames(container, stream, report: DecodeReport, clock: _Clock, deadline: float,
-                    max_duration_s: float):
+def _decoded_frames(container, stream, report: DecodeReport, clock: _Clock, max_duration_s: float):
     """Yields ``(time_s, (index, frame))`` in order; skips packets FFmpeg cannot decode."""
     index = 0
     for packet in container.demux(stream):
@@ -331,7 +321,6 @@ def _decoded_frames(container, stream, report: DecodeReport, clock: _Clock, dead
             report.fail(ErrorStage.DECODE, type(exc).__name__, str(exc))
             continue
         for frame in frames:
-            _check_deadline(deadline, index)
             t = clock.time_of(frame)
             if t > max_duration_s:
                 raise TooLong(f"frames run past max_duration_s={max_duration_s:g}")
@@ -340,8 +329,7 @@ def _decoded_frames(container, stream, report: DecodeReport, clock: _Clock, dead
             index += 1
 
 
-def _seek_frames(container, stream, targets: Iterator[float], scan: PacketScan, report: DecodeReport,
-                 deadline: float):
+def _seek_frames(container, stream, targets: Iterator[float], scan: PacketScan, report: DecodeReport):
     """Yields ``(time_s, (index, frame))`` nearest each target by seeking to the keyframe before it.
 
     Indices come from the scanned timestamps, so they match the in-order path's.
@@ -353,7 +341,6 @@ def _seek_frames(container, stream, targets: Iterator[float], scan: PacketScan, 
         container.seek(start + int(target / base), stream=stream, backward=True, any_frame=False)
         prev = pick = None
         for frame in container.decode(stream):
-            _check_deadline(deadline, report.frames_decoded)
             report.frames_decoded += 1
             if frame.pts is None:
                 continue
@@ -371,8 +358,10 @@ def _seek_frames(container, stream, targets: Iterator[float], scan: PacketScan, 
             yield pick[0], (index, pick[1])
 
 
-def _check_complete(report: DecodeReport, clock: _Clock, declared_s: float | None) -> None:
-    """Marks a stream that stopped well short of the duration its container declares.
+def _check_complete(report: DecodeReport, clock: _Clock, declared_s: float | None,
+                    declared_frames: int) -> None:
+    """Marks a stream that stopped well short of the duration or the frame count its container
+    declares (an AVI cut short keeps its header's count, while FFmpeg shortens its duration).
 
     Also lengthens a duration that the decoded frames outrun (no duration, or a
     bitrate estimate as in MPEG-PS), so timestamps always lie within it.
@@ -386,6 +375,10 @@ def _check_complete(report: DecodeReport, clock: _Clock, declared_s: float | Non
     if declared_s and decoded_end < 0.9 * declared_s and declared_s - decoded_end > 0.5:
         report.fail(ErrorStage.DECODE, "Truncated",
                     f"stream ends at {decoded_end:.2f}s of the {declared_s:.2f}s its container declares")
+    decoded = report.frames_decoded
+    if declared_frames and decoded < 0.9 * declared_frames and declared_frames - decoded > 2:
+        report.fail(ErrorStage.DECODE, "Truncated",
+                    f"{decoded} frames decoded of the {declared_frames} its container declares")
 
 
 def _open_and_probe(uri: str, spec: SamplingSpec, report: DecodeReport, opener):
@@ -419,8 +412,10 @@ def sample_frames(uri: str, spec: SamplingSpec, report: DecodeReport, opener=Non
     Frames are decoded in order and the unwanted ones dropped, except that
     ``uniform`` sampling seeks to each frame where ``should_seek`` says it pays
     (``seek`` True or False forces the choice for ``uniform``; benchmarks use it).
-    Never raises for bad input: problems land in ``report.error`` (with the stage
-    they happened at) and the frames decoded before or around them are kept.
+    Bad input that FFmpeg reports lands in ``report.error`` (with the stage it
+    happened at) and the frames decoded before or around it are kept; anything
+    else raised, a crash or a hang are caught around it by ``transforms.decoder_process``,
+    which runs this in a child process. ``spec.decode_timeout_s`` is enforced there too.
     Memory holds one decoded frame and one pending candidate at a time. The time
     spent here, not counting the consumer's time between frames, adds to
     ``report.decode_s``.
@@ -433,17 +428,6 @@ def sample_frames(uri: str, spec: SamplingSpec, report: DecodeReport, opener=Non
         if frame is None:
             return
         yield frame
-
-
-def frames_of(source: FrameSource, report: DecodeReport) -> Iterable[SampledFrame]:
-    """A source's sampled frames: decoded earlier (``source.frames``, with its outcome copied into
-    ``report``), or decoded now, lazily, by ``sample_frames``."""
-    if source.frames is None:
-        return sample_frames(source.ref.uri, source.spec, report)
-    info = source.decoded
-    report.meta, report.error, report.decode_s = info.meta, info.error, info.decode_s
-    report.frames_decoded, report.frames_sampled = info.frames_decoded, info.frames_sampled
-    return source.frames
 
 
 def _sample_frames(uri: str, spec: SamplingSpec, report: DecodeReport, opener,
@@ -468,13 +452,12 @@ def _sample_frames(uri: str, spec: SamplingSpec, report: DecodeReport, opener,
             report.fail(ErrorStage.PROBE, type(exc).__name__, str(exc))
             return
         clock = _Clock(stream, report.meta.fps)
-        deadline = time.monotonic() + spec.decode_timeout_s
         seeking = scan is not None and scan.pts is not None and (
             should_seek(spec.n_frames, scan) if seek is None else seek)
         if seeking:
-            chosen = _seek_frames(container, stream, targets, scan, report, deadline)
+            chosen = _seek_frames(container, stream, targets, scan, report)
         else:
-            frames = _decoded_frames(container, stream, report, clock, deadline, spec.max_duration_s)
+            frames = _decoded_frames(container, stream, report, clock, spec.max_duration_s)
             chosen = select_nearest(frames, targets)
         try:
             for t, (index, frame) in chosen:
@@ -482,11 +465,11 @@ def _sample_frames(uri: str, spec: SamplingSpec, report: DecodeReport, opener,
                     report.meta = report.meta._replace(width=report.meta.height, height=report.meta.width)
                 report.frames_sampled += 1
                 yield SampledFrame(index, t, to_square(frame, spec.imgz))
-        except (DecodeTimeout, TooLong, av.error.FFmpegError, OSError) as exc:
+        except (TooLong, av.error.FFmpegError, OSError) as exc:
             report.fail(ErrorStage.DECODE, type(exc).__name__, str(exc))
             return
         if not seeking:
-            _check_complete(report, clock, declared_s)
+            _check_complete(report, clock, declared_s, stream.frames)
 
 
 def clip_from_frames(frames: list[SampledFrame], owned_stop: int) -> Clip:

@@ -160,7 +160,7 @@ class _ReadManifestFn(beam.DoFn):
         for number, row in enumerate(manifest_rows(path), start=1):
             try:
                 yield ref_from_row(row, path, self._ratios, self._salt)
-            except ValueError as exc:
+            except Exception as exc:  # the per-row boundary: whatever a row raises makes it a failed row
                 self._bad_rows.inc()
                 _log.warning("bad manifest row %s#row=%d: %s", path, number, exc)
                 yield bad_row_ref(row, number, path, str(exc), self._ratios, self._salt)

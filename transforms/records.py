@@ -17,6 +17,7 @@ import numpy as np
 __all__ = [
     "Clip",
     "ClipPrediction",
+    "DEFAULT_DECODER",
     "ErrorStage",
     "FrameSource",
     "SamplingSpec",
@@ -95,6 +96,13 @@ class VideoError(NamedTuple):
     type: str
     message: str
 
+    @classmethod
+    def of(cls, stage: ErrorStage, exc: BaseException) -> VideoError:
+        """An exception raised for one video as its error: the type's name and the message's first
+        line (at most 500 characters)."""
+        message = str(exc) or repr(exc)
+        return cls(stage, type(exc).__name__, message.splitlines()[0][:500])
+
 
 class VideoInfo(NamedTuple):
     """Everything about one video except its predictions.
@@ -129,8 +137,15 @@ class Clip(NamedTuple):
     owned_stop: int
 
 
+DEFAULT_DECODER = "transforms.decoding:sample_frames"
+
+
 class SamplingSpec(NamedTuple):
-    """How to sample one video; see ``SamplingConfig`` for the meaning of each field."""
+    """How to sample one video; see ``SamplingConfig`` for the meaning of each field.
+
+    ``decoder`` names the function (``"module:function"``, with ``sample_frames``'
+    signature) that the decoder process runs; tests swap in decoders that crash.
+    """
 
     strategy: str
     fps: float
@@ -140,6 +155,8 @@ class SamplingSpec(NamedTuple):
     max_duration_s: float
     decode_timeout_s: float
     decode_threads: int = 1
+    decoder_memory_mb: int = 4096
+    decoder: str = DEFAULT_DECODER
 
 
 class FrameSource(NamedTuple):
