@@ -65,10 +65,9 @@ def cut_short(source: Path, path: Path, keep=0.5) -> Path:
 
 def truncated_avi(path: Path, *, n=200, keep=0.6) -> Path:
     """An H.264 AVI cut to its first ``keep`` share of bytes: its header still counts all ``n`` frames."""
-    full = good(path.with_name("full-" + path.name), n=n, w=160, h=120)
-    data = full.read_bytes()
+    full = good(path.with_name("full-" + path.name), n=n)
+    cut_short(full, path, keep)
     full.unlink()
-    path.write_bytes(data[:int(len(data) * keep)])
     return path
 
 
