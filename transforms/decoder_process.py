@@ -164,6 +164,9 @@ class DecoderProcess:
         reply_r, reply_w = os.pipe()
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([p for p in sys.path if p] + [env.get("PYTHONPATH", "")])
+        # glibc reserves 64 MiB of address space per malloc arena, up to 8 per core: on a large
+        # worker that alone would reach the RLIMIT_AS cap, so the child keeps to two
+        env.setdefault("MALLOC_ARENA_MAX", "2")
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "transforms.decoder_process", str(request_r), str(reply_w),
              str(self.memory_mb)],
