@@ -52,12 +52,13 @@ def _resize(frames: np.ndarray, size: int) -> np.ndarray:
 
 def load_movenet(handle: str, threads: int | None = None) -> MoveNet:
     """A MoveNet from a .tflite file or a SavedModel / TF Hub handle (local or gs://)."""
-    if handle.endswith(".tflite"):
-        from apache_beam.io.filesystems import FileSystems
+    from models.storage import local_copy
 
+    path = local_copy(handle)  # a gs:// model is copied once per machine, through Beam's FileSystems
+    if handle.endswith(".tflite"):
         from models.movinet_tflite import interpreter
 
-        with FileSystems.open(handle) as f:
+        with open(path, "rb") as f:
             tflite = interpreter(f.read(), threads)
         runner = tflite.get_signature_runner()
         (name, detail), = runner.get_input_details().items()
@@ -70,7 +71,7 @@ def load_movenet(handle: str, threads: int | None = None) -> MoveNet:
     import tensorflow as tf
     import tensorflow_hub as hub
 
-    serve = hub.load(handle).signatures["serving_default"]
+    serve = hub.load(path).signatures["serving_default"]
     (spec,) = serve.structured_input_signature[1].values()
 
     def run(image):

@@ -28,6 +28,7 @@ from collections.abc import Sequence
 
 from models.labels import KINETICS_600, labels_beside, write_labels
 from models.movinet_variants import MODEL_IDS, MODEL_MODES, native_imgz
+from models.storage import local_copy
 
 __all__ = [
     "build_movinet",
@@ -136,7 +137,7 @@ def export_movinet_tflite(path: str, *, model_id: str = "a0", imgz: int | None =
     labels = _default_labels(labels, num_classes)
     model = build_movinet(model_id, "stream", num_classes)
     if checkpoint:
-        tf.train.Checkpoint(model=model).restore(checkpoint).assert_existing_objects_matched()
+        tf.train.Checkpoint(model=model).restore(local_copy(checkpoint)).assert_existing_objects_matched()
     side = imgz or native_imgz(model_id)
     shape = [1, 1, side, side, 3]
     states = model.init_states(shape)
@@ -228,7 +229,7 @@ def export_movinet(output_dir: str, *, model_id: str = "a0", mode: str = "stream
     labels = _default_labels(labels, num_classes)
     model = build_movinet(model_id, mode, num_classes)
     if checkpoint:
-        status = tf.train.Checkpoint(model=model).restore(checkpoint)
+        status = tf.train.Checkpoint(model=model).restore(local_copy(checkpoint))
         status.assert_existing_objects_matched()
 
     save_movinet(model, mode, output_dir, labels)

@@ -27,6 +27,7 @@ import numpy as np
 from apache_beam.ml.inference.base import ModelHandler
 
 from models.predictions import ClipsPerVideo, clip_predictions, pad_clip
+from models.storage import local_copy
 from transforms.aggregate import top_k_arrays
 from transforms.decoding import DecodeReport, SampledFrame, frames_of
 from transforms.records import Clip, ClipPrediction, FrameSource, VideoResult
@@ -161,11 +162,13 @@ class _MovinetHandler(ModelHandler):
 
         limit_tf_threads(self._tf_threads)
         try:
+            # A remote (gs://) model is copied once per machine through Beam's FileSystems;
+            # hub.load then reads the local copy, a local folder or a TF Hub URL.
+            path = local_copy(self._handle)
             if self._handle.endswith(".tflite"):
-                model = self._load_tflite()
+                model = self._load_tflite(path)
             else:
-                # hub.load takes TF Hub URLs and local or gs:// SavedModel folders alike.
-                model = _Movinet(hub.load(self._handle), self._mode)
+                model = _Movinet(hub.load(path), self._mode)
         except KeyError as exc:
             wanted = "call and init_states" if self._mode == "stream" else "serving_default"
             raise ValueError(f"model {self._handle} has no {exc} signature; a {self._mode}-mode "
@@ -181,14 +184,12 @@ class _MovinetHandler(ModelHandler):
                 f"{self._num_labels}; pass the model's labels file with --set model.labels=PATH")
         return model
 
-    def _load_tflite(self):
-        from apache_beam.io.filesystems import FileSystems
-
+    def _load_tflite(self, path: str):
         from models.movinet_tflite import TFLiteMovinet
 
         if self._mode != "stream":
             raise ValueError("TFLite MoViNet models run in stream mode; set model.model_mode=stream")
-        with FileSystems.open(self._handle) as handle:
+        with open(path, "rb") as handle:
             return TFLiteMovinet(handle.read(), threads=self._tf_threads or None)
 
     def _output_width(self, model: _Movinet) -> int:

@@ -28,6 +28,7 @@ from apache_beam.ml.inference.base import ModelHandler
 from models.movinet_export import build_movinet, classifier_on
 from models.movinet_handler import limit_tf_threads
 from models.predictions import ClipsPerVideo, pad_clip
+from models.storage import local_copy
 from transforms.records import Clip
 
 __all__ = [
@@ -85,12 +86,13 @@ def pretrained_backbone(model_id: str, mode: str, source: str | None, *, norm_mo
 
     if source is None:
         return build_movinet(model_id, mode, 1, norm_momentum=norm_momentum).backbone
-    prefix = weights_prefix(source)
     try:
+        # TF reads checkpoints with its own GCS client: read a local copy made through FileSystems.
+        prefix = weights_prefix(local_copy(source))
         model = build_movinet(model_id, mode, _source_classes(prefix), norm_momentum=norm_momentum)
         status = tf.train.Checkpoint(model=model).read(prefix).expect_partial()
         status.assert_existing_objects_matched()
-    except (AssertionError, ValueError, tf.errors.OpError) as exc:
+    except (AssertionError, ValueError, OSError, tf.errors.OpError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ValueError(f"weights {source} do not fit MoViNet {model_id} {mode}: {first[:200]}") from None
     return model.backbone

@@ -14,6 +14,7 @@ from apache_beam.ml.inference.base import ModelHandler
 
 from models.movenet import MoveNet, load_movenet
 from models.predictions import ClipsPerVideo, clip_predictions, pad_clip
+from models.storage import local_copy
 from transforms.records import Clip, ClipPrediction
 
 __all__ = ["PoseHandler", "PoseLstmHandler", "lstm_window"]
@@ -96,7 +97,7 @@ class PoseLstmHandler(ClipsPerVideo, ModelHandler):
         import tensorflow as tf
 
         try:
-            saved = tf.saved_model.load(f"{self._handle.rstrip('/')}/saved_model")
+            saved = tf.saved_model.load(local_copy(f"{self._handle.rstrip('/')}/saved_model"))
             serve = saved.signatures["serving_default"]
         except Exception as exc:
             raise ValueError(f"cannot load the LSTM in {self._handle}: {type(exc).__name__}: {exc}") from exc
