@@ -29,7 +29,8 @@ from apache_beam.ml.inference.base import ModelHandler
 from models.predictions import ClipsPerVideo, clip_predictions, pad_clip
 from models.storage import local_copy
 from transforms.aggregate import top_k_arrays
-from transforms.decoding import DecodeReport, SampledFrame, frames_of
+from transforms.decoder_process import frames_of
+from transforms.decoding import DecodeReport, SampledFrame
 from transforms.records import Clip, ClipPrediction, FrameSource, VideoResult
 
 __all__ = ["MovinetClipHandler", "MovinetStreamHandler", "limit_tf_threads", "softmax", "stream_predict"]

@@ -14,7 +14,8 @@ import itertools
 from transforms.decoder_process import CHUNK_FRAMES
 from transforms.decoding import sample_frames
 
-__all__ = ["GOOD_FRAMES", "allocates_without_bound", "blocks_forever", "hostile", "raises_unforeseen", "segfaults"]
+__all__ = ["GOOD_FRAMES", "allocates_without_bound", "blocks_forever", "hostile", "raises_unforeseen",
+           "segfaults"]
 
 GOOD_FRAMES = CHUNK_FRAMES + 2
 

@@ -21,7 +21,7 @@ from beam_pipeline.pipeline import build_pipeline
 from tests import damage, media
 from tests.conftest import REPO
 from transforms.aggregate import RunStamp
-from transforms.decoder_process import CHUNK_FRAMES, DecoderProcess, decode_isolated, probe_isolated
+from transforms.decoder_process import CHUNK_FRAMES, DecoderProcess, probe_isolated
 from transforms.decoding import DecodeReport, sample_frames
 from transforms.records import ErrorStage, SamplingSpec
 
@@ -146,13 +146,15 @@ def test_hostile_files_through_the_pipeline_give_one_row_each_and_the_run_goes_o
                 "raise-1.mp4": ("partial", "AttributeError", damage.GOOD_FRAMES)}
     with TestPipeline() as p:
         groups = build_pipeline(p, cfg, handle=a0_stream, labels=[f"c{i}" for i in range(600)],
-                                stamp=RunStamp(a0_stream, cfg.job_hash(), "run"), decoder="tests.damage:hostile")
+                                stamp=RunStamp(a0_stream, cfg.job_hash(), "run"),
+                                decoder="tests.damage:hostile")
         rows = groups | beam.Flatten()
         videos = rows | beam.Map(lambda g: g["videos"][0])
         assert_that(videos | beam.Map(lambda r: (r["uri"].rsplit("/", 1)[-1],
                                                  (r["status"], r["error_type"], r["frames_sampled"]))),
                     equal_to(list(expected.items())))
-        frames = rows | "Frames" >> beam.Map(lambda g: (g["videos"][0]["uri"].rsplit("/", 1)[-1],
-                                                        len(g["frames"]), g["videos"][0]["prediction"] is None))
+        frames = rows | "Frames" >> beam.Map(
+            lambda g: (g["videos"][0]["uri"].rsplit("/", 1)[-1], len(g["frames"]),
+                       g["videos"][0]["prediction"] is None))
         assert_that(frames, equal_to([(name, n, False) for name, (_, _, n) in expected.items()]),
                     label="FramesKept")
