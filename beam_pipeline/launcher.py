@@ -17,7 +17,8 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
+from apache_beam.options.pipeline_options import DebugOptions, DirectOptions, StandardOptions
+from google.protobuf import json_format
 
 from beam_pipeline.checks import (
     check_inputs,
@@ -85,15 +86,30 @@ def _pins_cores(cfg: JobConfig, options) -> bool:
             and _is_local(options) and mode == "multi_processing")
 
 
-def _dry_run(cfg: JobConfig, options, handle: str, labels: Sequence[str]) -> dict[str, Any]:
-    """Builds the job without running it (``--dry_run=True``); prints and returns what it would do."""
+def _write_job_file(result, path: str) -> None:
+    """Writes a dry run's job to ``--dataflow_job_file`` (Beam skips that file in a dry run):
+    ``{"job": Beam's job JSON, "pipeline": the pipeline Dataflow gets, staged as pipeline.pb}``."""
+    document = {"job": json.loads(result.job.json() or "{}"),
+                "pipeline": json.loads(json_format.MessageToJson(result.job.proto_pipeline))}
+    with FileSystems.create(path) as handle:
+        handle.write(json.dumps(document, indent=1).encode("utf-8"))
+
+
+def _dry_run(cfg: JobConfig, options, handle: str, labels: Sequence[str], resume: bool) -> dict[str, Any]:
+    """Builds the job without running it (``--dry_run=True``); prints and returns what it would do.
+
+    Read-only: nothing is written to the output, and a ``resume`` dry run builds the
+    resume graph (which reads the done videos itself) without trimming the output.
+    With ``--dataflow_job_file=PATH`` the job and its pipeline are written to PATH.
+    """
     p = beam.Pipeline(options=options)
-    build_pipeline(p, cfg, handle=handle, labels=labels,
+    build_pipeline(p, cfg, handle=handle, labels=labels, resume=resume,
                    stamp=RunStamp(model=handle, config_hash=cfg.job_hash(), run_id="dry-run"))
-    result = p.run()
     if not is_dataflow(options):
-        result.wait_until_finish()
-        return {"dry_run": True, "note": "only DataflowRunner builds a job without running it"}
+        p.to_runner_api()  # the whole graph, built and checked; a local runner would run it
+        return {"dry_run": True, "note": "only DataflowRunner builds a job without running it; "
+                                         "the graph was built, nothing was run"}
+    result = p.run()
     summary = dry_run_summary(result, options)
     print(f"dry run: Dataflow job {summary['job_name']!r} in {summary['project']}/{summary['region']} "
           f"built, not submitted; labels {summary['labels']}")
@@ -101,6 +117,12 @@ def _dry_run(cfg: JobConfig, options, handle: str, labels: Sequence[str]) -> dic
         print(f"  workers: image {env['image']}, accelerator {env['accelerator'] or 'none'}"
               + (f", staged {', '.join(env['staged'])}" if env["staged"] else ""))
     print(f"  accelerator steps: {', '.join(summary['accelerator_steps']) or 'none'}")
+    summary["graph_bytes"] = len(result.job.proto_pipeline.SerializeToString())
+    job_file = options.view_as(DebugOptions).dataflow_job_file
+    if job_file:
+        _write_job_file(result, job_file)
+    print(f"  job graph: {summary['graph_bytes']:,} bytes (Dataflow takes up to 10 MB)"
+          + (f"; written to {job_file}" if job_file else ""))
     return summary
 
 
@@ -148,7 +170,9 @@ def run_job(cfg: JobConfig, beam_args: Sequence[str] = (), *, overwrite: bool = 
     """Runs the labelling job to completion and returns what ``_run.json`` holds.
 
     With ``resume``, videos an earlier run into the same output finished with the
-    same config hash and model are kept and skipped (see ``beam_pipeline.resume``).
+    same config hash and model are kept and skipped (see ``beam_pipeline.resume``):
+    the output is trimmed here first, then the job reads the done ids itself, so the
+    graph stays small; the ids read here serve only the printout and the progress total.
 
     Raises:
         ConfigError: a bad input, model handle, labels file, output folder or flag,
@@ -164,7 +188,7 @@ def run_job(cfg: JobConfig, beam_args: Sequence[str] = (), *, overwrite: bool = 
     handle = resolve_handle(cfg)
     labels = resolve_labels(cfg, handle)
     if is_dry_run(options):
-        return _dry_run(cfg, options, handle, labels)
+        return _dry_run(cfg, options, handle, labels, resume)
     state = None
     if resume:
         state = prepare_resume(cfg.output.path, cfg.job_hash(), handle)
@@ -180,15 +204,14 @@ def run_job(cfg: JobConfig, beam_args: Sequence[str] = (), *, overwrite: bool = 
     t0 = time.monotonic()
     _log.info("run %s: model %s, %d labels, output %s", run_id, handle, len(labels), cfg.output.path)
 
-    skip = state.done if state else frozenset()
     with tempfile.TemporaryDirectory(prefix="videolabel-progress-") as progress_dir:
         local = _is_local(options)
         p = beam.Pipeline(options=options)
-        build_pipeline(p, cfg, handle=handle, labels=labels, stamp=stamp, skip=skip,
+        build_pipeline(p, cfg, handle=handle, labels=labels, stamp=stamp, resume=resume,
                        progress_dir=progress_dir if local else None, pin_cores=_pins_cores(cfg, options))
         progress = contextlib.nullcontext()
         if local:
-            total = len(video_ids(cfg.input.paths, cfg.input.extensions) - skip)
+            total = len(video_ids(cfg.input.paths, cfg.input.extensions) - (state.done if state else set()))
             progress = ProgressLine(progress_dir, total)
         with progress:
             result = p.run()

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import apache_beam as beam
 
 from beam_pipeline.config import JobConfig
+from beam_pipeline.resume import ReadDone
 from models.movinet_handler import MovinetClipHandler, MovinetStreamHandler
 from models.pose_handlers import PoseLstmHandler
 from transforms.aggregate import Aggregate, RunStamp
@@ -48,22 +49,41 @@ def sampling_spec(cfg: JobConfig) -> SamplingSpec:
                         decode_timeout_s=s.decode_timeout_s, decode_threads=s.decode_threads)
 
 
-def list_videos(p: beam.Pipeline, cfg: JobConfig, skip: frozenset[str] = frozenset()):
-    """The configured inputs as VideoRefs, one per video id, leaving out the ids in ``skip``."""
+def _not_done(joined):
+    """``(video_id, {"refs": [ref], "done": [...]})`` -> the ref, unless the video is done."""
+    _, grouped = joined
+    if not grouped["done"]:
+        yield from grouped["refs"]
+
+
+def list_videos(p: beam.Pipeline, cfg: JobConfig, resume: RunStamp | None = None):
+    """The configured inputs as VideoRefs, one per video id.
+
+    With ``resume`` (this run's stamp), the job reads the videos ``cfg.output.path``
+    already holds done with the stamp's config hash and model (``ReadDone``) and
+    leaves them out by a join on the video id, so the graph carries no ids.
+    """
     refs = p | "ListVideos" >> ListVideos(cfg.input.paths, extensions=cfg.input.extensions,
                                           ratios=cfg.split.ratios, salt=cfg.split.salt)
-    if skip:
-        refs = refs | "SkipDone" >> beam.Filter(lambda ref, done: ref.video_id not in done, skip)
-    return refs
+    if resume is None:
+        return refs
+    done = p | "ReadDone" >> ReadDone(cfg.output.path, config_hash=resume.config_hash, model=resume.model,
+                                      run_id=resume.run_id)
+    return ({"refs": refs | "KeyRefs" >> beam.Map(lambda ref: (ref.video_id, ref)),
+             "done": done | "KeyDone" >> beam.Map(lambda video_id: (video_id, None))}
+            | "JoinDone" >> beam.CoGroupByKey()
+            | "SkipDone" >> beam.FlatMap(_not_done))
 
 
 def build_pipeline(p: beam.Pipeline, cfg: JobConfig, *, handle: str, labels: Sequence[str],
-                   stamp: RunStamp, skip: frozenset[str] = frozenset(), progress_dir: str | None = None,
+                   stamp: RunStamp, resume: bool = False, progress_dir: str | None = None,
                    pin_cores: bool = False):
     """Adds ListVideos -> DecodeAndSample -> Classify -> Aggregate -> WriteOutputs to ``p``.
 
     Every element after the listing is one whole video, so each video's rows are
-    committed to the output as soon as it is done (see ``transforms.write``).
+    committed to the output as soon as it is done; once all are written,
+    ``WriteOutputs/Finalize`` removes what bundles that failed (and were retried)
+    had committed, so each table ends with one row per video (see ``transforms.write``).
 
     Args:
         p: the pipeline (a TestPipeline in tests).
@@ -71,7 +91,7 @@ def build_pipeline(p: beam.Pipeline, cfg: JobConfig, *, handle: str, labels: Seq
         handle: resolved model handle (URL or SavedModel dir).
         labels: class names in the model's output order.
         stamp: model, config hash and run id stamped on video rows.
-        skip: video ids already done (``--resume``).
+        resume: ``--resume``: leave out the videos the output already holds done (read by the job).
         progress_dir: local runs: where workers note finished videos for the progress line.
         pin_cores: local runs of single-threaded worker processes: each takes a core of its own.
 
@@ -81,7 +101,7 @@ def build_pipeline(p: beam.Pipeline, cfg: JobConfig, *, handle: str, labels: Seq
         flattened: on Beam's local runner a Flatten is a stage boundary that would hold
         every row back until all videos are done.
     """
-    refs = list_videos(p, cfg, skip)
+    refs = list_videos(p, cfg, stamp if resume else None)
     accelerator = cfg.model.accelerator
     sources, failed = refs | "DecodeAndSample" >> DecodeAndSample(
         sampling_spec(cfg), predecode_max_frames=cfg.sampling.predecode_max_frames if accelerator else None,

@@ -1,17 +1,23 @@
 """``--resume``: keep the videos an earlier run into the same output finished, redo the rest.
 
 A video is done when it has a ``videos`` row with status ``ok`` made with this
-run's ``config_hash`` and model. Before the run starts, the output is made to
-hold the done videos and nothing else:
+run's ``config_hash`` and model. Before the run starts, the launcher makes the
+output hold the done videos and nothing else (``prepare_resume``):
 
 * a part file holding other rows (failed, partial or changed videos, or a
-  second copy of a done video, as a retried bundle can leave) is rewritten
-  without them, its paired ``frames`` part too, each atomically;
+  second copy of a done video, as a run killed before its finalize can leave)
+  is rewritten without them, its paired ``frames`` part too, each atomically;
 * a ``frames`` part whose ``videos`` part never landed (a run killed between
   the two commits) is removed, and so are temporary files a killed run left.
 
-The run then skips the done ids, and its parts carry its own run id, so nothing
-it writes replaces a kept file. The output ends with one row per video.
+The job then reads the done ids itself (``ReadDone``: the ``videos`` parts'
+``video_id``, ``status``, ``config_hash``, ``model`` and ``run_id`` columns) and
+joins them with the listed videos by id (``list_videos``: a CoGroupByKey), so
+the job graph stays the same size however many videos are done; a million done
+ids would otherwise be pickled into it (Dataflow takes job graphs up to 10 MB).
+Rows of the running job never count as done, and an output with no parts yet
+reads as nothing done. The run's parts carry its own run id, so nothing it
+writes replaces a kept file. The output ends with one row per video.
 """
 
 from __future__ import annotations
@@ -20,14 +26,18 @@ import dataclasses
 import logging
 from collections.abc import Iterable
 
+import apache_beam as beam
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from apache_beam.io import fileio
+from apache_beam.io.filesystem import FileMetadata
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
 
 from transforms.write import write_table
 
-__all__ = ["ResumeState", "prepare_resume"]
+__all__ = ["ReadDone", "ResumeState", "done_ids", "prepare_resume"]
 
 _log = logging.getLogger(__name__)
 _COLUMNS = ["video_id", "status", "config_hash", "model", "run_id"]
@@ -104,3 +114,51 @@ def prepare_resume(root: str, config_hash: str, model: str) -> ResumeState:
     removed += _delete(p for p in _match(f"{frames_dir}/*/part-*.parquet") if p not in committed)
     _log.info("resume: %d videos done, %d rows dropped, %d files removed", len(owner), dropped, removed)
     return ResumeState(frozenset(owner), dropped, removed, tuple(sorted(runs)))
+
+
+def done_ids(table: pa.Table, config_hash: str, model: str, run_id: str) -> list[str]:
+    """The ids of the done rows of a ``videos`` table (``_COLUMNS`` at least); rows of ``run_id``
+    (the running job's own) are never done."""
+    done = table.filter(pc.and_(
+        pc.and_(pc.equal(table["status"], "ok"), pc.equal(table["config_hash"], config_hash)),
+        pc.and_(pc.equal(table["model"], model), pc.not_equal(table["run_id"], run_id))))
+    return done["video_id"].to_pylist()
+
+
+class _ReadDoneFn(beam.DoFn):
+    def __init__(self, config_hash: str, model: str, run_id: str):
+        self._config_hash = config_hash
+        self._model = model
+        self._run_id = run_id
+
+    def setup(self) -> None:
+        self._done = Metrics.counter("videolabel", "resume_done_ids")
+
+    def process(self, metadata: FileMetadata) -> Iterable[str]:
+        ids = done_ids(_read(metadata.path, _COLUMNS), self._config_hash, self._model, self._run_id)
+        self._done.inc(len(ids))
+        yield from ids
+
+
+class ReadDone(beam.PTransform):
+    """The ids of the videos done in the output ``root`` (str, one per done row), read by the job.
+
+    An output with no ``videos`` parts yet gives an empty PCollection.
+
+    Args:
+        root: the output folder, local or gs://.
+        config_hash, model: what a done row was made with (this run's).
+        run_id: this run's id: its own rows never count as done.
+    """
+
+    def __init__(self, root: str, *, config_hash: str, model: str, run_id: str):
+        super().__init__()
+        self._pattern = f"{FileSystems.join(root, 'videos')}/*/part-*.parquet"
+        self._fn = _ReadDoneFn(config_hash, model, run_id)
+
+    def expand(self, pbegin):
+        return (pbegin
+                | "Pattern" >> beam.Create([self._pattern])
+                | "Match" >> fileio.MatchAll(fileio.EmptyMatchTreatment.ALLOW)
+                | "Spread" >> beam.Reshuffle()
+                | "ReadIds" >> beam.ParDo(self._fn))

@@ -180,3 +180,55 @@ def test_worker_image_pins_the_versions_setup_py_pins():
     assert "FROM apache/beam_python${PYTHON_VERSION}_sdk:${BEAM_VERSION}" in dockerfile
     assert f'"tensorflow[and-cuda]=={tf}"' in dockerfile
     assert "COPY beam_pipeline beam_pipeline" in dockerfile and " -c requirements.lock " in dockerfile
+
+
+def _done_part(n: int, config_hash: str, model: str) -> bytes:
+    """A ``videos`` part of ``n`` done rows (status ok, this config and model), as Parquet bytes."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from transforms.schema import VIDEOS_SCHEMA
+    from transforms.splits import stable_video_id
+
+    uris = [f"gs://{BUCKET}/archive/{i:07d}.mp4" for i in range(n)]
+    filled = {"video_id": pa.array([stable_video_id(uri) for uri in uris]), "uri": pa.array(uris),
+              "status": pa.array(["ok"] * n), "config_hash": pa.array([config_hash] * n),
+              "model": pa.array([model] * n), "run_id": pa.array(["20260101T000000Z-aaaaaa"] * n)}
+    table = pa.table([filled[f.name] if f.name in filled else pa.nulls(n, f.type) for f in VIDEOS_SCHEMA],
+                     schema=VIDEOS_SCHEMA)
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer, compression="zstd")
+    return buffer.getvalue()
+
+
+def test_dry_run_resume_of_a_large_output_keeps_the_done_ids_out_of_the_job(gs_videos, a0_stream, tmp_path):
+    """200,000 done videos: the job reads them itself (ReadDone) instead of carrying them, so its JSON
+    stays far under Dataflow's 10 MB graph limit; and the dry run leaves the output as it was."""
+    from apache_beam.io.filesystems import FileSystems
+
+    from beam_pipeline.checks import resolve_handle
+
+    out = f"gs://{BUCKET}/big"
+    cfg = load_config(str(REPO / "configs" / "local.yaml"), [
+        f'input.paths=["{gs_videos}"]', f'output.path="{out}"', f'model.handle="{a0_stream}"'])
+    part = f"{out}/videos/split=train/part-20260101T000000Z-aaaaaa-0a1b2c3d-00000.parquet"
+    data = _done_part(200_000, cfg.job_hash(), resolve_handle(cfg))
+    with FileSystems.create(part) as handle:
+        handle.write(data)
+    job_file = tmp_path / "job.json"
+    summary = run_job(cfg, ["--runner=DataflowRunner", "--region=europe-west4", *DATAFLOW_FLAGS,
+                            f"--dataflow_job_file={job_file}"], resume=True)
+    assert summary["dry_run"]
+    job = job_file.read_text()
+    size, graph = len(job.encode()), summary["graph_bytes"]
+    print(f"200,000-video resume: job JSON {size:,} bytes, graph {graph:,} bytes")
+    assert size < 1_000_000 and graph < 1_000_000
+    for step in ("ReadDone", "JoinDone", "SkipDone"):
+        assert step in job, step
+    assert any(s.startswith("ReadDone/") for s in summary["cpu_steps"])
+    # read-only: the done part is untouched and nothing else was written
+    assert [m.path for m in FileSystems.match([f"{out}/**"])[0].metadata_list] == [part]
+    with FileSystems.open(part) as handle:
+        assert handle.read() == data

@@ -10,12 +10,20 @@ import sys
 import time
 from pathlib import Path
 
+import apache_beam as beam
+import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
 
+from beam_pipeline.config import load_config
+from beam_pipeline.pipeline import list_videos
 from beam_pipeline.synthetic import make_labelled_set
 from tests.conftest import REPO
+from transforms.aggregate import RunStamp
+from transforms.schema import VIDEOS_SCHEMA
 
 N_VIDEOS = 36
 
@@ -101,3 +109,30 @@ def test_resume_and_overwrite_exclude_each_other(tmp_path, a0_stream, many_video
     code = main(["run", "--input", f"{many_videos}/*.mp4", "--output", str(tmp_path / "o"),
                  "--model", a0_stream, "--resume", "--overwrite"])
     assert code == 2 and "--resume and --overwrite: choose one" in capsys.readouterr().err
+
+
+def test_a_resumed_job_reads_the_done_set_itself_and_joins_it_with_the_listing(tmp_path):
+    """list_videos with a resume stamp: the job reads ``videos`` parts (no ids in the graph) and
+    leaves out exactly the done ones; an output with no parts yet leaves out nothing."""
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("video_id,uri\n" + "".join(f"{v},/x/{v}.mp4\n" for v in "abcde"))
+    stamp = RunStamp("model-dir", "cfg-1", "20260102T000000Z-cccccc")
+    rows = [("a", "ok", "cfg-1", "model-dir", "20260101T000000Z-aaaaaa"),    # done
+            ("b", "failed", "cfg-1", "model-dir", "20260101T000000Z-aaaaaa"),  # redone
+            ("c", "ok", "cfg-0", "model-dir", "20260101T000000Z-aaaaaa"),      # other config
+            ("d", "ok", "cfg-1", "model-dir", stamp.run_id),                   # this run's own row
+            ("a", "ok", "cfg-1", "model-dir", "20251231T000000Z-bbbbbb")]      # a second copy
+    columns = dict(zip(("video_id", "status", "config_hash", "model", "run_id"), zip(*rows)))
+    columns["uri"] = [f"/x/{v}.mp4" for v in columns["video_id"]]
+    table = pa.table([pa.array(columns[f.name], f.type) if f.name in columns else pa.nulls(len(rows), f.type)
+                      for f in VIDEOS_SCHEMA], schema=VIDEOS_SCHEMA)
+    split_dir = tmp_path / "out" / "videos" / "split=train"
+    split_dir.mkdir(parents=True)
+    pq.write_table(table, split_dir / "part-20260101T000000Z-aaaaaa-0a1b2c3d-00000.parquet")
+    out = tmp_path / "out"
+    for root, expected in ((out, list("bcde")), (tmp_path / "empty", list("abcde"))):
+        cfg = load_config(str(REPO / "configs" / "local.yaml"),
+                          [f'input.paths=["{manifest}"]', f'output.path="{root}"'])
+        with TestPipeline() as p:
+            ids = list_videos(p, cfg, stamp) | beam.Map(lambda ref: ref.video_id)
+            assert_that(ids, equal_to(expected))

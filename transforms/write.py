@@ -11,24 +11,42 @@ Every file is written under a hidden temporary name and renamed into place, so
 a reader never picks up a half-written part. Tables are committed in the order
 given, the last one (``videos``) last: a video that has its ``videos`` row has
 all its other rows, in the part files of the same name.
+
+Exactly one row per video, whatever bundle retries happen (as Beam's own file
+sinks do it): the writer passes the name of every part it commits downstream,
+from ``process`` and ``finish_bundle``. A runner keeps the outputs of a bundle
+only when the bundle commits, so a bundle that committed parts and then failed
+(its retry writes the same videos again, under new names) passes nothing on.
+After every write (a global combine is the barrier), ``Finalize`` lists this
+run's parts (``part-<run_id>-*``) in every table and deletes those no committed
+bundle passed on, and this run's leftover temporary files (``finalize_parts``;
+idempotent, so a retried finalize is harmless). A run killed before it
+finalizes may hold such duplicates until ``--resume`` trims them.
 """
 
 from __future__ import annotations
 
 import io
+import logging
+import re
 import time
 import urllib.parse
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
+from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import GlobalWindows
+from apache_beam.utils.windowed_value import WindowedValue
 
-__all__ = ["WriteTables", "part_name", "partition_dir", "write_parquet"]
+__all__ = ["WriteTables", "finalize_parts", "part_name", "partition_dir", "write_parquet"]
+
+_log = logging.getLogger(__name__)
 
 
 def partition_dir(root: str, table: str, split: str) -> str:
@@ -39,6 +57,11 @@ def partition_dir(root: str, table: str, split: str) -> str:
 def part_name(run_id: str, writer: str, seq: int) -> str:
     """The file name of one commit; the same in every table of the commit."""
     return f"part-{run_id}-{writer}-{seq:05d}.parquet"
+
+
+def _commit_key(split: str, name: str) -> str:
+    """What a commit passes downstream: ``split=<split>/<part name>``, the same in every table."""
+    return "split=" + urllib.parse.quote(split, safe="") + "/" + name
 
 
 def write_parquet(path: str, rows: Iterable[dict[str, Any]], schema: pa.Schema) -> int:
@@ -58,6 +81,50 @@ def write_table(path: str, table: pa.Table) -> int:
         FileSystems.delete([path])
     FileSystems.rename([temp], [path])
     return table.num_rows
+
+
+def _delete_existing(paths: Sequence[str]) -> None:
+    """Deletes ``paths``; one already gone (a retried finalize) is no error."""
+    if not paths:
+        return
+    try:
+        FileSystems.delete(list(paths))
+    except BeamIOError:
+        left = [path for path in paths if FileSystems.exists(path)]
+        if left:
+            raise
+
+
+def finalize_parts(root: str, tables: Iterable[str], run_id: str, committed: Iterable[str]) -> list[str]:
+    """Deletes this run's parts that no committed bundle passed on, and this run's temporary files.
+
+    Args:
+        root: the output folder.
+        tables: the tables written (``videos``, ``frames``, ...).
+        run_id: this run's id; other runs' files are never touched.
+        committed: ``split=<split>/<part name>`` of every commit of a bundle that succeeded.
+
+    Returns:
+        The paths deleted, sorted. Idempotent: a second call deletes nothing more.
+    """
+    keep = set(committed)
+    own_part = re.compile(rf"part-{re.escape(run_id)}-[0-9a-f]+-\d+\.parquet")
+    own_temp = re.compile(rf"\.part-{re.escape(run_id)}-.*\.tmp")
+    doomed = []
+    for table in tables:
+        folder = FileSystems.join(root, table)
+        patterns = [f"{folder}/*/part-{run_id}-*.parquet", f"{folder}/*/.part-{run_id}-*.tmp"]
+        for match in FileSystems.match(patterns):
+            for meta in match.metadata_list:
+                split_dir, name = meta.path.rsplit("/", 1)
+                key = split_dir.rsplit("/", 1)[-1] + "/" + name
+                if own_temp.fullmatch(name) or (own_part.fullmatch(name) and key not in keep):
+                    doomed.append(meta.path)
+    doomed.sort()
+    _delete_existing(doomed)
+    if doomed:
+        _log.info("finalize: removed %d files that no committed bundle passed on", len(doomed))
+    return doomed
 
 
 class _Buffer:
@@ -88,7 +155,7 @@ class _WriteTablesFn(beam.DoFn):
     def start_bundle(self) -> None:
         self._buffers: dict[str, _Buffer] = {}
 
-    def process(self, element: Mapping[str, list[dict[str, Any]]]) -> None:
+    def process(self, element: Mapping[str, list[dict[str, Any]]]) -> Iterator[str]:
         rows = [row for table in self._schemas for row in element.get(table, ())]
         if not rows:
             return
@@ -98,14 +165,15 @@ class _WriteTablesFn(beam.DoFn):
             buffer.rows[table].extend(element.get(table, ()))
         buffer.videos += 1
         if buffer.videos >= self._videos_per_file or time.monotonic() - buffer.since >= self._flush_s:
-            self._commit(split, self._buffers.pop(split))
+            yield self._commit(split, self._buffers.pop(split))
 
-    def finish_bundle(self) -> None:
-        for split, buffer in self._buffers.items():
-            self._commit(split, buffer)
-        self._buffers = {}
+    def finish_bundle(self) -> Iterator[WindowedValue]:
+        buffers, self._buffers = self._buffers, {}
+        for split, buffer in buffers.items():
+            yield GlobalWindows.windowed_value(self._commit(split, buffer))
 
-    def _commit(self, split: str, buffer: _Buffer) -> None:
+    def _commit(self, split: str, buffer: _Buffer) -> str:
+        """Writes one part per table (``videos`` last); returns the commit's key (``_commit_key``)."""
         start = time.perf_counter()
         name = part_name(self._run_id, self._writer, self._seq)
         self._seq += 1
@@ -116,10 +184,27 @@ class _WriteTablesFn(beam.DoFn):
                 write_parquet(FileSystems.join(partition_dir(self._root, table, split), name), rows, schema)
                 self._files.inc()
         self._write_ms.update(int((time.perf_counter() - start) * 1000))
+        return _commit_key(split, name)
+
+
+class _FinalizeFn(beam.DoFn):
+    def __init__(self, root: str, tables: Sequence[str], run_id: str):
+        self._root = root
+        self._tables = tuple(tables)
+        self._run_id = run_id
+
+    def setup(self) -> None:
+        self._discarded = Metrics.counter("videolabel", "files_discarded")
+
+    def process(self, committed: list[str]) -> Iterator[str]:
+        doomed = finalize_parts(self._root, self._tables, self._run_id, committed)
+        self._discarded.inc(len(doomed))
+        yield from doomed
 
 
 class WriteTables(beam.PTransform):
-    """``{table: [rows]}`` per video -> Parquet parts under ``root``, committed as they fill.
+    """``{table: [rows]}`` per video -> Parquet parts under ``root``, committed as they fill;
+    at the end, only parts of committed bundles are left (see the module doc).
 
     Args:
         root: output folder, local or gs://.
@@ -134,9 +219,17 @@ class WriteTables(beam.PTransform):
                  *, run_id: str, videos_per_file: int = 1000, flush_s: float = 60.0):
         super().__init__()
         self._fn = _WriteTablesFn(root, schemas, sort_keys, run_id, videos_per_file, flush_s)
+        self._finalize = _FinalizeFn(root, list(schemas), run_id)
 
     def expand(self, groups):
-        """``groups``: one PCollection, or a tuple of them, each committed as it comes (no Flatten)."""
+        """``groups``: one PCollection, or a tuple of them, each committed as it comes (no Flatten
+        before the writes). Returns the paths ``Finalize`` deleted (a PCollection of str)."""
         if isinstance(groups, beam.PCollection):
-            return groups | "Commit" >> beam.ParDo(self._fn)
-        return tuple(pcoll | f"Commit{i}" >> beam.ParDo(self._fn) for i, pcoll in enumerate(groups))
+            committed = groups | "Commit" >> beam.ParDo(self._fn)
+        else:
+            # Flattened after the writes, for the finalize only: the commits are not held back.
+            committed = (tuple(pcoll | f"Commit{i}" >> beam.ParDo(self._fn) for i, pcoll in enumerate(groups))
+                         | "Committed" >> beam.Flatten())
+        return (committed
+                | "AllCommitted" >> beam.combiners.ToList()  # the barrier: one list, after every write
+                | "Finalize" >> beam.ParDo(self._finalize))
