@@ -14,7 +14,7 @@ from transforms.aggregate import Aggregate, RunStamp
 from transforms.classify import Classify
 from transforms.decode_sample import DecodeAndSample
 from transforms.listing import ListVideos
-from transforms.records import SamplingSpec
+from transforms.records import DEFAULT_DECODER, SamplingSpec
 from transforms.schema import VIDEOS_SCHEMA, frames_schema
 from transforms.write import WriteTables
 
@@ -46,7 +46,8 @@ def sampling_spec(cfg: JobConfig) -> SamplingSpec:
     s = cfg.sampling
     return SamplingSpec(strategy=s.strategy, fps=s.fps, n_frames=s.n_frames, imgz=cfg.imgz,
                         max_pixels=s.max_pixels, max_duration_s=s.max_duration_s,
-                        decode_timeout_s=s.decode_timeout_s, decode_threads=s.decode_threads)
+                        decode_timeout_s=s.decode_timeout_s, decode_threads=s.decode_threads,
+                        decoder_memory_mb=s.decoder_memory_mb)
 
 
 def _not_done(joined):
@@ -77,7 +78,7 @@ def list_videos(p: beam.Pipeline, cfg: JobConfig, resume: RunStamp | None = None
 
 def build_pipeline(p: beam.Pipeline, cfg: JobConfig, *, handle: str, labels: Sequence[str],
                    stamp: RunStamp, resume: bool = False, progress_dir: str | None = None,
-                   pin_cores: bool = False):
+                   pin_cores: bool = False, decoder: str = DEFAULT_DECODER):
     """Adds ListVideos -> DecodeAndSample -> Classify -> Aggregate -> WriteOutputs to ``p``.
 
     Every element after the listing is one whole video, so each video's rows are
@@ -94,6 +95,9 @@ def build_pipeline(p: beam.Pipeline, cfg: JobConfig, *, handle: str, labels: Seq
         resume: ``--resume``: leave out the videos the output already holds done (read by the job).
         progress_dir: local runs: where workers note finished videos for the progress line.
         pin_cores: local runs of single-threaded worker processes: each takes a core of its own.
+        decoder: the function (``"module:function"``, ``sample_frames``' signature) that each
+            worker's decoder process runs (``transforms.decoder_process``); tests pass decoders
+            that crash, hang or exhaust memory.
 
     Returns:
         The per-video row groups, ``{"videos": [row], "frames": [rows]}``, as a tuple of
@@ -104,8 +108,8 @@ def build_pipeline(p: beam.Pipeline, cfg: JobConfig, *, handle: str, labels: Seq
     refs = list_videos(p, cfg, stamp if resume else None)
     accelerator = cfg.model.accelerator
     sources, failed = refs | "DecodeAndSample" >> DecodeAndSample(
-        sampling_spec(cfg), predecode_max_frames=cfg.sampling.predecode_max_frames if accelerator else None,
-        pin_core=pin_cores)
+        sampling_spec(cfg)._replace(decoder=decoder),
+        predecode_max_frames=cfg.sampling.predecode_max_frames if accelerator else None, pin_core=pin_cores)
     classify = Classify(make_handler(cfg, handle, len(labels)))
     if accelerator:
         # The model step alone runs on accelerator workers: break fusion so that listing and
