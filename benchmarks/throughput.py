@@ -4,7 +4,8 @@ On a fixed set of Kinetics-like clips (10 s, 340x256, 30 fps, GOP 250; or
 ``--videos-dir``), MoViNet ``--variant`` (default A0 stream) at 5 fps, measures:
 
 (a) decode ceiling: videolabel's in-order decode (only the sampled frames
-    converted), one process per core, videos split between them;
+    converted), one process per core, videos split between them; and the same
+    through the decoder process that a run decodes in (its cost apart);
 (b) model ceiling: the model on each video's sampled frames (stream: the whole
     video in one call), one process per core, one TF thread each;
 (c) combined ceiling = cores / (decode + model core-seconds per video), the
@@ -27,6 +28,7 @@ top level has ``videolabel_share_of_ceiling`` and ``videolabel_vs_naive``.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import resource
@@ -58,16 +60,21 @@ def _job(variant: str, model_dir: str):
                               "model.tf_threads=1", f"model.handle={model_dir}"])
 
 
-def child_decode(videos: list[str], variant: str, model_dir: str) -> dict:
-    """Decode only: videolabel's sample_frames on each video, in a process pinned to a core of its own."""
+def child_decode(videos: list[str], variant: str, model_dir: str, isolated: bool = False) -> dict:
+    """Decode only: videolabel's sample_frames on each video, in a process pinned to a core of its own;
+    ``isolated``: through the decoder process a run decodes in (started before the clock), on the
+    same core, so the difference is what isolation costs."""
     from beam_pipeline.pipeline import sampling_spec
     from transforms.cores import pin_to_free_core
+    from transforms.decoder_process import decode_isolated
     from transforms.decoding import DecodeReport, sample_frames
 
     pin_to_free_core()
     spec = sampling_spec(_job(variant, model_dir))
+    decode = decode_isolated if isolated else sample_frames
+    list(decode(videos[0], spec, DecodeReport()))  # warm: the decoder process starts
     start = time.perf_counter()
-    frames = sum(sum(1 for _ in sample_frames(v, spec, DecodeReport())) for v in videos)
+    frames = sum(sum(1 for _ in decode(v, spec, DecodeReport())) for v in videos)
     return {"seconds": time.perf_counter() - start, "videos": len(videos), "frames": frames, **_usage()}
 
 
@@ -245,6 +252,7 @@ def main(argv=None) -> int:
 
     model_dir = _export(args.variant, workdir)
     decode = _parallel("decode", half, args.variant, model_dir, cores)
+    isolated = _parallel("isolated", half, args.variant, model_dir, cores)
     model = _parallel("model", half, args.variant, model_dir, cores)
     per_video = decode["core_s_per_video"] + model["core_s_per_video"]
     combined = cores / per_video
@@ -253,9 +261,12 @@ def main(argv=None) -> int:
     large = _videolabel(videos, args.variant, model_dir, cores, workdir)
     steady, startup = large["videos_per_s"], large["startup_s"]
 
+    isolation_s = isolated["core_s_per_video"] - decode["core_s_per_video"]
     rows = [
         ["decode ceiling", decode["videos_per_s"], decode["videos_per_s"] / combined, "", "",
          f"{cores} procs"],
+        ["decode, decoder process", isolated["videos_per_s"], isolated["videos_per_s"] / combined, "", "",
+         f"{isolation_s * 1000:+.1f} ms/video, {isolation_s / per_video:+.1%} of a video's core-s"],
         ["model ceiling", model["videos_per_s"], model["videos_per_s"] / combined, "", "",
          f"{cores} procs"],
         ["combined ceiling", combined, 1.0, "", "", f"{per_video:.3f} core-s/video"],
@@ -271,7 +282,9 @@ def main(argv=None) -> int:
         "videolabel_share_of_ceiling": round(steady / combined, 3),
         "videolabel_vs_naive": round(steady / naive_rate, 3),
         "combined_ceiling_videos_per_s": round(combined, 3),
-        "decode_ceiling": decode, "model_ceiling": model,
+        "decode_ceiling": decode, "decode_in_decoder_process": isolated,
+        "isolation_core_s_per_video": round(isolation_s, 4),
+        "isolation_share_of_video": round(isolation_s / per_video, 4), "model_ceiling": model,
         "core_s_per_video": {"decode": decode["core_s_per_video"], "model": model["core_s_per_video"]},
         "naive": {**naive, "videos_per_s": round(naive_rate, 3)},
         "videolabel": {**large, "videos_per_s": round(steady, 3), "startup_s": round(startup, 1)},
@@ -294,7 +307,8 @@ if __name__ == "__main__":
         _measure(sys.argv[2:])
     elif len(sys.argv) > 1 and sys.argv[1] == "--child":
         kind, variant, model_path, *paths = sys.argv[2:]
-        child = {"decode": child_decode, "model": child_model, "naive": child_naive}[kind]
+        child = {"decode": child_decode, "isolated": functools.partial(child_decode, isolated=True),
+                 "model": child_model, "naive": child_naive}[kind]
         print(json.dumps(child(paths, variant, model_path)))
     else:
         raise SystemExit(main())
