@@ -158,3 +158,17 @@ def test_hostile_files_through_the_pipeline_give_one_row_each_and_the_run_goes_o
                        g["videos"][0]["prediction"] is None))
         assert_that(frames, equal_to([(name, n, False) for name, (_, _, n) in expected.items()]),
                     label="FramesKept")
+
+
+def test_a_changed_environment_gets_a_fresh_child(video, monkeypatch):
+    child = DecoderProcess(SPEC.decoder_memory_mb)
+    _decode(child, video, SPEC)
+    first = child.pid
+    _decode(child, video, SPEC)
+    assert child.pid == first
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", "http://127.0.0.1:1")  # a new emulator, say
+    frames, report = _decode(child, video, SPEC)
+    assert child.pid != first and report.error is None and len(frames) == 20
+    with open(f"/proc/{child.pid}/environ", "rb") as handle:
+        assert b"STORAGE_EMULATOR_HOST=http://127.0.0.1:1" in handle.read().split(b"\0")
+    child.stop()

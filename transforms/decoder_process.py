@@ -162,7 +162,8 @@ class DecoderProcess:
     def _start(self) -> None:
         request_r, request_w = os.pipe()
         reply_r, reply_w = os.pipe()
-        env = dict(os.environ)
+        self._environ = dict(os.environ)
+        env = dict(self._environ)
         env["PYTHONPATH"] = os.pathsep.join([p for p in sys.path if p] + [env.get("PYTHONPATH", "")])
         # glibc reserves 64 MiB of address space per malloc arena, up to 8 per core: on a large
         # worker that alone would reach the RLIMIT_AS cap, so the child keeps to two
@@ -204,7 +205,9 @@ class DecoderProcess:
         if self._busy:  # a request abandoned half-way: its replies are still coming
             self.stop()
         for _ in range(2):
-            if self._proc is not None and self._proc.poll() is not None:
+            # a child that died, or that runs with another environment than the worker's now
+            # (STORAGE_EMULATOR_HOST, credentials), is replaced
+            if self._proc is not None and (self._proc.poll() is not None or self._environ != os.environ):
                 self.stop()
             if self._proc is None:
                 self._start()
