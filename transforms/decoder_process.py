@@ -40,7 +40,6 @@ import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from multiprocessing.connection import Connection
-from typing import Any
 
 from transforms.decoding import DecodeReport, SampledFrame, probe_video
 from transforms.records import ErrorStage, FrameSource, SamplingSpec, VideoError
@@ -84,7 +83,7 @@ def _error_of(exc: BaseException, spec: SamplingSpec, report: DecodeReport) -> V
 
 
 def _serve_one(request: tuple, replies: Connection) -> None:
-    """Runs one request: frames in chunks, then ``done``, each with the report's state."""
+    """Runs one request: frames in chunks, the last chunk with ``done``, each with the report's state."""
     kind, uri, spec = request
     report = DecodeReport()
     chunk: list[SampledFrame] = []
@@ -104,8 +103,7 @@ def _serve_one(request: tuple, replies: Connection) -> None:
             report.error = error
         else:
             report.fail(error.stage, error.type, error.message)
-    replies.send(("frames", chunk, _state(report)))
-    replies.send(("done", None, _state(report)))
+    replies.send(("done", chunk, _state(report)))
 
 
 def _child_main(request_fd: int, reply_fd: int, memory_mb: int) -> None:
@@ -128,7 +126,7 @@ def _child_main(request_fd: int, reply_fd: int, memory_mb: int) -> None:
 
 
 class _Stopped(Exception):
-    """The child was lost mid-request; ``error`` says how."""
+    """The child was lost mid-request; ``error_type`` and the message say how."""
 
     def __init__(self, error_type: str, message: str):
         super().__init__(message)
@@ -258,11 +256,12 @@ class DecoderProcess:
                     self._busy = False
                     if error is not None and error.type == OUT_OF_MEMORY:
                         self.stop()  # the next video gets a fresh child, whatever is left allocated
-                    return
                 for frame in frames:
                     sampled += 1
                     report.frames_sampled = sampled
                     yield frame
+                if tag == "done":
+                    return
         except _Stopped as stopped:
             stage = ErrorStage.PROBE if kind == "probe" else ErrorStage.DECODE
             where = f" after {sampled} sampled frames" if kind == "decode" else " while probing"
@@ -317,7 +316,7 @@ def _stop_all() -> None:
         child.stop()
 
 
-def main(argv: list[str] | None = None) -> Any:
+def main(argv: list[str] | None = None) -> None:
     request_fd, reply_fd, memory_mb = (int(a) for a in (argv or sys.argv[1:]))
     _child_main(request_fd, reply_fd, memory_mb)
 
