@@ -27,8 +27,8 @@ import numpy as np
 from apache_beam.ml.inference.base import ModelHandler
 
 from models.predictions import ClipsPerVideo, clip_predictions, pad_clip
+from models.scores import top_k_arrays
 from models.storage import local_copy
-from transforms.aggregate import top_k_arrays
 from transforms.decoder_process import frames_of
 from transforms.decoding import DecodeReport, SampledFrame
 from transforms.records import Clip, ClipPrediction, FrameSource, VideoResult

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from transforms.aggregate import top_k_arrays
+from models.scores import top_k_arrays
 from transforms.decoder_process import frames_of
 from transforms.decoding import DecodeReport, windows
 from transforms.records import Clip, ClipPrediction, FrameSource, VideoResult

@@ -11,7 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 
-from transforms.aggregate import RunStamp, frame_rows, top_k, top_k_arrays, video_row
+from models.scores import top_k_arrays
+from transforms.aggregate import RunStamp, frame_rows, top_k, video_row
 from transforms.records import ClipPrediction, ErrorStage, VideoError, VideoInfo, VideoMeta, VideoRef
 from transforms.schema import VIDEOS_SCHEMA, frames_schema
 from transforms.write import WriteTables, part_name, partition_dir, write_parquet

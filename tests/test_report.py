@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from beam_pipeline.cli import main
-from transforms.aggregate import RunStamp, frame_rows, top_k_arrays, video_row
+from models.scores import top_k_arrays
+from transforms.aggregate import RunStamp, frame_rows, video_row
 from transforms.records import ClipPrediction, ErrorStage, VideoError, VideoInfo, VideoMeta, VideoRef
 from transforms.schema import VIDEOS_SCHEMA, frames_schema
 from transforms.write import part_name, partition_dir, write_parquet

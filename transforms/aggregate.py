@@ -16,6 +16,7 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
 
+from models.scores import top_k_arrays
 from transforms.progress import note_video
 from transforms.records import ClipPrediction, ErrorStage, Status, VideoError, VideoInfo, VideoResult
 from transforms.schema import SCHEMA_VERSION
@@ -28,7 +29,6 @@ __all__ = [
     "frame_rows",
     "prediction_columns",
     "top_k",
-    "top_k_arrays",
     "video_probs",
     "video_row",
 ]
@@ -44,15 +44,6 @@ class RunStamp:
         self.model = model
         self.config_hash = config_hash
         self.run_id = run_id
-
-
-def top_k_arrays(probs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """float32 [..., num_classes] -> (int32 [..., k] class indices best first, float32 [..., k] scores).
-
-    Ties keep the lower class index first.
-    """
-    order = np.argsort(-probs, axis=-1, kind="stable")[..., :k]
-    return order.astype(np.int32), np.take_along_axis(probs, order, axis=-1).astype(np.float32)
 
 
 def prediction_columns(index: np.ndarray, score: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
