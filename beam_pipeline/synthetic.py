@@ -2,14 +2,19 @@
 
 Each class is a bright square moving over a dark, lightly noisy background in
 one direction; a single frame does not tell the classes apart, only the motion
-over time does.
+over time does. ``write_video`` is the one numpy-to-video encoder: the tests'
+odd media (``tests/media.py``) and the benchmarks' long clips (``benchmarks/common.py``)
+call it too.
 """
 
 from __future__ import annotations
 
 import csv
+import itertools
 import os
 from collections.abc import Iterable, Mapping
+from fractions import Fraction
+from typing import TypeVar
 
 import av
 import numpy as np
@@ -23,21 +28,55 @@ MOTIONS = {
     "moving_up": (0.0, -1.0),
 }
 
+PathT = TypeVar("PathT", bound=str | os.PathLike[str])
 
-def write_video(path: str, frames: Iterable[np.ndarray], *, fps: int = 25, codec: str = "libx264",
-                gop: int | None = None) -> str:
-    """Encodes uint8 RGB frames [h, w, 3] (even h and w for yuv420p codecs) into ``path``."""
-    frames = iter(frames)
-    first = next(frames)
-    h, w = first.shape[:2]
-    with av.open(path, mode="w") as container:
+
+def write_video(path: PathT, frames: Iterable[np.ndarray], *, fps: int = 25, codec: str = "libx264",
+                gop: int | None = None, pix_fmt: str = "yuv420p", image_format: str = "rgb24",
+                container_format: str | None = None, options: Mapping[str, str] | None = None,
+                pts: Iterable[int] | None = None, time_base: Fraction | None = None) -> PathT:
+    """Encodes uint8 numpy images into ``path``, a video file with one video stream.
+
+    Frames are read one at a time, so a long video need not fit in memory.
+
+    Args:
+        path: the file to write; the container follows its extension unless ``container_format``.
+        frames: uint8 images laid out as ``image_format`` says: ``[height, width, 3]`` for
+            ``"rgb24"``, ``[height, width, 4]`` for ``"rgba"``, ``[height * 3 // 2, width]``
+            (Y plane, then U and V) for ``"yuv420p"``. All the same size; even height and
+            width for 4:2:0 ``pix_fmt``.
+        fps: the stream's frame rate; with no ``pts`` the frames are 1 / fps apart.
+        codec: encoder name, e.g. ``"libx264"``, ``"mpeg4"``, ``"ffv1"``, ``"qtrle"``.
+        gop: the most frames between keyframes (the encoder's default if None).
+        pix_fmt: the pixel format the codec stores, e.g. ``"yuv420p"``, ``"yuv444p"``, ``"argb"``.
+        image_format: the pixel layout of ``frames`` (see above).
+        container_format: muxer name (``"mp4"``, ``"matroska"``, ``"h264"``), for a path whose
+            extension does not say it.
+        options: encoder options, e.g. ``{"preset": "ultrafast", "bf": "2"}``.
+        pts: one presentation time per frame, in ``time_base`` units (a variable-rate video).
+        time_base: the encoder's time base (1 / fps if None).
+
+    Returns:
+        ``path``.
+    """
+    pending = (av.VideoFrame.from_ndarray(image, format=image_format) for image in frames)
+    first = next(pending, None)
+    if first is None:
+        raise ValueError(f"no frames to write to {path}")
+    video_frames = itertools.chain([first], pending)
+    with av.open(os.fspath(path), mode="w", format=container_format) as container:
         stream = container.add_stream(codec, rate=fps)
-        stream.width, stream.height = w, h
-        stream.pix_fmt = "yuv420p"
-        if gop:
+        stream.width, stream.height, stream.pix_fmt = first.width, first.height, pix_fmt
+        if gop is not None:
             stream.codec_context.gop_size = gop
-        for image in (first, *frames):
-            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+        if time_base is not None:
+            stream.codec_context.time_base = time_base
+        if options:
+            stream.options = dict(options)
+        timed = zip(video_frames, pts, strict=True) if pts is not None else ((f, None) for f in video_frames)
+        for frame, stamp in timed:
+            frame.pts = stamp
+            for packet in stream.encode(frame):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)

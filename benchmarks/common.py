@@ -7,12 +7,14 @@ import os
 import platform
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import av
 import numpy as np
+
+from beam_pipeline.synthetic import write_video
 
 __all__ = ["machine", "panning_video", "print_table", "run_child", "write_json"]
 
@@ -26,28 +28,26 @@ def panning_video(path: Path, *, seconds: float, width: int, height: int, fps: i
     """
     if path.exists():
         return path
+    tmp = path.with_suffix(".partial" + path.suffix)
+    write_video(tmp, _panning_frames(int(seconds * fps), width, height), fps=fps, gop=gop,
+                image_format="yuv420p", container_format=path.suffix.lstrip(".").replace("mkv", "matroska"),
+                options={"preset": preset, "bf": "2"})
+    tmp.rename(path)
+    return path
+
+
+def _panning_frames(num_frames: int, width: int, height: int) -> Iterator[np.ndarray]:
+    """``num_frames`` yuv420p images, uint8 [height * 3 // 2, width] (Y plane, then U and V at 128)."""
     rng = np.random.default_rng(0)
     texture = rng.integers(40, 200, size=(height // 8, (2 * width) // 8), dtype=np.uint8)
     texture = np.kron(texture, np.ones((8, 8), np.uint8))
     chroma = np.full((height // 2, width), 128, np.uint8)
-    tmp = path.with_suffix(".partial" + path.suffix)
-    with av.open(str(tmp), "w", format=path.suffix.lstrip(".").replace("mkv", "matroska")) as c:
-        s = c.add_stream("libx264", rate=fps)
-        s.width, s.height, s.pix_fmt = width, height, "yuv420p"
-        s.options = {"preset": preset, "g": str(gop), "bf": "2"}
-        for i in range(int(seconds * fps)):
-            off = (i * 2) % width
-            luma = texture[:, off:off + width].copy()
-            x = (i * 7) % (width - height // 4)
-            luma[height // 3:height // 3 + height // 4, x:x + height // 4] = 235
-            frame = av.VideoFrame.from_ndarray(np.concatenate([luma, chroma]), format="yuv420p")
-            frame.pts = i
-            for p in s.encode(frame):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
-    tmp.rename(path)
-    return path
+    for i in range(num_frames):
+        off = (i * 2) % width
+        luma = texture[:, off:off + width].copy()
+        x = (i * 7) % (width - height // 4)
+        luma[height // 3:height // 3 + height // 4, x:x + height // 4] = 235
+        yield np.concatenate([luma, chroma])
 
 
 def run_child(module: str, args: Sequence[str], *, threads: int = 1) -> dict[str, Any]:

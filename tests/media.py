@@ -1,4 +1,7 @@
-"""Makers of bad and odd media files for decoding tests; each returns the path it wrote."""
+"""Makers of bad and odd media files for decoding tests; each returns the path it wrote.
+
+Every encoded video goes through ``beam_pipeline.synthetic.write_video``.
+"""
 
 from __future__ import annotations
 
@@ -13,32 +16,9 @@ import numpy as np
 from beam_pipeline.synthetic import motion_frames, write_video
 
 
-def _encode(path: Path, codec: str, images, *, rate: int, pix_fmt: str = "yuv420p",
-            image_format: str = "rgb24", container_format: str | None = None, pts=None,
-            time_base: Fraction | None = None) -> Path:
-    """Encodes numpy images into ``path``; ``pts`` (with ``time_base``) places them in time."""
-    images = list(images)
-    h, w = images[0].shape[:2]
-    with av.open(str(path), "w", format=container_format) as c:
-        s = c.add_stream(codec, rate=rate)
-        s.width, s.height, s.pix_fmt = w, h, pix_fmt
-        if time_base:
-            s.codec_context.time_base = time_base
-        for i, img in enumerate(images):
-            frame = av.VideoFrame.from_ndarray(img, format=image_format)
-            if pts is not None:
-                frame.pts, frame.time_base = pts[i], time_base
-            for p in s.encode(frame):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
-    return path
-
-
 def good(path: Path, *, n=50, fps=25, w=160, h=120, codec="libx264", gop=None, seed=0) -> Path:
     frames = motion_frames("moving_right", num_frames=n, width=w, height=h, rng=np.random.default_rng(seed))
-    write_video(str(path), frames, fps=fps, codec=codec, gop=gop)
-    return path
+    return write_video(path, frames, fps=fps, codec=codec, gop=gop)
 
 
 def zero_bytes(path: Path) -> Path:
@@ -124,15 +104,15 @@ def cover_art_only(path: Path) -> Path:
 
 def tiny(path: Path, n=10) -> Path:
     """A 1x1-pixel video (FFV1 in MKV)."""
-    return _encode(path, "ffv1", [np.full((1, 1, 3), 25 * i, np.uint8) for i in range(n)], rate=10,
-                   pix_fmt="yuv444p")
+    return write_video(path, [np.full((1, 1, 3), 25 * i, np.uint8) for i in range(n)], fps=10, codec="ffv1",
+                       pix_fmt="yuv444p")
 
 
 def variable_rate(path: Path, times_s) -> Path:
     """An MKV whose frames sit at the given presentation times (millisecond time base)."""
     images = [np.full((48, 64, 3), (i * 7) % 256, np.uint8) for i in range(len(times_s))]
-    return _encode(path, "libx264", images, rate=30, pts=[int(round(t * 1000)) for t in times_s],
-                   time_base=Fraction(1, 1000))
+    return write_video(path, images, fps=30, pts=[int(round(t * 1000)) for t in times_s],
+                       time_base=Fraction(1, 1000))
 
 
 def with_alpha(path: Path, n=10) -> Path:
@@ -140,7 +120,7 @@ def with_alpha(path: Path, n=10) -> Path:
     img = np.zeros((16, 32, 4), np.uint8)
     img[:, :16] = (255, 0, 0, 255)
     img[:, 16:] = (0, 255, 0, 0)
-    return _encode(path, "qtrle", [img] * n, rate=10, pix_fmt="argb", image_format="rgba")
+    return write_video(path, [img] * n, fps=10, codec="qtrle", pix_fmt="argb", image_format="rgba")
 
 
 def rotated_mp4(source_mp4: Path, path: Path, degrees: int) -> Path:
@@ -161,7 +141,7 @@ def rotated_mp4(source_mp4: Path, path: Path, degrees: int) -> Path:
 def odd_container(path: Path, codec: str, *, n=20, fps=10, w=64, h=48, pix_fmt="yuv420p") -> Path:
     """A short clip in a given container (by extension) and codec."""
     frames = motion_frames("moving_down", num_frames=n, width=w, height=h, rng=np.random.default_rng(3))
-    return _encode(path, codec, frames, rate=fps, pix_fmt=pix_fmt)
+    return write_video(path, frames, fps=fps, codec=codec, pix_fmt=pix_fmt)
 
 
 def directory_named_like_video(path: Path) -> Path:
@@ -172,12 +152,11 @@ def directory_named_like_video(path: Path) -> Path:
 def raw_h264(path: Path, n=50, fps=25) -> Path:
     """A raw H.264 elementary stream: no container, no duration, no packet timestamps."""
     frames = motion_frames("moving_right", num_frames=n, width=64, height=48, rng=np.random.default_rng(4))
-    return _encode(path, "libx264", frames, rate=fps, container_format="h264")
+    return write_video(path, frames, fps=fps, container_format="h264")
 
 
 def marker(path: Path, w=160, h=96) -> Path:
     """An MP4 whose frames are black with a white 20x20 square in the top-left corner."""
     img = np.zeros((h, w, 3), np.uint8)
     img[:20, :20] = 255
-    write_video(str(path), [img] * 5, fps=5)
-    return path
+    return write_video(path, [img] * 5, fps=5)
