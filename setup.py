@@ -23,6 +23,7 @@ setup(
         "google-cloud-storage>=2.18",
         "numpy>=1.26",
         "PyYAML>=6",
+        "pydantic>=2.6,<3",  # the config models (beam_pipeline.config, models.training)
         # tensorflow-hub 0.16 imports pkg_resources, which setuptools 81 removed.
         "setuptools<81",
     ],

@@ -70,19 +70,16 @@ def _demo_parser(sub) -> None:
     demo.add_argument("--output", default="demo_output", help="folder for videos, model and results")
 
 
-def _overrides(args) -> list[str]:
-    sets = list(args.set)
+def _flag_values(args) -> dict[str, dict[str, str | list[str]]]:
+    """The config keys ``--input``, ``--output`` and ``--model`` replace, with the values as typed."""
+    values: dict[str, dict[str, str | list[str]]] = {}
     if args.input:
-        sets.append("input.paths=" + repr(list(args.input)).replace("'", '"'))
+        values["input"] = {"paths": list(args.input)}
     if args.output:
-        sets.append(f"output.path={_quoted(args.output)}")
+        values["output"] = {"path": args.output}
     if args.model:
-        sets.append(f"model.handle={_quoted(args.model)}")
-    return sets
-
-
-def _quoted(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        values["model"] = {"handle": args.model}
+    return values
 
 
 def _cmd_run(args, beam_args: list[str]) -> int:
@@ -90,7 +87,7 @@ def _cmd_run(args, beam_args: list[str]) -> int:
     from beam_pipeline.launcher import run_job
     from beam_pipeline.summary import print_summary
 
-    cfg = load_config(args.config, _overrides(args))
+    cfg = load_config(args.config, args.set, _flag_values(args))
     if args.runner:
         beam_args = [f"--runner={args.runner}", *beam_args]
     summary = run_job(cfg, beam_args, overwrite=args.overwrite, resume=args.resume)

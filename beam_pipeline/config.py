@@ -1,20 +1,33 @@
-"""Job configuration: YAML loaded into frozen, validated dataclasses.
+"""Job configuration: YAML loaded into frozen pydantic models, validated at load.
 
 Job semantics (what to read, how to sample, which model, where to write) live
 here; runner settings stay a plain mapping that becomes Beam PipelineOptions
-(see ``beam_pipeline.options``). Every problem raises ``ConfigError`` with one
-line naming the bad key and value, before any video is read.
+(see ``beam_pipeline.options``). The models declare each key's type and range;
+pydantic checks them, and every problem raises ``ConfigError`` with one line
+naming the bad key and value, before any video is read.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    GetPydanticSchema,
+    NonNegativeInt,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails, core_schema
 
 from models.movinet_variants import MODEL_IDS, MODEL_MODES, native_imgz
 from models.training import FitSettings
@@ -32,25 +45,47 @@ __all__ = [
     "SplitConfig",
     "TrainConfig",
     "apply_overrides",
+    "config_from_dict",
     "load_config",
+    "read_yaml",
 ]
 
 VIDEO_EXTENSIONS = (
     ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".gif", ".flv", ".wmv",
 )
-MANIFEST_EXTENSIONS = (".csv", ".jsonl", ".parquet")
-SAMPLING_STRATEGIES = ("fps", "uniform", "all")
-MODEL_KINDS = ("movinet", "lstm")
-VIDEO_POOLS = ("mean", "max")
-TRAIN_METHODS = ("head", "finetune")
 
 
 class ConfigError(ValueError):
     """A bad key, value, path or handle; the message is one line for the user."""
 
 
-@dataclasses.dataclass(frozen=True)
-class InputConfig:
+_T = TypeVar("_T")
+
+#: An int or a float, kept as given (``14400`` stays an int): ``job_hash`` hashes the values as
+#: loaded, so coercing to float would change the hash of configs written before these models.
+#: Strict: a bool or a string is not a number.
+Number = Annotated[int | float, GetPydanticSchema(lambda _source, _handler: core_schema.union_schema(
+    [core_schema.int_schema(strict=True), core_schema.float_schema(strict=True)],
+    custom_error_type="float_type"))]
+PositiveNumber = Annotated[Number, Field(gt=0)]
+
+
+def _listed(value: Any) -> Any:
+    """A single string stands for a list of one."""
+    return [value] if isinstance(value, str) else value
+
+
+#: A tuple of ``_T`` from a YAML list, or from one string.
+OneOrMany = Annotated[tuple[_T, ...], Field(strict=False), BeforeValidator(_listed)]
+
+
+class _Section(BaseModel):
+    """A config section: frozen, unknown keys refused, values taken as YAML types them (no coercion)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+
+class InputConfig(_Section):
     """Where the videos are.
 
     Attributes:
@@ -61,41 +96,36 @@ class InputConfig:
             a segment manifest (``uri,start_s,end_s,label``) describes; null leaves them unlabelled.
     """
 
-    paths: tuple[str, ...] = ()
-    extensions: tuple[str, ...] = VIDEO_EXTENSIONS
+    paths: OneOrMany[str] = ()
+    extensions: OneOrMany[Annotated[str, Field(pattern=r"^\.")]] = VIDEO_EXTENSIONS
     background_label: str | None = None
 
-    def validate(self) -> None:
-        for ext in self.extensions:
-            if not ext.startswith("."):
-                raise ConfigError(f"input.extensions: {ext!r} must start with '.'")
 
-
-@dataclasses.dataclass(frozen=True)
-class SplitConfig:
+class SplitConfig(_Section):
     """How each video gets its split when the manifest does not give one.
 
     A stable hash of ``salt`` and ``video_id`` picks the split, so a video lands
     in the same split on every run.
+
+    Attributes:
+        ratios: share of each split, non-negative, summing to 1.
+        salt: hashed with the video id.
     """
 
-    ratios: Mapping[str, float] = dataclasses.field(
+    ratios: Annotated[dict[str, Annotated[Number, Field(ge=0)]], Field(min_length=1)] = Field(
         default_factory=lambda: {"train": 0.8, "valid": 0.1, "test": 0.1})
     salt: str = "videolabel"
 
-    def validate(self) -> None:
-        if not self.ratios:
-            raise ConfigError("split.ratios: must name at least one split")
-        for name, ratio in self.ratios.items():
-            if not isinstance(ratio, (int, float)) or ratio < 0:
-                raise ConfigError(f"split.ratios.{name}: {ratio!r} is not a non-negative number")
-        total = sum(self.ratios.values())
+    @field_validator("ratios")
+    @classmethod
+    def _sum_to_one(cls, ratios: dict[str, int | float]) -> dict[str, int | float]:
+        total = sum(ratios.values())
         if abs(total - 1.0) > 1e-6:
-            raise ConfigError(f"split.ratios: {dict(self.ratios)} sum to {total:g}, not 1")
+            raise ConfigError(f"split.ratios: {ratios} sum to {total:g}, not 1")
+        return ratios
 
 
-@dataclasses.dataclass(frozen=True)
-class SamplingConfig:
+class SamplingConfig(_Section):
     """Which frames to take and at what size.
 
     Attributes:
@@ -103,8 +133,8 @@ class SamplingConfig:
             (``n_frames`` evenly spaced over the video) or ``all``.
         fps: target rate for ``fps``.
         n_frames: frames per base-mode clip, and the count for ``uniform``.
-        clip_stride: frames between base-mode clip starts; None means
-            ``n_frames`` (no overlap).
+        clip_stride: frames between base-mode clip starts, at most ``n_frames``;
+            None means ``n_frames`` (no overlap).
         imgz: side of the square model input; None means the model's native size.
         max_duration_s, max_pixels: guards; a video over them fails at probe.
         decode_timeout_s: a video decoding longer than this stops, keeping what
@@ -120,47 +150,33 @@ class SamplingConfig:
             more fails as ``DecoderOutOfMemory`` and the worker goes on.
     """
 
-    strategy: str = "fps"
-    fps: float = 5.0
-    n_frames: int = 8
-    clip_stride: int | None = None
-    imgz: int | None = None
-    max_duration_s: float = 4 * 3600.0
-    max_pixels: int = 3840 * 2160
-    decode_timeout_s: float = 600.0
-    predecode_max_frames: int = 3000
-    decode_threads: int = 1
-    decoder_memory_mb: int = 4096
+    strategy: Literal["fps", "uniform", "all"] = "fps"
+    fps: PositiveNumber = 5.0
+    n_frames: PositiveInt = 8
+    clip_stride: PositiveInt | None = None
+    imgz: PositiveInt | None = None
+    max_duration_s: PositiveNumber = 4 * 3600.0
+    max_pixels: PositiveInt = 3840 * 2160
+    decode_timeout_s: PositiveNumber = 600.0
+    predecode_max_frames: PositiveInt = 3000
+    decode_threads: NonNegativeInt = 1
+    decoder_memory_mb: PositiveInt = 4096
 
     @property
     def stride(self) -> int:
+        """Frames between clip starts: ``clip_stride``, else ``n_frames``."""
         return self.clip_stride or self.n_frames
 
-    def validate(self) -> None:
-        if self.strategy not in SAMPLING_STRATEGIES:
+    @model_validator(mode="after")
+    def _clips_cover_every_frame(self) -> SamplingConfig:
+        if self.clip_stride is not None and self.clip_stride > self.n_frames:
             raise ConfigError(
-                f"sampling.strategy: {self.strategy!r} is not one of {', '.join(SAMPLING_STRATEGIES)}")
-        _positive("sampling.fps", self.fps)
-        _positive("sampling.n_frames", self.n_frames, integer=True)
-        if self.clip_stride is not None:
-            _positive("sampling.clip_stride", self.clip_stride, integer=True)
-            if self.clip_stride > self.n_frames:
-                raise ConfigError(
-                    f"sampling.clip_stride: {self.clip_stride} is larger than n_frames "
-                    f"({self.n_frames}); frames between clips would get no prediction")
-        if self.imgz is not None:
-            _positive("sampling.imgz", self.imgz, integer=True)
-        _positive("sampling.max_duration_s", self.max_duration_s)
-        _positive("sampling.max_pixels", self.max_pixels, integer=True)
-        _positive("sampling.decode_timeout_s", self.decode_timeout_s)
-        _positive("sampling.predecode_max_frames", self.predecode_max_frames, integer=True)
-        _positive("sampling.decoder_memory_mb", self.decoder_memory_mb, integer=True)
-        if not isinstance(self.decode_threads, int) or self.decode_threads < 0:
-            raise ConfigError(f"sampling.decode_threads: {self.decode_threads!r} is not an integer >= 0")
+                f"sampling.clip_stride: {self.clip_stride} is larger than n_frames "
+                f"({self.n_frames}); frames between clips would get no prediction")
+        return self
 
 
-@dataclasses.dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(_Section):
     """The classifier.
 
     Attributes:
@@ -187,62 +203,41 @@ class ModelConfig:
             listing and decoding stay on the CPU workers, before a fusion break.
     """
 
-    kind: str = "movinet"
-    model_id: str = "a0"
-    model_mode: str = "stream"
-    hub_version: int = 3
+    kind: Literal["movinet", "lstm"] = "movinet"
+    model_id: Literal[MODEL_IDS] = "a0"
+    model_mode: Literal[MODEL_MODES] = "stream"
+    hub_version: PositiveInt = 3
     handle: str | None = None
     labels: str | None = None
-    top_k: int = 5
-    batch_size: int = 4
-    stream_chunk: int = 64
-    video_pool: str = "mean"
-    tf_threads: int = 1
+    top_k: PositiveInt = 5
+    batch_size: PositiveInt = 4
+    stream_chunk: PositiveInt = 64
+    video_pool: Literal["mean", "max"] = "mean"
+    tf_threads: NonNegativeInt = 1
     pin_workers: bool = True
     accelerator: str | None = None
 
-    def validate(self) -> None:
-        if self.kind not in MODEL_KINDS:
-            raise ConfigError(f"model.kind: {self.kind!r} is not one of {', '.join(MODEL_KINDS)}")
-        if self.model_id not in MODEL_IDS:
-            raise ConfigError(f"model.model_id: {self.model_id!r} is not one of {', '.join(MODEL_IDS)}")
-        if self.model_mode not in MODEL_MODES:
-            raise ConfigError(
-                f"model.model_mode: {self.model_mode!r} is not one of {', '.join(MODEL_MODES)}")
-        _positive("model.hub_version", self.hub_version, integer=True)
-        _positive("model.top_k", self.top_k, integer=True)
-        _positive("model.batch_size", self.batch_size, integer=True)
-        _positive("model.stream_chunk", self.stream_chunk, integer=True)
-        if self.video_pool not in VIDEO_POOLS:
-            raise ConfigError(f"model.video_pool: {self.video_pool!r} is not one of {', '.join(VIDEO_POOLS)}")
-        if not isinstance(self.tf_threads, int) or self.tf_threads < 0:
-            raise ConfigError(f"model.tf_threads: {self.tf_threads!r} is not an integer >= 0")
-        if not isinstance(self.pin_workers, bool):
-            raise ConfigError(f"model.pin_workers: {self.pin_workers!r} is not true or false")
-        hint = str(self.accelerator)
-        if self.accelerator is not None and not ("type:" in hint and "count:" in hint):
-            raise ConfigError(f"model.accelerator: {self.accelerator!r} is not a Beam accelerator hint "
+    @field_validator("accelerator")
+    @classmethod
+    def _is_resource_hint(cls, hint: str | None) -> str | None:
+        if hint is not None and not ("type:" in hint and "count:" in hint):
+            raise ConfigError(f"model.accelerator: {hint!r} is not a Beam accelerator hint "
                               "(e.g. type:nvidia-l4;count:1;install-nvidia-driver)")
+        return hint
 
 
-@dataclasses.dataclass(frozen=True)
-class PoseConfig:
+class PoseConfig(_Section):
     """The keypoint model for ``model.kind: lstm`` and ``videolabel train``.
 
     Attributes:
         handle: MoveNet single-pose model: a .tflite file, or a SavedModel / TF Hub handle.
-        threshold: joints scored under this become zeros.
+        threshold: joints scored under this (in [0, 1]) become zeros.
     """
 
     handle: str | None = None
-    threshold: float = 0.2
-
-    def validate(self) -> None:
-        if not isinstance(self.threshold, (int, float)) or not 0 <= self.threshold <= 1:
-            raise ConfigError(f"pose.threshold: {self.threshold!r} is not a number in [0, 1]")
+    threshold: Annotated[Number, Field(ge=0, le=1)] = 0.2
 
 
-@dataclasses.dataclass(frozen=True)
 class TrainConfig(FitSettings):
     """``videolabel train``: the fit settings of ``models.training`` plus, for MoViNet, what to train.
 
@@ -254,26 +249,15 @@ class TrainConfig(FitSettings):
             tf.train.Checkpoint prefix (the MoViNet release's ``ckpt-1``) or a
             SavedModel written by ``export-movinet`` / ``train``; null starts
             ``finetune`` from random weights.
-        dropout_rate: MoViNet only: dropout inside the classifier head while training.
+        dropout_rate: MoViNet only: dropout inside the classifier head while training, in [0, 1).
     """
 
-    method: str = "head"
+    method: Literal["head", "finetune"] = "head"
     checkpoint: str | None = None
-    dropout_rate: float = 0.2
-
-    def validate(self) -> None:
-        _positive("train.num_epochs", self.num_epochs, integer=True)
-        _positive("train.learning_rate", self.learning_rate)
-        _positive("train.batch_size", self.batch_size, integer=True)
-        _positive("train.patience", self.patience, integer=True)
-        if self.method not in TRAIN_METHODS:
-            raise ConfigError(f"train.method: {self.method!r} is not one of {', '.join(TRAIN_METHODS)}")
-        if not isinstance(self.dropout_rate, (int, float)) or not 0 <= self.dropout_rate < 1:
-            raise ConfigError(f"train.dropout_rate: {self.dropout_rate!r} is not a number in [0, 1)")
+    dropout_rate: Annotated[Number, Field(ge=0, lt=1)] = 0.2
 
 
-@dataclasses.dataclass(frozen=True)
-class OutputConfig:
+class OutputConfig(_Section):
     """Where and what to write.
 
     Attributes:
@@ -286,18 +270,12 @@ class OutputConfig:
         flush_s: a part is also committed once its oldest video has waited this long.
     """
 
-    path: str = "output"
+    path: Annotated[str, Field(min_length=1)] = "output"
     write_frames: bool = True
     write_probs: bool = False
     write_keypoints: bool = False
-    videos_per_file: int = 1000
-    flush_s: float = 60.0
-
-    def validate(self) -> None:
-        if not self.path:
-            raise ConfigError("output.path: must not be empty")
-        _positive("output.videos_per_file", self.videos_per_file, integer=True)
-        _positive("output.flush_s", self.flush_s)
+    videos_per_file: PositiveInt = 1000
+    flush_s: PositiveNumber = 60.0
 
 
 #: The config keys that cannot change an output row, the one place ``JobConfig.job_hash``
@@ -326,8 +304,7 @@ EXECUTION_ONLY_KEYS: frozenset[str] = frozenset({
 LSTM_ONLY_SECTIONS: frozenset[str] = frozenset({"pose"})
 
 
-@dataclasses.dataclass(frozen=True)
-class JobConfig:
+class JobConfig(_Section):
     """The whole job. ``runner`` maps Beam option names to values."""
 
     input: InputConfig = InputConfig()
@@ -337,30 +314,36 @@ class JobConfig:
     pose: PoseConfig = PoseConfig()
     train: TrainConfig = TrainConfig()
     output: OutputConfig = OutputConfig()
-    runner: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    runner: dict[str, Any] = Field(default_factory=dict)
 
-    @property
-    def imgz(self) -> int:
-        """Model input side in pixels: the configured one, else the variant's native size."""
-        return self.sampling.imgz or native_imgz(self.model.model_id)
+    @field_validator("*", mode="before")
+    @classmethod
+    def _empty_section(cls, value: Any) -> Any:
+        """A section left empty in YAML (``sampling:``) takes its defaults."""
+        return {} if value is None else value
 
-    def validate(self) -> None:
-        for section in (self.input, self.split, self.sampling, self.model, self.pose, self.train,
-                        self.output):
-            section.validate()
+    @model_validator(mode="after")
+    def _model_needs(self) -> JobConfig:
         if self.output.write_keypoints and self.model.kind != "lstm":
             raise ConfigError("output.write_keypoints: keypoints come from the pose model of "
                               f"model.kind lstm, not {self.model.kind!r}")
         if self.model.kind == "lstm" and not self.pose.handle:
             raise ConfigError("pose.handle: model.kind lstm needs a MoveNet keypoint model "
                               "(a .tflite file or a SavedModel)")
+        return self
 
-    def with_inputs(self, paths: tuple[str, ...]) -> JobConfig:
+    @property
+    def imgz(self) -> int:
+        """Model input side in pixels: the configured one, else the variant's native size."""
+        return self.sampling.imgz or native_imgz(self.model.model_id)
+
+    def with_inputs(self, paths: Sequence[str]) -> JobConfig:
         """The same job over other inputs."""
-        return dataclasses.replace(self, input=dataclasses.replace(self.input, paths=tuple(paths)))
+        return self.model_copy(update={"input": self.input.model_copy(update={"paths": tuple(paths)})})
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Every section and key, as plain Python values (tuples, dicts, numbers, strings)."""
+        return self.model_dump()
 
     def job_hash(self) -> str:
         """Hash of exactly the settings that can change an output row (the ``config_hash`` column).
@@ -394,82 +377,77 @@ class JobConfig:
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
-_SECTIONS = {
-    "input": InputConfig,
-    "split": SplitConfig,
-    "sampling": SamplingConfig,
-    "model": ModelConfig,
-    "pose": PoseConfig,
-    "train": TrainConfig,
-    "output": OutputConfig,
-}
+def _key(loc: tuple[int | str, ...]) -> str:
+    """``("split", "ratios", "train")`` -> ``split.ratios.train``; list items as ``[i]``."""
+    key = ""
+    for part in loc:
+        key += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return key.lstrip(".") or "config"
 
 
-def _positive(key: str, value: Any, integer: bool = False) -> None:
-    kind = int if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kind) or value <= 0:
-        noun = "a positive integer" if integer else "a positive number"
-        raise ConfigError(f"{key}: {value!r} is not {noun}")
-
-
-def _build_section(name: str, raw: Any):
-    cls = _SECTIONS[name]
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"{name}: expected a mapping of keys, got {raw!r}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    for key in raw:
-        if key not in fields:
-            raise ConfigError(f"{name}.{key}: unknown key (known: {', '.join(fields)})")
-    values = dict(raw)
-    for key in ("paths", "extensions"):
-        if key in values:
-            value = values[key]
-            if isinstance(value, str):
-                value = [value]
-            if not isinstance(value, (list, tuple)):
-                raise ConfigError(f"{name}.{key}: {value!r} is not a list")
-            values[key] = tuple(str(v) for v in value)
-    return cls(**values)
+def _error_line(error: ErrorDetails) -> str:
+    """One pydantic error as the one line a user reads: the key, the bad value and why."""
+    raised = error.get("ctx", {}).get("error")
+    if isinstance(raised, ConfigError):  # a cross-field check: its message names the key already
+        return str(raised)
+    loc = error["loc"]
+    if error["type"] == "extra_forbidden":
+        model: type[BaseModel] = JobConfig
+        for part in loc[:-1]:
+            model = model.model_fields[part].annotation
+        what = "section" if model is JobConfig else "key"
+        return f"{_key(loc)}: unknown {what} (known: {', '.join(model.model_fields)})"
+    msg = error["msg"]
+    return f"{_key(loc)}: {error['input']!r} is invalid ({msg[:1].lower()}{msg[1:]})"
 
 
 def config_from_dict(raw: Mapping[str, Any]) -> JobConfig:
-    """Builds and validates a JobConfig from a parsed YAML mapping."""
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"config: expected a mapping at the top level, got {type(raw).__name__}")
-    for key in raw:
-        if key not in _SECTIONS and key != "runner":
-            raise ConfigError(f"{key}: unknown section (known: {', '.join([*_SECTIONS, 'runner'])})")
-    runner = raw.get("runner") or {}
-    if not isinstance(runner, Mapping):
-        raise ConfigError(f"runner: expected a mapping of Beam options, got {runner!r}")
-    sections = {name: _build_section(name, raw.get(name)) for name in _SECTIONS}
-    cfg = JobConfig(**sections, runner=dict(runner))
-    cfg.validate()
-    return cfg
+    """Builds and validates a JobConfig from a parsed YAML mapping.
 
-
-def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """Applies ``section.key=value`` overrides (value parsed as YAML) to a raw config.
-
-    Returns a new mapping; ``raw`` is not changed.
+    Raises:
+        ConfigError: naming the first bad key and its value.
     """
-    merged = json.loads(json.dumps(raw, default=str)) if raw else {}
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        parts = key.strip().split(".")
-        if not sep or len(parts) != 2 or not all(parts):
-            raise ConfigError(f"--set {item!r}: expected SECTION.KEY=VALUE, e.g. sampling.fps=2")
-        section, name = parts
-        try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"--set {item!r}: value is not valid YAML ({exc.problem})") from None
-        target = merged.setdefault(section, {})
-        if not isinstance(target, dict):
-            raise ConfigError(f"--set {item!r}: {section} is not a section")
-        target[name] = value
+    try:
+        return JobConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_error_line(exc.errors(include_url=False)[0])) from None
+
+
+def _parse_override(item: str) -> tuple[str, str, Any]:
+    """``section.key=value`` -> ``(section, key, value)``, the value parsed as YAML."""
+    key, sep, text = item.partition("=")
+    parts = key.strip().split(".")
+    if not sep or len(parts) != 2 or not all(parts):
+        raise ConfigError(f"--set {item!r}: expected SECTION.KEY=VALUE, e.g. sampling.fps=2")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {item!r}: value is not valid YAML ({exc.problem})") from None
+    return parts[0], parts[1], value
+
+
+def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str] = (),
+                    values: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
+    """Sets keys of a raw config: ``section.key=value`` overrides, then ``values``.
+
+    Args:
+        raw: a parsed YAML config; not changed.
+        overrides: ``section.key=value`` strings (``--set``), each value parsed as YAML.
+        values: ``{section: {key: value}}``, set as given after ``overrides`` (what the
+            ``--input``, ``--output`` and ``--model`` flags carry: paths, never parsed).
+
+    Returns:
+        A new mapping.
+    """
+    settings = [_parse_override(item) for item in overrides]
+    settings += [(section, key, value) for section, keys in (values or {}).items()
+                 for key, value in keys.items()]
+    merged = dict(raw)
+    for section, key, value in settings:
+        target = merged.get(section) or {}
+        if not isinstance(target, Mapping):
+            raise ConfigError(f"{section}.{key}: {section} is not a section (it is {target!r})")
+        merged[section] = {**target, key: value}
     return merged
 
 
@@ -485,7 +463,8 @@ def read_yaml(path: str) -> dict[str, Any]:
     return raw or {}
 
 
-def load_config(path: str | None, overrides: Sequence[str] = ()) -> JobConfig:
-    """Loads a YAML file (or the defaults when ``path`` is None) with overrides applied."""
+def load_config(path: str | None, overrides: Sequence[str] = (),
+                values: Mapping[str, Mapping[str, Any]] | None = None) -> JobConfig:
+    """Loads a YAML file (or the defaults when ``path`` is None) with ``apply_overrides`` applied."""
     raw = read_yaml(path) if path else {}
-    return config_from_dict(apply_overrides(raw, overrides))
+    return config_from_dict(apply_overrides(raw, overrides, values))

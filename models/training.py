@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, PositiveFloat, PositiveInt
 
 from models.labels import write_labels
 from models.plots import confusion_matrix, plot_confusion, plot_loss_curve
@@ -24,14 +25,25 @@ from models.plots import confusion_matrix, plot_confusion, plot_loss_curve
 __all__ = ["FitSettings", "SplitData", "fit_classifier", "save_features_model"]
 
 
-@dataclasses.dataclass(frozen=True)
-class FitSettings:
-    """Optimiser and stopping settings (names as in the MoViNet tooling's JSON configs)."""
+class FitSettings(BaseModel):
+    """Optimiser and stopping settings (names as in the MoViNet tooling's JSON configs).
 
-    num_epochs: int = 100
-    learning_rate: float = 1e-3
-    batch_size: int = 32
-    patience: int = 10
+    Frozen and validated (pydantic): a bool, a string or a value out of range is refused.
+
+    Attributes:
+        num_epochs: most passes over the train split.
+        learning_rate: Adam's step size.
+        batch_size: examples per step.
+        patience: epochs without a better valid loss before stopping.
+        seed: seeds Python, NumPy and TensorFlow.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    num_epochs: PositiveInt = 100
+    learning_rate: PositiveFloat = 1e-3
+    batch_size: PositiveInt = 32
+    patience: PositiveInt = 10
     seed: int = 0
 
 
@@ -110,7 +122,7 @@ def fit_classifier(model, data: Mapping[str, SplitData], labels: Sequence[str], 
                    f"{scored} split, accuracy {metrics[scored]['accuracy']:.2f}")
     results = {
         "test_accuracy": metrics.get("test", {}).get("accuracy"),
-        "config": {"fit": dataclasses.asdict(settings), **(config or {})},
+        "config": {"fit": settings.model_dump(), **(config or {})},
         "labels": list(labels),
         "rows": {split: int(len(d.y)) for split, d in data.items()},
         "fit_start": started,

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import yaml
+from pydantic import BaseModel, ValidationError
 
 from beam_pipeline.cli import main
-from beam_pipeline.config import ConfigError, JobConfig, config_from_dict, load_config
+from beam_pipeline.config import ConfigError, JobConfig, apply_overrides, config_from_dict, load_config
 from beam_pipeline.options import pipeline_options
 from tests.conftest import REPO
 
@@ -18,7 +17,7 @@ def test_local_yaml_loads_with_native_imgz_and_runner():
     assert cfg.model.model_mode == "stream"
     assert cfg.imgz == 172
     assert cfg.runner["direct_num_workers"] == 2
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(ValidationError, match="frozen"):
         cfg.model.top_k = 3
 
 
@@ -26,9 +25,10 @@ def test_local_yaml_lists_every_key_with_its_default():
     raw = yaml.safe_load((REPO / "configs" / "local.yaml").read_text())
     cfg = load_config(str(REPO / "configs" / "local.yaml"))
     defaults = JobConfig()
-    for section in ("input", "split", "sampling", "model", "pose", "train", "output"):
-        fields = [f.name for f in dataclasses.fields(getattr(defaults, section))]
-        assert sorted(raw[section]) == sorted(fields), section
+    sections = [name for name in JobConfig.model_fields if name != "runner"]
+    assert sections == ["input", "split", "sampling", "model", "pose", "train", "output"]
+    for section in sections:
+        assert sorted(raw[section]) == sorted(type(getattr(defaults, section)).model_fields), section
         assert getattr(cfg, section) == getattr(defaults, section), section
 
 
@@ -62,6 +62,15 @@ def test_overrides_win_and_are_typed():
     ({"output": {"write_keypoints": True}}, "output.write_keypoints: keypoints come from"),
     ({"sampling": {"decode_threads": -1}}, "sampling.decode_threads: -1"),
     ({"model": {"pin_workers": "yes"}}, "model.pin_workers: 'yes'"),
+    ({"sampling": {"fps": True}}, "sampling.fps: True is invalid"),
+    ({"sampling": {"n_frames": 2.5}}, "sampling.n_frames: 2.5 is invalid"),
+    ({"split": {"ratios": {"train": -1, "test": 2}}}, "split.ratios.train: -1"),
+    ({"input": {"extensions": [".mp4", "mkv"]}}, "input.extensions[1]: 'mkv'"),
+    ({"model": {"accelerator": "nvidia-l4"}}, "model.accelerator: 'nvidia-l4' is not a Beam"),
+    ({"train": {"epochs": 3}}, "train.epochs: unknown key (known: num_epochs, learning_rate, batch_size"),
+    ({"modle": {}}, "(known: input, split, sampling, model, pose, train, output, runner)"),
+    ({"runner": ["DirectRunner"]}, "runner: ['DirectRunner'] is invalid"),
+    ([1, 2], "config: [1, 2] is invalid"),
 ])
 def test_bad_config_names_the_bad_value(raw, needle):
     with pytest.raises(ConfigError) as info:
@@ -129,24 +138,23 @@ LSTM_ONLY = {  # hashed only for model.kind lstm
 def _config_keys() -> set[str]:
     """Every key of every section of JobConfig, as ``section.key`` (``runner``: the whole mapping)."""
     defaults, keys = JobConfig(), set()
-    for section in dataclasses.fields(JobConfig):
-        value = getattr(defaults, section.name)
-        if dataclasses.is_dataclass(value):
-            keys.update(f"{section.name}.{f.name}" for f in dataclasses.fields(value))
+    for section in JobConfig.model_fields:
+        value = getattr(defaults, section)
+        if isinstance(value, BaseModel):
+            keys.update(f"{section}.{key}" for key in type(value).model_fields)
         else:
-            keys.add(section.name)
+            keys.add(section)
     return keys
 
 
-def _changed(cfg: JobConfig, key: str, value) -> JobConfig:
-    section, _, name = key.partition(".")
-    if not name:
-        changed = dataclasses.replace(cfg, **{section: value})
-    else:
-        inner = dataclasses.replace(getattr(cfg, section), **{name: value})
-        changed = dataclasses.replace(cfg, **{section: inner})
-    changed.validate()
-    assert changed != cfg, key
+def _changed(cfg: JobConfig, changes: dict) -> JobConfig:
+    """``cfg`` with ``{"section.key": value}`` (``{"runner": mapping}``) changed, validated again."""
+    raw = cfg.to_dict()
+    for key, value in changes.items():
+        section, _, name = key.partition(".")
+        raw[section] = {**raw[section], name: value} if name else value
+    changed = config_from_dict(raw)
+    assert changed != cfg, changes
     return changed
 
 
@@ -165,7 +173,7 @@ def test_every_config_key_is_classified():
     # The declared sets name real keys and sections only, and say what the tables say.
     expanded = {k for k in _config_keys()
                 if k in EXECUTION_ONLY_KEYS or k.split(".")[0] in EXECUTION_ONLY_KEYS}
-    assert {k.split(".")[0] for k in EXECUTION_ONLY_KEYS} <= {f.name for f in dataclasses.fields(JobConfig)}
+    assert {k.split(".")[0] for k in EXECUTION_ONLY_KEYS} <= set(JobConfig.model_fields)
     assert all("." not in k or k in _config_keys() for k in EXECUTION_ONLY_KEYS)
     assert expanded == set(EXECUTION_ONLY)
     assert {k.split(".")[0] for k in LSTM_ONLY} == LSTM_ONLY_SECTIONS
@@ -183,8 +191,30 @@ _CASES = (
                          ids=[f"{k}-{b}" for k, _, b, _ in _CASES])
 def test_job_hash_changes_exactly_with_what_changes_rows(key, value, base, changes):
     cfg = _bases()[base]
-    changed = _changed(cfg, key, value)
+    changed = _changed(cfg, {key: value})
     assert (changed.job_hash() != cfg.job_hash()) is changes
+
+
+def test_job_hash_is_pinned():
+    # The hashes of these configs before the config became pydantic models: a changed value
+    # would make --resume redo every video of an earlier run. Numbers hash as loaded (the
+    # 14400 of local.yaml is an int, the default 4 * 3600.0 a float), which is why they differ.
+    local = str(REPO / "configs" / "local.yaml")
+    assert JobConfig().job_hash() == "7e1a6919094e5d79"
+    assert load_config(local).job_hash() == "aaa8503b062d687c"
+    assert load_config(str(REPO / "configs" / "movinet_a0_base.yaml")).job_hash() == "8ac7776868f75032"
+    assert load_config(str(REPO / "configs" / "dataflow_gpu.yaml")).job_hash() == "bf65c52eb704b281"
+    assert load_config(str(REPO / "configs" / "lstm_pose.yaml"),
+                       ["pose.handle=movenet.tflite"]).job_hash() == "dd84df023804a57d"
+    assert load_config(local, ["sampling.fps=1", "sampling.max_duration_s=60", "split.ratios={a: 1}",
+                               "model.model_id=a2", "sampling.clip_stride=4", "sampling.imgz=224",
+                               "input.background_label=bg"]).job_hash() == "eea4bfba66ea0890"
+
+
+def test_job_hash_ignores_every_execution_only_key_at_once():
+    base = load_config(str(REPO / "configs" / "local.yaml"))
+    changed = _changed(base, EXECUTION_ONLY)
+    assert changed.job_hash() == base.job_hash() == "aaa8503b062d687c"
 
 
 def test_job_hash_ignores_runner_output_and_inputs_but_not_sampling():
@@ -208,6 +238,31 @@ def test_cli_bad_flag_fails_before_reading_videos(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert err.count("\n") == 0 and "--no_such_flag" in err
+
+
+def test_cli_paths_reach_the_config_as_typed(tmp_path, monkeypatch):
+    # Quotes, colons, '#' and brackets are YAML syntax: the flags must not pass through YAML.
+    seen = {}
+    monkeypatch.setattr("beam_pipeline.launcher.run_job", lambda cfg, *_, **__: seen.setdefault("cfg", cfg))
+    monkeypatch.setattr("beam_pipeline.summary.print_summary", lambda *args: None)
+    videos, manifest = "it's: #1 [a]/*.mp4", 'say "hi", {x}.csv'
+    output, model = str(tmp_path / "out: 'x' # y"), "gs://b/m [v2]: \\ 'q'"
+    assert main(["run", "--input", videos, "--input", manifest, "--output", output, "--model", model,
+                 "--set", "sampling.fps=2"]) == 0
+    cfg = seen["cfg"]
+    assert cfg.input.paths == (videos, manifest)
+    assert (cfg.output.path, cfg.model.handle, cfg.sampling.fps) == (output, model, 2)
+
+
+def test_overrides_parse_yaml_and_values_are_set_as_given():
+    raw = {"sampling": None, "model": {"top_k": 3}}
+    merged = apply_overrides(raw, ["sampling.fps=2.5", "model.handle=[a]"], {"model": {"handle": "[b]"}})
+    assert merged == {"sampling": {"fps": 2.5}, "model": {"top_k": 3, "handle": "[b]"}}
+    assert raw == {"sampling": None, "model": {"top_k": 3}}
+    with pytest.raises(ConfigError, match=r"^--set 'sampling\.fps=\[': value is not valid YAML"):
+        apply_overrides({}, ["sampling.fps=["])
+    with pytest.raises(ConfigError, match="^runner.x: runner is not a section"):
+        apply_overrides({"runner": "DirectRunner"}, [], {"runner": {"x": 1}})
 
 
 @pytest.mark.parametrize("extra, needle", [
