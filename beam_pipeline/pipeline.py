@@ -14,9 +14,10 @@ from transforms.aggregate import Aggregate, RunStamp
 from transforms.classify import Classify
 from transforms.decode_sample import DecodeAndSample
 from transforms.listing import ListVideos
+from transforms.progress import NoteVideos
 from transforms.records import DEFAULT_DECODER, SamplingSpec
 from transforms.schema import VIDEOS_SCHEMA, frames_schema
-from transforms.write import WriteTables
+from transforms.write import CommitParts, FinalizeParts
 
 __all__ = ["build_pipeline", "input_mode", "list_videos", "make_handler", "sampling_spec"]
 
@@ -100,10 +101,12 @@ def build_pipeline(p: beam.Pipeline, cfg: JobConfig, *, handle: str, labels: Seq
             that crash, hang or exhaust memory.
 
     Returns:
-        The per-video row groups, ``{"videos": [row], "frames": [rows]}``, as a tuple of
+        The per-video rows (``VideoRows``: Arrow batches per table), as a tuple of
         PCollections (classified, failed at inference, failed before the model), never
         flattened: on Beam's local runner a Flatten is a stage boundary that would hold
-        every row back until all videos are done.
+        every row back until all videos are done. Each branch is aggregated
+        (``Aggregate/<branch>``) and committed (``WriteOutputs/<branch>``) on its own;
+        only the part keys are flattened, into ``WriteOutputs/Finalize``.
     """
     refs = list_videos(p, cfg, stamp if resume else None)
     accelerator = cfg.model.accelerator
@@ -117,17 +120,22 @@ def build_pipeline(p: beam.Pipeline, cfg: JobConfig, *, handle: str, labels: Seq
         sources = sources | "FusionBreak" >> beam.Reshuffle()
         classify = classify.with_resource_hints(accelerator=accelerator)
     results, infer_failed = sources | "Classify" >> classify
-    groups = ((results, infer_failed, failed)
-              | "Aggregate" >> Aggregate(mode=input_mode(cfg), labels=labels,
-                                         k=min(cfg.model.top_k, len(labels)),
-                                         write_frames=cfg.output.write_frames,
-                                         write_probs=cfg.output.write_probs, stamp=stamp,
-                                         pool=cfg.model.video_pool, progress_dir=progress_dir,
-                                         background=cfg.input.background_label))
+    branches = {"Classified": results, "FailedInference": infer_failed, "FailedBeforeModel": failed}
+    aggregate = Aggregate(mode=input_mode(cfg), labels=labels, k=min(cfg.model.top_k, len(labels)),
+                          write_frames=cfg.output.write_frames, write_probs=cfg.output.write_probs,
+                          write_keypoints=cfg.output.write_keypoints, stamp=stamp, pool=cfg.model.video_pool,
+                          background=cfg.input.background_label)
+    rows = {name: branch | f"Aggregate/{name}" >> aggregate for name, branch in branches.items()}
+    if progress_dir is not None:
+        for name, branch_rows in rows.items():
+            _ = branch_rows | f"NoteProgress/{name}" >> NoteVideos(progress_dir)
     schemas = {"videos": VIDEOS_SCHEMA}
     if cfg.output.write_frames:
         schemas = {"frames": frames_schema(cfg.output.write_probs, cfg.output.write_keypoints), **schemas}
-    _ = groups | "WriteOutputs" >> WriteTables(
-        cfg.output.path, schemas, {"videos": ("video_id",), "frames": ("video_id", "frame_index")},
-        run_id=stamp.run_id, videos_per_file=cfg.output.videos_per_file, flush_s=cfg.output.flush_s)
-    return groups
+    sort_keys = {"videos": ("video_id",), "frames": ("video_id", "frame_index")}
+    commit = CommitParts(cfg.output.path, schemas, sort_keys, run_id=stamp.run_id,
+                         videos_per_file=cfg.output.videos_per_file, flush_s=cfg.output.flush_s)
+    _ = ([branch_rows | f"WriteOutputs/{name}" >> commit for name, branch_rows in rows.items()]
+         | "WriteOutputs/Committed" >> beam.Flatten()
+         | "WriteOutputs/Finalize" >> FinalizeParts(cfg.output.path, list(schemas), run_id=stamp.run_id))
+    return tuple(rows.values())

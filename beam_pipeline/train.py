@@ -36,8 +36,9 @@ from models.predictions import clips_of, pad_clip
 from models.training import SplitData, fit_classifier
 from transforms.classify import Classify
 from transforms.decode_sample import DecodeAndSample
-from transforms.records import VideoResult
-from transforms.write import WriteTables
+from transforms.records import VideoResult, VideoRows
+from transforms.schema import record_batch
+from transforms.write import CommitParts, FinalizeParts
 
 __all__ = ["FEATURES_SCHEMA", "build_features_pipeline", "example_array", "run_train"]
 
@@ -91,32 +92,40 @@ def _examples(cfg: JobConfig, sources) -> tuple:
 
 
 class _FeatureRowsFn(beam.DoFn):
-    """VideoResult -> ``{"features": [one row per clip]}``; counts the videos used and failed."""
+    """VideoResult -> ``VideoRows`` with its ``features`` batch (one row per clip); counts the videos
+    used and failed."""
 
     def setup(self) -> None:
         self._used = Metrics.counter("videolabel", "train_videos_used")
         self._failed = Metrics.counter("videolabel", "train_videos_failed")
 
-    def process(self, result: VideoResult) -> Iterator[dict[str, list[dict[str, Any]]]]:
+    def process(self, result: VideoResult) -> Iterator[VideoRows]:
         ref = result.info.ref
         (self._used if result.clips else self._failed).inc()
-        rows = []
-        for clip_index, example in result.clips:
-            example = np.ascontiguousarray(example)
-            rows.append({"video_id": ref.video_id, "uri": ref.uri, "split": ref.split, "label": ref.label,
-                         "clip_index": clip_index, "features": example.tobytes(), "dtype": example.dtype.name,
-                         "shape": list(example.shape)})
-        yield {"features": rows}
+        examples = [np.ascontiguousarray(example) for _, example in result.clips]
+        n = len(examples)
+        features = record_batch({
+            "video_id": [ref.video_id] * n, "uri": [ref.uri] * n, "label": [ref.label] * n,
+            "clip_index": [clip_index for clip_index, _ in result.clips],
+            "features": [e.tobytes() for e in examples], "dtype": [e.dtype.name for e in examples],
+            "shape": [list(e.shape) for e in examples]}, FEATURES_SCHEMA)
+        yield VideoRows(ref.split, {"features": features})
 
 
 def build_features_pipeline(p: beam.Pipeline, cfg: JobConfig, output: str, run_id: str = "features"):
-    """Adds listing, decoding, the per-clip examples and the features Parquet to ``p``."""
+    """Adds listing, decoding, the per-clip examples and the features Parquet to ``p``; returns the
+    paths the finalize deleted (see ``transforms.write``)."""
     sources, _failed = list_videos(p, cfg) | "DecodeAndSample" >> DecodeAndSample(sampling_spec(cfg))
-    groups = tuple(branch | f"ToRows{i}" >> beam.ParDo(_FeatureRowsFn())
-                   for i, branch in enumerate(_examples(cfg, sources)))
-    return groups | "WriteFeatures" >> WriteTables(
-        output, {"features": FEATURES_SCHEMA}, {"features": ("video_id", "clip_index")}, run_id=run_id,
-        videos_per_file=cfg.output.videos_per_file, flush_s=cfg.output.flush_s)
+    commit = CommitParts(output, {"features": FEATURES_SCHEMA}, {"features": ("video_id", "clip_index")},
+                         run_id=run_id, videos_per_file=cfg.output.videos_per_file,
+                         flush_s=cfg.output.flush_s)
+    committed = [branch
+                 | f"ToRows{i}" >> beam.ParDo(_FeatureRowsFn())
+                 | f"WriteFeatures/Commit{i}" >> commit
+                 for i, branch in enumerate(_examples(cfg, sources))]
+    return (committed
+            | "WriteFeatures/Committed" >> beam.Flatten()
+            | "WriteFeatures/Finalize" >> FinalizeParts(output, ["features"], run_id=run_id))
 
 
 def _split_data(table: pa.Table) -> tuple[dict[str, SplitData], list[str], int]:

@@ -207,7 +207,7 @@ def test_folder_of_every_class_gives_one_correct_row_each(tmp_path, sources, a0_
     with TestPipeline() as p:
         groups = build_pipeline(p, cfg, handle=a0_stream, labels=[f"c{i}" for i in range(600)],
                                 stamp=RunStamp(a0_stream, cfg.job_hash(), "run"))
-        videos = groups | beam.Flatten() | beam.Map(lambda g: g["videos"][0])
+        videos = groups | beam.Flatten() | beam.Map(lambda g: g.tables["videos"].to_pylist()[0])
         names = videos | beam.Map(lambda r: (r["uri"].rsplit("/", 1)[-1], r))
         assert_that(names | beam.Map(lambda kv: (kv[0], (kv[1]["status"], kv[1]["error_stage"]))),
                     equal_to(list(expected.items())))

@@ -149,13 +149,13 @@ def test_hostile_files_through_the_pipeline_give_one_row_each_and_the_run_goes_o
                                 stamp=RunStamp(a0_stream, cfg.job_hash(), "run"),
                                 decoder="tests.damage:hostile")
         rows = groups | beam.Flatten()
-        videos = rows | beam.Map(lambda g: g["videos"][0])
+        videos = rows | beam.Map(lambda g: g.tables["videos"].to_pylist()[0])
         assert_that(videos | beam.Map(lambda r: (r["uri"].rsplit("/", 1)[-1],
                                                  (r["status"], r["error_type"], r["frames_sampled"]))),
                     equal_to(list(expected.items())))
         frames = rows | "Frames" >> beam.Map(
-            lambda g: (g["videos"][0]["uri"].rsplit("/", 1)[-1], len(g["frames"]),
-                       g["videos"][0]["prediction"] is None))
+            lambda g: (g.tables["videos"]["uri"][0].as_py().rsplit("/", 1)[-1], g.tables["frames"].num_rows,
+                       g.tables["videos"]["prediction"][0].as_py() is None))
         assert_that(frames, equal_to([(name, n, False) for name, (_, _, n) in expected.items()]),
                     label="FramesKept")
 

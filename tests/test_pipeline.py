@@ -38,7 +38,7 @@ def test_base_mode_pipeline_writes_one_row_per_video_and_covers_every_frame(tmp_
     with TestPipeline() as p:
         groups = build_pipeline(p, cfg, handle=a0_base, labels=labels,
                                 stamp=RunStamp(a0_base, cfg.job_hash(), "test-run"))
-        videos = groups | beam.Flatten() | beam.Map(lambda g: g["videos"][0])
+        videos = groups | beam.Flatten() | beam.Map(lambda g: g.tables["videos"].to_pylist()[0])
         statuses = videos | beam.Map(lambda r: (r["uri"].rsplit("/", 1)[-1], r["status"]))
         expected = [(name, "ok") for name in mixed_videos["good"]] + [(mixed_videos["corrupt"], "failed")]
         assert_that(statuses, equal_to(expected))
@@ -204,5 +204,6 @@ def test_each_video_is_committed_as_it_finishes_not_at_the_end(tmp_path, mixed_v
     _, stages = fn_runner.FnApiRunner().create_stages(p.to_runner_api())
     (fused,) = [s for s in stages if any("Classify" in t.unique_name for t in s.transforms)]
     names = " ".join(t.unique_name for t in fused.transforms)
-    for step in ("DecodeAndSample", "Classify/RunInference", "Aggregate/ToRows0", "WriteOutputs/Commit0"):
+    for step in ("DecodeAndSample", "Classify/RunInference", "Aggregate/Classified/ToRows",
+                 "WriteOutputs/Classified/Commit"):
         assert step in names, step

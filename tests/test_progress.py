@@ -5,8 +5,14 @@ from __future__ import annotations
 import io
 import multiprocessing
 
+import apache_beam as beam
+import numpy as np
+from apache_beam.testing.test_pipeline import TestPipeline
+
 from transforms import progress as progress_module
-from transforms.progress import ProgressLine, note_video, worker_summary
+from transforms.aggregate import RunStamp, video_batch
+from transforms.progress import NoteVideos, ProgressLine, note_video, worker_summary
+from transforms.records import ClipPrediction, ErrorStage, VideoError, VideoInfo, VideoRef, VideoRows
 
 
 def _worker(folder: str, statuses: list[str]) -> None:
@@ -56,3 +62,20 @@ def test_steady_rate_sums_each_workers_rate_after_its_first_video(tmp_path, monk
     line = ProgressLine(str(tmp_path), total=12, stream=io.StringIO()).line()
     # 6 left at 3 videos/s: the ETA uses the steady rate, not done / elapsed
     assert line == "videolabel: 6/12 videos (50%), 0 failed, 3.00 videos/s, ETA 0m02s"
+
+
+def test_the_note_step_notes_each_video_with_the_status_of_its_videos_row(tmp_path):
+    one = np.ones(1, np.float32)
+    clip = ClipPrediction(np.zeros(1, np.int64), np.zeros(1), np.zeros((1, 1), np.int32), one[None], one)
+
+    def rows(name, error, clips):
+        info = VideoInfo(VideoRef(name, f"/x/{name}.mp4", None, "test"), None, 1, len(clips), error)
+        videos = video_batch(info, clips, "stream", ["a"], 1, RunStamp("m", "h", "r"))
+        return VideoRows("test", {"videos": videos})
+
+    bad = VideoError(ErrorStage.OPEN, "InvalidDataError", "not a video")
+    with TestPipeline() as p:
+        videos = [rows("v1", bad, []), rows("v2", None, [(0, clip)]), rows("v3", None, [(0, clip)])]
+        _ = p | beam.Create(videos) | NoteVideos(str(tmp_path))
+    statuses = [line.split()[0] for log in tmp_path.iterdir() for line in log.read_text().splitlines()]
+    assert sorted(statuses) == ["failed", "ok", "ok"]

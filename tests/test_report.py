@@ -7,14 +7,15 @@ import shutil
 import subprocess
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from beam_pipeline.cli import main
 from models.scores import top_k_arrays
-from transforms.aggregate import RunStamp, frame_rows, video_row
+from transforms.aggregate import RunStamp, frames_batch, video_batch
 from transforms.records import ClipPrediction, ErrorStage, VideoError, VideoInfo, VideoMeta, VideoRef
 from transforms.schema import VIDEOS_SCHEMA, frames_schema
-from transforms.write import part_name, partition_dir, write_parquet
+from transforms.write import part_name, partition_dir, write_table
 
 LABELS = ["jump", "run", "walk"]
 META = VideoMeta(2.0, 25.0, 160, 120, "h264")
@@ -36,17 +37,19 @@ def _write_output(root, labelled=True):
         times = np.arange(len(classes))
         clip = ClipPrediction(times, times * 0.5, *top_k_arrays(probs, 3), probs[-1])
         info = VideoInfo(ref, META, 50, len(classes), None)
-        groups.setdefault(split, ([], []))[0].append(video_row(info, [(0, clip)], "stream", LABELS, 3, stamp))
-        groups[split][1].extend(frame_rows(info, [(0, clip)], LABELS, 3, write_probs=False))
+        videos, frames = groups.setdefault(split, ([], []))
+        videos.append(video_batch(info, [(0, clip)], "stream", LABELS, 3, stamp))
+        frames.append(frames_batch(info, [(0, clip)], LABELS, 3))
     broken = VideoInfo(VideoRef("bad", "/data/bad.mp4", "run", "test"), None, 0, 0,
                        VideoError(ErrorStage.OPEN, "InvalidDataError", "not a video"))
-    groups["test"][0].append(video_row(broken, [], "stream", LABELS, 3, stamp))
+    groups["test"][0].append(video_batch(broken, [], "stream", LABELS, 3, stamp))
     for split, (videos, frames) in groups.items():
         tables = (("videos", videos, VIDEOS_SCHEMA), ("frames", frames, frames_schema(False)))
-        for table, rows, schema in tables:
+        for table, batches, schema in tables:
             folder = partition_dir(str(root), table, split)
             (root / folder[len(str(root)) + 1:]).mkdir(parents=True, exist_ok=True)
-            write_parquet(f"{folder}/{part_name('run-1', 'w', 0)}", rows, schema)
+            rows = pa.Table.from_batches(batches, schema=schema)
+            write_table(f"{folder}/{part_name('run-1', 'w', 0)}", rows)
     (root / "_run.json").write_text(json.dumps({"run_id": "run-1"}))
 
 

@@ -1,40 +1,53 @@
-"""Aggregate: one VideoResult -> that video's output rows.
+"""Aggregate: one VideoResult -> that video's output rows, as Arrow record batches.
 
 The video prediction is the mean (or, with ``model.video_pool: max``, the
 renormalised maximum) of clip probabilities in base mode and the final causal
-output (after the last sampled frame) in stream mode. Rows are
-plain dicts whose keys follow ``transforms.schema``; ``split`` rides along as
-the partition key and is not written inside the files.
+output (after the last sampled frame) in stream mode. Each video becomes one
+``VideoRows``: a one-row ``videos`` batch and (with ``write_frames``) a
+``frames`` batch of one row per sampled frame, built column by column from the
+clips' arrays against the schemas of ``transforms.schema`` (a column the schema
+lacks, or lacks a value for, raises). ``split`` rides along as the partition
+key and is not written inside the files.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import apache_beam as beam
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from apache_beam.metrics import Metrics
 
 from models.scores import top_k_arrays
-from transforms.progress import note_video
-from transforms.records import ClipPrediction, ErrorStage, Status, VideoError, VideoInfo, VideoResult
-from transforms.schema import SCHEMA_VERSION
+from transforms.records import (
+    ClipPrediction,
+    ErrorStage,
+    Status,
+    VideoError,
+    VideoInfo,
+    VideoResult,
+    VideoRows,
+)
+from transforms.schema import SCHEMA_VERSION, VIDEOS_SCHEMA, frames_schema, record_batch
 
 __all__ = [
     "Aggregate",
     "ERROR_COUNTER_PREFIX",
     "SPLIT_COUNTER_PREFIX",
     "RunStamp",
-    "frame_rows",
+    "frames_batch",
     "prediction_columns",
-    "top_k",
+    "video_batch",
     "video_probs",
-    "video_row",
 ]
 
 ERROR_COUNTER_PREFIX = "errors_"
 SPLIT_COUNTER_PREFIX = "videos_split_"
+
+_PREDICTION_COLUMNS = ("prediction", "prediction_index", "score", "top_k_labels", "top_k_scores")
 
 
 class RunStamp:
@@ -46,27 +59,29 @@ class RunStamp:
         self.run_id = run_id
 
 
-def prediction_columns(index: np.ndarray, score: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
-    """Prediction columns from one row of top-k indices int32 [k] and scores float32 [k]."""
-    best = int(index[0])
+def _lists(values: np.ndarray) -> pa.FixedSizeListArray:
+    """One list per row of ``values`` [n, ...] (the rest flattened, C order)."""
+    return pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(values).reshape(-1)),
+                                             int(np.prod(values.shape[1:])))
+
+
+def prediction_columns(index: np.ndarray, score: np.ndarray, labels: Sequence[str]) -> dict[str, pa.Array]:
+    """The prediction columns of n rows from top-k class indices int32 [n, k] and scores float32 [n, k],
+    best first; ``labels`` are the class names in index order."""
+    names = pa.array(labels, pa.string())
+    best = np.ascontiguousarray(index[:, 0])
     return {
-        "prediction": labels[best],
-        "prediction_index": best,
-        "score": float(score[0]),
-        "top_k_labels": [labels[i] for i in index],
-        "top_k_scores": score.tolist(),
+        "prediction": names.take(best),
+        "prediction_index": pa.array(best, pa.int32()),
+        "score": pa.array(np.ascontiguousarray(score[:, 0]), pa.float32()),
+        "top_k_labels": pa.FixedSizeListArray.from_arrays(names.take(index.reshape(-1)), index.shape[1]),
+        "top_k_scores": _lists(score),
     }
 
 
-def top_k(probs: np.ndarray, labels: Sequence[str], k: int) -> dict[str, Any]:
-    """Prediction columns for one probability vector float32 [num_classes]."""
-    return prediction_columns(*top_k_arrays(probs, k), labels)
-
-
-def _is_error(prediction: str | None, label: str | None) -> bool | None:
-    if label is None or prediction is None:
-        return None
-    return prediction != label
+def _is_error(prediction: pa.Array, label: pa.Array) -> pa.Array:
+    """prediction != label per row; null where either is null."""
+    return pc.not_equal(prediction, label)
 
 
 def _status(info: VideoInfo, predicted: bool) -> tuple[Status, VideoError | None]:
@@ -93,17 +108,21 @@ def video_probs(clip_probs: Sequence[np.ndarray], mode: str, pool: str = "mean")
     return stacked.mean(axis=0).astype(np.float32)
 
 
-def video_row(info: VideoInfo, clips: Sequence[tuple[int, ClipPrediction]], mode: str,
-              labels: Sequence[str], k: int, stamp: RunStamp, pool: str = "mean") -> dict[str, Any]:
-    """The one ``videos`` row for a video. ``clips`` are (clip_index, prediction) in any order."""
+def video_batch(info: VideoInfo, clips: Sequence[tuple[int, ClipPrediction]], mode: str,
+                labels: Sequence[str], k: int, stamp: RunStamp, pool: str = "mean") -> pa.RecordBatch:
+    """The video's one ``videos`` row (``VIDEOS_SCHEMA``); ``clips``: (clip_index, prediction), any order."""
     ordered = sorted(clips, key=lambda c: c[0])
     status, error = _status(info, bool(ordered))
-    meta = info.meta
-    row: dict[str, Any] = {
-        "video_id": info.ref.video_id,
-        "uri": info.ref.uri,
-        "split": info.ref.split,
-        "label": info.ref.label,
+    ref, meta = info.ref, info.meta
+    if ordered:
+        probs = video_probs([c.clip_probs for _, c in ordered], mode, pool)
+        prediction = prediction_columns(*top_k_arrays(probs[None], k), labels)
+    else:
+        prediction = {name: pa.nulls(1, VIDEOS_SCHEMA.field(name).type) for name in _PREDICTION_COLUMNS}
+    label = pa.array([ref.label], pa.string())
+    scalars: dict[str, Any] = {
+        "video_id": ref.video_id,
+        "uri": ref.uri,
         "status": status.value,
         "error_stage": error.stage.value if error else None,
         "error_type": error.type if error else None,
@@ -115,50 +134,56 @@ def video_row(info: VideoInfo, clips: Sequence[tuple[int, ClipPrediction]], mode
         "codec": meta.codec if meta else None,
         "frames_decoded": info.frames_decoded,
         "frames_sampled": info.frames_sampled,
-        "prediction": None, "prediction_index": None, "score": None,
-        "top_k_labels": None, "top_k_scores": None,
         "model": stamp.model,
         "config_hash": stamp.config_hash,
         "run_id": stamp.run_id,
         "schema_version": SCHEMA_VERSION,
     }
-    if ordered:
-        probs = video_probs([c.clip_probs for _, c in ordered], mode, pool)
-        row.update(top_k(probs, labels, k))
-    row["is_error"] = _is_error(row["prediction"], row["label"])
-    return row
+    return record_batch({**{name: [value] for name, value in scalars.items()}, "label": label, **prediction,
+                         "is_error": _is_error(prediction["prediction"], label)}, VIDEOS_SCHEMA)
 
 
-def frame_rows(info: VideoInfo, clips: Iterable[tuple[int, ClipPrediction]], labels: Sequence[str],
-               k: int, write_probs: bool, background: str | None = None) -> Iterator[dict[str, Any]]:
-    """One ``frames`` row per sampled frame, in time order; the label is the frame's segment's
-    (``background`` outside segments) when the manifest gives segments, else the video's."""
-    ref = info.ref
-    for clip_index, clip in sorted(clips, key=lambda c: c[0]):
-        for i in range(len(clip.frame_indices)):
-            row = {
-                "video_id": ref.video_id,
-                "uri": ref.uri,
-                "split": ref.split,
-                "frame_index": int(clip.frame_indices[i]),
-                "timestamp_s": float(clip.timestamps_s[i]),
-                "clip_index": clip_index,
-                "label": ref.label_at(float(clip.timestamps_s[i]), background),
-                **prediction_columns(clip.top_index[i, :k], clip.top_score[i, :k], labels),
-            }
-            row["is_error"] = _is_error(row["prediction"], row["label"])
-            if write_probs:
-                row["probs"] = clip.frame_probs[i].tolist()
-            if clip.keypoints is not None:
-                row["keypoints"] = clip.keypoints[i].reshape(-1).tolist()
-            yield row
+def frames_batch(info: VideoInfo, clips: Sequence[tuple[int, ClipPrediction]], labels: Sequence[str], k: int,
+                 *, write_probs: bool = False, write_keypoints: bool = False,
+                 background: str | None = None) -> pa.RecordBatch:
+    """The video's ``frames`` rows (``frames_schema(write_probs, write_keypoints)``), one per sampled frame
+    in time (clip) order; ``clips`` are (clip_index, prediction) in any order, each with its
+    ``frame_probs`` when ``write_probs`` and ``keypoints`` when ``write_keypoints``.
+
+    A frame's label is its segment's (``background`` outside segments) when the manifest gives
+    segments, else the video's; the labels are the only per-frame Python values.
+    """
+    schema = frames_schema(write_probs, write_keypoints)
+    ordered = sorted(clips, key=lambda c: c[0])
+    if not ordered:
+        return pa.RecordBatch.from_pylist([], schema=schema)
+    preds = [clip for _, clip in ordered]
+    timestamps = np.concatenate([c.timestamps_s for c in preds])
+    ref, n = info.ref, len(timestamps)
+    sizes = [len(c.frame_indices) for c in preds]
+    label = pa.array([ref.label_at(t, background) for t in timestamps.tolist()], pa.string())
+    prediction = prediction_columns(np.concatenate([c.top_index[:, :k] for c in preds]),
+                                    np.concatenate([c.top_score[:, :k] for c in preds]), labels)
+    columns: dict[str, Any] = {
+        "video_id": pa.repeat(ref.video_id, n),
+        "uri": pa.repeat(ref.uri, n),
+        "frame_index": np.concatenate([c.frame_indices for c in preds]),
+        "timestamp_s": timestamps,
+        "clip_index": np.repeat(np.array([i for i, _ in ordered], np.int32), sizes),
+        "label": label,
+        **prediction,
+        "is_error": _is_error(prediction["prediction"], label),
+    }
+    if write_probs:
+        columns["probs"] = _lists(np.concatenate([c.frame_probs for c in preds]))
+    if write_keypoints:
+        columns["keypoints"] = _lists(np.concatenate([c.keypoints for c in preds]))
+    return record_batch(columns, schema)
 
 
 class _RowsFn(beam.DoFn):
-    def __init__(self, *, mode: str, labels: Sequence[str], k: int, write_frames: bool,
-                 write_probs: bool, stamp: RunStamp, pool: str, progress_dir: str | None,
-                 background: str | None):
-        self._progress_dir = progress_dir
+    def __init__(self, *, mode: str, labels: Sequence[str], k: int, write_frames: bool, write_probs: bool,
+                 write_keypoints: bool, stamp: RunStamp, pool: str, background: str | None):
         self._background = background
         self._mode = mode
         self._pool = pool
@@ -166,6 +191,7 @@ class _RowsFn(beam.DoFn):
         self._k = k
         self._write_frames = write_frames
         self._write_probs = write_probs
+        self._write_keypoints = write_keypoints
         self._stamp = stamp
         self._by_status = {s: Metrics.counter("videolabel", f"videos_{s.value}") for s in Status}
         self._named: dict[str, Any] = {}
@@ -173,32 +199,34 @@ class _RowsFn(beam.DoFn):
         self._sampled = Metrics.counter("videolabel", "frames_sampled")
         self._decode_ms = Metrics.distribution("videolabel", "decode_ms")
 
-    def process(self, result: VideoResult) -> Iterator[dict[str, list[dict[str, Any]]]]:
+    def process(self, result: VideoResult) -> Iterator[VideoRows]:
         info = result.info
         try:
-            row, frames = self._rows(info, result.clips)
+            tables = self._tables(info, result.clips)
         except Exception as exc:  # the per-video boundary: a video whose rows cannot be made is failed
             info = info._replace(error=VideoError.of(ErrorStage.INFER, exc))
-            row, frames = video_row(info, [], self._mode, self._labels, self._k, self._stamp), []
+            tables = self._tables(info, [])
         self._decoded.inc(info.frames_decoded)
         self._sampled.inc(info.frames_sampled)
         self._decode_ms.update(int(info.decode_s * 1000))
         self._count(f"{SPLIT_COUNTER_PREFIX}{info.ref.split}")
-        self._by_status[Status(row["status"])].inc()
-        if self._progress_dir:
-            note_video(self._progress_dir, row["status"])
-        if row["error_type"]:
-            self._count(f"{ERROR_COUNTER_PREFIX}{row['error_type']}")
-        yield {"videos": [row], "frames": frames}
+        video = tables["videos"]
+        self._by_status[Status(video["status"][0].as_py())].inc()
+        error_type = video["error_type"][0].as_py()
+        if error_type:
+            self._count(f"{ERROR_COUNTER_PREFIX}{error_type}")
+        yield VideoRows(info.ref.split, tables)
 
-    def _rows(self, info: VideoInfo, outputs: Sequence[tuple[int, ClipPrediction]]):
-        """The video's row and its frame rows (none without ``write_frames``)."""
+    def _tables(self, info: VideoInfo, outputs: Sequence[tuple[int, ClipPrediction]]):
+        """The video's ``{table: batch}``: ``videos`` and, with ``write_frames``, ``frames``."""
         clips = [(index, pred) for index, pred in outputs if len(pred.frame_indices)]
-        row = video_row(info, clips, self._mode, self._labels, self._k, self._stamp, self._pool)
-        frames = []
+        labels, k = self._labels, self._k
+        tables = {"videos": video_batch(info, clips, self._mode, labels, k, self._stamp, self._pool)}
         if self._write_frames:
-            frames = list(frame_rows(info, clips, self._labels, self._k, self._write_probs, self._background))
-        return row, frames
+            tables["frames"] = frames_batch(info, clips, labels, k, write_probs=self._write_probs,
+                                            write_keypoints=self._write_keypoints,
+                                            background=self._background)
+        return tables
 
     def _count(self, name: str) -> None:
         """Adds one to the counter ``name``, made on first use (error types and splits are open sets)."""
@@ -208,26 +236,20 @@ class _RowsFn(beam.DoFn):
 
 
 class Aggregate(beam.PTransform):
-    """VideoResult -> one ``{"videos": [row], "frames": [rows]}`` element per video.
+    """VideoResult -> one ``VideoRows`` per video: its ``videos`` batch (one row) and, with
+    ``write_frames``, its ``frames`` batch, so that the writer commits a video's rows together.
 
-    Rows are dicts whose keys follow ``transforms.schema`` (``frames`` is empty
-    without ``write_frames``); keeping a video's rows in one element lets the
-    writer commit them together. With ``progress_dir`` (local runs) each video
-    is also noted there for the progress line (``transforms.progress``).
-    ``background`` labels the frames outside every segment of a segmented video.
+    ``write_probs`` and ``write_keypoints`` add the ``probs`` and ``keypoints`` frame columns
+    (``transforms.schema.frames_schema``). ``background`` labels the frames outside every
+    segment of a segmented video. Counts videos by status, split and error type, and frames.
     """
 
-    def __init__(self, *, mode: str, labels: Sequence[str], k: int, write_frames: bool,
-                 write_probs: bool, stamp: RunStamp, pool: str = "mean", progress_dir: str | None = None,
+    def __init__(self, *, mode: str, labels: Sequence[str], k: int, write_frames: bool, write_probs: bool,
+                 stamp: RunStamp, pool: str = "mean", write_keypoints: bool = False,
                  background: str | None = None):
         super().__init__()
-        self._fn = _RowsFn(mode=mode, labels=labels, k=k, write_frames=write_frames,
-                           write_probs=write_probs, stamp=stamp, pool=pool, progress_dir=progress_dir,
-                           background=background)
+        self._fn = _RowsFn(mode=mode, labels=labels, k=k, write_frames=write_frames, write_probs=write_probs,
+                           write_keypoints=write_keypoints, stamp=stamp, pool=pool, background=background)
 
     def expand(self, results):
-        """``results``: one PCollection, or a tuple of them, each aggregated on its own (no Flatten:
-        on Beam's local runner a Flatten is a stage boundary that would hold rows back until the end)."""
-        if isinstance(results, beam.PCollection):
-            return results | "ToRows" >> beam.ParDo(self._fn)
-        return tuple(pcoll | f"ToRows{i}" >> beam.ParDo(self._fn) for i, pcoll in enumerate(results))
+        return results | "ToRows" >> beam.ParDo(self._fn)

@@ -1,7 +1,7 @@
 """Progress of a local run: workers note each finished video, the launcher shows one updating line.
 
 Local runners (DirectRunner, Prism) run their workers on this machine, possibly
-in other processes, so each worker appends one line per finished video (its
+in other processes, so each worker (step ``NoteVideos``) appends one line per finished video (its
 status, the time it finished and the core the process is pinned to) to its own
 file in a shared folder, and ``ProgressLine`` in the launcher counts them. The
 times give the steady rate: each worker's videos per second from its first
@@ -19,9 +19,12 @@ import time
 import uuid
 from typing import NamedTuple, TextIO
 
-from transforms.cores import pinned_core
+import apache_beam as beam
 
-__all__ = ["ProgressLine", "note_video", "worker_summary"]
+from transforms.cores import pinned_core
+from transforms.records import VideoRows
+
+__all__ = ["NoteVideos", "ProgressLine", "note_video", "worker_summary"]
 
 
 _PROCESS_TAG = uuid.uuid4().hex[:8]
@@ -34,6 +37,26 @@ def note_video(folder: str, status: str) -> None:
     core = pinned_core()
     with open(path, "a", encoding="utf-8") as handle:
         handle.write(f"{status} {time.time():.3f} {'-' if core is None else core}\n")
+
+
+class _NoteFn(beam.DoFn):
+    def __init__(self, folder: str):
+        self._folder = folder
+
+    def process(self, rows: VideoRows) -> None:
+        note_video(self._folder, rows.tables["videos"]["status"][0].as_py())
+
+
+class NoteVideos(beam.PTransform):
+    """``VideoRows`` -> nothing: notes each video (``note_video``) with the status of its ``videos`` row
+    in ``folder``, as its rows are made."""
+
+    def __init__(self, folder: str):
+        super().__init__()
+        self._folder = folder
+
+    def expand(self, rows):
+        return rows | "Note" >> beam.ParDo(_NoteFn(self._folder))
 
 
 class _Note(NamedTuple):

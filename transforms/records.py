@@ -1,6 +1,6 @@
 """Typed elements that flow between the pipeline stages.
 
-The flow is one element per video: ``VideoRef -> FrameSource -> VideoResult -> rows``
+The flow is one element per video: ``VideoRef -> FrameSource -> VideoResult -> VideoRows``
 (a video that fails before the model becomes a ``VideoResult`` with the error and no
 clips). Inside the model handler a video is decoded into ``Clip``s (base mode) or
 chunks (stream mode). Frames stay ``uint8`` RGB until the model handler turns them
@@ -13,6 +13,7 @@ import enum
 from typing import Any, NamedTuple
 
 import numpy as np
+import pyarrow as pa
 
 __all__ = [
     "Clip",
@@ -27,6 +28,7 @@ __all__ = [
     "VideoMeta",
     "VideoRef",
     "VideoResult",
+    "VideoRows",
 ]
 
 
@@ -216,3 +218,16 @@ class VideoResult(NamedTuple):
 
     info: VideoInfo
     clips: list[tuple[int, Any]]
+
+
+class VideoRows(NamedTuple):
+    """One video's output rows, the writer's unit: committed together, in one part file per table.
+
+    Attributes:
+        split: the video's split, the Hive partition its rows go to (not a column in the files).
+        tables: table name -> that video's rows as one record batch of the table's schema
+            (``videos``: one row; ``frames``: one per sampled frame, in time order).
+    """
+
+    split: str
+    tables: dict[str, pa.RecordBatch]

@@ -3,13 +3,17 @@
 ``SCHEMA_VERSION`` changes whenever a column is added, removed or retyped.
 ``split`` is a Hive partition (``split=<name>/`` directories), so it is not a
 column inside the files; readers that use the partitioning see it as one.
+``record_batch`` builds a table's rows against its schema, by column name.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import pyarrow as pa
 
-__all__ = ["FRAMES_SCHEMA", "SCHEMA_VERSION", "VIDEOS_SCHEMA", "frames_schema"]
+__all__ = ["FRAMES_SCHEMA", "SCHEMA_VERSION", "VIDEOS_SCHEMA", "frames_schema", "record_batch"]
 
 SCHEMA_VERSION = 1
 
@@ -63,3 +67,27 @@ def frames_schema(write_probs: bool, write_keypoints: bool = False) -> pa.Schema
     (17 joints x (y, x, score), flattened) when asked for."""
     schema = FRAMES_SCHEMA.append(_PROBS) if write_probs else FRAMES_SCHEMA
     return schema.append(_KEYPOINTS) if write_keypoints else schema
+
+
+def record_batch(columns: Mapping[str, Any], schema: pa.Schema) -> pa.RecordBatch:
+    """A record batch of ``schema`` from its columns by name: Arrow arrays, numpy arrays or lists,
+    all of one length, each safely cast to its field's type (no truncation, no overflow).
+
+    Raises:
+        ValueError: a column the schema lacks, a field without a column, or a null in a
+            non-nullable field.
+        pyarrow.ArrowInvalid, pyarrow.ArrowNotImplementedError: a column that does not cast to
+            its field's type.
+    """
+    unknown, missing = sorted(set(columns) - set(schema.names)), sorted(set(schema.names) - set(columns))
+    if unknown or missing:
+        raise ValueError(f"columns not in the schema: {unknown}; schema fields without a column: {missing}")
+    arrays = [_array(columns[f.name]).cast(f.type) for f in schema]
+    nulls = [f.name for f, array in zip(schema, arrays) if not f.nullable and array.null_count]
+    if nulls:
+        raise ValueError(f"nulls in non-nullable columns: {nulls}")
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def _array(values: Any) -> pa.Array:
+    return values if isinstance(values, pa.Array) else pa.array(values)

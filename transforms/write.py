@@ -1,8 +1,9 @@
-"""WriteTables: per-video groups of rows -> Hive-partitioned Parquet, committed as the run goes.
+"""CommitParts and FinalizeParts: per-video Arrow rows -> Hive-partitioned Parquet, committed as the run goes.
 
 Layout: ``OUTPUT/<table>/split=<split>/part-<run_id>-<writer>-<seq>.parquet``.
-Each element is one video's rows, ``{table: [row, ...]}`` (every row has a
-``split``). A worker buffers them per split and commits a part file per table
+Each element is one video's rows, a ``VideoRows``: its split and one record
+batch per table. A worker buffers them per split and commits a part file per
+table (the buffered batches concatenated, sorted by the table's sort keys)
 when ``videos_per_file`` videos are buffered, when the oldest has waited
 ``flush_s`` seconds, and at the end of each bundle. So a killed run keeps every
 video committed before the kill, and resuming redoes only the rest.
@@ -13,15 +14,20 @@ given, the last one (``videos``) last: a video that has its ``videos`` row has
 all its other rows, in the part files of the same name.
 
 Exactly one row per video, whatever bundle retries happen (as Beam's own file
-sinks do it): the writer passes the name of every part it commits downstream,
+sinks do it): ``CommitParts`` passes the name of every part it commits downstream,
 from ``process`` and ``finish_bundle``. A runner keeps the outputs of a bundle
 only when the bundle commits, so a bundle that committed parts and then failed
 (its retry writes the same videos again, under new names) passes nothing on.
-After every write (a global combine is the barrier), ``Finalize`` lists this
+After every write (a global combine is the barrier), ``FinalizeParts`` lists this
 run's parts (``part-<run_id>-*``) in every table and deletes those no committed
 bundle passed on, and this run's leftover temporary files (``finalize_parts``;
 idempotent, so a retried finalize is harmless). A run killed before it
 finalizes may hold such duplicates until ``--resume`` trims them.
+
+A job with several branches of rows (classified videos, videos that failed) commits
+each branch with its own ``CommitParts`` and flattens only their part keys into the
+one ``FinalizeParts``: on Beam's local runner a Flatten is a stage boundary, and one
+before the commits would hold every row back until all videos are done.
 """
 
 from __future__ import annotations
@@ -33,7 +39,6 @@ import time
 import urllib.parse
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any
 
 import apache_beam as beam
 import pyarrow as pa
@@ -44,7 +49,9 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils.windowed_value import WindowedValue
 
-__all__ = ["WriteTables", "finalize_parts", "part_name", "partition_dir", "write_parquet"]
+from transforms.records import VideoRows
+
+__all__ = ["CommitParts", "FinalizeParts", "finalize_parts", "part_name", "partition_dir", "write_table"]
 
 _log = logging.getLogger(__name__)
 
@@ -64,13 +71,9 @@ def _commit_key(split: str, name: str) -> str:
     return "split=" + urllib.parse.quote(split, safe="") + "/" + name
 
 
-def write_parquet(path: str, rows: Iterable[dict[str, Any]], schema: pa.Schema) -> int:
-    """Writes rows (dicts with the schema's keys; others ignored) atomically; returns the count."""
-    return write_table(path, pa.Table.from_pylist(list(rows), schema=schema))
-
-
 def write_table(path: str, table: pa.Table) -> int:
-    """Writes an Arrow table to ``path`` under a hidden temporary name, then renames it into place."""
+    """Writes an Arrow table to ``path`` under a hidden temporary name, then renames it into place;
+    returns its row count."""
     buffer = io.BytesIO()
     pq.write_table(table, buffer, compression="zstd")
     folder, name = path.rsplit("/", 1)
@@ -128,15 +131,15 @@ def finalize_parts(root: str, tables: Iterable[str], run_id: str, committed: Ite
 
 
 class _Buffer:
-    """One split's buffered rows per table, and when the first of them arrived."""
+    """One split's buffered record batches per table, and when the first of them arrived."""
 
     def __init__(self, tables: Sequence[str]):
-        self.rows: dict[str, list[dict[str, Any]]] = {t: [] for t in tables}
+        self.batches: dict[str, list[pa.RecordBatch]] = {t: [] for t in tables}
         self.videos = 0
         self.since = time.monotonic()
 
 
-class _WriteTablesFn(beam.DoFn):
+class _CommitFn(beam.DoFn):
     def __init__(self, root: str, schemas: Mapping[str, pa.Schema], sort_keys: Mapping[str, Sequence[str]],
                  run_id: str, videos_per_file: int, flush_s: float):
         self._root = root
@@ -155,17 +158,17 @@ class _WriteTablesFn(beam.DoFn):
     def start_bundle(self) -> None:
         self._buffers: dict[str, _Buffer] = {}
 
-    def process(self, element: Mapping[str, list[dict[str, Any]]]) -> Iterator[str]:
-        rows = [row for table in self._schemas for row in element.get(table, ())]
-        if not rows:
+    def process(self, rows: VideoRows) -> Iterator[str]:
+        if rows.tables.keys() != self._schemas.keys():
+            raise ValueError(f"rows of tables {sorted(rows.tables)}; the writer has {sorted(self._schemas)}")
+        if not any(batch.num_rows for batch in rows.tables.values()):
             return
-        split = rows[0]["split"]
-        buffer = self._buffers.setdefault(split, _Buffer(self._schemas))
-        for table in self._schemas:
-            buffer.rows[table].extend(element.get(table, ()))
+        buffer = self._buffers.setdefault(rows.split, _Buffer(self._schemas))
+        for table, batch in rows.tables.items():
+            buffer.batches[table].append(batch)
         buffer.videos += 1
         if buffer.videos >= self._videos_per_file or time.monotonic() - buffer.since >= self._flush_s:
-            yield self._commit(split, self._buffers.pop(split))
+            yield self._commit(rows.split, self._buffers.pop(rows.split))
 
     def finish_bundle(self) -> Iterator[WindowedValue]:
         buffers, self._buffers = self._buffers, {}
@@ -178,10 +181,10 @@ class _WriteTablesFn(beam.DoFn):
         name = part_name(self._run_id, self._writer, self._seq)
         self._seq += 1
         for table, schema in self._schemas.items():
-            rows = buffer.rows[table]
-            if rows:
-                rows.sort(key=lambda r: tuple(r[k] for k in self._sort_keys[table]))
-                write_parquet(FileSystems.join(partition_dir(self._root, table, split), name), rows, schema)
+            rows = pa.Table.from_batches(buffer.batches[table], schema=schema)
+            if rows.num_rows:
+                rows = rows.sort_by([(key, "ascending") for key in self._sort_keys[table]])
+                write_table(FileSystems.join(partition_dir(self._root, table, split), name), rows)
                 self._files.inc()
         self._write_ms.update(int((time.perf_counter() - start) * 1000))
         return _commit_key(split, name)
@@ -202,14 +205,15 @@ class _FinalizeFn(beam.DoFn):
         yield from doomed
 
 
-class WriteTables(beam.PTransform):
-    """``{table: [rows]}`` per video -> Parquet parts under ``root``, committed as they fill;
-    at the end, only parts of committed bundles are left (see the module doc).
+class CommitParts(beam.PTransform):
+    """``VideoRows`` -> Parquet parts under ``root``, committed as they fill; outputs the key
+    (``split=<split>/<part name>``) of every commit, for ``FinalizeParts``.
 
     Args:
         root: output folder, local or gs://.
-        schemas: table name -> Arrow schema, in commit order (``videos`` last).
-        sort_keys: table name -> row keys each file is sorted by.
+        schemas: table name -> Arrow schema, in commit order (``videos`` last); every
+            element holds a batch of each of these tables, of that schema.
+        sort_keys: table name -> columns each file is sorted by.
         run_id: names this run's files apart from earlier runs' (``--resume``).
         videos_per_file: videos per part file, at most.
         flush_s: a part is committed once its oldest video has waited this long.
@@ -218,18 +222,27 @@ class WriteTables(beam.PTransform):
     def __init__(self, root: str, schemas: Mapping[str, pa.Schema], sort_keys: Mapping[str, Sequence[str]],
                  *, run_id: str, videos_per_file: int = 1000, flush_s: float = 60.0):
         super().__init__()
-        self._fn = _WriteTablesFn(root, schemas, sort_keys, run_id, videos_per_file, flush_s)
-        self._finalize = _FinalizeFn(root, list(schemas), run_id)
+        self._fn = _CommitFn(root, schemas, sort_keys, run_id, videos_per_file, flush_s)
 
-    def expand(self, groups):
-        """``groups``: one PCollection, or a tuple of them, each committed as it comes (no Flatten
-        before the writes). Returns the paths ``Finalize`` deleted (a PCollection of str)."""
-        if isinstance(groups, beam.PCollection):
-            committed = groups | "Commit" >> beam.ParDo(self._fn)
-        else:
-            # Flattened after the writes, for the finalize only: the commits are not held back.
-            committed = (tuple(pcoll | f"Commit{i}" >> beam.ParDo(self._fn) for i, pcoll in enumerate(groups))
-                         | "Committed" >> beam.Flatten())
+    def expand(self, rows):
+        return rows | "Commit" >> beam.ParDo(self._fn)
+
+
+class FinalizeParts(beam.PTransform):
+    """The keys of every commit (a PCollection of str) -> the paths deleted (a PCollection of str):
+    once every commit is done, this run's parts that no committed bundle passed on (see the module doc).
+
+    Args:
+        root: output folder, as given to ``CommitParts``.
+        tables: the tables written.
+        run_id: this run's id, as given to ``CommitParts``.
+    """
+
+    def __init__(self, root: str, tables: Iterable[str], *, run_id: str):
+        super().__init__()
+        self._fn = _FinalizeFn(root, list(tables), run_id)
+
+    def expand(self, committed):
         return (committed
                 | "AllCommitted" >> beam.combiners.ToList()  # the barrier: one list, after every write
-                | "Finalize" >> beam.ParDo(self._finalize))
+                | "DeleteUncommitted" >> beam.ParDo(self._fn))
