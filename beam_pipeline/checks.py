@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from apache_beam.io.filesystems import FileSystems
 
 from beam_pipeline.config import ConfigError, JobConfig
+from beam_pipeline.run_record import RUN_FILE
 from models.labels import KINETICS_600, labels_beside, read_labels
 from models.movinet_variants import hub_handle
 from transforms.listing import is_manifest, manifest_columns
@@ -16,12 +17,16 @@ __all__ = ["check_inputs", "check_output_location", "check_pose_handle", "prepar
            "resolve_labels"]
 
 # What `run` and `train` write: a folder holding any of them holds an earlier output.
-_OUTPUT_ENTRIES = ("videos", "frames", "labels.txt", "_run.json", "features", "saved_model", "results.json",
+_OUTPUT_ENTRIES = ("videos", "frames", "labels.txt", RUN_FILE, "features", "saved_model", "results.json",
                    "loss_curve.png", "confusion_matrix.png")
 
 
 def check_inputs(paths: Sequence[str]) -> None:
-    """Every glob matches at least one file; every manifest exists and has a ``uri`` column."""
+    """Every glob matches at least one file; every manifest exists and has a ``uri`` column.
+
+    Of a manifest only the header is read (``manifest_columns``): its rows are the job's
+    to read, and a bad row becomes a failed output row there, not a start-up error.
+    """
     if not paths:
         raise ConfigError("--input: no input given (set input.paths in the config or pass --input)")
     for path in paths:

@@ -83,4 +83,4 @@ def run_demo(output: str, beam_args: Sequence[str] = ()) -> dict:
           f"Predictions: {results}/videos and {results}/frames (Parquet, one folder per split)\n"
           f"Training: {model}/results.json, {model}/loss_curve.png, {model}/confusion_matrix.png\n"
           f"Report ({len(report['images'])} plots): {results}/report/index.html")
-    return {**summary, "unseen_accuracy": accuracy, "test_accuracy": trained["test_accuracy"]}
+    return {**summary.as_dict(), "unseen_accuracy": accuracy, "test_accuracy": trained["test_accuracy"]}

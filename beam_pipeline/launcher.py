@@ -1,23 +1,28 @@
-"""run_job: checks, the Beam run, the summary and ``_run.json``."""
+"""run_job: checks, the Beam run, the summary and ``_run.json``, in three steps.
+
+``prepare`` checks everything before a video is read and makes the output ready;
+``execute`` runs the job (with the progress line on local runners) and reads its
+metrics; ``record`` folds what the run left into the ``RunRecord`` written as
+``_run.json``.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import json
 import logging
 import platform
-import secrets
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from importlib import metadata
 from typing import Any
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.options.pipeline_options import DebugOptions, DirectOptions, StandardOptions
+from apache_beam.options.pipeline_options import DebugOptions, DirectOptions, PipelineOptions, StandardOptions
 from google.protobuf import json_format
 
 from beam_pipeline.checks import (
@@ -30,25 +35,84 @@ from beam_pipeline.checks import (
 from beam_pipeline.config import ConfigError, JobConfig
 from beam_pipeline.dataflow import check_dataflow, dry_run_summary, is_dataflow, is_dry_run
 from beam_pipeline.options import pipeline_options
-from beam_pipeline.pipeline import build_pipeline, input_mode
-from beam_pipeline.resume import prepare_resume
+from beam_pipeline.pipeline import build_pipeline
+from beam_pipeline.resume import ResumeState, prepare_resume
+from beam_pipeline.run_record import (
+    ModelInfo,
+    ResumeInfo,
+    RunRecord,
+    Splits,
+    Throughput,
+    Timings,
+    new_run_id,
+    pipeline_metrics,
+)
 from models.labels import write_labels
 from transforms.aggregate import SPLIT_COUNTER_PREFIX, RunStamp
-from transforms.listing import video_ids
 from transforms.progress import ProgressLine, worker_summary
 from transforms.schema import SCHEMA_VERSION
 
-__all__ = ["RUN_FILE", "new_run_id", "pipeline_metrics", "run_job"]
+__all__ = ["ExecutedRun", "PreparedRun", "execute", "prepare", "record", "run_job"]
 
-RUN_FILE = "_run.json"
 _log = logging.getLogger(__name__)
 _LOCAL_RUNNERS = ("DirectRunner", "SwitchingDirectRunner", "BundleBasedDirectRunner", "PrismRunner",
                   "direct", "prism")
 _PACKAGES = ("apache-beam", "tensorflow", "tf-keras", "tensorflow-hub", "av", "pyarrow", "numpy")
 
 
-def _versions() -> dict[str, str]:
-    found = {"python": platform.python_version()}
+@dataclasses.dataclass(frozen=True)
+class PreparedRun:
+    """A checked job, ready to run.
+
+    Attributes:
+        cfg: the validated job config.
+        beam_args: the Beam flags as given.
+        options: the PipelineOptions built from ``cfg.runner`` and ``beam_args``.
+        handle: the resolved model handle.
+        labels: the class names in the model's output order.
+        stamp: model, config hash and this run's id, stamped on video rows.
+        resume: ``--resume``: the job leaves out the videos the output holds done.
+        kept: what resuming found and kept in the output (None before ``prepare`` made the output
+            ready, and when not resuming).
+    """
+
+    cfg: JobConfig
+    beam_args: tuple[str, ...]
+    options: PipelineOptions
+    handle: str
+    labels: tuple[str, ...]
+    stamp: RunStamp
+    resume: bool
+    kept: ResumeState | None = None
+
+    @property
+    def local(self) -> bool:
+        """Whether the runner runs the workers on this machine (so the progress line can see them)."""
+        runner = self.options.view_as(StandardOptions).runner
+        return runner is None or runner.split(".")[-1] in _LOCAL_RUNNERS
+
+
+@dataclasses.dataclass(frozen=True)
+class ExecutedRun:
+    """What a finished run left.
+
+    Attributes:
+        started_at: when the job started (UTC).
+        wall_s: seconds from the start to the finish.
+        counters: the ``videolabel`` counters, name -> total.
+        distributions: the ``videolabel`` distributions, name -> (count, sum).
+        workers: local runs: ``transforms.progress.worker_summary`` of the worker processes; else None.
+    """
+
+    started_at: datetime.datetime
+    wall_s: float
+    counters: dict[str, int]
+    distributions: dict[str, tuple[int, int]]
+    workers: dict[str, Any] | None
+
+
+def _versions() -> dict[str, str | None]:
+    found: dict[str, str | None] = {"python": platform.python_version()}
     for name in ("videolabel", *_PACKAGES):
         try:
             found[name] = metadata.version(name)
@@ -57,33 +121,11 @@ def _versions() -> dict[str, str]:
     return found
 
 
-def new_run_id() -> str:
-    now = datetime.datetime.now(datetime.timezone.utc)
-    return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
-
-
-def _is_local(options) -> bool:
-    """Whether the runner runs the workers on this machine (so the progress line can see them)."""
-    runner = options.view_as(StandardOptions).runner
-    return runner is None or runner.split(".")[-1] in _LOCAL_RUNNERS
-
-
-def _steady_figures(workers: dict[str, Any] | None, started_at: float) -> dict[str, Any]:
-    """Local runs: the rate once the workers are up, the time to the first finished video, and the
-    worker processes (with their pinned cores); empty for remote runners."""
-    if workers is None:
-        return {}
-    first, steady = workers["first_done_at"], workers["steady_videos_per_s"]
-    return {"steady_videos_per_s": round(steady, 3) if steady else None,
-            "startup_s": round(first - started_at, 3) if first else None,
-            "worker_processes": workers["processes"], "pinned_cores": workers["pinned_cores"]}
-
-
-def _pins_cores(cfg: JobConfig, options) -> bool:
+def _pins_cores(run: PreparedRun) -> bool:
     """Whether the workers are local processes of one TF and one FFmpeg thread each, to pin to a core each."""
-    mode = options.view_as(DirectOptions).direct_running_mode
+    cfg, mode = run.cfg, run.options.view_as(DirectOptions).direct_running_mode
     return (cfg.model.pin_workers and cfg.model.tf_threads == 1 and cfg.sampling.decode_threads == 1
-            and _is_local(options) and mode == "multi_processing")
+            and run.local and mode == "multi_processing")
 
 
 def _write_job_file(result, path: str) -> None:
@@ -95,22 +137,21 @@ def _write_job_file(result, path: str) -> None:
         handle.write(json.dumps(document, indent=1).encode("utf-8"))
 
 
-def _dry_run(cfg: JobConfig, options, handle: str, labels: Sequence[str], resume: bool) -> dict[str, Any]:
+def _dry_run(run: PreparedRun) -> dict[str, Any]:
     """Builds the job without running it (``--dry_run=True``); prints and returns what it would do.
 
     Read-only: nothing is written to the output, and a ``resume`` dry run builds the
     resume graph (which reads the done videos itself) without trimming the output.
     With ``--dataflow_job_file=PATH`` the job and its pipeline are written to PATH.
     """
-    p = beam.Pipeline(options=options)
-    build_pipeline(p, cfg, handle=handle, labels=labels, resume=resume,
-                   stamp=RunStamp(model=handle, config_hash=cfg.job_hash(), run_id="dry-run"))
-    if not is_dataflow(options):
+    p = beam.Pipeline(options=run.options)
+    build_pipeline(p, run.cfg, handle=run.handle, labels=run.labels, resume=run.resume, stamp=run.stamp)
+    if not is_dataflow(run.options):
         p.to_runner_api()  # the whole graph, built and checked; a local runner would run it
         return {"dry_run": True, "note": "only DataflowRunner builds a job without running it; "
                                          "the graph was built, nothing was run"}
     result = p.run()
-    summary = dry_run_summary(result, options)
+    summary = dry_run_summary(result, run.options)
     print(f"dry run: Dataflow job {summary['job_name']!r} in {summary['project']}/{summary['region']} "
           f"built, not submitted; labels {summary['labels']}")
     for env in summary["environments"]:
@@ -118,7 +159,7 @@ def _dry_run(cfg: JobConfig, options, handle: str, labels: Sequence[str], resume
               + (f", staged {', '.join(env['staged'])}" if env["staged"] else ""))
     print(f"  accelerator steps: {', '.join(summary['accelerator_steps']) or 'none'}")
     summary["graph_bytes"] = len(result.job.proto_pipeline.SerializeToString())
-    job_file = options.view_as(DebugOptions).dataflow_job_file
+    job_file = run.options.view_as(DebugOptions).dataflow_job_file
     if job_file:
         _write_job_file(result, job_file)
     print(f"  job graph: {summary['graph_bytes']:,} bytes (Dataflow takes up to 10 MB)"
@@ -126,57 +167,12 @@ def _dry_run(cfg: JobConfig, options, handle: str, labels: Sequence[str], resume
     return summary
 
 
-def pipeline_metrics(result) -> tuple[dict[str, int], dict[str, tuple[int, int]]]:
-    """The ``videolabel`` counters (name -> total) and distributions (name -> (count, sum)), all steps."""
-    queried = result.metrics().query(MetricsFilter().with_namespace("videolabel"))
-    counters: dict[str, int] = {}
-    for counter in queried["counters"]:
-        value = counter.committed if counter.committed is not None else counter.attempted
-        counters[counter.key.metric.name] = counters.get(counter.key.metric.name, 0) + int(value or 0)
-    distributions: dict[str, tuple[int, int]] = {}
-    for dist in queried["distributions"]:
-        value = dist.committed if dist.committed is not None else dist.attempted
-        if value is not None:
-            count, total = distributions.get(dist.key.metric.name, (0, 0))
-            distributions[dist.key.metric.name] = (count + value.count, total + value.sum)
-    return counters, distributions
-
-
-def _per_s(count: int, wall_s: float) -> float | None:
-    return round(count / wall_s, 3) if wall_s else None
-
-
-def _timings(distributions: dict[str, tuple[int, int]], mode: str) -> dict[str, Any]:
-    """Seconds per stage, summed over workers, and the mean per unit.
-
-    ``model`` is RunInference's batch latency; in stream mode frames are decoded
-    inside the model step, so the decode time is taken out of it.
-    """
-    decode_n, decode_ms = distributions.get("decode_ms", (0, 0))
-    batches, model_us = distributions.get("inference_batch_latency_micro_secs", (0, 0))
-    writes, write_ms = distributions.get("write_ms", (0, 0))
-    model_s = model_us / 1e6 - (decode_ms / 1e3 if mode == "stream" else 0.0)
-    return {
-        "stage_s": {"decode": round(decode_ms / 1e3, 3), "model": round(max(model_s, 0.0), 3),
-                    "write": round(write_ms / 1e3, 3)},
-        "mean_ms": {"decode_per_video": round(decode_ms / decode_n, 1) if decode_n else None,
-                    "model_per_batch": round(model_us / 1e3 / batches, 1) if batches else None,
-                    "write_per_file": round(write_ms / writes, 1) if writes else None},
-    }
-
-
-def run_job(cfg: JobConfig, beam_args: Sequence[str] = (), *, overwrite: bool = False,
-            resume: bool = False) -> dict[str, Any]:
-    """Runs the labelling job to completion and returns what ``_run.json`` holds.
-
-    With ``resume``, videos an earlier run into the same output finished with the
-    same config hash and model are kept and skipped (see ``beam_pipeline.resume``):
-    the output is trimmed here first, then the job reads the done ids itself, so the
-    graph stays small; the ids read here serve only the printout and the progress total.
+def _checked(cfg: JobConfig, beam_args: Sequence[str], *, overwrite: bool, resume: bool) -> PreparedRun:
+    """The start-up checks (flags, Dataflow settings, inputs, output location, model, labels); reads
+    what they need and writes nothing.
 
     Raises:
-        ConfigError: a bad input, model handle, labels file, output folder or flag,
-            before any video is read.
+        ConfigError: the first problem found, in one line that names the bad value.
     """
     if resume and overwrite:
         raise ConfigError("--resume and --overwrite: choose one (resume keeps finished videos, "
@@ -186,64 +182,118 @@ def run_job(cfg: JobConfig, beam_args: Sequence[str] = (), *, overwrite: bool = 
     check_inputs(cfg.input.paths)
     check_output_location(cfg.output.path)
     handle = resolve_handle(cfg)
-    labels = resolve_labels(cfg, handle)
-    if is_dry_run(options):
-        return _dry_run(cfg, options, handle, labels, resume)
-    state = None
-    if resume:
-        state = prepare_resume(cfg.output.path, cfg.job_hash(), handle)
-        print(f"resuming in {cfg.output.path}: {len(state.done)} videos done and kept; "
-              f"{state.dropped_rows} failed, partial or changed rows dropped, to be redone")
-    else:
-        prepare_output(cfg.output.path, overwrite)
+    labels = tuple(resolve_labels(cfg, handle))
+    return PreparedRun(cfg, tuple(beam_args), options, handle, labels,
+                       RunStamp(model=handle, config_hash=cfg.job_hash(), run_id=new_run_id()), resume)
 
-    run_id = new_run_id()
-    stamp = RunStamp(model=handle, config_hash=cfg.job_hash(), run_id=run_id)
-    write_labels(FileSystems.join(cfg.output.path, "labels.txt"), labels)
+
+def prepare(run: PreparedRun, *, overwrite: bool) -> PreparedRun:
+    """Makes the output ready for ``run``: trimmed to the videos done and kept (``resume``), else
+    emptied (with ``overwrite``) or checked empty; then writes ``labels.txt``.
+
+    Returns:
+        ``run`` with ``kept`` set when resuming.
+
+    Raises:
+        ConfigError: the output holds an earlier run and neither ``resume`` nor ``overwrite`` is set.
+    """
+    root = run.cfg.output.path
+    kept = None
+    if run.resume:
+        kept = prepare_resume(root, run.stamp.config_hash, run.handle)
+        print(f"resuming in {root}: {len(kept.done)} videos done and kept; "
+              f"{kept.dropped_rows} failed, partial or changed rows dropped, to be redone")
+    else:
+        prepare_output(root, overwrite)
+    write_labels(FileSystems.join(root, "labels.txt"), run.labels)
+    return dataclasses.replace(run, kept=kept)
+
+
+@contextlib.contextmanager
+def _progress_folder(local: bool) -> Iterator[str | None]:
+    """Local runs: a temporary folder the workers note the total and each finished video in; else None."""
+    if not local:
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="videolabel-progress-") as folder:
+        yield folder
+
+
+def execute(run: PreparedRun) -> ExecutedRun:
+    """Builds and runs the job to completion, with the progress line on local runners."""
     started = datetime.datetime.now(datetime.timezone.utc)
     t0 = time.monotonic()
-    _log.info("run %s: model %s, %d labels, output %s", run_id, handle, len(labels), cfg.output.path)
-
-    with tempfile.TemporaryDirectory(prefix="videolabel-progress-") as progress_dir:
-        local = _is_local(options)
-        p = beam.Pipeline(options=options)
-        build_pipeline(p, cfg, handle=handle, labels=labels, stamp=stamp, resume=resume,
-                       progress_dir=progress_dir if local else None, pin_cores=_pins_cores(cfg, options))
-        progress = contextlib.nullcontext()
-        if local:
-            total = len(video_ids(cfg.input.paths, cfg.input.extensions) - (state.done if state else set()))
-            progress = ProgressLine(progress_dir, total)
-        with progress:
+    _log.info("run %s: model %s, %d labels, output %s", run.stamp.run_id, run.handle, len(run.labels),
+              run.cfg.output.path)
+    with _progress_folder(run.local) as folder:
+        p = beam.Pipeline(options=run.options)
+        build_pipeline(p, run.cfg, handle=run.handle, labels=run.labels, stamp=run.stamp, resume=run.resume,
+                       progress_dir=folder, pin_cores=_pins_cores(run))
+        with ProgressLine(folder) if folder else contextlib.nullcontext():
             result = p.run()
             result.wait_until_finish()
-        workers = worker_summary(progress_dir) if local else None
-    wall_s = time.monotonic() - t0
+        workers = worker_summary(folder) if folder else None
+    counters, distributions = pipeline_metrics(result)
+    return ExecutedRun(started, time.monotonic() - t0, counters, distributions, workers)
 
-    counts, distributions = pipeline_metrics(result)
-    videos = sum(counts.get(f"videos_{s}", 0) for s in ("ok", "partial", "failed"))
-    summary = {
-        "run_id": run_id,
-        "schema_version": SCHEMA_VERSION,
-        "started_at": started.isoformat(),
-        "wall_s": round(wall_s, 3),
-        "model": {"handle": handle, "num_labels": len(labels), "mode": cfg.model.model_mode,
-                  "model_id": cfg.model.model_id},
-        "config_hash": stamp.config_hash,
-        "config": cfg.to_dict(),
-        "beam_args": list(beam_args),
-        "counts": {"videos": videos, **counts},
-        "splits": {"ratios": dict(cfg.split.ratios), "salt": cfg.split.salt,
-                   "videos": {k[len(SPLIT_COUNTER_PREFIX):]: v for k, v in sorted(counts.items())
-                              if k.startswith(SPLIT_COUNTER_PREFIX)}},
-        "timings": _timings(distributions, input_mode(cfg)),
-        "throughput": {"videos_per_s": _per_s(videos, wall_s),
-                       "frames_per_s": _per_s(counts.get("frames_sampled", 0), wall_s),
-                       **_steady_figures(workers, started.timestamp())},
-        "versions": _versions(),
-    }
-    if state:
-        summary["resume"] = {"kept_videos": len(state.done), "dropped_rows": state.dropped_rows,
-                             "removed_files": state.removed_files, "previous_runs": list(state.previous_runs)}
-    with FileSystems.create(FileSystems.join(cfg.output.path, RUN_FILE)) as handle_out:
-        handle_out.write(json.dumps(summary, indent=2, default=str).encode("utf-8"))
+
+def _per_s(count: int, wall_s: float) -> float | None:
+    return round(count / wall_s, 3) if wall_s else None
+
+
+def _throughput(done: ExecutedRun, videos: int) -> Throughput:
+    """Videos and frames per wall second; local runs add the rate once the workers are up, the time to
+    the first finished video, and the worker processes (with their pinned cores)."""
+    local = {}
+    if done.workers is not None:
+        first, steady = done.workers["first_done_at"], done.workers["steady_videos_per_s"]
+        local = {"steady_videos_per_s": round(steady, 3) if steady else None,
+                 "startup_s": round(first - done.started_at.timestamp(), 3) if first else None,
+                 "worker_processes": done.workers["processes"], "pinned_cores": done.workers["pinned_cores"]}
+    return Throughput(videos_per_s=_per_s(videos, done.wall_s),
+                      frames_per_s=_per_s(done.counters.get("frames_sampled", 0), done.wall_s), **local)
+
+
+def record(run: PreparedRun, done: ExecutedRun) -> RunRecord:
+    """The run's ``RunRecord``: config, model, counts, splits, timings, throughput, versions, and what
+    resuming kept."""
+    cfg, counters, kept = run.cfg, done.counters, run.kept
+    videos = sum(counters.get(f"videos_{s}", 0) for s in ("ok", "partial", "failed"))
+    resumed = {} if kept is None else {"resume": ResumeInfo(
+        kept_videos=len(kept.done), dropped_rows=kept.dropped_rows, removed_files=kept.removed_files,
+        previous_runs=kept.previous_runs)}
+    return RunRecord(
+        run_id=run.stamp.run_id, schema_version=SCHEMA_VERSION, started_at=done.started_at.isoformat(),
+        wall_s=round(done.wall_s, 3),
+        model=ModelInfo(handle=run.handle, num_labels=len(run.labels), mode=cfg.model.model_mode,
+                        model_id=cfg.model.model_id),
+        config_hash=run.stamp.config_hash, config=cfg.to_dict(), beam_args=run.beam_args,
+        counts={"videos": videos, **counters},
+        splits=Splits(ratios=dict(cfg.split.ratios), salt=cfg.split.salt,
+                      videos={k[len(SPLIT_COUNTER_PREFIX):]: v for k, v in sorted(counters.items())
+                              if k.startswith(SPLIT_COUNTER_PREFIX)}),
+        timings=Timings.from_distributions(done.distributions), throughput=_throughput(done, videos),
+        versions=_versions(), **resumed)
+
+
+def run_job(cfg: JobConfig, beam_args: Sequence[str] = (), *, overwrite: bool = False,
+            resume: bool = False) -> RunRecord | dict[str, Any]:
+    """Runs the labelling job to completion, writes ``_run.json`` and returns its record.
+
+    With ``resume``, videos an earlier run into the same output finished with the
+    same config hash and model are kept and skipped (see ``beam_pipeline.resume``):
+    the output is trimmed here first, then the job reads the done ids itself, so the
+    graph stays small. With ``--dry_run=True`` the job is only built: nothing is
+    written, and the returned mapping says what would run (``_dry_run``).
+
+    Raises:
+        ConfigError: a bad input, model handle, labels file, output folder or flag,
+            before any video is read.
+    """
+    run = _checked(cfg, beam_args, overwrite=overwrite, resume=resume)
+    if is_dry_run(run.options):
+        return _dry_run(run)
+    run = prepare(run, overwrite=overwrite)
+    summary = record(run, execute(run))
+    summary.write(cfg.output.path)
     return summary

@@ -14,7 +14,7 @@ from transforms.aggregate import Aggregate, RunStamp
 from transforms.classify import Classify
 from transforms.decode_sample import DecodeAndSample
 from transforms.listing import ListVideos
-from transforms.progress import NoteVideos
+from transforms.progress import NoteVideos, note_total
 from transforms.records import DEFAULT_DECODER, SamplingSpec
 from transforms.schema import VIDEOS_SCHEMA, frames_schema
 from transforms.write import CommitParts, FinalizeParts
@@ -58,23 +58,36 @@ def _not_done(joined):
         yield from grouped["refs"]
 
 
-def list_videos(p: beam.Pipeline, cfg: JobConfig, resume: RunStamp | None = None):
-    """The configured inputs as VideoRefs, one per video id.
+def list_videos(p: beam.Pipeline, cfg: JobConfig, resume: RunStamp | None = None,
+                progress_dir: str | None = None):
+    """The configured inputs as VideoRefs, one per video id, spread across workers (a Reshuffle).
 
     With ``resume`` (this run's stamp), the job reads the videos ``cfg.output.path``
     already holds done with the stamp's config hash and model (``ReadDone``) and
     leaves them out by a join on the video id, so the graph carries no ids.
+
+    With ``progress_dir``, the videos left to do are counted and the total noted
+    there for the progress line (``transforms.progress.note_total``). The videos
+    wait on that note (a side input), so the total is shown before the first video
+    is decoded: left to itself, Beam's local runner ran the whole per-video stage
+    first. The wait holds nothing back, since the Reshuffle already waits for the whole listing.
     """
     refs = p | "ListVideos" >> ListVideos(cfg.input.paths, extensions=cfg.input.extensions,
                                           ratios=cfg.split.ratios, salt=cfg.split.salt)
-    if resume is None:
-        return refs
-    done = p | "ReadDone" >> ReadDone(cfg.output.path, config_hash=resume.config_hash, model=resume.model,
-                                      run_id=resume.run_id)
-    return ({"refs": refs | "KeyRefs" >> beam.Map(lambda ref: (ref.video_id, ref)),
-             "done": done | "KeyDone" >> beam.Map(lambda video_id: (video_id, None))}
-            | "JoinDone" >> beam.CoGroupByKey()
-            | "SkipDone" >> beam.FlatMap(_not_done))
+    if resume is not None:
+        done = p | "ReadDone" >> ReadDone(cfg.output.path, config_hash=resume.config_hash, model=resume.model,
+                                          run_id=resume.run_id)
+        refs = ({"refs": refs | "KeyRefs" >> beam.Map(lambda ref: (ref.video_id, ref)),
+                 "done": done | "KeyDone" >> beam.Map(lambda video_id: (video_id, None))}
+                | "JoinDone" >> beam.CoGroupByKey()
+                | "SkipDone" >> beam.FlatMap(_not_done))
+    spread = refs | "Spread" >> beam.Reshuffle()
+    if progress_dir is None:
+        return spread
+    noted = (refs
+             | "CountToDo" >> beam.combiners.Count.Globally()
+             | "NoteTotal" >> beam.Map(lambda total: note_total(progress_dir, total)))
+    return spread | "AfterTotal" >> beam.Map(lambda ref, _noted: ref, beam.pvalue.AsSingleton(noted))
 
 
 def build_pipeline(p: beam.Pipeline, cfg: JobConfig, *, handle: str, labels: Sequence[str],
@@ -108,7 +121,7 @@ def build_pipeline(p: beam.Pipeline, cfg: JobConfig, *, handle: str, labels: Seq
         (``Aggregate/<branch>``) and committed (``WriteOutputs/<branch>``) on its own;
         only the part keys are flattened, into ``WriteOutputs/Finalize``.
     """
-    refs = list_videos(p, cfg, stamp if resume else None)
+    refs = list_videos(p, cfg, stamp if resume else None, progress_dir)
     accelerator = cfg.model.accelerator
     sources, failed = refs | "DecodeAndSample" >> DecodeAndSample(
         sampling_spec(cfg)._replace(decoder=decoder),

@@ -17,17 +17,22 @@ from __future__ import annotations
 
 import html
 import json
+import logging
 import os
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow.dataset as ds
+import pydantic
 
 from beam_pipeline.config import ConfigError
+from beam_pipeline.run_record import RUN_FILE, RunRecord
 from models.plots import confusion_matrix, plot_confusion, plot_counts, plot_timeline
 
 __all__ = ["build_report", "class_metrics", "failure_table", "split_accuracy"]
+
+_log = logging.getLogger(__name__)
 
 
 def _read(root: str, table: str) -> pd.DataFrame | None:
@@ -35,6 +40,18 @@ def _read(root: str, table: str) -> pd.DataFrame | None:
     if not os.path.isdir(folder):
         return None
     return ds.dataset(folder, format="parquet", partitioning="hive").to_table().to_pandas()
+
+
+def _run_id(root: str) -> str | None:
+    """The run id in ``root/_run.json``; None without the file, or with one this version cannot read."""
+    if not os.path.exists(os.path.join(root, RUN_FILE)):
+        return None
+    try:
+        return RunRecord.read(root).run_id
+    except pydantic.ValidationError as exc:
+        _log.warning("%s/%s is not a run record of this version (%d problems); reporting without it",
+                     root, RUN_FILE, exc.error_count())
+        return None
 
 
 def _judged(videos: pd.DataFrame) -> pd.DataFrame:
@@ -182,16 +199,15 @@ def build_report(root: str, timelines: int = 6) -> dict[str, Any]:
     frames = _read(root, "frames")
     out = os.path.join(root, "report")
     os.makedirs(out, exist_ok=True)
-    run_path = os.path.join(root, "_run.json")
-    run = json.load(open(run_path, encoding="utf-8")) if os.path.exists(run_path) else {}
+    run_id = _run_id(root)
     status = {str(k): int(v) for k, v in videos.status.value_counts().items()}
     report: dict[str, Any] = {
-        "output": root, "run_id": run.get("run_id"), "videos": len(videos), "status": status,
+        "output": root, "run_id": run_id, "videos": len(videos), "status": status,
         "accuracy_by_split": split_accuracy(videos), "classes": class_metrics(videos),
         "failures": failure_table(videos), "timelines": [], "images": []}
     summary = f"{root}: {len(videos)} videos; " + ", ".join(f"{k} {v}" for k, v in status.items())
     sections = [f"<h1>videolabel report</h1><p>{html.escape(summary)}"
-                + (f"; run {html.escape(run['run_id'])}" if run.get("run_id") else "") + "</p>"]
+                + (f"; run {html.escape(run_id)}" if run_id else "") + "</p>"]
     judged = _judged(videos)
     sections.append(_labelled_section(judged, report, out) if len(judged)
                     else _distribution_section(videos, report, out))

@@ -29,9 +29,9 @@ from apache_beam.metrics import Metrics
 
 from beam_pipeline.checks import check_inputs, check_pose_handle, prepare_output
 from beam_pipeline.config import ConfigError, JobConfig
-from beam_pipeline.launcher import new_run_id, pipeline_metrics
 from beam_pipeline.options import pipeline_options
 from beam_pipeline.pipeline import list_videos, sampling_spec
+from beam_pipeline.run_record import new_run_id, pipeline_metrics
 from models.predictions import clips_of, pad_clip
 from models.training import SplitData, fit_classifier
 from transforms.classify import Classify

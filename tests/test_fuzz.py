@@ -37,7 +37,7 @@ def test_every_mutant_ends_as_exactly_one_row_and_the_run_finishes(tmp_path, a0_
     rows = output_rows(out)
     per_file = collections.Counter(r["uri"] for r in rows)
     assert per_file == collections.Counter(str(p) for p in sources + mutants)
-    assert summary["counts"]["videos"] == len(sources) + MUTANTS
+    assert summary.counts["videos"] == len(sources) + MUTANTS
     by_uri = {r["uri"]: r for r in rows}
     assert all(by_uri[str(p)]["status"] == "ok" for p in sources), [by_uri[str(p)] for p in sources]
     damaged = [by_uri[str(p)] for p in mutants]

@@ -1,7 +1,9 @@
-"""ListVideos and stable splits, on a real Beam runner."""
+"""ListVideos and stable splits, on a real Beam runner; the start-up check of a manifest."""
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 from collections import Counter
 
@@ -9,9 +11,12 @@ import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
+from beam_pipeline.checks import check_inputs
+from beam_pipeline.config import ConfigError
 from transforms.listing import ListVideos, ref_from_row
 from transforms.splits import hash_split, stable_video_id
 
@@ -107,3 +112,52 @@ def test_segment_rows_make_one_video_with_sorted_segments(tmp_path):
         ref_from_row({"uri": "a.mp4", "start_s": "5", "end_s": "5", "label": "x"}, "m.csv", RATIOS, "s")
     with pytest.raises(ValueError, match="has no label"):
         ref_from_row({"uri": "a.mp4", "start_s": "1", "end_s": "2"}, "m.csv", RATIOS, "s")
+
+
+def _write_manifest(path, rows: list[dict]) -> None:
+    kind = path.suffix
+    if kind == ".csv":
+        path.write_text(",".join(rows[0]) + "\n" + "".join(",".join(r.values()) + "\n" for r in rows))
+    elif kind == ".jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    else:
+        pq.write_table(pa.Table.from_pylist(rows), path)
+
+
+@pytest.mark.parametrize("kind", ["csv", "jsonl", "parquet"])
+def test_the_start_up_check_reads_a_manifests_header_not_its_rows(tmp_path, kind, monkeypatch):
+    path = tmp_path / f"big.{kind}"
+    _write_manifest(path, [{"uri": f"/v/{hashlib.sha256(str(i).encode()).hexdigest()}.mp4", "label": "jump"}
+                           for i in range(20_000)])
+    read: list[int] = []
+
+    class CountingFile(io.FileIO):
+        def readinto(self, buffer):
+            read.append(super().readinto(buffer))
+            return read[-1]
+
+    def counting_open(path, *_args, **_kwargs):
+        return io.BufferedReader(CountingFile(path))
+
+    monkeypatch.setattr(FileSystems, "open", staticmethod(counting_open))
+    check_inputs([str(path)])
+    assert 0 < sum(read) < path.stat().st_size / 10
+    no_uri = tmp_path / f"no_uri.{kind}"
+    _write_manifest(no_uri, [{"url": "/v/a.mp4", "label": "jump"}])
+    with pytest.raises(ConfigError, match=r"has no 'uri' column \(columns: \['url', 'label'\]\)"):
+        check_inputs([str(no_uri)])
+
+
+def test_garbage_rows_after_a_good_header_pass_the_check_and_become_failed_rows(tmp_path):
+    path = tmp_path / "m.jsonl"
+    path.write_text('{"uri": "/v/a.mp4", "label": "jump"}\n{not json\n[1, 2]\n')
+    check_inputs([str(path)])
+
+    def shown(ref):  # the uri's file name, and what is wrong with the row (after "<manifest>#row=N: ")
+        return ref.uri.rsplit("/", 1)[-1], ref.error and ref.error.split(": ", 1)[1].split(" (")[0]
+
+    with TestPipeline() as p:
+        refs = p | ListVideos((str(path),), extensions=(".mp4",), ratios=RATIOS, salt="s")
+        assert_that(refs | beam.Map(shown), equal_to([
+            ("a.mp4", None), ("m.jsonl#row=2", "line 2 is not JSON"),
+            ("m.jsonl#row=3", "line 3 is not a JSON object")]))

@@ -15,6 +15,7 @@ import pytest
 
 from beam_pipeline.config import load_config
 from beam_pipeline.launcher import run_job
+from beam_pipeline.run_record import RunRecord
 from beam_pipeline.synthetic import make_labelled_set
 from models import storage
 from models.storage import local_copy
@@ -221,7 +222,7 @@ def _frames(out: str) -> dict[tuple[str, int], dict]:
     return rows
 
 
-def _run(videos: str, handle: str, out: str) -> dict:
+def _run(videos: str, handle: str, out: str) -> RunRecord:
     cfg = load_config(str(REPO / "configs" / "local.yaml"), [
         f'input.paths=["{videos}"]', f'output.path="{out}"', f'model.handle="{handle}"',
         "sampling.imgz=64", "output.write_probs=true"])
@@ -240,7 +241,7 @@ def test_a_gs_model_labels_like_the_same_model_loaded_locally(kind, tiny_models,
     assert _entries(cache) == []  # a local model is loaded where it is
     copied = _count_copies(monkeypatch)
     summary = _run(storage_videos, remote, f"gs://{BUCKET}/storage-out/{kind}-gs")
-    assert summary["model"]["handle"] == remote and summary["counts"]["videos_ok"] == 2
+    assert summary.model.handle == remote and summary.counts["videos_ok"] == 2
     assert len(_entries(cache)) == 1 and copied  # copied into the cache, through FileSystems
 
     by_local, by_gs = _frames(f"gs://{BUCKET}/storage-out/{kind}-local"), _frames(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -17,10 +16,12 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from beam_pipeline.config import load_config
-from beam_pipeline.pipeline import build_pipeline
+from beam_pipeline.pipeline import build_pipeline, list_videos
+from beam_pipeline.run_record import RunRecord, Splits
 from models.labels import read_labels
 from tests.conftest import REPO
 from transforms.aggregate import RunStamp
+from transforms.progress import read_total
 from transforms.schema import FRAMES_SCHEMA, VIDEOS_SCHEMA
 
 
@@ -110,28 +111,28 @@ def test_cli_run_end_to_end(tmp_path, mixed_videos, a0_stream):
         assert ts.min() >= 0 and ts.max() < video.duration_s
         assert len(group) == video.frames_sampled == pytest.approx(video.duration_s * 5, abs=1)
 
-    run = json.loads((out / "_run.json").read_text())
-    assert run["counts"]["videos"] == 5 and run["counts"]["videos_failed"] == 1
-    assert run["counts"]["frames_sampled"] == len(f)
-    assert run["counts"]["errors_InvalidDataError"] == 1
-    assert run["counts"]["frames_decoded"] == sum(n for n, _ in mixed_videos["good"].values())
-    assert run["model"]["handle"] == a0_stream and run["config"]["model"]["stream_chunk"] == 8
+    run = RunRecord.read(str(out))
+    assert run.counts["videos"] == 5 and run.counts["videos_failed"] == 1
+    assert run.counts["frames_sampled"] == len(f)
+    assert run.counts["errors_InvalidDataError"] == 1
+    assert run.counts["frames_decoded"] == sum(n for n, _ in mixed_videos["good"].values())
+    assert run.model.handle == a0_stream and run.config["model"]["stream_chunk"] == 8
 
-    assert run["splits"] == {"ratios": {"train": 0.8, "valid": 0.1, "test": 0.1}, "salt": "videolabel",
-                             "videos": {"test": 2, "train": 2, "valid": 1}}
-    assert run["throughput"]["videos_per_s"] == pytest.approx(5 / run["wall_s"], rel=0.01)
-    assert run["throughput"]["frames_per_s"] == pytest.approx(len(f) / run["wall_s"], rel=0.01)
-    throughput = run["throughput"]
+    assert run.splits == Splits(ratios={"train": 0.8, "valid": 0.1, "test": 0.1}, salt="videolabel",
+                                videos={"test": 2, "train": 2, "valid": 1})
+    assert run.throughput.videos_per_s == pytest.approx(5 / run.wall_s, rel=0.01)
+    assert run.throughput.frames_per_s == pytest.approx(len(f) / run.wall_s, rel=0.01)
+    throughput = run.throughput
     # after start-up: faster than over the whole run, which start-up (TF import, model load) dominates
-    assert throughput["steady_videos_per_s"] > throughput["videos_per_s"]
-    assert 0 < throughput["startup_s"] < run["wall_s"]
+    assert throughput.steady_videos_per_s > throughput.videos_per_s
+    assert 0 < throughput.startup_s < run.wall_s
     # local.yaml: two single-threaded worker processes, each pinned to a core of its own
-    assert throughput["worker_processes"] in (1, 2)
-    assert len(throughput["pinned_cores"]) == throughput["worker_processes"]
-    stages = run["timings"]["stage_s"]
-    assert stages["decode"] > 0 and stages["model"] > 0 and stages["write"] > 0
-    assert stages["decode"] + stages["model"] < run["wall_s"] * 2  # two workers at most
-    assert run["timings"]["mean_ms"]["decode_per_video"] > 0
+    assert throughput.worker_processes in (1, 2)
+    assert len(throughput.pinned_cores) == throughput.worker_processes
+    stages = run.timings.stage_s
+    assert stages.decode > 0 and stages.model > 0 and stages.write > 0
+    assert stages.decode + stages.model < run.wall_s * 2  # two workers at most
+    assert run.timings.mean_ms.decode_per_video > 0 and run.timings.mean_ms.model_per_video > 0
 
     # queryable with no glue: the three queries of the docs, in DuckDB
     con = duckdb.connect()
@@ -168,7 +169,7 @@ def test_cli_run_end_to_end(tmp_path, mixed_videos, a0_stream):
     assert proc.returncode == 0, proc.stderr[-3000:]
     replaced = _read(out, "videos").to_pandas()
     assert len(replaced) == 5 and replaced.label.isna().all() and replaced.is_error.isna().all()
-    assert set(replaced.run_id) != {run["run_id"]}
+    assert set(replaced.run_id) != {run.run_id}
 
 
 def test_segment_manifest_labels_each_frame_by_its_segment(tmp_path, mixed_videos, a0_stream):
@@ -207,3 +208,17 @@ def test_each_video_is_committed_as_it_finishes_not_at_the_end(tmp_path, mixed_v
     for step in ("DecodeAndSample", "Classify/RunInference", "Aggregate/Classified/ToRows",
                  "WriteOutputs/Classified/Commit"):
         assert step in names, step
+
+
+def test_the_progress_total_is_noted_before_the_first_video_is_worked_on(tmp_path, mixed_videos):
+    """The count of the videos to do branches off before the Reshuffle: on Beam's local runner it is
+    fused with the listing, so the total is in the progress folder before any video goes further."""
+    cfg = load_config(str(REPO / "configs" / "local.yaml"), [
+        f'input.paths=["{mixed_videos["dir"]}/*"]', f'output.path="{tmp_path}/out"'])
+    folder = tmp_path / "progress"
+    folder.mkdir()
+    with TestPipeline() as p:
+        refs = list_videos(p, cfg, progress_dir=str(folder))
+        # what each video's first step after the listing sees in the progress folder
+        assert_that(refs | beam.Map(lambda _ref: read_total(str(folder))), equal_to([5] * 5))
+    assert read_total(str(folder)) == 5

@@ -1,4 +1,5 @@
-"""The progress line: counts noted by worker processes, shown as done / total, failures, rate and ETA."""
+"""The progress line: counts noted by worker processes, shown against the total the job noted, with
+failures, rate and ETA."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 
 from transforms import progress as progress_module
 from transforms.aggregate import RunStamp, video_batch
-from transforms.progress import NoteVideos, ProgressLine, note_video, worker_summary
+from transforms.progress import NoteVideos, ProgressLine, note_total, note_video, read_total, worker_summary
 from transforms.records import ClipPrediction, ErrorStage, VideoError, VideoInfo, VideoRef, VideoRows
 
 
@@ -29,7 +30,8 @@ def test_counts_from_several_processes_make_one_line(tmp_path):
     for w in workers:
         w.join()
     assert len(list(tmp_path.iterdir())) == 2  # one file per process
-    progress = ProgressLine(str(tmp_path), total=10, stream=io.StringIO())
+    note_total(str(tmp_path), 10)
+    progress = ProgressLine(str(tmp_path), stream=io.StringIO())
     assert progress.counts() == {"ok": 3, "failed": 1}
     line = progress.line()
     assert line.startswith("videolabel: 4/10 videos (40%), 1 failed, ") and "videos/s, ETA " in line
@@ -39,7 +41,8 @@ def test_counts_from_several_processes_make_one_line(tmp_path):
 def test_not_a_terminal_gives_plain_log_lines_when_the_count_moves(tmp_path):
     stream = io.StringIO()
     note_video(str(tmp_path), "ok")
-    with ProgressLine(str(tmp_path), total=2, stream=stream, log_every_s=0.05) as progress:
+    note_total(str(tmp_path), 2)
+    with ProgressLine(str(tmp_path), stream=stream, log_every_s=0.05) as progress:
         while "1/2" not in stream.getvalue():
             pass
         assert progress.counts() == {"ok": 1}
@@ -59,9 +62,27 @@ def test_steady_rate_sums_each_workers_rate_after_its_first_video(tmp_path, monk
             note_video(str(tmp_path), "ok")
     summary = worker_summary(str(tmp_path))
     assert summary == {"steady_videos_per_s": 3.0, "first_done_at": 100.0, "processes": 2, "pinned_cores": []}
-    line = ProgressLine(str(tmp_path), total=12, stream=io.StringIO()).line()
+    note_total(str(tmp_path), 12)
+    line = ProgressLine(str(tmp_path), stream=io.StringIO()).line()
     # 6 left at 3 videos/s: the ETA uses the steady rate, not done / elapsed
     assert line == "videolabel: 6/12 videos (50%), 0 failed, 3.00 videos/s, ETA 0m02s"
+
+
+def test_done_counts_show_without_a_total_until_the_job_notes_it(tmp_path):
+    folder = str(tmp_path)
+    progress = ProgressLine(folder, stream=io.StringIO())
+    assert read_total(folder) is None
+    assert progress.line().startswith("videolabel: 0 videos, 0 failed, ")
+    note_video(folder, "failed")
+    line = progress.line()
+    assert line.startswith("videolabel: 1 videos, 1 failed, ") and line.endswith("ETA --")
+    note_total(folder, 4)
+    note_total(folder, 4)  # a retried bundle notes it again
+    assert read_total(folder) == 4
+    assert sorted(p.suffix for p in tmp_path.iterdir()) == ["", ".log"]  # the total and one worker's notes
+    assert progress.line().startswith("videolabel: 1/4 videos (25%), 1 failed, ")
+    # the total is not a worker's notes
+    assert progress.counts() == {"failed": 1} and worker_summary(folder)["processes"] == 1
 
 
 def test_the_note_step_notes_each_video_with_the_status_of_its_videos_row(tmp_path):

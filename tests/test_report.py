@@ -11,7 +11,9 @@ import pyarrow as pa
 import pytest
 
 from beam_pipeline.cli import main
+from beam_pipeline.run_record import RUN_FILE
 from models.scores import top_k_arrays
+from tests.test_run_record import sample_record
 from transforms.aggregate import RunStamp, frames_batch, video_batch
 from transforms.records import ClipPrediction, ErrorStage, VideoError, VideoInfo, VideoMeta, VideoRef
 from transforms.schema import VIDEOS_SCHEMA, frames_schema
@@ -50,7 +52,7 @@ def _write_output(root, labelled=True):
             (root / folder[len(str(root)) + 1:]).mkdir(parents=True, exist_ok=True)
             rows = pa.Table.from_batches(batches, schema=schema)
             write_table(f"{folder}/{part_name('run-1', 'w', 0)}", rows)
-    (root / "_run.json").write_text(json.dumps({"run_id": "run-1"}))
+    sample_record().model_copy(update={"run_id": "run-1"}).write(str(root))
 
 
 def test_report_figures_are_computed_from_the_parquet(tmp_path, capsys):
@@ -59,7 +61,7 @@ def test_report_figures_are_computed_from_the_parquet(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "test: accuracy 1.000 (3/3 videos)" in out and "train: accuracy 0.333 (1/3 videos)" in out
     report = json.loads((tmp_path / "report" / "report.json").read_text())
-    assert report["status"] == {"ok": 6, "failed": 1}
+    assert report["status"] == {"ok": 6, "failed": 1} and report["run_id"] == "run-1"
     classes = {c["label"]: c for c in report["classes"]}
     # jump: 2 true, both predicted jump; run: v2 right, v3 predicted jump; walk: v4 predicted run
     assert classes["jump"] == {"label": "jump", "support": 2, "predicted": 3, "precision": 2 / 3,
@@ -84,6 +86,17 @@ def test_unlabelled_output_reports_the_label_distribution(tmp_path):
     assert report["label_distribution"] == {"jump": 3, "run": 2, "walk": 1}
     assert "label_distribution.png" in report["images"]
     assert "No video has a label" in (tmp_path / "report" / "index.html").read_text()
+
+
+def test_a_run_record_of_another_version_is_left_out_of_the_report(tmp_path, caplog):
+    from beam_pipeline.report import build_report
+
+    _write_output(tmp_path)
+    older = {"run_id": "old", "timings": {"mean_ms": {"model_per_batch": 1.0}}}
+    (tmp_path / RUN_FILE).write_text(json.dumps(older))
+    report = build_report(str(tmp_path))
+    assert report["run_id"] is None and report["status"] == {"ok": 6, "failed": 1}
+    assert "not a run record of this version" in caplog.text
 
 
 def test_report_of_a_folder_without_a_run_is_one_clear_error(tmp_path, capsys):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -20,9 +19,11 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from beam_pipeline.config import load_config
 from beam_pipeline.pipeline import list_videos
+from beam_pipeline.run_record import RunRecord
 from beam_pipeline.synthetic import make_labelled_set
 from tests.conftest import REPO
 from transforms.aggregate import RunStamp
+from transforms.progress import read_total
 from transforms.schema import VIDEOS_SCHEMA
 
 N_VIDEOS = 36
@@ -81,12 +82,12 @@ def test_kill_mid_run_then_resume_gives_one_row_per_video(tmp_path, many_videos,
     assert (videos.status == "ok").sum() == N_VIDEOS
     corrupt = videos[videos.uri.str.endswith("corrupt.mp4")].iloc[0]
     assert corrupt.status == "failed"
-    run = json.loads((out / "_run.json").read_text())
-    assert run["resume"]["kept_videos"] == kept and run["resume"]["previous_runs"] == [first_run]
-    assert run["counts"]["videos"] == N_VIDEOS + 1 - kept  # this run did only the rest
+    run = RunRecord.read(str(out))
+    assert run.resume.kept_videos == kept and run.resume.previous_runs == (first_run,)
+    assert run.counts["videos"] == N_VIDEOS + 1 - kept  # this run did only the rest
     # the kept rows are the first run's, untouched; everything else is the second run's
     by_run = videos.groupby("run_id").size().to_dict()
-    assert by_run == {first_run: kept, run["run_id"]: N_VIDEOS + 1 - kept}
+    assert by_run == {first_run: kept, run.run_id: N_VIDEOS + 1 - kept}
     frames = ds.dataset(out / "frames", format="parquet", partitioning="hive").to_table().to_pandas()
     per_video = frames.groupby("video_id").size()
     ok = videos[videos.status == "ok"].set_index("video_id")
@@ -113,7 +114,8 @@ def test_resume_and_overwrite_exclude_each_other(tmp_path, a0_stream, many_video
 
 def test_a_resumed_job_reads_the_done_set_itself_and_joins_it_with_the_listing(tmp_path):
     """list_videos with a resume stamp: the job reads ``videos`` parts (no ids in the graph) and
-    leaves out exactly the done ones; an output with no parts yet leaves out nothing."""
+    leaves out exactly the done ones; an output with no parts yet leaves out nothing. The progress
+    total is the videos listed less those kept."""
     manifest = tmp_path / "manifest.csv"
     manifest.write_text("video_id,uri\n" + "".join(f"{v},/x/{v}.mp4\n" for v in "abcde"))
     stamp = RunStamp("model-dir", "cfg-1", "20260102T000000Z-cccccc")
@@ -133,6 +135,9 @@ def test_a_resumed_job_reads_the_done_set_itself_and_joins_it_with_the_listing(t
     for root, expected in ((out, list("bcde")), (tmp_path / "empty", list("abcde"))):
         cfg = load_config(str(REPO / "configs" / "local.yaml"),
                           [f'input.paths=["{manifest}"]', f'output.path="{root}"'])
+        progress = tmp_path / f"progress-{root.name}"
+        progress.mkdir()
         with TestPipeline() as p:
-            ids = list_videos(p, cfg, stamp) | beam.Map(lambda ref: ref.video_id)
+            ids = list_videos(p, cfg, stamp, str(progress)) | beam.Map(lambda ref: ref.video_id)
             assert_that(ids, equal_to(expected))
+        assert read_total(str(progress)) == len(expected)

@@ -72,12 +72,12 @@ def test_a_retried_bundle_leaves_one_row_per_video(tmp_path, monkeypatch, a0_str
     assert not (out / "frames" / failed.split("/videos/", 1)[1]).exists()
     videos = ds.dataset(out / "videos", format="parquet", partitioning="hive").to_table().to_pandas()
     assert len(videos) == 4 and videos.video_id.is_unique and set(videos.status) == {"ok"}
-    assert set(videos.run_id) == {summary["run_id"]}
+    assert set(videos.run_id) == {summary.run_id}
     frames = ds.dataset(out / "frames", format="parquet", partitioning="hive").to_table().to_pandas()
     assert not frames.duplicated(["video_id", "frame_index"]).any()
     per_video = frames.groupby("video_id").size().to_dict()
     assert per_video == videos.set_index("video_id").frames_sampled.to_dict()
-    assert summary["counts"]["files_discarded"] >= 1
+    assert summary.counts["files_discarded"] >= 1
     assert not list(out.glob("*/*/.*.tmp"))
     for part in out.glob("*/*/part-*.parquet"):  # every part left pairs up and holds rows
         assert pq.read_table(part).num_rows > 0

@@ -1,4 +1,4 @@
-"""ListVideos: globs and manifests -> VideoRef, then spread across workers.
+"""ListVideos: globs and manifests -> VideoRef, one per video id.
 
 Manifests (.csv, .jsonl, .parquet) have a ``uri`` column and optionally
 ``label``, ``split`` and ``video_id``; or segment rows, ``uri,start_s,end_s,label``,
@@ -14,7 +14,7 @@ import io
 import json
 import logging
 import posixpath
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import apache_beam as beam
@@ -25,7 +25,7 @@ from apache_beam.metrics import Metrics
 from transforms.records import VideoRef
 from transforms.splits import hash_split, stable_video_id
 
-__all__ = ["ListVideos", "bad_row_ref", "is_manifest", "manifest_rows", "ref_from_row", "video_ids"]
+__all__ = ["ListVideos", "bad_row_ref", "is_manifest", "manifest_columns", "manifest_rows", "ref_from_row"]
 
 _MANIFEST_EXTENSIONS = (".csv", ".jsonl", ".parquet")
 _log = logging.getLogger(__name__)
@@ -59,15 +59,24 @@ def manifest_rows(path: str) -> Iterator[dict[str, Any]]:
 
 
 def manifest_columns(path: str) -> list[str]:
-    """Column names of a manifest, read from its header or first row."""
+    """Column names of a manifest (local or gs://), read from its header alone: a Parquet file's
+    schema (its footer), a csv file's first line, a jsonl file's first non-blank line (the keys of
+    that row; none when it is not a JSON object). No other row is read."""
     lower = path.lower()
-    if lower.endswith(".parquet"):
-        import pyarrow.parquet as pq
-        with FileSystems.open(path) as handle:
-            return pq.read_schema(io.BytesIO(handle.read())).names
-    for row in manifest_rows(path):
-        return [k for k in row if k != "_bad"]
-    return []
+    with FileSystems.open(path) as handle:
+        if lower.endswith(".parquet"):
+            import pyarrow.parquet as pq
+            return pq.read_schema(handle).names
+        # errors="replace": the bytes read past the header may be anything
+        text = io.TextIOWrapper(handle, encoding="utf-8-sig", errors="replace")
+        if lower.endswith(".jsonl"):
+            line = next((line for line in text if line.strip()), "")
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                return []
+            return list(row) if isinstance(row, dict) else []
+        return next(csv.reader(text), [])
 
 
 def _clean(column: str, value: Any) -> str | None:
@@ -133,23 +142,6 @@ def bad_row_ref(row: Mapping[str, Any], number: int, manifest: str, reason: str,
                     text("split") or hash_split(video_id, ratios, salt), error=f"{where}: {reason}")
 
 
-def video_ids(paths: Sequence[str], extensions: Sequence[str]) -> set[str]:
-    """The ids ``ListVideos`` will list for ``paths``, read here in one process (for a progress total)."""
-    exts = tuple(e.lower() for e in extensions)
-    ids = set()
-    for path in paths:
-        if not is_manifest(path):
-            ids.update(stable_video_id(m.path) for m in FileSystems.match([path])[0].metadata_list
-                       if m.path.lower().endswith(exts))
-            continue
-        for number, row in enumerate(manifest_rows(path), start=1):
-            try:
-                ids.add(ref_from_row(row, path, {"x": 1.0}, "").video_id)
-            except ValueError as exc:
-                ids.add(bad_row_ref(row, number, path, str(exc), {"x": 1.0}, "").video_id)
-    return ids
-
-
 class _ReadManifestFn(beam.DoFn):
     def __init__(self, ratios: Mapping[str, float], salt: str):
         self._ratios = dict(ratios)
@@ -181,7 +173,10 @@ class _RefFromMatchFn(beam.DoFn):
 
 
 class ListVideos(beam.PTransform):
-    """Lists videos from globs and manifests; outputs VideoRef, reshuffled.
+    """Lists videos from globs and manifests; outputs VideoRef, one per video id.
+
+    The output is not reshuffled: a pipeline spreads it across workers itself
+    (``beam_pipeline.pipeline.list_videos``), after whatever it joins or counts.
 
     Args:
         paths: globs (local or gs://) and manifest files.
@@ -215,8 +210,7 @@ class ListVideos(beam.PTransform):
                 | "Merge" >> beam.Flatten()
                 | "KeyById" >> beam.Map(lambda ref: (ref.video_id, ref))
                 | "OnePerId" >> beam.CombinePerKey(_one_per_id)
-                | "Refs" >> beam.Values()
-                | "Spread" >> beam.Reshuffle())
+                | "Refs" >> beam.Values())
 
 
 def _one_per_id(refs) -> VideoRef:

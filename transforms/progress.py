@@ -3,7 +3,8 @@
 Local runners (DirectRunner, Prism) run their workers on this machine, possibly
 in other processes, so each worker (step ``NoteVideos``) appends one line per finished video (its
 status, the time it finished and the core the process is pinned to) to its own
-file in a shared folder, and ``ProgressLine`` in the launcher counts them. The
+file in a shared folder, and ``ProgressLine`` in the launcher counts them against
+the total the job notes there once it has listed the videos (``note_total``). The
 times give the steady rate: each worker's videos per second from its first
 finished video to its last, summed over workers, so start-up (imports, model
 load) is kept apart. On Dataflow the same counts are the ``videolabel`` Beam metrics (``videos_ok``,
@@ -24,19 +25,39 @@ import apache_beam as beam
 from transforms.cores import pinned_core
 from transforms.records import VideoRows
 
-__all__ = ["NoteVideos", "ProgressLine", "note_video", "worker_summary"]
+__all__ = ["NoteVideos", "ProgressLine", "note_total", "note_video", "read_total", "worker_summary"]
 
 
 _PROCESS_TAG = uuid.uuid4().hex[:8]
+_NOTES = ".log"  # the ending of the worker processes' files
+_TOTAL = "total"
 
 
 def note_video(folder: str, status: str) -> None:
     """Records one finished video (``status``, the time now, this process's pinned core or ``-``) in this
     process's file under ``folder``."""
-    path = os.path.join(folder, f"{os.getpid()}-{_PROCESS_TAG}.log")
+    path = os.path.join(folder, f"{os.getpid()}-{_PROCESS_TAG}{_NOTES}")
     core = pinned_core()
     with open(path, "a", encoding="utf-8") as handle:
         handle.write(f"{status} {time.time():.3f} {'-' if core is None else core}\n")
+
+
+def note_total(folder: str, total: int) -> None:
+    """Records the number of videos the run has to do in ``folder`` (atomically: a reader sees the
+    whole number or none; a retried bundle writes the same number again)."""
+    path = os.path.join(folder, _TOTAL)
+    with open(f"{path}.{os.getpid()}-{_PROCESS_TAG}.tmp", "w", encoding="utf-8") as handle:
+        handle.write(str(total))
+    os.replace(handle.name, path)
+
+
+def read_total(folder: str) -> int | None:
+    """The total ``note_total`` recorded in ``folder``; None until the job has counted the videos."""
+    try:
+        with open(os.path.join(folder, _TOTAL), encoding="utf-8") as handle:
+            return int(handle.read())
+    except FileNotFoundError:
+        return None
 
 
 class _NoteFn(beam.DoFn):
@@ -68,7 +89,7 @@ class _Note(NamedTuple):
 def _notes(folder: str) -> list[list[_Note]]:
     """Per worker process, its finished videos in the order noted."""
     workers = []
-    for name in sorted(os.listdir(folder)):
+    for name in sorted(n for n in os.listdir(folder) if n.endswith(_NOTES)):
         with open(os.path.join(folder, name), encoding="utf-8") as handle:
             # a line still being written has no newline yet
             lines = [line.split() for line in handle if line.endswith("\n")]
@@ -124,14 +145,15 @@ def _duration(seconds: float) -> str:
 class ProgressLine:
     """Shows videos done / total, failures, videos per second and an ETA while a run goes on.
 
-    On a terminal the line is redrawn every ``interval_s``; otherwise a plain log
-    line is printed every ``log_every_s``. Use as a context manager around the run.
+    The total is read from ``folder`` (``note_total``); until the job has noted it
+    the line shows the videos done alone. On a terminal the line is redrawn every
+    ``interval_s``; otherwise a plain log line is printed every ``log_every_s``.
+    Use as a context manager around the run.
     """
 
-    def __init__(self, folder: str, total: int, *, stream: TextIO | None = None, interval_s: float = 0.5,
+    def __init__(self, folder: str, *, stream: TextIO | None = None, interval_s: float = 0.5,
                  log_every_s: float = 10.0):
         self._folder = folder
-        self._total = total
         self._stream = stream or sys.stderr
         self._tty = self._stream.isatty()
         self._interval = interval_s if self._tty else log_every_s
@@ -149,11 +171,15 @@ class ProgressLine:
         notes = _notes(self._folder)
         counts = _counts(notes)
         done = sum(counts.values())
+        total = read_total(self._folder)
         elapsed = time.monotonic() - self._start
         rate = _steady(notes) or (done / elapsed if elapsed > 0 else 0.0)
-        share = f" ({100 * done / self._total:.0f}%)" if self._total else ""
-        eta = _duration((self._total - done) / rate) if rate > 0 and self._total >= done else "--"
-        return (f"videolabel: {done}/{self._total} videos{share}, {counts.get('failed', 0)} failed, "
+        if total is None:
+            done_text, eta = f"{done} videos", "--"
+        else:
+            done_text = f"{done}/{total} videos" + (f" ({100 * done / total:.0f}%)" if total else "")
+            eta = _duration((total - done) / rate) if rate > 0 and total >= done else "--"
+        return (f"videolabel: {done_text}, {counts.get('failed', 0)} failed, "
                 f"{rate:.2f} videos/s, ETA {eta}")
 
     def _loop(self) -> None:

@@ -1,0 +1,173 @@
+"""What a run records: its id, its ``videolabel`` Beam metrics, and ``_run.json`` as one typed record.
+
+``videolabel run`` writes ``OUTPUT/_run.json`` from a ``RunRecord``; the report,
+the end-of-run summary and the tests read it back through ``RunRecord.read``.
+``videolabel train`` shares the run ids and the metrics query.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import secrets
+from typing import Any
+
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics.metric import MetricsFilter
+from pydantic import BaseModel, ConfigDict
+
+__all__ = ["RUN_FILE", "MeanMs", "ModelInfo", "ResumeInfo", "RunRecord", "Splits", "StageSeconds",
+           "Throughput", "Timings", "new_run_id", "pipeline_metrics"]
+
+RUN_FILE = "_run.json"
+
+
+def new_run_id() -> str:
+    """A run id: the UTC start time and 6 random hex digits, e.g. ``20260101T120000Z-a1b2c3``."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def pipeline_metrics(result) -> tuple[dict[str, int], dict[str, tuple[int, int]]]:
+    """The ``videolabel`` counters (name -> total) and distributions (name -> (count, sum)) of a
+    finished Beam ``PipelineResult``, summed over all steps (committed values where the runner has them)."""
+    queried = result.metrics().query(MetricsFilter().with_namespace("videolabel"))
+    counters: dict[str, int] = {}
+    for counter in queried["counters"]:
+        value = counter.committed if counter.committed is not None else counter.attempted
+        counters[counter.key.metric.name] = counters.get(counter.key.metric.name, 0) + int(value or 0)
+    distributions: dict[str, tuple[int, int]] = {}
+    for dist in queried["distributions"]:
+        value = dist.committed if dist.committed is not None else dist.attempted
+        if value is not None:
+            count, total = distributions.get(dist.key.metric.name, (0, 0))
+            distributions[dist.key.metric.name] = (count + value.count, total + value.sum)
+    return counters, distributions
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ModelInfo(_Part):
+    """The model a run labelled with: resolved handle, number of labels, MoViNet mode and variant."""
+
+    handle: str
+    num_labels: int
+    mode: str
+    model_id: str
+
+
+class Splits(_Part):
+    """The hash-split settings, and the videos each split got (``videos_split_<name>`` counters)."""
+
+    ratios: dict[str, float]
+    salt: str
+    videos: dict[str, int]
+
+
+class StageSeconds(_Part):
+    """Seconds per stage, summed over workers: decoding (open, decode, sample, wherever it ran),
+    model calls only, and writing part files."""
+
+    decode: float
+    model: float
+    write: float
+
+
+class MeanMs(_Part):
+    """Mean milliseconds per unit of each stage; None where the stage recorded nothing."""
+
+    decode_per_video: float | None
+    model_per_video: float | None
+    write_per_file: float | None
+
+
+def _mean(total_ms: int, count: int) -> float | None:
+    return round(total_ms / count, 1) if count else None
+
+
+class Timings(_Part):
+    """Where the workers' time went: ``stage_s`` totals and ``mean_ms`` per unit."""
+
+    stage_s: StageSeconds
+    mean_ms: MeanMs
+
+    @classmethod
+    def from_distributions(cls, distributions: dict[str, tuple[int, int]]) -> Timings:
+        """Folds the per-video ``decode_ms`` and ``model_ms`` and the per-file ``write_ms`` distributions
+        ((count, sum of ms), as ``pipeline_metrics`` gives them); a stage that recorded nothing is 0 s."""
+        (decodes, decode_ms), (videos, model_ms), (writes, write_ms) = (
+            distributions.get(name, (0, 0)) for name in ("decode_ms", "model_ms", "write_ms"))
+        return cls(stage_s=StageSeconds(decode=round(decode_ms / 1e3, 3), model=round(model_ms / 1e3, 3),
+                                        write=round(write_ms / 1e3, 3)),
+                   mean_ms=MeanMs(decode_per_video=_mean(decode_ms, decodes),
+                                  model_per_video=_mean(model_ms, videos),
+                                  write_per_file=_mean(write_ms, writes)))
+
+
+class Throughput(_Part):
+    """Videos and frames per second of wall time; local runs add the worker figures (absent otherwise)."""
+
+    videos_per_s: float | None
+    frames_per_s: float | None
+    steady_videos_per_s: float | None = None
+    startup_s: float | None = None
+    worker_processes: int | None = None
+    pinned_cores: tuple[int, ...] | None = None
+
+
+class ResumeInfo(_Part):
+    """What ``--resume`` kept of the output, and the earlier runs it kept rows of."""
+
+    kept_videos: int
+    dropped_rows: int
+    removed_files: int
+    previous_runs: tuple[str, ...]
+
+
+class RunRecord(_Part):
+    """``OUTPUT/_run.json``: one finished ``videolabel run``.
+
+    Fields with a default (``throughput``'s local figures, ``resume``) are written
+    only when set, so a remote run's file has no worker figures and a fresh run's
+    none of ``resume``.
+    """
+
+    run_id: str
+    schema_version: int
+    started_at: str  # ISO 8601, UTC
+    wall_s: float
+    model: ModelInfo
+    config_hash: str
+    config: dict[str, Any]
+    beam_args: tuple[str, ...]
+    counts: dict[str, int]  # "videos" (all statuses), then every videolabel counter
+    splits: Splits
+    timings: Timings
+    throughput: Throughput
+    versions: dict[str, str | None]
+    resume: ResumeInfo | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON mapping ``_run.json`` holds (plain lists, dicts, numbers, strings)."""
+        return self.model_dump(mode="json", exclude_unset=True)
+
+    def write(self, output: str) -> None:
+        """Writes ``output/_run.json`` (local or gs://)."""
+        with FileSystems.create(FileSystems.join(output, RUN_FILE)) as handle:
+            handle.write(json.dumps(self.as_dict(), indent=2).encode("utf-8"))
+
+    @classmethod
+    def read(cls, output: str) -> RunRecord:
+        """Reads ``output/_run.json`` (local or gs://).
+
+        Raises:
+            FileNotFoundError: the output holds no ``_run.json``.
+            pydantic.ValidationError: the file is not a run record of this version.
+        """
+        path = FileSystems.join(output, RUN_FILE)
+        if not FileSystems.exists(path):
+            raise FileNotFoundError(path)
+        with FileSystems.open(path) as handle:
+            return cls.model_validate_json(handle.read())

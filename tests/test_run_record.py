@@ -1,0 +1,88 @@
+"""``_run.json`` as a RunRecord: the timing fold, the keys scripts read, and the round trip."""
+
+from __future__ import annotations
+
+import datetime
+import json
+
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from beam_pipeline.config import load_config
+from beam_pipeline.launcher import ExecutedRun, PreparedRun, record
+from beam_pipeline.resume import ResumeState
+from beam_pipeline.run_record import RUN_FILE, RunRecord, Timings
+from tests.conftest import REPO
+from transforms.aggregate import RunStamp
+
+STARTED = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
+COUNTERS = {"videos_ok": 3, "videos_failed": 1, "frames_sampled": 40, "errors_InvalidDataError": 1,
+            "videos_split_train": 3, "videos_split_test": 1}
+# (count, sum of ms); RunInference's own batch latency (micro-seconds) is not a stage time
+DISTRIBUTIONS = {"decode_ms": (4, 1200), "model_ms": (3, 2100), "write_ms": (2, 50),
+                 "inference_batch_latency_micro_secs": (6, 9_000_000)}
+WORKERS = {"steady_videos_per_s": 1.23456, "first_done_at": STARTED.timestamp() + 2.5, "processes": 2,
+           "pinned_cores": [0, 1]}
+
+
+def sample_record(*, local: bool = True, kept: ResumeState | None = None) -> RunRecord:
+    """What ``record`` makes of a four-video run (local: with the worker figures)."""
+    cfg = load_config(str(REPO / "configs" / "local.yaml"), ['input.paths=["/v/*.mp4"]', 'output.path="/o"'])
+    stamp = RunStamp("model-dir", cfg.job_hash(), "20260102T030405Z-abcdef")
+    run = PreparedRun(cfg, ("--direct_num_workers=2",), PipelineOptions([]), "model-dir", ("a", "b"), stamp,
+                      resume=kept is not None, kept=kept)
+    done = ExecutedRun(STARTED, 10.0, COUNTERS, DISTRIBUTIONS, WORKERS if local else None)
+    return record(run, done)
+
+
+def test_stage_times_are_the_per_video_model_and_decode_times_with_nothing_taken_out():
+    timings = Timings.from_distributions(DISTRIBUTIONS)
+    assert timings.stage_s.model_dump() == {"decode": 1.2, "model": 2.1, "write": 0.05}
+    assert timings.mean_ms.model_dump() == {"decode_per_video": 300.0, "model_per_video": 700.0,
+                                            "write_per_file": 25.0}
+
+
+def test_a_stage_that_recorded_nothing_is_zero_seconds_and_no_mean():
+    timings = Timings.from_distributions({"decode_ms": (2, 100)})
+    assert timings.stage_s.model_dump() == {"decode": 0.1, "model": 0.0, "write": 0.0}
+    assert timings.mean_ms.model_dump() == {"decode_per_video": 50.0, "model_per_video": None,
+                                            "write_per_file": None}
+
+
+def test_run_json_keeps_its_keys_and_reads_back_as_the_same_record(tmp_path):
+    kept = ResumeState(frozenset({"x", "y"}), dropped_rows=1, removed_files=2, previous_runs=("r0",))
+    written = sample_record(kept=kept)
+    written.write(str(tmp_path))
+    document = json.loads((tmp_path / RUN_FILE).read_text())
+    assert list(document) == ["run_id", "schema_version", "started_at", "wall_s", "model", "config_hash",
+                              "config", "beam_args", "counts", "splits", "timings", "throughput", "versions",
+                              "resume"]
+    assert document["model"] == {"handle": "model-dir", "num_labels": 2, "mode": "stream", "model_id": "a0"}
+    assert document["counts"] == {"videos": 4, **COUNTERS}
+    assert document["splits"]["videos"] == {"test": 1, "train": 3}
+    assert document["timings"]["stage_s"] == {"decode": 1.2, "model": 2.1, "write": 0.05}
+    assert document["throughput"] == {"videos_per_s": 0.4, "frames_per_s": 4.0, "steady_videos_per_s": 1.235,
+                                      "startup_s": 2.5, "worker_processes": 2, "pinned_cores": [0, 1]}
+    assert document["resume"] == {"kept_videos": 2, "dropped_rows": 1, "removed_files": 2,
+                                  "previous_runs": ["r0"]}
+    assert document["started_at"] == "2026-01-02T03:04:05+00:00" and document["beam_args"] == [
+        "--direct_num_workers=2"]
+    assert document["config"]["input"]["paths"] == ["/v/*.mp4"]
+    read = RunRecord.read(str(tmp_path))
+    assert read.as_dict() == document == written.as_dict()  # config's tuples come back as JSON lists
+    assert (read.timings, read.throughput, read.resume) == (written.timings, written.throughput,
+                                                            written.resume)
+
+
+def test_a_remote_fresh_run_has_no_worker_figures_and_no_resume(tmp_path):
+    written = sample_record(local=False)
+    written.write(str(tmp_path))
+    document = json.loads((tmp_path / RUN_FILE).read_text())
+    assert "resume" not in document
+    assert document["throughput"] == {"videos_per_s": 0.4, "frames_per_s": 4.0}
+    assert RunRecord.read(str(tmp_path)).as_dict() == document
+
+
+def test_reading_an_output_without_a_record_names_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match=RUN_FILE):
+        RunRecord.read(str(tmp_path))
