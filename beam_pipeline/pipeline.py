@@ -8,8 +8,8 @@ import apache_beam as beam
 
 from beam_pipeline.config import JobConfig
 from beam_pipeline.resume import ReadDone
-from models.movinet_handler import MovinetClipHandler, MovinetStreamHandler
-from models.pose_handlers import PoseLstmHandler
+from models.movinet import Movinet
+from models.pose_lstm import PoseLstm
 from transforms.aggregate import Aggregate, RunStamp
 from transforms.classify import Classify
 from transforms.decode_sample import DecodeAndSample
@@ -17,6 +17,7 @@ from transforms.listing import ListVideos
 from transforms.progress import NoteVideos, note_total
 from transforms.records import DEFAULT_DECODER, SamplingSpec
 from transforms.schema import VIDEOS_SCHEMA, frames_schema
+from transforms.video_handler import ClipWindows, StreamChunks, VideoHandler
 from transforms.write import CommitParts, FinalizeParts
 
 __all__ = ["build_pipeline", "input_mode", "list_videos", "make_handler", "sampling_spec"]
@@ -27,19 +28,18 @@ def input_mode(cfg: JobConfig) -> str:
     return "stream" if cfg.model.kind == "movinet" and cfg.model.model_mode == "stream" else "base"
 
 
-def make_handler(cfg: JobConfig, handle: str, num_labels: int):
+def make_handler(cfg: JobConfig, handle: str, num_labels: int) -> VideoHandler:
     """The ModelHandler for the configured model and mode: one ``FrameSource`` in, one ``VideoResult`` out."""
     m, s = cfg.model, cfg.sampling
+    windows = ClipWindows(s.n_frames, s.stride, m.batch_size)
+    k = min(m.top_k, num_labels)
     if m.kind == "lstm":
-        return PoseLstmHandler(handle, pose_handle=cfg.pose.handle, threshold=cfg.pose.threshold,
-                               num_labels=num_labels, n_frames=s.n_frames, stride=s.stride, top_k=m.top_k,
-                               keep_probs=cfg.output.write_probs, batch_size=m.batch_size,
-                               threads=m.tf_threads, keep_keypoints=cfg.output.write_keypoints)
-    common = dict(num_labels=num_labels, imgz=cfg.imgz, top_k=m.top_k, keep_probs=cfg.output.write_probs,
-                  tf_threads=m.tf_threads)
-    if m.model_mode == "stream":
-        return MovinetStreamHandler(handle, stream_chunk=m.stream_chunk, **common)
-    return MovinetClipHandler(handle, n_frames=s.n_frames, stride=s.stride, batch_size=m.batch_size, **common)
+        lstm = PoseLstm(handle, cfg.pose.handle, cfg.pose.threshold, num_labels, s.n_frames, m.tf_threads)
+        return VideoHandler(lstm, windows, k=k, keep_probs=cfg.output.write_probs,
+                            keep_keypoints=cfg.output.write_keypoints)
+    movinet = Movinet(handle, m.model_mode, num_labels, cfg.imgz, m.tf_threads)
+    plan = StreamChunks(m.stream_chunk) if m.model_mode == "stream" else windows
+    return VideoHandler(movinet, plan, k=k, keep_probs=cfg.output.write_probs)
 
 
 def sampling_spec(cfg: JobConfig) -> SamplingSpec:

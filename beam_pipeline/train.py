@@ -32,12 +32,13 @@ from beam_pipeline.config import ConfigError, JobConfig
 from beam_pipeline.options import pipeline_options
 from beam_pipeline.pipeline import list_videos, sampling_spec
 from beam_pipeline.run_record import new_run_id, pipeline_metrics
-from models.predictions import clips_of, pad_clip
 from models.training import SplitData, fit_classifier
+from models.video_model import RawClips
 from transforms.classify import Classify
 from transforms.decode_sample import DecodeAndSample
 from transforms.records import VideoResult, VideoRows
 from transforms.schema import record_batch
+from transforms.video_handler import ClipWindows, VideoHandler
 from transforms.write import CommitParts, FinalizeParts
 
 __all__ = ["FEATURES_SCHEMA", "build_features_pipeline", "example_array", "run_train"]
@@ -67,28 +68,27 @@ def _what(cfg: JobConfig) -> str:
     return "frozen MoViNet features" if cfg.train.method == "head" else "clips"
 
 
+def _example_model(cfg: JobConfig):
+    """The model whose output per clip is a training example (see the module doc)."""
+    m = cfg.model
+    if m.kind == "lstm":
+        from models.pose_lstm import PoseKeypoints
+
+        return PoseKeypoints(cfg.pose.handle, cfg.pose.threshold, m.tf_threads)
+    if cfg.train.method == "head":
+        from models.movinet_training import MovinetFeatures
+
+        return MovinetFeatures(m.model_id, m.model_mode, cfg.train.checkpoint, m.tf_threads)
+    return RawClips()
+
+
 def _examples(cfg: JobConfig, sources) -> tuple:
     """``FrameSource`` -> ``VideoResult``s of one example array per clip, as a tuple of PCollections
     (the videos whose inference failed apart: see ``Classify``)."""
-    s, m = cfg.sampling, cfg.model
-    clipping = dict(n_frames=s.n_frames, stride=s.stride, batch_size=m.batch_size)
-    if m.kind == "lstm":
-        from models.pose_handlers import PoseHandler, lstm_window
-
-        handler = PoseHandler(cfg.pose.handle, threshold=cfg.pose.threshold, threads=m.tf_threads, **clipping)
-        keypoints, failed = sources | "Keypoints" >> Classify(handler)
-        # Any: Beam would infer a fixed-length tuple type from the lambda and pick a coder for it
-        windows = keypoints | "Windows" >> beam.Map(lambda r: r._replace(
-            clips=[(i, lstm_window(k, s.n_frames)) for i, k in r.clips])).with_output_types(Any)
-        return windows, failed
-    if cfg.train.method == "head":
-        from models.movinet_training import MovinetFeatureHandler
-
-        handler = MovinetFeatureHandler(model_id=m.model_id, mode=m.model_mode, weights=cfg.train.checkpoint,
-                                        tf_threads=m.tf_threads, **clipping)
-        return sources | "MovinetFeatures" >> Classify(handler)
-    return (sources | "Clips" >> beam.Map(
-        clips_of, lambda clips: [pad_clip(c.frames, s.n_frames) for c in clips], **clipping),)
+    s = cfg.sampling
+    handler = VideoHandler(_example_model(cfg), ClipWindows(s.n_frames, s.stride, cfg.model.batch_size),
+                           examples=True)
+    return sources | "DecodeAndExtract" >> Classify(handler)
 
 
 class _FeatureRowsFn(beam.DoFn):

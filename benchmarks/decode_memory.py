@@ -44,13 +44,14 @@ def _status_mb(field: str) -> float:
 
 def child(mode: str, video: str, model: str) -> dict:
     """One measurement in this process; returns the figures."""
-    from models.movinet_handler import MovinetStreamHandler
-    from transforms.decoding import DecodeReport, sample_frames, windows
+    from models.movinet import Movinet
+    from transforms.decoding import DecodeReport, sample_frames
     from transforms.records import FrameSource, SamplingSpec, VideoRef
+    from transforms.video_handler import StreamChunks, VideoHandler, windows
 
     spec = SamplingSpec(**SPEC_ARGS)
-    handler = MovinetStreamHandler(model, num_labels=600, imgz=172, top_k=5, keep_probs=False,
-                                   stream_chunk=64, tf_threads=2)
+    handler = VideoHandler(Movinet(model, "stream", num_labels=600, imgz=172, tf_threads=2), StreamChunks(64),
+                           k=5)
     loaded = handler.load_model() if mode == "stream" else None
     baseline = _status_mb("VmRSS")
     t0 = time.monotonic()

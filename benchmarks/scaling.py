@@ -33,9 +33,9 @@ def child(model_id: str, mode: str, videos: list[str]) -> dict:
     tf.config.threading.set_inter_op_parallelism_threads(1)
     from models.movinet_export import build_movinet, movinet_signatures
     from models.movinet_variants import native_imgz
-    from models.predictions import pad_clip
     from transforms.decoding import DecodeReport, sample_frames
     from transforms.records import SamplingSpec
+    from transforms.video_handler import pad_clip
 
     side = native_imgz(model_id)
     spec = SamplingSpec("fps", 5.0, 16, side, 3840 * 2160, 4 * 3600.0, 600.0)

@@ -19,21 +19,18 @@ is taken, whatever the source's class count.
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
 
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.ml.inference.base import ModelHandler
 
+from models.movinet import limit_tf_threads
 from models.movinet_export import build_movinet, classifier_on
-from models.movinet_handler import limit_tf_threads
-from models.predictions import ClipsPerVideo, pad_clip
 from models.storage import local_copy
-from transforms.records import Clip
 
 __all__ = [
     "FINETUNE_NORM_MOMENTUM",
-    "MovinetFeatureHandler",
+    "MovinetFeatures",
     "finetune_model",
     "head_model",
     "pooled_features",
@@ -164,36 +161,28 @@ def finetune_model(classifier):
     return ClipClassifier(classifier)
 
 
-class MovinetFeatureHandler(ClipsPerVideo, ModelHandler):
-    """``FrameSource`` -> ``VideoResult`` of pooled backbone features float32 [C] per clip (``head``).
+@dataclasses.dataclass(frozen=True)
+class MovinetFeatures:
+    """The examples of ``train.method: head``: each clip's pooled backbone features float32 [C].
 
-    Args:
+    ``load()`` gives an ``ExampleModel`` (``models.video_model``): clips uint8
+    [b, n_frames, h, w, 3] -> float32 [b, C].
+
+    Attributes:
         model_id, mode: the MoViNet variant.
         weights: pretrained weights (see ``pretrained_backbone``).
-        n_frames: clip length; shorter clips are padded with their last frame.
-        stride: frames between clip starts.
-        batch_size: clips per call.
         tf_threads: TensorFlow threads per process; 0 lets TF decide.
     """
 
-    def __init__(self, *, model_id: str, mode: str, weights: str, n_frames: int, stride: int,
-                 batch_size: int, tf_threads: int = 0):
-        super().__init__()
-        self._n_frames, self._stride, self._batch_size = n_frames, stride, batch_size
-        self._model_id = model_id
-        self._mode = mode
-        self._weights = weights
-        self._tf_threads = tf_threads
+    model_id: str
+    mode: str
+    weights: str
+    tf_threads: int = 0
 
-    def load_model(self):
+    def load(self):
         import tensorflow as tf
 
-        limit_tf_threads(self._tf_threads)
-        classifier = classifier_on(pretrained_backbone(self._model_id, self._mode, self._weights), 1)
-        return tf.function(lambda images: pooled_features(classifier, images))
-
-    def _run_clips(self, clips: list[Clip], model: Any) -> list[np.ndarray]:
-        import tensorflow as tf
-
-        images = np.stack([pad_clip(c.frames, self._n_frames) for c in clips]).astype(np.float32) / 255.0
-        return list(model(tf.constant(images)).numpy())
+        limit_tf_threads(self.tf_threads)
+        classifier = classifier_on(pretrained_backbone(self.model_id, self.mode, self.weights), 1)
+        features = tf.function(lambda images: pooled_features(classifier, images))
+        return lambda clips: features(tf.constant(clips.astype(np.float32) / 255.0)).numpy()

@@ -16,6 +16,7 @@ from beam_pipeline.config import load_config
 from beam_pipeline.pipeline import build_pipeline
 from tests import media
 from tests.conftest import REPO
+from transforms import decoding
 from transforms.aggregate import RunStamp
 from transforms.decoding import DecodeReport, sample_frames
 from transforms.records import ErrorStage, SamplingSpec
@@ -172,6 +173,38 @@ def test_odd_containers_and_codecs_decode(tmp_path, name, codec, pix_fmt):
     assert report.frames_decoded == 20 and len(frames) == 10
     np.testing.assert_allclose([f.time_s for f in frames], np.arange(10) * 0.2, atol=0.051)
     assert all(f.image.shape == (64, 64, 3) for f in frames)
+
+
+@pytest.mark.parametrize("name, codec, pix_fmt", [
+    ("h264.mp4", "libx264", "yuv420p"),
+    ("h264.ts", "libx264", "yuv420p"),
+    ("mpeg4.mkv", "mpeg4", "yuv420p"),
+    ("ps.mpg", "mpeg2video", "yuv420p"),
+    ("vp8.webm", "libvpx", "yuv420p"),
+    ("ms.avi", "msmpeg4", "yuv420p"),
+    ("anim.gif", "gif", "rgb8"),
+])
+def test_decoding_from_the_probe_opens_once_and_uniform_picks_decoded_frames(tmp_path, monkeypatch, name,
+                                                                           codec, pix_fmt):
+    path = str(media.odd_container(tmp_path / name, codec, pix_fmt=pix_fmt))
+    probed = DecodeReport()
+    decoding.probe_video(path, SPEC, probed)
+    opened = []
+    real_open = decoding.open_container
+    monkeypatch.setattr(decoding, "open_container", lambda *a: opened.append(a) or real_open(*a))
+    for seek in (True, False):
+        report = DecodeReport()
+        report.meta = probed.meta  # the probe of the DecodeAndSample step, reused
+        picks = list(sample_frames(path, SPEC._replace(strategy="uniform", n_frames=5), report, seek=seek))
+        assert len(opened) == 1 and report.error is None, (seek, opened, report.error)
+        opened.clear()
+    every = {f.index: f for f in sample_frames(path, SPEC._replace(strategy="all"), DecodeReport())}
+    # the packet scan and the in-order decoding share one container: the frames picked are the
+    # stream's own, from the first to the last
+    assert [f.index for f in picks] == [0, 5, 9, 14, 19]
+    for frame in picks:
+        assert frame.time_s == every[frame.index].time_s
+        np.testing.assert_array_equal(frame.image, every[frame.index].image)
 
 
 def test_folder_of_every_class_gives_one_correct_row_each(tmp_path, sources, a0_stream):

@@ -6,17 +6,17 @@ import os
 
 from apache_beam import pvalue
 
-from transforms.decode_sample import FAILED_TAG, _DecodeAndSampleFn, expected_frames
-from transforms.decoder_process import frames_of
+from transforms.decode_sample import FAILED_TAG, _OpenAndProbeFn, _PredecodeShortFn, expected_frames
 from transforms.decoding import DecodeReport, sample_frames
 from transforms.records import ErrorStage, FrameSource, SamplingSpec, VideoRef
+from transforms.video_handler import frames_of
 
 SPEC = SamplingSpec(strategy="fps", fps=5.0, n_frames=4, imgz=32, max_pixels=10**7,
                     max_duration_s=600, decode_timeout_s=60)
 
 
 def _run(ref):
-    outputs = list(_DecodeAndSampleFn(SPEC).process(ref))
+    outputs = list(_OpenAndProbeFn(SPEC).process(ref))
     assert len(outputs) == 1
     return outputs[0]
 
@@ -47,7 +47,8 @@ def test_short_videos_are_decoded_here_when_the_model_runs_elsewhere(mixed_video
     ref = VideoRef("v", os.path.join(mixed_videos["dir"], "right_160x120_25.mp4"), None, "train")
     # 2 s at 25 fps sampled at 5 fps: 10 frames expected (11 allowed for the end point)
     assert expected_frames(SPEC, _run(ref).meta) == 11
-    source = list(_DecodeAndSampleFn(SPEC, predecode_max_frames=11).process(ref))[0]
+    probed = _run(ref)
+    (source,) = _PredecodeShortFn(max_frames=11).process(probed)
     lazy = DecodeReport()
     expected = list(sample_frames(ref.uri, SPEC, lazy))
     assert [f.index for f in source.frames] == [f.index for f in expected] and len(expected) == 10
@@ -56,5 +57,5 @@ def test_short_videos_are_decoded_here_when_the_model_runs_elsewhere(mixed_video
     assert list(frames_of(source, report)) == list(source.frames)
     assert (report.frames_decoded, report.frames_sampled, report.error) == (50, 10, None)
     assert report.meta == lazy.meta
-    # over the limit: left to the model handler, which decodes it lazily
-    assert list(_DecodeAndSampleFn(SPEC, predecode_max_frames=10).process(ref))[0].frames is None
+    # over the limit: left to the video handler, which decodes it lazily
+    assert list(_PredecodeShortFn(max_frames=10).process(probed)) == [probed] and probed.frames is None

@@ -15,9 +15,9 @@ from transforms.decoding import (
     sample_frames,
     select_nearest,
     should_seek,
-    windows,
 )
 from transforms.records import ErrorStage, SamplingSpec
+from transforms.video_handler import windows
 
 SPEC = SamplingSpec(strategy="fps", fps=5.0, n_frames=8, imgz=64, max_pixels=3840 * 2160,
                     max_duration_s=3600.0, decode_timeout_s=60.0)

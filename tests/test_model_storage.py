@@ -232,7 +232,7 @@ def _run(videos: str, handle: str, out: str) -> RunRecord:
 @pytest.mark.parametrize("kind", ["saved_model", "tflite"])
 def test_a_gs_model_labels_like_the_same_model_loaded_locally(kind, tiny_models, storage_videos, cache,
                                                               monkeypatch):
-    from models.movinet_handler import MovinetStreamHandler
+    from models.movinet import Movinet
 
     local = tiny_models[kind]
     remote = _upload_model(local, f"gs://{BUCKET}/models/{kind}")
@@ -256,17 +256,13 @@ def test_a_gs_model_labels_like_the_same_model_loaded_locally(kind, tiny_models,
 
     # A second load on this machine reads the cached copy: nothing is copied again.
     copies = len(copied)
-    handler = MovinetStreamHandler(remote, num_labels=len(TINY_LABELS), imgz=64, top_k=3, keep_probs=False,
-                                   stream_chunk=8)
-    assert handler.load_model() is not None
+    assert Movinet(remote, "stream", num_labels=len(TINY_LABELS), imgz=64).load() is not None
     assert len(copied) == copies and len(_entries(cache)) == 1
 
 
 @pytest.mark.usefixtures("gcs")
 def test_a_missing_gs_model_is_one_clear_load_error(cache):
-    from models.movinet_handler import MovinetStreamHandler
+    from models.movinet import Movinet
 
-    handler = MovinetStreamHandler(f"gs://{BUCKET}/models/none", num_labels=600, imgz=64, top_k=3,
-                                   keep_probs=False, stream_chunk=8)
     with pytest.raises(ValueError, match=r"cannot load model gs://vl-test/models/none: FileNotFoundError"):
-        handler.load_model()
+        Movinet(f"gs://{BUCKET}/models/none", "stream", num_labels=600, imgz=64).load()

@@ -1,4 +1,4 @@
-"""MoViNet export and the RunInference ModelHandler on locally exported SavedModels."""
+"""MoViNet export, the MoViNet models and the video handler on locally exported SavedModels."""
 
 from __future__ import annotations
 
@@ -7,11 +7,20 @@ import pytest
 import tensorflow as tf
 
 from models.labels import KINETICS_600, read_labels
-from models.movinet_handler import MovinetClipHandler, MovinetStreamHandler, softmax, stream_predict
+from models.movinet import Movinet
 from models.movinet_variants import hub_handle, native_imgz
+from models.scores import softmax
 from tests.conftest import random_frames as _frames
-from transforms.decoding import DecodeReport, sample_frames, windows
+from transforms.decoding import DecodeReport, sample_frames
 from transforms.records import ErrorStage, FrameSource, SamplingSpec, VideoRef
+from transforms.video_handler import (
+    ClipWindows,
+    StreamChunks,
+    VideoHandler,
+    _ModelClock,
+    stream_prediction,
+    windows,
+)
 
 
 def test_kinetics_labels_and_hub_handles():
@@ -32,22 +41,21 @@ def test_exports_have_hub_signatures_and_labels(a0_stream, a0_base):
     assert read_labels(f"{a0_base}/labels.txt") == [f"action_{i}" for i in range(5)]
 
 
-def _stream(handle, num_labels=600, **kw):
-    args = dict(num_labels=num_labels, imgz=64, top_k=5, keep_probs=False, stream_chunk=4)
-    return MovinetStreamHandler(handle, **{**args, **kw})
+def _stream(handle, num_labels=600, stream_chunk=4):
+    return VideoHandler(Movinet(handle, "stream", num_labels, 64), StreamChunks(stream_chunk), k=5)
 
 
 def test_stream_logits_are_per_frame_and_independent_of_chunking(a0_stream):
     model = _stream(a0_stream).load_model()
     assert model.per_frame
     frames = _frames(12)
-    whole = stream_predict(model, frames, chunk=12, imgz=64, k=5, keep_probs=True)
+    whole = stream_prediction(model, frames, chunk=12, imgz=64, k=5, keep_probs=True)
     assert whole.frame_probs.shape == (12, 600) and whole.frame_probs.dtype == np.float32
     assert whole.top_index.shape == (12, 5) and whole.frame_indices.tolist() == list(range(12))
     np.testing.assert_allclose(whole.frame_probs.sum(axis=1), 1.0, rtol=1e-5)
     np.testing.assert_array_equal(whole.top_index[:, 0], whole.frame_probs.argmax(axis=1))
     np.testing.assert_array_equal(whole.clip_probs, whole.frame_probs[-1])
-    # the logits are the same whether the video goes in chunks of 1, 8 (state carried) or whole
+    # the outputs are the same whether the video goes in chunks of 1, 8 (state carried) or whole
     frames = _frames(16, seed=1)
     logits = {}
     for chunk in (1, 8, 16):
@@ -63,7 +71,7 @@ def test_stream_logits_are_per_frame_and_independent_of_chunking(a0_stream):
     assert all(np.abs(logits[16][i] - logits[16][i + 1]).max() > 0 for i in range(15))
     # dropping the state would change the answer: a fresh start on the last chunk differs
     frames = _frames(12)
-    fresh = stream_predict(model, frames[8:], chunk=4, imgz=64, k=5)
+    fresh = stream_prediction(model, frames[8:], chunk=4, imgz=64, k=5)
     assert np.abs(fresh.clip_probs - whole.clip_probs).max() > 1e-6
     assert fresh.frame_probs is None
 
@@ -85,16 +93,15 @@ def test_stream_handler_decodes_a_source_and_reports_it(a0_stream, mixed_videos)
     assert broken.info.error.stage == ErrorStage.OPEN
 
 
-def _base(handle, num_labels, batch_size=4):
-    return MovinetClipHandler(handle, num_labels=num_labels, imgz=64, top_k=3, keep_probs=True,
-                              n_frames=8, stride=8, batch_size=batch_size)
+def _base(handle, num_labels, batch_size=4, n_frames=8, stride=8):
+    model = Movinet(handle, "base", num_labels, 64)
+    return VideoHandler(model, ClipWindows(n_frames, stride, batch_size), k=3, keep_probs=True)
 
 
 def test_base_handler_decodes_a_video_into_padded_clips_in_batches(a0_base, mixed_videos):
     # 45 frames at 30 fps sampled at 5 fps: 8 frames; clips of 4 every 3 frames, 2 clips per call
     spec = SamplingSpec("fps", 5.0, 4, 64, 10**7, 600.0, 60.0)
-    handler = MovinetClipHandler(a0_base, num_labels=5, imgz=64, top_k=3, keep_probs=True, n_frames=4,
-                                 stride=3, batch_size=2)
+    handler = _base(a0_base, 5, batch_size=2, n_frames=4, stride=3)
     model = handler.load_model()
     ref = VideoRef("v", f"{mixed_videos['dir']}/left_320x180_30.mp4", None, "train")
     (result,) = handler.run_inference([FrameSource(ref, spec)], model)
@@ -104,7 +111,7 @@ def test_base_handler_decodes_a_video_into_padded_clips_in_batches(a0_base, mixe
     # each frame row is written by the latest clip starting at or before it: 3 + 3 + 2 rows
     assert [p.frame_indices.tolist() for p in preds] == [[0, 6, 12], [18, 24, 30], [36, 42]]
     frames = np.stack([f.image for f in sample_frames(ref.uri, spec, DecodeReport())])
-    expected = softmax(model.base_logits(frames[None, :4].astype(np.float32) / 255.0))
+    expected = softmax(model.logits(frames[None, :4].astype(np.float32) / 255.0))
     np.testing.assert_allclose(preds[0].clip_probs, expected[0], atol=1e-5)
     assert handler.batch_elements_kwargs()["max_batch_size"] == 1
 
@@ -114,13 +121,13 @@ def test_base_handler_pads_a_short_last_clip(a0_base):
     model = handler.load_model()
     clips = [c for _, c in windows(_frames(19), 8, 8)]
     assert [len(c.frame_indices) for c in clips] == [8, 8, 3]
-    preds = handler._run_clips(clips, model)
+    preds = [p for _, p in handler._clip_outputs(model, _frames(19), _ModelClock())]
     assert [p.frame_probs.shape for p in preds] == [(8, 5), (8, 5), (3, 5)]
     assert [p.top_index.shape for p in preds] == [(8, 3), (8, 3), (3, 3)]
     assert preds[2].frame_indices.tolist() == [16, 17, 18]
     # the padded short clip equals the clip with its last frame repeated to 8
     padded = np.concatenate([clips[2].frames, np.repeat(clips[2].frames[-1:], 5, axis=0)])
-    expected = softmax(model.base_logits(padded[None].astype(np.float32) / 255.0))
+    expected = softmax(model.logits(padded[None].astype(np.float32) / 255.0))
     np.testing.assert_allclose(preds[2].clip_probs, expected[0], atol=1e-5)
 
 

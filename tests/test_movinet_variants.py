@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 from models.labels import read_labels
+from models.movinet import Movinet, MovinetStream
 from models.movinet_export import build_movinet, export_movinet, export_movinet_tflite
-from models.movinet_handler import MovinetClipHandler, MovinetStreamHandler, stream_predict
 from models.movinet_tflite import TFLiteMovinet
 from tests.conftest import random_frames as _frames
+from transforms.video_handler import stream_prediction
 
 
 def _trainable_millions(model) -> float:
@@ -40,11 +41,9 @@ def a1_stream(tmp_path_factory) -> str:
 
 
 def test_a_larger_variant_exports_and_runs_per_frame(a1_stream):
-    handler = MovinetStreamHandler(a1_stream, num_labels=10, imgz=64, top_k=3, keep_probs=True,
-                                   stream_chunk=3)
-    model = handler.load_model()
-    whole = stream_predict(model, _frames(6), chunk=6, imgz=64, k=3, keep_probs=True)
-    chunked = stream_predict(model, _frames(6), chunk=1, imgz=64, k=3, keep_probs=True)
+    model = Movinet(a1_stream, "stream", num_labels=10, imgz=64).load()
+    whole = stream_prediction(model, _frames(6), chunk=6, imgz=64, k=3, keep_probs=True)
+    chunked = stream_prediction(model, _frames(6), chunk=1, imgz=64, k=3, keep_probs=True)
     assert whole.frame_probs.shape == (6, 10)
     np.testing.assert_allclose(whole.frame_probs, chunked.frame_probs, atol=1e-5)
     assert read_labels(f"{a1_stream}/labels.txt")[9] == "k9"
@@ -64,18 +63,19 @@ def tflite_models(tmp_path_factory) -> dict:
 
 def test_tflite_stream_model_matches_its_layout_and_runs_frame_by_frame(tflite_models):
     content = Path(tflite_models["float"]).read_bytes()
-    model = TFLiteMovinet(content)
-    assert model.image_size == 64
+    loaded = TFLiteMovinet(content)
+    assert loaded.image_size == 64
     with pytest.raises(ValueError, match="takes 64x64 frames, not 172"):
-        model.init_states(172)
-    pred = stream_predict(model, _frames(5), chunk=2, imgz=64, k=2, keep_probs=True)
+        loaded.init_states(172)
+    model = MovinetStream(loaded)
+    pred = stream_prediction(model, _frames(5), chunk=2, imgz=64, k=2, keep_probs=True)
     assert pred.frame_probs.shape == (5, 4) and pred.top_index.shape == (5, 2)
     np.testing.assert_allclose(pred.frame_probs.sum(axis=1), 1.0, rtol=1e-5)
-    again = stream_predict(model, _frames(5), chunk=5, imgz=64, k=2, keep_probs=True)
+    again = stream_prediction(model, _frames(5), chunk=5, imgz=64, k=2, keep_probs=True)
     np.testing.assert_allclose(pred.frame_probs, again.frame_probs, atol=1e-6)
-    quantised = TFLiteMovinet(Path(tflite_models["int8"]).read_bytes())
+    quantised = MovinetStream(TFLiteMovinet(Path(tflite_models["int8"]).read_bytes()))
     assert len(Path(tflite_models["int8"]).read_bytes()) < len(content) / 2
-    q = stream_predict(quantised, _frames(5), chunk=5, imgz=64, k=2)
+    q = stream_prediction(quantised, _frames(5), chunk=5, imgz=64, k=2)
     assert q.top_index.shape == (5, 2)
     beside = Path(tflite_models["int8"]).parent / "labels.txt"
     assert read_labels(str(beside)) == ["up", "down", "left", "right"]
@@ -99,8 +99,6 @@ def test_tflite_model_through_the_cli(tmp_path, tflite_models, mixed_videos):
 
 
 def test_base_mode_on_cpu_warns_with_the_measured_cost(a0_base, caplog):
-    handler = MovinetClipHandler(a0_base, num_labels=5, imgz=32, top_k=2, keep_probs=False, n_frames=4,
-                                 stride=4, batch_size=2)
-    with caplog.at_level(logging.WARNING, logger="models.movinet_handler"):
-        handler.load_model()
+    with caplog.at_level(logging.WARNING, logger="models.movinet"):
+        Movinet(a0_base, "base", num_labels=5, imgz=32).load()
     assert "80x slower than stream mode" in caplog.text

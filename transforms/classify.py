@@ -1,6 +1,8 @@
 """Classify: FrameSource -> VideoResult through Beam RunInference.
 
-Model sharing per worker, batching and inference metrics come from RunInference;
+Its one step, ``DecodeAndInfer``, runs ``transforms.video_handler.VideoHandler``: each
+video is decoded there, lazily, and its frames go through the model. Model sharing
+per worker, batching and inference metrics come from RunInference;
 a video whose inference raises becomes a ``VideoResult`` with an ``infer`` error
 and no clips (dead letter), never a failed job.
 """
@@ -37,6 +39,6 @@ class Classify(beam.PTransform):
         self._handler = handler
 
     def expand(self, sources):
-        results, dlq = sources | "RunInference" >> RunInference(self._handler).with_exception_handling()
+        results, dlq = sources | "DecodeAndInfer" >> RunInference(self._handler).with_exception_handling()
         failed = dlq.failed_inferences | "InferFailures" >> beam.FlatMap(_infer_failures)
         return results, failed

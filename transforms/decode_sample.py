@@ -4,8 +4,9 @@ Each video is opened and probed here, in the worker's decoder process
 (``transforms.decoder_process``: a crash or a hang there is the video's row), so
 bad files (not a video, no video stream, over the size or length guards, a bad
 manifest row) fail early and off the model workers; any other exception raised
-for a video is its row too. A good video becomes a ``FrameSource``: the model handler
-decodes and samples its frames lazily, a chunk or a batch of clips at a time, so
+for a video is its row too. A good video becomes a ``FrameSource``: the video handler
+in Classify (``transforms.video_handler``) decodes and samples its frames lazily from
+this probe, without probing again, a chunk or a batch of clips at a time, so
 memory holds one chunk whatever the video's length, and a causal model sees a
 video's frames in order, in one place. Every element downstream is one whole
 video, so nothing waits on a grouping: a video's rows can be written as soon as
@@ -14,7 +15,7 @@ it is done.
 With ``predecode_max_frames`` (the model runs on other, GPU, workers), a video
 expected to give at most that many sampled frames is decoded here, on the CPU
 workers, and its frames travel with the ``FrameSource``; a longer or unmeasured
-one is still decoded lazily by the model handler.
+one is still decoded lazily by the video handler.
 
 With ``pin_core`` (local runs, one single-threaded worker process per core), each
 worker process pins itself to a core of its own when it starts
@@ -59,12 +60,11 @@ def expected_frames(spec: SamplingSpec, meta: VideoMeta | None) -> int | None:
     return math.ceil(meta.duration_s * rate) + 1
 
 
-class _DecodeAndSampleFn(beam.DoFn):
-    """Yields a ``FrameSource``, or a tagged ``VideoResult`` with the error and no clips."""
+class _OpenAndProbeFn(beam.DoFn):
+    """Yields a probed ``FrameSource``, or a tagged ``VideoResult`` with the error and no clips."""
 
-    def __init__(self, spec: SamplingSpec, predecode_max_frames: int | None = None, pin_core: bool = False):
+    def __init__(self, spec: SamplingSpec, pin_core: bool = False):
         self._spec = spec
-        self._predecode_max_frames = predecode_max_frames
         self._pin_core = pin_core
 
     def setup(self) -> None:
@@ -74,46 +74,60 @@ class _DecodeAndSampleFn(beam.DoFn):
     def process(self, ref: VideoRef) -> Iterator:
         report = DecodeReport()
         try:
-            source = self._source(ref, report)
+            if ref.error:
+                report.fail(ErrorStage.OPEN, "BadManifestRow", ref.error)
+            else:
+                probe_isolated(ref.uri, self._spec, report)
         except Exception as exc:  # the per-video boundary: whatever this video raises is its row
-            report.error = VideoError.of(ErrorStage.PROBE if report.meta is None else ErrorStage.DECODE, exc)
-            source = None
-        if source is None:
-            yield pvalue.TaggedOutput(FAILED_TAG, VideoResult(report.info(ref), []))
+            report.error = VideoError.of(ErrorStage.PROBE, exc)
+        if report.error is None:
+            yield FrameSource(ref, self._spec, report.meta)
         else:
-            yield source
+            yield pvalue.TaggedOutput(FAILED_TAG, VideoResult(report.info(ref), []))
 
-    def _source(self, ref: VideoRef, report: DecodeReport) -> FrameSource | None:
-        """The probed ``FrameSource`` of ``ref`` (its frames too when short enough to predecode),
-        or None with ``report.error`` set."""
-        if ref.error:
-            report.fail(ErrorStage.OPEN, "BadManifestRow", ref.error)
-            return None
-        probe_isolated(ref.uri, self._spec, report)
-        if report.error is not None:
-            return None
-        source = FrameSource(ref, self._spec, report.meta)
-        expected = expected_frames(self._spec, report.meta)
-        if self._predecode_max_frames and expected is not None and expected <= self._predecode_max_frames:
-            decoded = DecodeReport()
-            frames = tuple(decode_isolated(ref.uri, self._spec, decoded))
-            source = source._replace(frames=frames, decoded=decoded.info(ref))
-        return source
+
+class _PredecodeShortFn(beam.DoFn):
+    """Decodes a ``FrameSource`` expected to give at most ``max_frames`` sampled frames into
+    ``frames`` (with the outcome in ``decoded``); passes a longer or unmeasured one on as it is."""
+
+    def __init__(self, max_frames: int):
+        self._max_frames = max_frames
+
+    def process(self, source: FrameSource) -> Iterator[FrameSource]:
+        expected = expected_frames(source.spec, source.meta)
+        if expected is None or expected > self._max_frames:
+            yield source
+            return
+        report = DecodeReport()
+        report.meta = source.meta
+        try:
+            frames = tuple(decode_isolated(source.ref.uri, source.spec, report))
+        except Exception as exc:  # the per-video boundary, as in the model step
+            report.error, frames = VideoError.of(ErrorStage.DECODE, exc), ()
+        yield source._replace(frames=frames, decoded=report.info(source.ref))
 
 
 class DecodeAndSample(beam.PTransform):
     """VideoRef -> (sources, failed).
 
-    Returns ``FrameSource`` elements for the model (with their frames for short
-    videos when ``predecode_max_frames`` is set), and ``VideoResult`` elements
-    (no clips, ``info.error`` set) for videos that failed to open or probe.
-    With ``pin_core`` each worker process takes a core of its own.
+    ``OpenAndProbe``: each video is opened and probed (guards included) in the
+    worker's decoder process; returns ``FrameSource`` elements for the model, whose
+    handler decodes and samples them lazily from this probe
+    (``transforms.video_handler``), and ``VideoResult`` elements (no clips,
+    ``info.error`` set) for videos that failed to open or probe. With
+    ``predecode_max_frames``, ``PredecodeShort`` then decodes and samples the short
+    videos here, their frames travelling with the ``FrameSource``. With
+    ``pin_core`` each worker process takes a core of its own.
     """
 
     def __init__(self, spec: SamplingSpec, predecode_max_frames: int | None = None, pin_core: bool = False):
         super().__init__()
-        self._fn = _DecodeAndSampleFn(spec, predecode_max_frames, pin_core)
+        self._probe = _OpenAndProbeFn(spec, pin_core)
+        self._predecode_max_frames = predecode_max_frames
 
-    def expand(self, refs):
-        outputs = refs | "Probe" >> beam.ParDo(self._fn).with_outputs(FAILED_TAG, main="sources")
-        return outputs.sources, outputs[FAILED_TAG]
+    def expand(self, refs: beam.PCollection[VideoRef]) -> tuple[beam.PCollection, beam.PCollection]:
+        outputs = refs | "OpenAndProbe" >> beam.ParDo(self._probe).with_outputs(FAILED_TAG, main="sources")
+        sources = outputs.sources
+        if self._predecode_max_frames:
+            sources = sources | "PredecodeShort" >> beam.ParDo(_PredecodeShortFn(self._predecode_max_frames))
+        return sources, outputs[FAILED_TAG]

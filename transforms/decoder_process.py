@@ -38,11 +38,11 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 
 from transforms.decoding import DecodeReport, SampledFrame, probe_video
-from transforms.records import ErrorStage, FrameSource, SamplingSpec, VideoError
+from transforms.records import ErrorStage, SamplingSpec, VideoError
 
 __all__ = [
     "CRASHED",
@@ -50,7 +50,6 @@ __all__ = [
     "TIMEOUT",
     "DecoderProcess",
     "decode_isolated",
-    "frames_of",
     "probe_isolated",
 ]
 
@@ -83,9 +82,13 @@ def _error_of(exc: BaseException, spec: SamplingSpec, report: DecodeReport) -> V
 
 
 def _serve_one(request: tuple, replies: Connection) -> None:
-    """Runs one request: frames in chunks, the last chunk with ``done``, each with the report's state."""
-    kind, uri, spec = request
+    """Runs one request: frames in chunks, the last chunk with ``done``, each with the report's state.
+
+    A decode request carries the video's probe (``VideoMeta``, or None), which the decoder reuses.
+    """
+    kind, uri, spec, meta = request
     report = DecodeReport()
+    report.meta = meta
     chunk: list[SampledFrame] = []
     try:
         if kind == "probe":
@@ -236,6 +239,8 @@ class DecoderProcess:
     def run(self, kind: str, uri: str, spec: SamplingSpec, report: DecodeReport) -> Iterator[SampledFrame]:
         """Sends one request (``probe`` or ``decode``) and yields the frames the child sends back.
 
+        A decode request takes ``report.meta`` (the video's probe, when known) with it, so the
+        decoder does not probe again.
         ``report`` gets the child's metadata, counts and error as they arrive, and
         ``decode_s`` the time spent waiting for the child (not the consumer's time
         between frames). A lost child becomes ``report.error`` (stage ``decode``,
@@ -244,7 +249,7 @@ class DecoderProcess:
         waited = 0.0
         sampled = 0
         try:
-            self._send((kind, uri, spec))
+            self._send((kind, uri, spec, report.meta))
             while True:
                 start = time.perf_counter()
                 try:
@@ -284,24 +289,14 @@ def _process(memory_mb: int) -> DecoderProcess:
 
 
 def decode_isolated(uri: str, spec: SamplingSpec, report: DecodeReport) -> Iterator[SampledFrame]:
-    """``spec.decoder``'s frames of ``uri`` (default ``sample_frames``), decoded in this thread's child.
+    """``spec.decoder``'s frames of ``uri`` (default ``sample_frames``), decoded in this thread's child
+    from the probe in ``report.meta`` (probed again there when None).
 
     Never raises for anything the video does: its problems, a crash, a hang or a
     runaway allocation included, land in ``report.error``; frames sent before
     them are kept.
     """
     return _process(spec.decoder_memory_mb).run("decode", uri, spec, report)
-
-
-def frames_of(source: FrameSource, report: DecodeReport) -> Iterable[SampledFrame]:
-    """A source's sampled frames: decoded earlier (``source.frames``, with its outcome copied into
-    ``report``), or decoded now, lazily, in this thread's decoder process."""
-    if source.frames is None:
-        return decode_isolated(source.ref.uri, source.spec, report)
-    info = source.decoded
-    report.meta, report.error, report.decode_s = info.meta, info.error, info.decode_s
-    report.frames_decoded, report.frames_sampled = info.frames_decoded, info.frames_sampled
-    return source.frames
 
 
 def probe_isolated(uri: str, spec: SamplingSpec, report: DecodeReport) -> None:

@@ -21,7 +21,6 @@ import av
 import numpy as np
 
 from transforms.records import (
-    Clip,
     ErrorStage,
     SamplingSpec,
     VideoError,
@@ -33,7 +32,6 @@ from transforms.records import (
 __all__ = [
     "DecodeReport",
     "clockwise_rotation",
-    "clip_from_frames",
     "SampledFrame",
     "frame_targets",
     "letterbox_size",
@@ -47,7 +45,6 @@ __all__ = [
     "select_nearest",
     "to_square",
     "video_stream",
-    "windows",
 ]
 
 
@@ -381,14 +378,31 @@ def _check_complete(report: DecodeReport, clock: _Clock, declared_s: float | Non
                     f"{decoded} frames decoded of the {declared_frames} its container declares")
 
 
+def _rewound(container, uri: str, opener):
+    """``container`` back at its start to decode; one that cannot seek (raw elementary streams
+    such as .h264) is closed and opened again."""
+    try:
+        container.seek(0)
+        return container
+    except (av.error.FFmpegError, OSError):
+        container.close()
+        return open_container(uri, opener)
+
+
 def _open_and_probe(uri: str, spec: SamplingSpec, report: DecodeReport, opener):
-    """The open container with ``report.meta`` set, or None with ``report.error`` set."""
+    """The open container with ``report.meta`` set, or None with ``report.error`` set.
+
+    A ``report.meta`` already set is the video's probe from an earlier step (the guards passed
+    there): it is kept, and the container is only opened.
+    """
     try:
         container = open_container(uri, opener)
     except Exception as exc:  # FFmpeg, OS and storage errors (a gs:// object missing: NotFound) alike
         message = str(exc) or repr(exc)
         report.fail(ErrorStage.OPEN, type(exc).__name__, message.splitlines()[0][:500])
         return None
+    if report.meta is not None:
+        return container
     try:
         report.meta = probe(container, max_pixels=spec.max_pixels, max_duration_s=spec.max_duration_s)
     except (VideoRejected, av.error.FFmpegError, OSError) as exc:
@@ -416,7 +430,10 @@ def sample_frames(uri: str, spec: SamplingSpec, report: DecodeReport, opener=Non
     happened at) and the frames decoded before or around it are kept; anything
     else raised, a crash or a hang are caught around it by ``transforms.decoder_process``,
     which runs this in a child process. ``spec.decode_timeout_s`` is enforced there too.
-    Memory holds one decoded frame and one pending candidate at a time. The time
+    With ``report.meta`` already set (the probe of an earlier step), the video is
+    opened once and not probed again; ``uniform`` sampling scans the packets of the
+    same container before decoding it (``_rewound``). Memory holds one decoded frame and one
+    pending candidate at a time. The time
     spent here, not counting the consumer's time between frames, adds to
     ``report.decode_s``.
     """
@@ -435,17 +452,18 @@ def _sample_frames(uri: str, spec: SamplingSpec, report: DecodeReport, opener,
     container = _open_and_probe(uri, spec, report, opener)
     if container is None:
         return
-    with container:
+    try:
         declared_s = report.meta.duration_s
         scan = None
         try:
+            if spec.strategy == "uniform":
+                # containers may lack a duration or only estimate it (MPEG-PS): read the packets',
+                # then decode the same container from its start
+                scan = scan_packets(container, video_stream(container))
+                container = _rewound(container, uri, opener)
+                report.meta = report.meta._replace(duration_s=scan.duration_s or report.meta.duration_s)
             stream = video_stream(container)
             stream.codec_context.thread_count = spec.decode_threads
-            if spec.strategy == "uniform":
-                # containers may lack a duration or only estimate it (MPEG-PS): read the packets'
-                with open_container(uri, opener) as scanned:
-                    scan = scan_packets(scanned, video_stream(scanned))
-                report.meta = report.meta._replace(duration_s=scan.duration_s or report.meta.duration_s)
             targets = frame_targets(spec.strategy, fps=spec.fps, n_frames=spec.n_frames,
                                     duration_s=report.meta.duration_s, video_fps=report.meta.fps)
         except (VideoRejected, av.error.FFmpegError, OSError) as exc:
@@ -470,41 +488,5 @@ def _sample_frames(uri: str, spec: SamplingSpec, report: DecodeReport, opener,
             return
         if not seeking:
             _check_complete(report, clock, declared_s, stream.frames)
-
-
-def clip_from_frames(frames: list[SampledFrame], owned_stop: int) -> Clip:
-    """Stacks sampled frames into a Clip that writes the rows of its first ``owned_stop`` frames."""
-    return Clip(
-        frames=np.stack([f.image for f in frames]),
-        frame_indices=np.array([f.index for f in frames], dtype=np.int64),
-        timestamps_s=np.array([f.time_s for f in frames], dtype=np.float64),
-        owned_start=0,
-        owned_stop=owned_stop,
-    )
-
-
-def windows(frames: Iterable[SampledFrame], n_frames: int, stride: int) -> Iterator[tuple[int, Clip]]:
-    """Groups sampled frames into clips of ``n_frames`` starting every ``stride`` frames.
-
-    Yields ``(clip_index, clip)``. Clip k starts at frame k * stride and writes the
-    rows of its first ``stride`` frames; the last full clip writes all its frames,
-    and frames after it go into one shorter final clip (padded by the model
-    handler). So every frame row is written by exactly one clip, the latest clip
-    that starts at or before it. Holds at most ``n_frames`` frames.
-    """
-    buf: list[SampledFrame] = []
-    pending: list[SampledFrame] | None = None
-    index = 0
-    for frame in frames:
-        if pending is not None:
-            yield index, clip_from_frames(pending, stride)
-            index += 1
-            pending = None
-        buf.append(frame)
-        if len(buf) == n_frames:
-            pending = buf
-            buf = buf[stride:]
-    if pending is not None:
-        yield index, clip_from_frames(pending, n_frames)
-    elif buf:
-        yield index, clip_from_frames(buf, len(buf))
+    finally:
+        container.close()

@@ -1,0 +1,198 @@
+"""MoViNet classifiers for the video handler: a TF Hub URL, a local or gs:// SavedModel, or a .tflite file.
+
+``Movinet(...).load()`` gives, by ``mode``:
+
+* ``base``: a ``MovinetClips`` (``models.video_model.ClipModel``): clips uint8
+  [b, n_frames, h, w, 3] -> probabilities float32 [b, C], with 3D convolutions
+  over each whole clip;
+* ``stream``: a ``MovinetStream`` (``StreamModel``): frames go chunk after chunk
+  with the state carried, so the result does not depend on the chunk size. Models
+  from ``export-movinet`` give every frame its own causal output; TF Hub's stream
+  models return only the output after a chunk's last frame, which every frame of
+  the chunk then gets (``stream_chunk: 1`` gives one per frame there).
+
+Frames become float32 in [0, 1] here, one batch or chunk at a time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+import numpy as np
+
+from models.scores import softmax
+from models.storage import local_copy
+from models.video_model import ClipScores
+
+__all__ = ["Movinet", "MovinetClips", "MovinetStream", "limit_tf_threads"]
+
+_log = logging.getLogger(__name__)
+
+
+def limit_tf_threads(threads: int) -> None:
+    """Caps TensorFlow's intra- and inter-op threads in this process (0: TF decides), and lets GPU
+    memory grow as needed, so that the several SDK processes of a GPU worker share its GPU.
+
+    Only possible before TF's first op in the process; later calls keep the first setting.
+    """
+    import tensorflow as tf
+
+    for gpu in tf.config.list_physical_devices("GPU"):
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:  # TF already initialised in this process
+            _log.debug("GPU memory growth already fixed in this process")
+    if threads:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(threads)
+        except RuntimeError:  # TF already initialised in this process
+            _log.debug("TensorFlow threads already fixed in this process")
+
+
+class MovinetClips:
+    """A loaded base-mode MoViNet (``serving_default``): a ``ClipModel``."""
+
+    def __init__(self, loaded: Any):
+        self._loaded = loaded
+        self._serve = loaded.signatures["serving_default"]
+
+    def logits(self, images: np.ndarray) -> np.ndarray:
+        """images float32 [b, frames, h, w, 3] in [0, 1] -> logits float32 [b, classes]."""
+        import tensorflow as tf
+
+        out = self._serve(image=tf.constant(images))
+        logits = out["logits"] if "logits" in out else next(iter(out.values()))
+        return logits.numpy()
+
+    def __call__(self, clips: np.ndarray) -> ClipScores:
+        """uint8 [b, n_frames, h, w, 3] -> probabilities float32 [b, classes]."""
+        return ClipScores(softmax(self.logits(clips.astype(np.float32) / 255.0)))
+
+
+class _SavedModelSteps:
+    """A stream-mode SavedModel's ``init_states`` and ``call`` signatures, as logits."""
+
+    def __init__(self, loaded: Any):
+        self._loaded = loaded
+        self._call = loaded.signatures["call"]
+        self._init_states = loaded.signatures["init_states"]
+        self.per_frame = "frame_logits" in self._call.structured_outputs
+
+    def init_states(self, imgz: int) -> dict:
+        import tensorflow as tf
+
+        return self._init_states(input_shape=tf.constant([1, 1, imgz, imgz, 3], dtype=tf.int32))
+
+    def step(self, frames: np.ndarray, states: dict) -> tuple[np.ndarray, dict]:
+        """frames uint8 [t, h, w, 3] -> (logits float32 [t, classes], new states)."""
+        import tensorflow as tf
+
+        image = tf.constant(frames.astype(np.float32)[np.newaxis] / 255.0)
+        out = dict(self._call(image=image, **states))
+        last = out.pop("logits").numpy()[0]
+        if "frame_logits" in out:
+            return out.pop("frame_logits").numpy()[0], out
+        return np.repeat(last[np.newaxis], len(frames), axis=0), out
+
+
+class MovinetStream:
+    """A loaded stream-mode MoViNet (SavedModel or TFLite): a ``StreamModel``.
+
+    Row i of a step is the causal output after frame i when the model gives one
+    per frame (``per_frame``: videolabel's exports, TFLite); TF Hub's models give
+    only the output after the chunk's last frame, which every row then holds.
+    """
+
+    def __init__(self, steps: Any):
+        self._steps = steps
+        self.per_frame = steps.per_frame
+
+    def init_states(self, imgz: int) -> Any:
+        return self._steps.init_states(imgz)
+
+    def step(self, frames: np.ndarray, states: Any) -> tuple[np.ndarray, Any]:
+        """frames uint8 [t, h, w, 3] -> (probabilities float32 [t, classes], new states)."""
+        logits, states = self._steps.step(frames, states)
+        return softmax(logits), states
+
+
+@dataclasses.dataclass(frozen=True)
+class Movinet:
+    """A MoViNet classifier to load on the workers.
+
+    Attributes:
+        handle: TF Hub URL, local or gs:// SavedModel folder, or a stream-mode ``.tflite`` file.
+        mode: ``base`` or ``stream``.
+        num_labels: size of the label vocabulary; checked against the model at load.
+        imgz: input side, for the load-time check call.
+        tf_threads: TensorFlow intra-op threads per process; 0 lets TF decide.
+    """
+
+    handle: str
+    mode: str
+    num_labels: int
+    imgz: int
+    tf_threads: int = 0
+
+    def load(self) -> MovinetClips | MovinetStream:
+        """The loaded model, its output width checked against ``num_labels``.
+
+        Raises:
+            ValueError: the handle cannot be loaded, lacks the mode's signatures, or
+                outputs another number of classes (one line, naming the fix).
+        """
+        import tensorflow_hub as hub
+
+        limit_tf_threads(self.tf_threads)
+        try:
+            # A remote (gs://) model is copied once per machine through Beam's FileSystems;
+            # hub.load then reads the local copy, a local folder or a TF Hub URL.
+            path = local_copy(self.handle)
+            if self.handle.endswith(".tflite"):
+                model = self._load_tflite(path)
+            elif self.mode == "stream":
+                model = MovinetStream(_SavedModelSteps(hub.load(path)))
+            else:
+                model = MovinetClips(hub.load(path))
+        except KeyError as exc:
+            wanted = "call and init_states" if self.mode == "stream" else "serving_default"
+            raise ValueError(f"model {self.handle} has no {exc} signature; a {self.mode}-mode "
+                             f"MoViNet needs {wanted}") from None
+        except ValueError:
+            raise
+        except Exception as exc:
+            raise ValueError(f"cannot load model {self.handle}: {type(exc).__name__}: {exc}") from exc
+        width = self._output_width(model)
+        if width != self.num_labels:
+            raise ValueError(
+                f"model {self.handle} outputs {width} classes but the labels list has "
+                f"{self.num_labels}; pass the model's labels file with --set model.labels=PATH")
+        if self.mode == "base":
+            self._warn_on_cpu()
+        return model
+
+    def _load_tflite(self, path: str) -> MovinetStream:
+        from models.movinet_tflite import TFLiteMovinet
+
+        if self.mode != "stream":
+            raise ValueError("TFLite MoViNet models run in stream mode; set model.model_mode=stream")
+        with open(path, "rb") as handle:
+            return MovinetStream(TFLiteMovinet(handle.read(), threads=self.tf_threads or None))
+
+    def _output_width(self, model: MovinetClips | MovinetStream) -> int:
+        if isinstance(model, MovinetClips):
+            return model.logits(np.zeros((1, 1, self.imgz, self.imgz, 3), np.float32)).shape[-1]
+        probs, _ = model.step(np.zeros((1, self.imgz, self.imgz, 3), np.uint8), model.init_states(self.imgz))
+        return probs.shape[-1]
+
+    @staticmethod
+    def _warn_on_cpu() -> None:
+        import tensorflow as tf
+
+        if not tf.config.list_physical_devices("GPU"):
+            _log.warning("base-mode MoViNet (3D convolutions) is running on CPU: about 80x slower than "
+                         "stream mode (8.8 s against 0.11 s for a 50-frame 172x172 A0 clip on two cores, "
+                         "benchmarks/model_speed.py); use model_mode: stream on CPU, or GPU workers")

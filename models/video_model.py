@@ -1,0 +1,68 @@
+"""The small interface between a model and the video handler (``transforms.video_handler``).
+
+A model is a picklable *spec* (its handle and settings) whose ``load()`` gives the
+loaded model, once per worker process; RunInference shares it between threads.
+A loaded model is one of three kinds, and nothing in it decodes video: frames
+arrive as uint8 RGB arrays, already sampled, squared and, for clips, padded.
+
+* ``ClipModel``: clips uint8 [b, n_frames, h, w, 3] -> ``ClipScores``
+  (base-mode MoViNet; the pose LSTM, which adds the keypoints it saw);
+* ``StreamModel``: ``init_states(imgz)``, then ``step(frames uint8 [t, h, w, 3],
+  states) -> (probabilities float32 [t, C], states)`` chunk after chunk of one
+  video (stream-mode MoViNet, SavedModel or TFLite);
+* ``ExampleModel``: clips uint8 [b, n_frames, h, w, 3] -> one training example
+  per clip, an array [b, ...] (``videolabel train``'s features).
+
+Adding a model is one small class: a spec with ``load()`` returning one of these.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Protocol
+
+import numpy as np
+
+__all__ = ["ClipModel", "ClipScores", "ExampleModel", "ModelSpec", "RawClips", "StreamModel"]
+
+
+class ClipScores(NamedTuple):
+    """A clip model's output for a batch of clips.
+
+    Attributes:
+        probs: float32 [b, num_classes], each row summing to 1.
+        keypoints: float32 [b, n_frames, 17, 3] (y, x, score) for pose models, else None.
+    """
+
+    probs: np.ndarray
+    keypoints: np.ndarray | None = None
+
+
+class ClipModel(Protocol):
+    def __call__(self, clips: np.ndarray) -> ClipScores:
+        """uint8 [b, n_frames, h, w, 3] -> scores of each clip."""
+
+
+class StreamModel(Protocol):
+    def init_states(self, imgz: int) -> Any:
+        """The state before a video's first frame, for ``imgz`` x ``imgz`` frames."""
+
+    def step(self, frames: np.ndarray, states: Any) -> tuple[np.ndarray, Any]:
+        """uint8 [t, h, w, 3] -> (float32 [t, num_classes]: row i the causal output after frame i,
+        the state after the last frame)."""
+
+
+class ExampleModel(Protocol):
+    def __call__(self, clips: np.ndarray) -> np.ndarray:
+        """uint8 [b, n_frames, h, w, 3] -> [b, ...], one training example per clip."""
+
+
+class ModelSpec(Protocol):
+    def load(self) -> ClipModel | StreamModel | ExampleModel:
+        """The loaded model; raises ValueError with one line for a bad handle or a mismatch."""
+
+
+class RawClips:
+    """The examples of ``train.method: finetune``: each clip itself, uint8 [n_frames, h, w, 3]."""
+
+    def load(self) -> ExampleModel:
+        return np.asarray
