@@ -85,13 +85,15 @@ def _flag_values(args) -> dict[str, dict[str, str | list[str]]]:
 def _cmd_run(args, beam_args: list[str]) -> int:
     from beam_pipeline.config import load_config
     from beam_pipeline.launcher import run_job
+    from beam_pipeline.run_record import RunRecord
     from beam_pipeline.summary import print_summary
 
     cfg = load_config(args.config, args.set, _flag_values(args))
     if args.runner:
         beam_args = [f"--runner={args.runner}", *beam_args]
     summary = run_job(cfg, beam_args, overwrite=args.overwrite, resume=args.resume)
-    print_summary(summary, cfg.output.path)
+    if isinstance(summary, RunRecord):  # a dry run printed what it built, and ran nothing
+        print_summary(summary, cfg.output.path)
     return 0
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import typing
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -391,12 +392,15 @@ def _error_line(error: ErrorDetails) -> str:
     if isinstance(raised, ConfigError):  # a cross-field check: its message names the key already
         return str(raised)
     loc = error["loc"]
+    model: type[BaseModel] = JobConfig
+    for part in loc[:-1]:
+        model = model.model_fields[part].annotation
     if error["type"] == "extra_forbidden":
-        model: type[BaseModel] = JobConfig
-        for part in loc[:-1]:
-            model = model.model_fields[part].annotation
         what = "section" if model is JobConfig else "key"
         return f"{_key(loc)}: unknown {what} (known: {', '.join(model.model_fields)})"
+    if error["type"] == "literal_error":
+        choices = typing.get_args(model.model_fields[loc[-1]].annotation)
+        return f"{_key(loc)}: {error['input']!r} is not one of {', '.join(map(str, choices))}"
     msg = error["msg"]
     return f"{_key(loc)}: {error['input']!r} is invalid ({msg[:1].lower()}{msg[1:]})"
 

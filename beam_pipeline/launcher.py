@@ -88,8 +88,7 @@ class PreparedRun:
     @property
     def local(self) -> bool:
         """Whether the runner runs the workers on this machine (so the progress line can see them)."""
-        runner = self.options.view_as(StandardOptions).runner
-        return runner is None or runner.split(".")[-1] in _LOCAL_RUNNERS
+        return _is_local(self.options)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,11 +120,17 @@ def _versions() -> dict[str, str | None]:
     return found
 
 
-def _pins_cores(run: PreparedRun) -> bool:
+def _is_local(options: PipelineOptions) -> bool:
+    """Whether the runner runs the workers on this machine."""
+    runner = options.view_as(StandardOptions).runner
+    return runner is None or runner.split(".")[-1] in _LOCAL_RUNNERS
+
+
+def _pins_cores(cfg: JobConfig, options: PipelineOptions) -> bool:
     """Whether the workers are local processes of one TF and one FFmpeg thread each, to pin to a core each."""
-    cfg, mode = run.cfg, run.options.view_as(DirectOptions).direct_running_mode
+    mode = options.view_as(DirectOptions).direct_running_mode
     return (cfg.model.pin_workers and cfg.model.tf_threads == 1 and cfg.sampling.decode_threads == 1
-            and run.local and mode == "multi_processing")
+            and _is_local(options) and mode == "multi_processing")
 
 
 def _write_job_file(result, path: str) -> None:
@@ -228,7 +233,7 @@ def execute(run: PreparedRun) -> ExecutedRun:
     with _progress_folder(run.local) as folder:
         p = beam.Pipeline(options=run.options)
         build_pipeline(p, run.cfg, handle=run.handle, labels=run.labels, stamp=run.stamp, resume=run.resume,
-                       progress_dir=folder, pin_cores=_pins_cores(run))
+                       progress_dir=folder, pin_cores=_pins_cores(run.cfg, run.options))
         with ProgressLine(folder) if folder else contextlib.nullcontext():
             result = p.run()
             result.wait_until_finish()

@@ -89,8 +89,10 @@ def test_dry_run_asks_for_the_gpu_on_the_classify_step_only(gs_videos, a0_base, 
     hint = "type:nvidia-l4;count:1;install-nvidia-driver;machine_type:g2-standard-8"
     gpu_steps = summary["accelerator_steps"]
     assert gpu_steps and all(s.startswith("Classify/") for s in gpu_steps)
-    assert any("RunInference" in s for s in summary["accelerator_steps"])
-    for step in ("ListVideos/", "DecodeAndSample/", "FusionBreak/", "Aggregate/", "WriteOutputs/"):
+    assert any(s.startswith("Classify/DecodeAndInfer/") for s in summary["accelerator_steps"])
+    # short videos are decoded on the CPU workers, before the fusion break
+    for step in ("ListVideos/", "DecodeAndSample/OpenAndProbe", "DecodeAndSample/PredecodeShort",
+                 "FusionBreak/", "Aggregate/", "WriteOutputs/"):
         assert any(s.startswith(step) for s in summary["cpu_steps"]), step
     assert {e["accelerator"] for e in summary["environments"]} == {None, hint}
     assert {e["image"] for e in summary["environments"]} == {image}
@@ -109,6 +111,17 @@ def test_dry_run_of_a_cpu_job_stages_the_setup_file(gs_videos, a0_stream):
     assert summary["job_name"] == "cpu-labels" and summary["labels"] == {"owner": "vision"}
     (env,) = summary["environments"]
     assert "workflow.tar.gz" in env["staged"]  # the project's sdist, installed on every worker
+
+
+def test_a_dry_run_through_the_cli_prints_the_job_and_exits_0(gs_videos, a0_stream, capsys):
+    from beam_pipeline.cli import main
+
+    code = main(["run", "--config", str(REPO / "configs" / "local.yaml"), "--input", gs_videos,
+                 "--output", f"gs://{BUCKET}/out", "--model", a0_stream, "--runner", "DataflowRunner",
+                 "--region=europe-west4", "--job_name=cli-dry", *DATAFLOW_FLAGS])
+    out = capsys.readouterr().out
+    assert code == 0 and "dry run: Dataflow job 'cli-dry' in demo-project/europe-west4 built" in out
+    assert "videolabel run" not in out  # no end-of-run summary: nothing ran
 
 
 def test_dataflow_needs_its_settings_and_a_gpu_image(gs_videos, capsys):

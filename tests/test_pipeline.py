@@ -205,7 +205,7 @@ def test_each_video_is_committed_as_it_finishes_not_at_the_end(tmp_path, mixed_v
     _, stages = fn_runner.FnApiRunner().create_stages(p.to_runner_api())
     (fused,) = [s for s in stages if any("Classify" in t.unique_name for t in s.transforms)]
     names = " ".join(t.unique_name for t in fused.transforms)
-    for step in ("DecodeAndSample", "Classify/RunInference", "Aggregate/Classified/ToRows",
+    for step in ("DecodeAndSample", "Classify/DecodeAndInfer", "Aggregate/Classified/ToRows",
                  "WriteOutputs/Classified/Commit"):
         assert step in names, step
 
