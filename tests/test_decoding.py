@@ -149,6 +149,20 @@ def gop_videos(tmp_path_factory):
     return {gop: write_video(str(d / f"g{gop}.mp4"), frames, fps=30, gop=gop) for gop in (10, 300)}
 
 
+@pytest.mark.parametrize("ext, codec", [(".ts", "libx264"), (".mpg", "mpeg2video")])
+def test_containers_that_seek_by_bytes_are_sampled_in_order(tmp_path, ext, codec):
+    # MPEG-TS and MPEG-PS have no index: a seek lands near the frame, so sampling there picked
+    # other frames (and dropped one) where should_seek alone chose to seek
+    frames = motion_frames("moving_down", num_frames=300, width=96, height=64, rng=np.random.default_rng(5))
+    path = write_video(str(tmp_path / f"g10{ext}"), frames, fps=30, codec=codec, gop=10)
+    picked, report = _sample(path, strategy="uniform", n_frames=5)
+    spec = SPEC._replace(strategy="uniform", n_frames=5)
+    in_order = list(sample_frames(path, spec, DecodeReport(), seek=False))
+    assert report.frames_decoded == 300 and report.error is None
+    assert [f.index for f in picked] == [f.index for f in in_order]
+    assert len(picked) == 5 and picked[0].index == 0 and picked[-1].index == 299
+
+
 def test_uniform_seeks_on_short_gops_and_picks_the_same_frames(gop_videos):
     short = gop_videos[10]
     sought, report = _sample(short, strategy="uniform", n_frames=5)

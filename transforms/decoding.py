@@ -41,6 +41,7 @@ __all__ = [
     "sample_frames",
     "PacketScan",
     "scan_packets",
+    "seeks_exactly",
     "should_seek",
     "select_nearest",
     "to_square",
@@ -193,6 +194,18 @@ def scan_packets(container, stream) -> PacketScan:
 # (benchmarks/decode_speed.py measures the crossover; docs/DECODING.md has the figures).
 SEEK_MAX_FRAMES = 16
 SEEK_MAX_SHARE = 0.8
+
+
+# FFmpeg format flags of containers without an index to seek by: AVFMT_TS_DISCONT (MPEG-TS,
+# MPEG-PS, Ogg: seeking goes by byte position and lands near, not on, the frame asked for) and
+# AVFMT_NOTIMESTAMPS (raw streams). Sampling decodes those in order.
+_NO_EXACT_SEEK = 0x0200 | 0x0080
+
+
+def seeks_exactly(container) -> bool:
+    """Whether seeking in ``container`` lands on the keyframe before a timestamp (an indexed
+    format: MP4/MOV, Matroska/WebM, AVI, FLV), so that seeking picks the frames an in-order pass would."""
+    return not container.format.flags & _NO_EXACT_SEEK
 
 
 def should_seek(n_frames: int, scan: PacketScan) -> bool:
@@ -424,8 +437,9 @@ def sample_frames(uri: str, spec: SamplingSpec, report: DecodeReport, opener=Non
     """Decodes ``uri`` and yields the sampled frames, upright, resized to ``spec.imgz``.
 
     Frames are decoded in order and the unwanted ones dropped, except that
-    ``uniform`` sampling seeks to each frame where ``should_seek`` says it pays
-    (``seek`` True or False forces the choice for ``uniform``; benchmarks use it).
+    ``uniform`` sampling seeks to each frame where ``should_seek`` says it pays and
+    the container seeks exactly (``seeks_exactly``; ``seek`` True or False forces the
+    choice for ``uniform``; benchmarks use it).
     Bad input that FFmpeg reports lands in ``report.error`` (with the stage it
     happened at) and the frames decoded before or around it are kept; anything
     else raised, a crash or a hang are caught around it by ``transforms.decoder_process``,
@@ -471,7 +485,7 @@ def _sample_frames(uri: str, spec: SamplingSpec, report: DecodeReport, opener,
             return
         clock = _Clock(stream, report.meta.fps)
         seeking = scan is not None and scan.pts is not None and (
-            should_seek(spec.n_frames, scan) if seek is None else seek)
+            should_seek(spec.n_frames, scan) and seeks_exactly(container) if seek is None else seek)
         if seeking:
             chosen = _seek_frames(container, stream, targets, scan, report)
         else:
