@@ -31,7 +31,7 @@ import apache_beam as beam
 from apache_beam import pvalue
 
 from transforms.cores import pin_to_free_core
-from transforms.decoder_process import decode_isolated, probe_isolated
+from transforms.decoder_process import probe_isolated
 from transforms.decoding import DecodeReport
 from transforms.records import (
     ErrorStage,
@@ -42,6 +42,7 @@ from transforms.records import (
     VideoRef,
     VideoResult,
 )
+from transforms.video_handler import frames_of
 
 __all__ = ["DecodeAndSample", "FAILED_TAG", "expected_frames"]
 
@@ -99,9 +100,8 @@ class _PredecodeShortFn(beam.DoFn):
             yield source
             return
         report = DecodeReport()
-        report.meta = source.meta
         try:
-            frames = tuple(decode_isolated(source.ref.uri, source.spec, report))
+            frames = tuple(frames_of(source, report))
         except Exception as exc:  # the per-video boundary, as in the model step
             report.error, frames = VideoError.of(ErrorStage.DECODE, exc), ()
         yield source._replace(frames=frames, decoded=report.info(source.ref))

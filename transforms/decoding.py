@@ -446,10 +446,9 @@ def sample_frames(uri: str, spec: SamplingSpec, report: DecodeReport, opener=Non
     which runs this in a child process. ``spec.decode_timeout_s`` is enforced there too.
     With ``report.meta`` already set (the probe of an earlier step), the video is
     opened once and not probed again; ``uniform`` sampling scans the packets of the
-    same container before decoding it (``_rewound``). Memory holds one decoded frame and one
-    pending candidate at a time. The time
-    spent here, not counting the consumer's time between frames, adds to
-    ``report.decode_s``.
+    same container before decoding it (``_rewound``). Memory holds one decoded
+    frame and one pending candidate at a time. The time spent here, not counting
+    the consumer's time between frames, adds to ``report.decode_s``.
     """
     frames = _sample_frames(uri, spec, report, opener, seek)
     while True:
