@@ -18,7 +18,7 @@ from transforms.progress import NoteVideos, note_total
 from transforms.records import DEFAULT_DECODER, SamplingSpec
 from transforms.schema import VIDEOS_SCHEMA, frames_schema
 from transforms.video_handler import ClipWindows, StreamChunks, VideoHandler
-from transforms.write import CommitParts, FinalizeParts
+from transforms.write import write_branches
 
 __all__ = ["build_pipeline", "input_mode", "list_videos", "make_handler", "sampling_spec"]
 
@@ -145,10 +145,7 @@ def build_pipeline(p: beam.Pipeline, cfg: JobConfig, *, handle: str, labels: Seq
     schemas = {"videos": VIDEOS_SCHEMA}
     if cfg.output.write_frames:
         schemas = {"frames": frames_schema(cfg.output.write_probs, cfg.output.write_keypoints), **schemas}
-    sort_keys = {"videos": ("video_id",), "frames": ("video_id", "frame_index")}
-    commit = CommitParts(cfg.output.path, schemas, sort_keys, run_id=stamp.run_id,
-                         videos_per_file=cfg.output.videos_per_file, flush_s=cfg.output.flush_s)
-    _ = ([branch_rows | f"WriteOutputs/{name}" >> commit for name, branch_rows in rows.items()]
-         | "WriteOutputs/Committed" >> beam.Flatten()
-         | "WriteOutputs/Finalize" >> FinalizeParts(cfg.output.path, list(schemas), run_id=stamp.run_id))
+    write_branches(rows, "WriteOutputs", cfg.output.path, schemas,
+                   {"videos": ("video_id",), "frames": ("video_id", "frame_index")}, run_id=stamp.run_id,
+                   videos_per_file=cfg.output.videos_per_file, flush_s=cfg.output.flush_s)
     return tuple(rows.values())

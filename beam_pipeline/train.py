@@ -39,7 +39,7 @@ from transforms.decode_sample import DecodeAndSample
 from transforms.records import VideoResult, VideoRows
 from transforms.schema import record_batch
 from transforms.video_handler import ClipWindows, VideoHandler
-from transforms.write import CommitParts, FinalizeParts
+from transforms.write import write_branches
 
 __all__ = ["FEATURES_SCHEMA", "build_features_pipeline", "example_array", "run_train"]
 
@@ -83,8 +83,8 @@ def _example_model(cfg: JobConfig):
 
 
 def _examples(cfg: JobConfig, sources) -> tuple:
-    """``FrameSource`` -> ``VideoResult``s of one example array per clip, as a tuple of PCollections
-    (the videos whose inference failed apart: see ``Classify``)."""
+    """``FrameSource`` -> ``VideoResult``s of one example array per clip: (extracted, failed at
+    inference), two PCollections (see ``Classify``)."""
     s = cfg.sampling
     handler = VideoHandler(_example_model(cfg), ClipWindows(s.n_frames, s.stride, cfg.model.batch_size),
                            examples=True)
@@ -116,16 +116,12 @@ def build_features_pipeline(p: beam.Pipeline, cfg: JobConfig, output: str, run_i
     """Adds listing, decoding, the per-clip examples and the features Parquet to ``p``; returns the
     paths the finalize deleted (see ``transforms.write``)."""
     sources, _failed = list_videos(p, cfg) | "DecodeAndSample" >> DecodeAndSample(sampling_spec(cfg))
-    commit = CommitParts(output, {"features": FEATURES_SCHEMA}, {"features": ("video_id", "clip_index")},
-                         run_id=run_id, videos_per_file=cfg.output.videos_per_file,
-                         flush_s=cfg.output.flush_s)
-    committed = [branch
-                 | f"ToRows{i}" >> beam.ParDo(_FeatureRowsFn())
-                 | f"WriteFeatures/Commit{i}" >> commit
-                 for i, branch in enumerate(_examples(cfg, sources))]
-    return (committed
-            | "WriteFeatures/Committed" >> beam.Flatten()
-            | "WriteFeatures/Finalize" >> FinalizeParts(output, ["features"], run_id=run_id))
+    extracted, failed = _examples(cfg, sources)
+    rows = {name: branch | f"ToRows/{name}" >> beam.ParDo(_FeatureRowsFn())
+            for name, branch in {"Extracted": extracted, "FailedInference": failed}.items()}
+    return write_branches(rows, "WriteFeatures", output, {"features": FEATURES_SCHEMA},
+                          {"features": ("video_id", "clip_index")}, run_id=run_id,
+                          videos_per_file=cfg.output.videos_per_file, flush_s=cfg.output.flush_s)
 
 
 def _split_data(table: pa.Table) -> tuple[dict[str, SplitData], list[str], int]:

@@ -51,7 +51,8 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms.records import VideoRows
 
-__all__ = ["CommitParts", "FinalizeParts", "finalize_parts", "part_name", "partition_dir", "write_table"]
+__all__ = ["CommitParts", "FinalizeParts", "finalize_parts", "part_name", "partition_dir", "write_branches",
+           "write_table"]
 
 _log = logging.getLogger(__name__)
 
@@ -246,3 +247,18 @@ class FinalizeParts(beam.PTransform):
         return (committed
                 | "AllCommitted" >> beam.combiners.ToList()  # the barrier: one list, after every write
                 | "DeleteUncommitted" >> beam.ParDo(self._fn))
+
+
+def write_branches(branches: Mapping[str, beam.PCollection], label: str, root: str,
+                   schemas: Mapping[str, pa.Schema], sort_keys: Mapping[str, Sequence[str]], *, run_id: str,
+                   videos_per_file: int = 1000, flush_s: float = 60.0) -> beam.PCollection:
+    """Writes every branch of ``VideoRows``: each committed on its own (``<label>/<branch>``, a
+    ``CommitParts``), since a Flatten before the writes would, on Beam's local runner, hold every
+    row back until the end; then one ``FinalizeParts`` over all their part keys
+    (``<label>/Committed``, ``<label>/Finalize``). Arguments as for ``CommitParts``; returns the
+    paths the finalize deleted."""
+    commit = CommitParts(root, schemas, sort_keys, run_id=run_id, videos_per_file=videos_per_file,
+                         flush_s=flush_s)
+    return ([rows | f"{label}/{name}" >> commit for name, rows in branches.items()]
+            | f"{label}/Committed" >> beam.Flatten()
+            | f"{label}/Finalize" >> FinalizeParts(root, list(schemas), run_id=run_id))
