@@ -202,6 +202,12 @@ class ModelConfig(_Section):
         accelerator: a Beam accelerator resource hint for the Classify step alone, e.g.
             ``type:nvidia-l4;count:1;install-nvidia-driver`` (Dataflow "right fitting"):
             listing and decoding stay on the CPU workers, before a fusion break.
+        runtime: what runs a stream model: ``litert`` (converted once at launch, cached by
+            the model's content; the workers never import TensorFlow), ``tf`` (the
+            SavedModel in TensorFlow), or ``auto``: LiteRT for stream models on CPU
+            workers whose SavedModel gives per-frame outputs (``export-movinet``,
+            ``train``) and for .tflite files, TensorFlow otherwise (base mode, an
+            accelerator, TF Hub models). The outputs agree to 1e-4 either way.
     """
 
     kind: Literal["movinet", "lstm"] = "movinet"
@@ -217,6 +223,7 @@ class ModelConfig(_Section):
     tf_threads: NonNegativeInt = 1
     pin_workers: bool = True
     accelerator: str | None = None
+    runtime: Literal["auto", "tf", "litert"] = "auto"
 
     @field_validator("accelerator")
     @classmethod
@@ -294,6 +301,7 @@ EXECUTION_ONLY_KEYS: frozenset[str] = frozenset({
     "model.tf_threads",              # threads per worker process
     "model.pin_workers",             # which core a worker process runs on
     "model.accelerator",             # which workers run the model step
+    "model.runtime",                 # TensorFlow or LiteRT: the same outputs to 1e-4, chunk for chunk
     "output.path",                   # where: resume reads the rows already there
     "output.videos_per_file",        # how rows are grouped into part files
     "output.flush_s",                # when a part file is committed

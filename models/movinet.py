@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from typing import Any
 
 import numpy as np
@@ -128,7 +129,8 @@ class Movinet:
         mode: ``base`` or ``stream``.
         num_labels: size of the label vocabulary; checked against the model at load.
         imgz: input side, for the load-time check call.
-        tf_threads: TensorFlow intra-op threads per process; 0 lets TF decide.
+        tf_threads: model threads per process (TensorFlow intra-op, or LiteRT); 0: TF decides,
+            LiteRT takes every core.
     """
 
     handle: str
@@ -144,19 +146,15 @@ class Movinet:
             ValueError: the handle cannot be loaded, lacks the mode's signatures, or
                 outputs another number of classes (one line, naming the fix).
         """
-        import tensorflow_hub as hub
-
-        limit_tf_threads(self.tf_threads)
         try:
             # A remote (gs://) model is copied once per machine through Beam's FileSystems;
-            # hub.load then reads the local copy, a local folder or a TF Hub URL.
+            # hub.load then reads the local copy, a local folder or a TF Hub URL. A .tflite
+            # model runs on LiteRT alone: TensorFlow is never imported for it.
             path = local_copy(self.handle)
             if self.handle.endswith(".tflite"):
                 model = self._load_tflite(path)
-            elif self.mode == "stream":
-                model = MovinetStream(_SavedModelSteps(hub.load(path)))
             else:
-                model = MovinetClips(hub.load(path))
+                model = self._load_saved_model(path)
         except KeyError as exc:
             wanted = "call and init_states" if self.mode == "stream" else "serving_default"
             raise ValueError(f"model {self.handle} has no {exc} signature; a {self.mode}-mode "
@@ -170,9 +168,17 @@ class Movinet:
             raise ValueError(
                 f"model {self.handle} outputs {width} classes but the labels list has "
                 f"{self.num_labels}; pass the model's labels file with --set model.labels=PATH")
-        if self.mode == "base":
+        if isinstance(model, MovinetClips):
             self._warn_on_cpu()
         return model
+
+    def _load_saved_model(self, path: str) -> MovinetClips | MovinetStream:
+        import tensorflow_hub as hub
+
+        limit_tf_threads(self.tf_threads)
+        if self.mode == "stream":
+            return MovinetStream(_SavedModelSteps(hub.load(path)))
+        return MovinetClips(hub.load(path))
 
     def _load_tflite(self, path: str) -> MovinetStream:
         from models.movinet_tflite import TFLiteMovinet
@@ -180,7 +186,7 @@ class Movinet:
         if self.mode != "stream":
             raise ValueError("TFLite MoViNet models run in stream mode; set model.model_mode=stream")
         with open(path, "rb") as handle:
-            return MovinetStream(TFLiteMovinet(handle.read(), threads=self.tf_threads or None))
+            return MovinetStream(TFLiteMovinet(handle.read(), threads=self.tf_threads or os.cpu_count()))
 
     def _output_width(self, model: MovinetClips | MovinetStream) -> int:
         if isinstance(model, MovinetClips):
