@@ -32,6 +32,7 @@ test: lint system-deps
 
 # Throughput against the machine's ceilings and the hand-written loop (docs/PERFORMANCE.md).
 bench: $(STAMP)
+	$(PY) -m pip install --quiet -c requirements.lock -e ".[export,test,bench]"
 	$(PY) -m benchmarks.throughput
 
 # The Dataflow worker image (Dockerfile): Beam's SDK image + TensorFlow with CUDA + this project.

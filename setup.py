@@ -31,6 +31,8 @@ setup(
         # MoViNet export (videolabel export-movinet) and the tests that build models.
         "export": ["tf-models-official==2.20.0"],
         "test": ["pytest>=8", "ruff>=0.6", "duckdb>=1.0", "gcp-storage-emulator>=2024.8"],
+        # benchmarks.ray_peer: the same job on Ray Data, which `make bench` runs beside videolabel.
+        "bench": ["ray[data]==2.60.0"],
     },
     entry_points={"console_scripts": ["videolabel=beam_pipeline.cli:main"]},
 )
