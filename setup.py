@@ -18,6 +18,8 @@ setup(
         "tensorflow==2.20.0",
         "tf-keras~=2.20.0",
         "tensorflow-hub==0.16.1",
+        # LiteRT runs stream models on CPU workers without TensorFlow (models.movinet_tflite).
+        "ai-edge-litert==2.3.0",
         "av>=14,<19",
         "pyarrow>=17",
         "google-cloud-storage>=2.18",

@@ -43,7 +43,9 @@ def _export_parser(sub) -> None:
     exp.add_argument("--labels", help="labels file for the classes (default: Kinetics-600 for 600)")
     exp.add_argument("--tflite", action="store_true",
                      help="write a TFLite stream model (--output is the .tflite file)")
-    exp.add_argument("--image-size", type=int, help="TFLite input side (default: the variant's native)")
+    exp.add_argument("--image-size", type=int,
+                     help="side of the frames the LiteRT model takes (default: the variant's native); "
+                          "stream SavedModels are also converted for it, into the model cache")
     exp.add_argument("--quantize", action="store_true", help="TFLite with int8 weights")
 
 
@@ -101,6 +103,7 @@ def _cmd_export(args, beam_args: list[str]) -> int:
     from beam_pipeline.config import ConfigError
     from models.labels import read_labels
     from models.movinet_export import export_movinet, export_movinet_tflite
+    from models.movinet_variants import native_imgz
 
     labels = read_labels(args.labels) if args.labels else None
     if args.tflite:
@@ -111,7 +114,8 @@ def _cmd_export(args, beam_args: list[str]) -> int:
                               quantize=args.quantize)
     else:
         export_movinet(args.output, model_id=args.model_id, mode=args.mode,
-                       num_classes=args.num_classes, checkpoint=args.checkpoint, labels=labels)
+                       num_classes=args.num_classes, checkpoint=args.checkpoint, labels=labels,
+                       litert_imgz=args.image_size or native_imgz(args.model_id))
     print(f"exported MoViNet {args.model_id} {args.mode} ({args.num_classes} classes) to {args.output}")
     return 0
 

@@ -47,6 +47,7 @@ from beam_pipeline.run_record import (
     new_run_id,
     pipeline_metrics,
 )
+from beam_pipeline.serving import served_model
 from models.labels import write_labels
 from transforms.aggregate import SPLIT_COUNTER_PREFIX, RunStamp
 from transforms.progress import ProgressLine, worker_summary
@@ -57,7 +58,8 @@ __all__ = ["ExecutedRun", "PreparedRun", "execute", "prepare", "record", "run_jo
 _log = logging.getLogger(__name__)
 _LOCAL_RUNNERS = ("DirectRunner", "SwitchingDirectRunner", "BundleBasedDirectRunner", "PrismRunner",
                   "direct", "prism")
-_PACKAGES = ("apache-beam", "tensorflow", "tf-keras", "tensorflow-hub", "av", "pyarrow", "numpy")
+_PACKAGES = ("apache-beam", "tensorflow", "tf-keras", "tensorflow-hub", "ai-edge-litert", "av", "pyarrow",
+             "numpy")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,7 +70,9 @@ class PreparedRun:
         cfg: the validated job config.
         beam_args: the Beam flags as given.
         options: the PipelineOptions built from ``cfg.runner`` and ``beam_args``.
-        handle: the resolved model handle.
+        handle: the resolved model handle (stamped on the rows).
+        served: the model file the workers load: ``handle``, or its LiteRT conversion
+            (``beam_pipeline.serving``).
         labels: the class names in the model's output order.
         stamp: model, config hash and this run's id, stamped on video rows.
         resume: ``--resume``: the job leaves out the videos the output holds done.
@@ -80,6 +84,7 @@ class PreparedRun:
     beam_args: tuple[str, ...]
     options: PipelineOptions
     handle: str
+    served: str
     labels: tuple[str, ...]
     stamp: RunStamp
     resume: bool
@@ -150,7 +155,7 @@ def _dry_run(run: PreparedRun) -> dict[str, Any]:
     With ``--dataflow_job_file=PATH`` the job and its pipeline are written to PATH.
     """
     p = beam.Pipeline(options=run.options)
-    build_pipeline(p, run.cfg, handle=run.handle, labels=run.labels, resume=run.resume, stamp=run.stamp)
+    build_pipeline(p, run.cfg, handle=run.served, labels=run.labels, resume=run.resume, stamp=run.stamp)
     if not is_dataflow(run.options):
         p.to_runner_api()  # the whole graph, built and checked; a local runner would run it
         return {"dry_run": True, "note": "only DataflowRunner builds a job without running it; "
@@ -188,7 +193,8 @@ def _checked(cfg: JobConfig, beam_args: Sequence[str], *, overwrite: bool, resum
     check_output_location(cfg.output.path)
     handle = resolve_handle(cfg)
     labels = tuple(resolve_labels(cfg, handle))
-    return PreparedRun(cfg, tuple(beam_args), options, handle, labels,
+    served = served_model(cfg, handle, len(labels), options)
+    return PreparedRun(cfg, tuple(beam_args), options, handle, served, labels,
                        RunStamp(model=handle, config_hash=cfg.job_hash(), run_id=new_run_id()), resume)
 
 
@@ -232,7 +238,7 @@ def execute(run: PreparedRun) -> ExecutedRun:
               run.cfg.output.path)
     with _progress_folder(run.local) as folder:
         p = beam.Pipeline(options=run.options)
-        build_pipeline(p, run.cfg, handle=run.handle, labels=run.labels, stamp=run.stamp, resume=run.resume,
+        build_pipeline(p, run.cfg, handle=run.served, labels=run.labels, stamp=run.stamp, resume=run.resume,
                        progress_dir=folder, pin_cores=_pins_cores(run.cfg, run.options))
         with ProgressLine(folder) if folder else contextlib.nullcontext():
             result = p.run()
@@ -271,7 +277,8 @@ def record(run: PreparedRun, done: ExecutedRun) -> RunRecord:
         run_id=run.stamp.run_id, schema_version=SCHEMA_VERSION, started_at=done.started_at.isoformat(),
         wall_s=round(done.wall_s, 3),
         model=ModelInfo(handle=run.handle, num_labels=len(run.labels), mode=cfg.model.model_mode,
-                        model_id=cfg.model.model_id),
+                        model_id=cfg.model.model_id, served=run.served,
+                        runtime="litert" if run.served.endswith(".tflite") else "tf"),
         config_hash=run.stamp.config_hash, config=cfg.to_dict(), beam_args=run.beam_args,
         counts={"videos": videos, **counters},
         splits=Splits(ratios=dict(cfg.split.ratios), salt=cfg.split.salt,

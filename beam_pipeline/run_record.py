@@ -50,12 +50,15 @@ class _Part(BaseModel):
 
 
 class ModelInfo(_Part):
-    """The model a run labelled with: resolved handle, number of labels, MoViNet mode and variant."""
+    """The model a run labelled with: resolved handle, number of labels, MoViNet mode and variant, and
+    what ran it: ``runtime`` (``tf`` or ``litert``) on ``served`` (the handle, or its LiteRT file)."""
 
     handle: str
     num_labels: int
     mode: str
     model_id: str
+    runtime: str = "tf"
+    served: str | None = None
 
 
 class Splits(_Part):

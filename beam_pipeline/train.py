@@ -171,6 +171,7 @@ def _classifier(cfg: JobConfig, backbone, labels: Sequence[str]):
         from models.training import save_features_model
 
         return build_pose_lstm(len(labels), n_frames=cfg.sampling.n_frames), save_features_model
+    from models.movinet_convert import prime_litert
     from models.movinet_export import classifier_on, save_movinet
     from models.movinet_training import finetune_model, head_model
 
@@ -179,6 +180,8 @@ def _classifier(cfg: JobConfig, backbone, labels: Sequence[str]):
 
     def save(_fitted, path: str) -> None:
         save_movinet(classifier, cfg.model.model_mode, path, labels)
+        if cfg.model.model_mode == "stream":  # the LiteRT model that `videolabel run` loads
+            prime_litert(classifier, path, cfg.imgz, cfg.model.model_id, len(labels))
 
     return model, save
 

@@ -24,6 +24,8 @@ published checkpoints do. Weights are random unless a checkpoint is given.
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 from collections.abc import Sequence
 
 from models.labels import KINETICS_600, labels_beside, write_labels
@@ -122,39 +124,30 @@ def causal_head_parts(model):
 def export_movinet_tflite(path: str, *, model_id: str = "a0", imgz: int | None = None,
                           num_classes: int = 600, checkpoint: str | None = None,
                           labels: Sequence[str] | None = None, quantize: bool = False) -> str:
-    """Converts a MoViNet stream model to TFLite in MoViNet's own layout; writes labels.txt beside it.
+    """Converts a MoViNet stream model to LiteRT (``models.movinet_convert``); writes labels.txt beside it.
 
-    The model takes one frame per call: ``image`` float32 [1, 1, imgz, imgz, 3] in
-    [0, 1] plus the state tensors, and returns ``logits`` [1, num_classes] plus
-    the new states. ``quantize`` stores the weights as int8 (dynamic range).
+    The file has a ``frames_8`` and a ``frames_1`` signature: ``image`` float32
+    [1, frames, imgz, imgz, 3] in [0, 1] plus the state tensors in, the new
+    states and ``frame_logits`` [1, frames, num_classes] out. ``quantize`` stores
+    the weights as int8 (dynamic range).
 
     Returns:
-        ``path``.
+        ``path`` (local or gs://).
     """
     import tensorflow as tf
     from apache_beam.io.filesystems import FileSystems
+
+    from models.movinet_convert import convert_model
 
     labels = _default_labels(labels, num_classes)
     model = build_movinet(model_id, "stream", num_classes)
     if checkpoint:
         tf.train.Checkpoint(model=model).restore(local_copy(checkpoint)).assert_existing_objects_matched()
     side = imgz or native_imgz(model_id)
-    shape = [1, 1, side, side, 3]
-    states = model.init_states(shape)
-    model({**states, "image": tf.zeros(shape)})
-    specs = {n: tf.TensorSpec(s.shape, s.dtype, name=n) for n, s in model.initial_state_specs(shape).items()}
-
-    @tf.function(input_signature=[{**specs, "image": tf.TensorSpec(shape, tf.float32, name="image")}])
-    def call(inputs):
-        logits, new_states = model(inputs, training=False)
-        return {**new_states, "logits": logits}
-
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([call.get_concrete_function()], model)
-    if quantize:
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    content = converter.convert()
-    with FileSystems.create(path) as handle:
-        handle.write(content)
+    with tempfile.TemporaryDirectory(prefix="videolabel-tflite-") as folder:
+        local = convert_model(model, os.path.join(folder, "model.tflite"), side, quantize=quantize)
+        with open(local, "rb") as content, FileSystems.create(path) as handle:
+            handle.write(content.read())
     write_labels(labels_beside(path), labels)
     _log.info("converted MoViNet %s stream (%dx%d, %d classes) to %s",
               model_id, side, side, num_classes, path)
@@ -167,6 +160,40 @@ def _default_labels(labels: Sequence[str] | None, num_classes: int) -> Sequence[
     if len(labels) != num_classes:
         raise ValueError(f"{len(labels)} labels given for a model with {num_classes} classes")
     return labels
+
+
+def stream_call(model, image_shape: Sequence[int | None]):
+    """The stream ``call`` tf.function of a stream MovinetClassifier, for images of ``image_shape``.
+
+    ``call({"image": float32 image_shape in [0, 1], **states})`` returns the new
+    states, ``frame_logits`` float32 [batch, frames, C] (the causal output after
+    every frame) and ``logits`` = the last frame's. ``image_shape`` is
+    [batch, frames, height, width, 3], each None for any size; the states take the
+    same batch and picture sizes (their shapes do not depend on frames).
+    """
+    import tensorflow as tf
+
+    dynamic = None in image_shape
+    probe = [1, 1, 8, 8, 3] if dynamic else list(image_shape)
+    model({**model.init_states(probe), "image": tf.zeros(probe)})
+    state_shape = [None, None, None, None, 3] if dynamic else [image_shape[0], 1, *image_shape[2:]]
+    state_specs = {
+        name: tf.TensorSpec([None] * len(spec.shape) if dynamic else spec.shape, spec.dtype, name=name)
+        for name, spec in model.initial_state_specs(state_shape).items()
+    }
+    image_spec = tf.TensorSpec(image_shape, tf.float32, name="image")
+    backbone, classifier = causal_head_parts(model)
+
+    @tf.function(input_signature=[{**state_specs, "image": image_spec}])
+    def call(inputs):
+        endpoints, new_states = backbone(inputs, training=False)
+        pooled = endpoints["head"]  # [batch, frames, 1, 1, channels]: mean up to each frame
+        batch, frames = tf.shape(pooled)[0], tf.shape(pooled)[1]
+        flat = tf.reshape(pooled, [batch * frames, 1, 1, 1, pooled.shape[-1]])
+        frame_logits = tf.reshape(classifier(flat, training=False), [batch, frames, -1])
+        return {**new_states, "logits": frame_logits[:, -1], "frame_logits": frame_logits}
+
+    return call
 
 
 def movinet_signatures(model, mode: str) -> dict:
@@ -185,22 +212,7 @@ def movinet_signatures(model, mode: str) -> dict:
 
         return {"serving_default": serve}
 
-    probe = [1, 1, 8, 8, 3]
-    model({**model.init_states(probe), "image": tf.zeros(probe)})
-    state_specs = {
-        name: tf.TensorSpec([None] * len(spec.shape), spec.dtype, name=name)
-        for name, spec in model.initial_state_specs([None, None, None, None, 3]).items()
-    }
-    backbone, classifier = causal_head_parts(model)
-
-    @tf.function(input_signature=[{**state_specs, "image": image_spec}])
-    def call(inputs):
-        endpoints, new_states = backbone(inputs, training=False)
-        pooled = endpoints["head"]  # [batch, frames, 1, 1, channels]: mean up to each frame
-        batch, frames = tf.shape(pooled)[0], tf.shape(pooled)[1]
-        flat = tf.reshape(pooled, [batch * frames, 1, 1, 1, pooled.shape[-1]])
-        frame_logits = tf.reshape(classifier(flat, training=False), [batch, frames, -1])
-        return {**new_states, "logits": frame_logits[:, -1], "frame_logits": frame_logits}
+    call = stream_call(model, [None, None, None, None, 3])
 
     @tf.function(input_signature=[tf.TensorSpec([5], tf.int32, name="input_shape")])
     def init_states(input_shape):
@@ -211,7 +223,7 @@ def movinet_signatures(model, mode: str) -> dict:
 
 def export_movinet(output_dir: str, *, model_id: str = "a0", mode: str = "stream",
                    num_classes: int = 600, checkpoint: str | None = None,
-                   labels: Sequence[str] | None = None) -> str:
+                   labels: Sequence[str] | None = None, litert_imgz: int | None = None) -> str:
     """Builds, optionally restores, and saves a MoViNet classifier; writes labels.txt.
 
     Args:
@@ -220,6 +232,8 @@ def export_movinet(output_dir: str, *, model_id: str = "a0", mode: str = "stream
         checkpoint: a tf.train.Checkpoint prefix whose ``model`` matches the variant.
         labels: class names in index order; default Kinetics-600 when
             ``num_classes`` is 600, else ``class_0`` ... ``class_{N-1}``.
+        litert_imgz: stream mode: also convert the model to LiteRT for frames of this
+            side, into the cache that ``videolabel run`` reads (``models.movinet_convert``).
 
     Returns:
         ``output_dir``.
@@ -233,6 +247,10 @@ def export_movinet(output_dir: str, *, model_id: str = "a0", mode: str = "stream
         status.assert_existing_objects_matched()
 
     save_movinet(model, mode, output_dir, labels)
+    if litert_imgz and mode == "stream":
+        from models.movinet_convert import prime_litert
+
+        prime_litert(model, output_dir, litert_imgz, model_id, num_classes)
     _log.info("exported MoViNet %s %s (%d classes) to %s", model_id, mode, num_classes, output_dir)
     return output_dir
 

@@ -1,10 +1,11 @@
-"""MoViNet stream models in TFLite, run through the same stream path as SavedModels.
+"""MoViNet stream models on LiteRT, run through the same stream path as SavedModels.
 
-The layout is that of MoViNet's own TFLite export: one signature whose inputs
-are ``image`` [1, 1, h, w, 3] and the state tensors, and whose outputs are
-``logits`` [1, classes] and the new states; one frame per call, so every frame
-gets its own causal output. Float and quantised (int8/uint8) tensors both work:
-quantised inputs and outputs are converted with their scale and zero point.
+Inputs are ``image`` [1, frames, h, w, 3] and the state tensors; outputs the new
+states and ``frame_logits`` [1, frames, classes] or ``logits`` [1, classes]
+(``TFLiteMovinet`` lists the layouts). Float and quantised (int8/uint8) tensors
+both work: quantised inputs and outputs are converted with their scale and zero
+point. Only ``ai_edge_litert`` is imported: workers that run these models never
+load TensorFlow.
 """
 
 from __future__ import annotations
@@ -15,11 +16,9 @@ __all__ = ["TFLiteMovinet", "interpreter"]
 
 
 def interpreter(content: bytes, threads: int | None = None):
-    """A TFLite interpreter over model bytes (LiteRT when installed)."""
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:  # older TensorFlow without LiteRT
-        from tensorflow.lite import Interpreter
+    """A LiteRT interpreter over model bytes (XNNPACK for float ops); TensorFlow is not imported."""
+    from ai_edge_litert.interpreter import Interpreter
+
     return Interpreter(model_content=content, num_threads=threads)
 
 
@@ -40,50 +39,87 @@ def _dequantise(x: np.ndarray, detail: dict) -> np.ndarray:
     return ((x.astype(np.float32) - zero) * scale).astype(np.float32)
 
 
+class _Signature:
+    """One signature of the model: its runner, the frames it takes per call, and its tensors' details."""
+
+    def __init__(self, runner):
+        self.runner = runner
+        inputs, outputs = runner.get_input_details(), runner.get_output_details()
+        if "image" not in inputs or not ({"logits", "frame_logits"} & set(outputs)):
+            raise ValueError("a TFLite MoViNet stream model needs an 'image' input and a 'logits' "
+                             "or 'frame_logits' output")
+        self.image = inputs["image"]
+        shape = self.image["shape"]
+        if len(shape) != 5 or shape[0] != 1 or shape[2] != shape[3]:
+            raise ValueError(f"TFLite 'image' input is {shape.tolist()}; expected [1, frames, size, size, 3]")
+        self.frames = int(shape[1])
+        self.output = "frame_logits" if "frame_logits" in outputs else "logits"
+        self.logits = outputs[self.output]
+        self.states = {k: v for k, v in inputs.items() if k != "image"}
+
+    def __call__(self, frames: np.ndarray, states: dict) -> tuple[np.ndarray, dict]:
+        """uint8 [frames, h, w, 3] -> (logits float32 [frames, C] or [1, C], new states)."""
+        image = _quantise(frames[np.newaxis].astype(np.float32) / 255.0, self.image)
+        out = self.runner(image=image, **states)
+        logits = _dequantise(out[self.output], self.logits).reshape(-1, self.logits["shape"][-1])
+        return logits, {name: out[name] for name in self.states}
+
+
 class TFLiteMovinet:
     """A loaded TFLite MoViNet stream model with the ``init_states``/``step`` interface.
 
+    Two layouts load:
+
+    * ``models.movinet_convert``'s: a ``frames_N`` signature (N frames per call)
+      and a ``frame_1`` signature, both over the same states; a step takes as
+      many N-frame calls as fit, then one-frame calls, so the outputs do not
+      depend on how frames are split into steps;
+    * MoViNet's own export: one signature of one frame per call, ``logits`` out.
+
+    ``per_frame``: every frame gets its own causal output (``frame_logits``, or one
+    frame per call); otherwise (a TF Hub model converted) every frame of a step
+    gets the output after the step's last frame, as the SavedModel gives it.
+
     Args:
         content: the .tflite file's bytes.
-        threads: interpreter threads; None lets it decide.
+        threads: interpreter threads (XNNPACK); None means 1.
     """
-
-    per_frame = True
 
     def __init__(self, content: bytes, threads: int | None = None):
         self._interpreter = interpreter(content, threads)
-        signatures = self._interpreter.get_signature_list()
-        if len(signatures) != 1:
-            raise ValueError(f"expected one signature in the TFLite model, found {sorted(signatures)}")
-        self._runner = self._interpreter.get_signature_runner(next(iter(signatures)))
-        inputs = self._runner.get_input_details()
-        if "image" not in inputs or "logits" not in self._runner.get_output_details():
-            raise ValueError("a TFLite MoViNet stream model needs an 'image' input and a 'logits' output")
-        self._image = inputs["image"]
-        self._logits = self._runner.get_output_details()["logits"]
-        self._states = {k: v for k, v in inputs.items() if k != "image"}
-        shape = self._image["shape"]
-        if len(shape) != 5 or shape[0] != 1 or shape[1] != 1 or shape[2] != shape[3]:
-            raise ValueError(f"TFLite 'image' input is {shape.tolist()}; expected [1, 1, size, size, 3]")
+        found = [_Signature(self._interpreter.get_signature_runner(key))
+                 for key in self._interpreter.get_signature_list()]
+        self._by_frames = {s.frames: s for s in found}
+        if 1 not in self._by_frames or len(self._by_frames) != len(found):
+            raise ValueError("a TFLite MoViNet stream model needs one signature of 1 frame per call "
+                             f"(and at most one per other length); found {sorted(s.frames for s in found)}")
+        self._one = self._by_frames[1]
+        self._long = max(self._by_frames.values(), key=lambda s: s.frames)
+        self.per_frame = self._long.frames == 1 or self._long.output == "frame_logits"
 
     @property
     def image_size(self) -> int:
         """The square input side the model was converted for."""
-        return int(self._image["shape"][2])
+        return int(self._one.image["shape"][2])
 
     def init_states(self, imgz: int) -> dict[str, np.ndarray]:
         """Zero states; ``imgz`` must be the converted input size."""
         if imgz != self.image_size:
             raise ValueError(f"the TFLite model takes {self.image_size}x{self.image_size} frames, "
                              f"not {imgz}; set sampling.imgz={self.image_size}")
-        return {k: np.zeros(v["shape"], v["dtype"]) for k, v in self._states.items()}
+        return {k: np.zeros(v["shape"], v["dtype"]) for k, v in self._one.states.items()}
 
     def step(self, frames: np.ndarray, states: dict) -> tuple[np.ndarray, dict]:
-        """frames uint8 [t, h, w, 3] -> (logits float32 [t, classes], new states), one call a frame."""
-        rows = []
-        for frame in frames:
-            image = _quantise(frame[np.newaxis, np.newaxis].astype(np.float32) / 255.0, self._image)
-            out = self._runner(image=image, **states)
-            rows.append(_dequantise(out.pop("logits"), self._logits)[0])
-            states = out
-        return np.stack(rows), states
+        """frames uint8 [t, h, w, 3] -> (logits float32 [t, classes], new states).
+
+        Full ``frames_N`` calls first, then one frame per call for the rest.
+        """
+        rows, start, n = [], 0, len(frames)
+        while start < n:
+            call = self._long if n - start >= self._long.frames else self._one
+            logits, states = call(frames[start:start + call.frames], states)
+            rows.append(logits)
+            start += call.frames
+        if self.per_frame:
+            return np.concatenate(rows), states
+        return np.repeat(rows[-1][-1:], n, axis=0), states

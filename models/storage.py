@@ -33,7 +33,7 @@ from collections.abc import Iterator
 from apache_beam.io.filesystem import CompressionTypes, FileMetadata
 from apache_beam.io.filesystems import FileSystems
 
-__all__ = ["cache_root", "is_remote", "local_copy"]
+__all__ = ["cache_root", "is_remote", "local_copy", "locked"]
 
 _log = logging.getLogger(__name__)
 _CACHE_ENV = "VIDEOLABEL_MODEL_CACHE"
@@ -71,7 +71,7 @@ def _files(handle: str) -> tuple[str, list[FileMetadata]]:
 
 
 @contextlib.contextmanager
-def _locked(path: str) -> Iterator[None]:
+def locked(path: str) -> Iterator[None]:
     """Holds an exclusive lock on the file ``path`` (other processes wait) for the ``with`` block."""
     with open(path, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
@@ -112,7 +112,7 @@ def local_copy(handle: str) -> str:
     root = cache_root()
     final = os.path.join(root, key)
     os.makedirs(root, exist_ok=True)
-    with _locked(os.path.join(root, f".{key}.lock")):
+    with locked(os.path.join(root, f".{key}.lock")):
         if not os.path.isdir(final):
             partial = tempfile.mkdtemp(prefix=f".{key}-", dir=root)
             try:

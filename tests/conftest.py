@@ -41,6 +41,14 @@ def a0_stream(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
+def a0_litert(a0_stream) -> str:
+    """``a0_stream`` converted to LiteRT for 64x64 frames, into the model cache that runs read."""
+    from models.movinet_convert import litert_model
+
+    return litert_model(a0_stream, 64, "a0", 600)
+
+
+@pytest.fixture(scope="session")
 def a0_base(tmp_path_factory) -> str:
     """MoViNet-A0 base SavedModel, random weights, 5 classes with named labels."""
     from models.movinet_export import export_movinet

@@ -102,23 +102,31 @@ def test_dry_run_asks_for_the_gpu_on_the_classify_step_only(gs_videos, a0_base, 
     assert not FileSystems.match([f"gs://{BUCKET}/out/*"])[0].metadata_list  # nothing was written
 
 
-def test_dry_run_of_a_cpu_job_stages_the_setup_file(gs_videos, a0_stream):
+def test_dry_run_of_a_cpu_job_stages_the_setup_file_and_the_litert_model(gs_videos, a0_stream, a0_litert):
+    from apache_beam.io.filesystems import FileSystems
+
     cfg = load_config(str(REPO / "configs" / "local.yaml"), [
-        f'input.paths=["{gs_videos}"]', f'output.path="gs://{BUCKET}/out"', f'model.handle="{a0_stream}"'])
+        f'input.paths=["{gs_videos}"]', f'output.path="gs://{BUCKET}/out"', f'model.handle="{a0_stream}"',
+        "sampling.imgz=64"])
     summary = run_job(cfg, ["--runner=DataflowRunner", "--region=europe-west4", "--job_name=cpu-labels",
                             "--labels=owner=vision", *DATAFLOW_FLAGS, f"--setup_file={REPO / 'setup.py'}"])
     assert summary["accelerator_steps"] == [] and summary["setup_file"] == str(REPO / "setup.py")
     assert summary["job_name"] == "cpu-labels" and summary["labels"] == {"owner": "vision"}
     (env,) = summary["environments"]
     assert "workflow.tar.gz" in env["staged"]  # the project's sdist, installed on every worker
+    # stream mode on CPU workers: the LiteRT conversion is staged beside the job, and the workers load it
+    staged = f"gs://{BUCKET}/tmp/videolabel-litert/{Path(a0_litert).name}"
+    with FileSystems.open(staged) as handle:
+        assert handle.read() == Path(a0_litert).read_bytes()
 
 
 def test_a_dry_run_through_the_cli_prints_the_job_and_exits_0(gs_videos, a0_stream, capsys):
     from beam_pipeline.cli import main
 
     code = main(["run", "--config", str(REPO / "configs" / "local.yaml"), "--input", gs_videos,
-                 "--output", f"gs://{BUCKET}/out", "--model", a0_stream, "--runner", "DataflowRunner",
-                 "--region=europe-west4", "--job_name=cli-dry", *DATAFLOW_FLAGS])
+                 "--output", f"gs://{BUCKET}/out", "--model", a0_stream, "--set", "sampling.imgz=64",
+                 "--runner", "DataflowRunner", "--region=europe-west4", "--job_name=cli-dry",
+                 *DATAFLOW_FLAGS])
     out = capsys.readouterr().out
     assert code == 0 and "dry run: Dataflow job 'cli-dry' in demo-project/europe-west4 built" in out
     assert "videolabel run" not in out  # no end-of-run summary: nothing ran
@@ -225,7 +233,8 @@ def test_dry_run_resume_of_a_large_output_keeps_the_done_ids_out_of_the_job(gs_v
 
     out = f"gs://{BUCKET}/big"
     cfg = load_config(str(REPO / "configs" / "local.yaml"), [
-        f'input.paths=["{gs_videos}"]', f'output.path="{out}"', f'model.handle="{a0_stream}"'])
+        f'input.paths=["{gs_videos}"]', f'output.path="{out}"', f'model.handle="{a0_stream}"',
+        "sampling.imgz=64"])
     part = f"{out}/videos/split=train/part-20260101T000000Z-aaaaaa-0a1b2c3d-00000.parquet"
     data = _done_part(200_000, cfg.job_hash(), resolve_handle(cfg))
     with FileSystems.create(part) as handle:
