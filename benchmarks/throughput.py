@@ -1,4 +1,4 @@
-"""Throughput side by side: the machine's ceilings, the loop users write by hand, and videolabel.
+"""Throughput side by side: the machine's ceilings per runtime, the hand-written loop, Ray Data, videolabel.
 
 On a fixed set of Kinetics-like clips (10 s, 340x256, 30 fps, GOP 250; or
 ``--videos-dir``), MoViNet ``--variant`` (default A0 stream) at 5 fps, measures:
@@ -6,21 +6,34 @@ On a fixed set of Kinetics-like clips (10 s, 340x256, 30 fps, GOP 250; or
 (a) decode ceiling: videolabel's in-order decode (only the sampled frames
     converted), one process per core, videos split between them; and the same
     through the decoder process that a run decodes in (its cost apart);
-(b) model ceiling: the model on each video's sampled frames (stream: the whole
-    video in one call), one process per core, one TF thread each;
-(c) combined ceiling = cores / (decode + model core-seconds per video), the
-    core-seconds taken from (a) and (b), all cores busy as in a real run;
+(b) model ceilings, one per runtime (TensorFlow on the SavedModel, LiteRT on its
+    conversion; stream models only): the model on each video's sampled frames,
+    one process per core, one thread each;
+(c) combined ceiling = cores / (decode + model core-seconds per video), for the
+    runtime the run uses, all cores busy as in a real run;
 (d) naive: one process, every frame decoded to an RGB array in a list, the 5 fps
-    subset resized, then the model: what users write by hand;
-(e) videolabel: ``videolabel run`` on DirectRunner (multi_processing, one worker
-    per core, one TF thread each, default output settings) on 2N videos; its
-    steady rate is ``_run.json``'s ``throughput.steady_videos_per_s``: per
-    worker, (videos - 1) / (last - first finish time), summed over workers, the
-    way the ceilings sum their processes' timed sections; start-up (imports,
-    model load, pipeline start: everything before the first finished video) apart.
+    subset resized, then the SavedModel in TensorFlow: what users write by hand;
+(e) Ray Data (``benchmarks.ray_peer``, with ``make bench``'s ``bench`` extra): the
+    same job as a Ray user writes it, the same decoder, model file and cores;
+(f) videolabel: ``videolabel run`` on DirectRunner (multi_processing, one worker
+    per core, one model thread each, default output settings) on 2N videos, once
+    per runtime; its steady rate is ``_run.json``'s ``throughput.steady_videos_per_s``:
+    per worker, (videos - 1) / (last - first finish time), summed over workers, the
+    way the ceilings sum their processes' timed sections.
 
-Start-up of each path is reported apart. Prints a table and writes JSON whose
-top level has ``videolabel_share_of_ceiling`` and ``videolabel_vs_naive``.
+A ceiling is an upper bound for the same model calls: every video's call (or
+decode) is timed ``REPEATS`` times on warm data in a process pinned to its own
+core and the fastest counts; the ceilings are measured before and after the runs
+and the faster of the two is kept. ``model_in_run`` sets the run's own model
+core-seconds per video (``_run.json`` ``stage_s.model``) beside the ceiling's.
+
+Start-up is reported apart: ``startup_s`` is from the ``videolabel`` process's
+launch to its first finished video (the model already converted, as after
+``export-movinet`` or ``train``). ``peak_rss_mb_per_worker`` is the largest
+resident size of any one process of the run. Prints two tables and writes JSON
+whose top level has ``videolabel_share_of_ceiling``, ``videolabel_vs_naive``,
+``videolabel_vs_tf_path``, ``videolabel_vs_ray``, ``startup_s`` and
+``peak_rss_mb_per_worker``.
 
     python -m benchmarks.throughput [--videos 48] [--variant a0:stream] [--videos-dir DIR]
 """
@@ -28,7 +41,9 @@ top level has ``videolabel_share_of_ceiling`` and ``videolabel_vs_naive``.
 from __future__ import annotations
 
 import argparse
+import datetime
 import functools
+import importlib.util
 import json
 import os
 import resource
@@ -51,39 +66,56 @@ CLIP = {"seconds": 10.0, "width": 340, "height": 256, "fps": 30, "gop": 250}
 FPS = 5.0
 
 
-def _job(variant: str, model_dir: str):
-    """videolabel's config for ``variant`` ("a0:stream") at 5 fps with the SavedModel in ``model_dir``."""
+def _job(variant: str, handle: str):
+    """videolabel's config for ``variant`` ("a0:stream") at 5 fps with the model ``handle``."""
     from beam_pipeline.config import load_config
 
     model_id, mode = variant.split(":")
     return load_config(None, [f"model.model_id={model_id}", f"model.model_mode={mode}", f"sampling.fps={FPS}",
-                              "model.tf_threads=1", f"model.handle={model_dir}"])
+                              "model.tf_threads=1", f"model.handle={handle}"])
 
 
-def child_decode(videos: list[str], variant: str, model_dir: str, isolated: bool = False) -> dict:
+REPEATS = 3
+
+
+def _fastest(fn, *args) -> tuple[float, float]:
+    """(wall, process CPU) seconds of the fastest of ``REPEATS`` calls of ``fn(*args)``."""
+    best_wall = best_cpu = float("inf")
+    for _ in range(REPEATS):
+        wall, cpu = time.perf_counter(), time.process_time()
+        fn(*args)
+        best_wall = min(best_wall, time.perf_counter() - wall)
+        best_cpu = min(best_cpu, time.process_time() - cpu)
+    return best_wall, best_cpu
+
+
+def child_decode(videos: list[str], variant: str, handle: str, isolated: bool = False) -> dict:
     """Decode only: videolabel's sample_frames on each video, in a process pinned to a core of its own;
     ``isolated``: through the decoder process a run decodes in (started before the clock), on the
-    same core, so the difference is what isolation costs."""
+    same core, so the difference is what isolation costs. Each video: the fastest of REPEATS."""
     from beam_pipeline.pipeline import sampling_spec
     from transforms.cores import pin_to_free_core
     from transforms.decoder_process import decode_isolated
     from transforms.decoding import DecodeReport, sample_frames
 
     pin_to_free_core()
-    spec = sampling_spec(_job(variant, model_dir))
+    spec = sampling_spec(_job(variant, handle))
     decode = decode_isolated if isolated else sample_frames
     list(decode(videos[0], spec, DecodeReport()))  # warm: the decoder process starts
-    start = time.perf_counter()
-    frames = sum(sum(1 for _ in decode(v, spec, DecodeReport())) for v in videos)
-    return {"seconds": time.perf_counter() - start, "videos": len(videos), "frames": frames, **_usage()}
+    seconds = cpu = 0.0
+    for video in videos:
+        wall_s, cpu_s = _fastest(lambda v: list(decode(v, spec, DecodeReport())), video)
+        seconds, cpu = seconds + wall_s, cpu + cpu_s
+    return {"seconds": seconds, "cpu_s": cpu, "videos": len(videos), **_usage()}
 
 
-def child_model(videos: list[str], variant: str, model_dir: str) -> dict:
+def child_model(videos: list[str], variant: str, handle: str) -> dict:
     """Model only: videolabel's model handler on frames decoded beforehand (not timed), pinned to a core.
 
+    ``handle`` is the SavedModel (TensorFlow) or its .tflite conversion (LiteRT).
     Each video is one ``FrameSource`` holding its sampled frames, so the handler's
-    ``run_inference`` does exactly the run's model work (stream: the whole clip
-    in one call) and no decoding.
+    ``run_inference`` does exactly the run's model work and no decoding; each
+    video counts the fastest of REPEATS calls.
     """
     from beam_pipeline.checks import resolve_labels
     from beam_pipeline.pipeline import make_handler, sampling_spec
@@ -93,8 +125,8 @@ def child_model(videos: list[str], variant: str, model_dir: str) -> dict:
 
     pin_to_free_core()
     loaded = time.perf_counter()
-    cfg = _job(variant, model_dir)
-    handler = make_handler(cfg, model_dir, len(resolve_labels(cfg, model_dir)))
+    cfg = _job(variant, handle)
+    handler = make_handler(cfg, handle, len(resolve_labels(cfg, handle)))
     model = handler.load_model()
     spec = sampling_spec(cfg)
     sources = []
@@ -104,10 +136,13 @@ def child_model(videos: list[str], variant: str, model_dir: str) -> dict:
         sources.append(FrameSource(ref, spec, report.meta, frames, report.info(ref)))
     list(handler.run_inference(sources[:1], model))  # first call
     startup = time.perf_counter() - loaded
-    start = time.perf_counter()
+    seconds = cpu = 0.0
     for source in sources:
-        list(handler.run_inference([source], model))
-    return {"seconds": time.perf_counter() - start, "videos": len(videos), "startup_s": startup, **_usage()}
+        wall_s, cpu_s = _fastest(lambda s: list(handler.run_inference([s], model)), source)
+        seconds, cpu = seconds + wall_s, cpu + cpu_s
+    frames = sum(len(s.frames) for s in sources)
+    return {"seconds": seconds, "cpu_s": cpu, "videos": len(videos), "frames": frames, "startup_s": startup,
+            **_usage()}
 
 
 def child_naive(videos: list[str], variant: str, model_dir: str) -> dict:
@@ -159,9 +194,9 @@ def _usage() -> dict:
             "cpu_s": round(own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime, 2)}
 
 
-def _child(kind: str, videos: list[str], variant: str, model_dir: Path) -> dict:
+def _child(kind: str, videos: list[str], variant: str, handle: str) -> dict:
     """Runs one measurement in a fresh process; its JSON includes its own peak RSS and CPU seconds."""
-    args = [sys.executable, "-m", "benchmarks.throughput", "--child", kind, variant, str(model_dir), *videos]
+    args = [sys.executable, "-m", "benchmarks.throughput", "--child", kind, variant, handle, *videos]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     proc = subprocess.run(args, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
@@ -169,11 +204,11 @@ def _child(kind: str, videos: list[str], variant: str, model_dir: Path) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _parallel(kind: str, videos: list[str], variant: str, model_dir: Path, cores: int) -> dict:
-    """``cores`` child processes at once, the videos split between them; wall time of the slowest."""
+def _parallel(kind: str, videos: list[str], variant: str, handle: str, cores: int) -> dict:
+    """``cores`` child processes at once, the videos split between them; the slowest one's timed section."""
     shares = [videos[i::cores] for i in range(cores)]
     start = time.perf_counter()
-    args = [[sys.executable, "-m", "benchmarks.throughput", "--child", kind, variant, str(model_dir), *share]
+    args = [[sys.executable, "-m", "benchmarks.throughput", "--child", kind, variant, handle, *share]
             for share in shares]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     procs = [subprocess.Popen(a, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -187,48 +222,98 @@ def _parallel(kind: str, videos: list[str], variant: str, model_dir: Path, cores
     wall = time.perf_counter() - start
     # the processes' own timed sections (start-up excluded), run side by side
     busy = max(r["seconds"] for r in results)
-    return {"videos_per_s": round(len(videos) / busy, 3), "wall_s": round(wall, 2),
-            "core_s_per_video": round(sum(r["seconds"] for r in results) / len(videos), 4)}
+    measured = {"videos_per_s": round(len(videos) / busy, 3), "wall_s": round(wall, 2),
+                "core_s_per_video": round(sum(r["seconds"] for r in results) / len(videos), 4),
+                "cpu_s_per_video": round(sum(r["cpu_s"] for r in results) / len(videos), 4),
+                "peak_rss_mb": max(r["peak_rss_mb"] for r in results)}
+    if "startup_s" in results[0]:
+        measured["startup_s"] = round(max(r["startup_s"] for r in results), 2)
+        measured["core_s_per_50_frames"] = round(
+            sum(r["seconds"] for r in results) / sum(r["frames"] for r in results) * 50, 4)
+    return measured
 
 
-def _export(variant: str, workdir: Path) -> Path:
-    """The variant's SavedModel (random weights: speed does not depend on them), exported once."""
+def _faster(first: dict, second: dict) -> dict:
+    """Of two measurements of one ceiling, the one with fewer core-seconds per video, both kept."""
+    best = min(first, second, key=lambda m: m["core_s_per_video"])
+    return {**best, "before_run": first, "after_run": second}
+
+
+def _export(variant: str, workdir: Path) -> tuple[str, str | None]:
+    """(the variant's SavedModel, its LiteRT conversion for stream models), exported once.
+
+    Random weights: speed does not depend on them. ``export-movinet`` also puts the
+    conversion in the model cache, where ``videolabel run`` finds it.
+    """
+    from models.movinet_convert import litert_model
+    from models.movinet_variants import native_imgz
+
     model_id, mode = variant.split(":")
     model = workdir / f"{model_id}_{mode}"
     if not (model / "saved_model.pb").exists():
         subprocess.run([sys.executable, "-m", "beam_pipeline", "export-movinet", "--model-id", model_id,
                         "--mode", mode, "--output", str(model)], check=True, capture_output=True)
-    return model
+    tflite = litert_model(str(model), native_imgz(model_id), model_id, 600) if mode == "stream" else None
+    return str(model), tflite
 
 
-def _videolabel(videos: list[str], variant: str, model: Path, cores: int, workdir: Path) -> dict:
-    """``videolabel run`` on a manifest of ``videos``: steady rate, start-up, wall, CPU and peak memory."""
+def _videolabel(videos: list[str], variant: str, model: str, runtime: str, cores: int, workdir: Path) -> dict:
+    """``videolabel run`` on a manifest of ``videos`` with ``model.runtime``: steady rate, start-up from
+    launch and from the job's start, wall, CPU, peak memory and the model's own seconds."""
     model_id, mode = variant.split(":")
     manifest = workdir / f"manifest_{len(videos)}.csv"
     manifest.write_text("uri\n" + "\n".join(videos) + "\n")
-    out = workdir / f"out_{len(videos)}"
+    out = workdir / f"out_{len(videos)}_{runtime}"
     cmd = [sys.executable, "-m", "beam_pipeline", "run", "--input", str(manifest), "--output", str(out),
-           "--model", str(model), "--overwrite", "--set", f"model.model_id={model_id}",
+           "--model", model, "--overwrite", "--set", f"model.model_id={model_id}",
            "--set", f"model.model_mode={mode}", "--set", f"sampling.fps={FPS}", "--set", "model.tf_threads=1",
-           "--runner=DirectRunner", "--direct_running_mode=multi_processing",
-           f"--direct_num_workers={cores}"]
+           "--set", f"model.runtime={runtime}", "--runner=DirectRunner",
+           "--direct_running_mode=multi_processing", f"--direct_num_workers={cores}"]
     # run under a fresh measuring process, so peak RSS and CPU are this run's (workers included)
-    wrapped = [sys.executable, "-m", "benchmarks.throughput", "--measure", *cmd]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    proc = subprocess.run(wrapped, capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        raise RuntimeError(f"videolabel run failed:\n{proc.stderr[-3000:]}")
+    measured = _measured([sys.executable, "-m", "benchmarks.throughput", "--measure", *cmd], "videolabel run")
     run = json.loads((out / "_run.json").read_text())
     assert run["counts"].get("videos_ok") == len(videos), run["counts"]
-    measured = json.loads(proc.stdout.strip().splitlines()[-1])
-    return {**measured, "videos_per_s": run["throughput"]["steady_videos_per_s"],
-            "startup_s": run["throughput"]["startup_s"], "stage_s": run["timings"]["stage_s"]}
+    throughput = run["throughput"]
+    job_start = datetime.datetime.fromisoformat(run["started_at"]).timestamp()
+    return {**measured, "videos_per_s": throughput["steady_videos_per_s"], "runtime": run["model"]["runtime"],
+            "job_startup_s": throughput["startup_s"],
+            "startup_s": round(job_start - measured["launched_at"] + throughput["startup_s"], 2),
+            "stage_s": run["timings"]["stage_s"],
+            "model_core_s_per_video": round(run["timings"]["stage_s"]["model"] / len(videos), 4)}
+
+
+def _ray(videos: list[str], tflite: str, cores: int, workdir: Path) -> dict | None:
+    """The same job on Ray Data (``benchmarks.ray_peer``) with the same LiteRT model; None without ray."""
+    if importlib.util.find_spec("ray") is None:
+        print("ray is not installed (make bench installs the bench extra): no Ray Data row", file=sys.stderr)
+        return None
+    cmd = [sys.executable, "-m", "benchmarks.ray_peer", "--model", tflite, "--out", str(workdir / "out_ray"),
+           "--cores", str(cores), *videos]
+    return _measured(cmd, "Ray Data peer")
+
+
+def _measured(cmd: list[str], what: str) -> dict:
+    """Runs ``cmd``, which prints JSON as its last line of output, and returns that JSON."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{what} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _ceilings(half: list[str], variant: str, handles: dict[str, str], cores: int) -> dict:
+    """decode, decode through the decoder process, and the model on each runtime, in that order."""
+    out = {"decode": _parallel("decode", half, variant, handles["tf"], cores),
+           "isolated": _parallel("isolated", half, variant, handles["tf"], cores)}
+    for runtime, handle in handles.items():
+        out[runtime] = _parallel("model", half, variant, handle, cores)
+    return out
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--videos", type=int, default=48,
-                        help="N: the ceilings and the naive loop run on N videos, videolabel on 2N")
+                        help="N: the ceilings and the naive loop run on N videos, videolabel and Ray on 2N")
     parser.add_argument("--variant", default="a0:stream")
     parser.add_argument("--videos-dir", help="a folder of .mp4 videos to use instead of generated clips")
     parser.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "videolabel-throughput"))
@@ -250,56 +335,90 @@ def main(argv=None) -> int:
         videos.append(str(link))
     half = videos[:args.videos]
 
-    model_dir = _export(args.variant, workdir)
-    decode = _parallel("decode", half, args.variant, model_dir, cores)
-    isolated = _parallel("isolated", half, args.variant, model_dir, cores)
-    model = _parallel("model", half, args.variant, model_dir, cores)
-    per_video = decode["core_s_per_video"] + model["core_s_per_video"]
-    combined = cores / per_video
+    model_dir, tflite = _export(args.variant, workdir)
+    handles = {"tf": model_dir, **({"litert": tflite} if tflite else {})}
+    before = _ceilings(half, args.variant, handles, cores)
     naive = _child("naive", half, args.variant, model_dir)
-    naive_rate = naive["videos"] / naive["seconds"]
-    large = _videolabel(videos, args.variant, model_dir, cores, workdir)
-    steady, startup = large["videos_per_s"], large["startup_s"]
+    runs = {name: _videolabel(videos, args.variant, model_dir, name, cores, workdir) for name in handles}
+    ray = _ray(videos, tflite, cores, workdir) if tflite else None
+    after = _ceilings(half, args.variant, handles, cores)
+    ceiling = {name: _faster(before[name], after[name]) for name in before}
 
-    isolation_s = isolated["core_s_per_video"] - decode["core_s_per_video"]
-    rows = [
-        ["decode ceiling", decode["videos_per_s"], decode["videos_per_s"] / combined, "", "",
-         f"{cores} procs"],
-        ["decode, decoder process", isolated["videos_per_s"], isolated["videos_per_s"] / combined, "", "",
-         f"{isolation_s * 1000:+.1f} ms/video, {isolation_s / per_video:+.1%} of a video's core-s"],
-        ["model ceiling", model["videos_per_s"], model["videos_per_s"] / combined, "", "",
-         f"{cores} procs"],
-        ["combined ceiling", combined, 1.0, "", "", f"{per_video:.3f} core-s/video"],
-        ["naive loop", naive_rate, naive_rate / combined, 1.0, naive["peak_rss_mb"],
-         f"start-up {naive['startup_s']:.1f} s"],
-        ["videolabel run", steady, steady / combined, steady / naive_rate, large["peak_rss_mb"],
-         f"start-up {startup:.1f} s; CPU {large['cpu_s'] / large['wall_s'] / cores:.0%} of {cores} cores"],
-    ]
-    print_table(f"{args.variant} at {FPS:g} fps, {cores} cores, 10-s 340x256 clips",
-                ["path", "videos/s", "share of ceiling", "vs naive", "peak MB", "notes"], rows)
+    runtime = "litert" if tflite else "tf"
+    run = runs[runtime]
+    decode = ceiling["decode"]
+    combined = {name: cores / (decode["core_s_per_video"] + ceiling[name]["core_s_per_video"])
+                for name in handles}
+    naive_rate = naive["videos"] / naive["seconds"]
+    steady = run["videos_per_s"]
+    isolation_s = ceiling["isolated"]["core_s_per_video"] - decode["core_s_per_video"]
+    per_video = decode["core_s_per_video"] + ceiling[runtime]["core_s_per_video"]
+
+    rows = [["decode ceiling", decode["videos_per_s"], decode["videos_per_s"] / combined[runtime], "", "",
+             f"{cores} procs"],
+            ["decode, decoder process", ceiling["isolated"]["videos_per_s"],
+             ceiling["isolated"]["videos_per_s"] / combined[runtime], "", "",
+             f"{isolation_s * 1000:+.1f} ms/video, {isolation_s / per_video:+.1%} of a video's core-s"]]
+    for name in handles:
+        rows.append([f"model ceiling, {name}", ceiling[name]["videos_per_s"],
+                     ceiling[name]["videos_per_s"] / combined[runtime], "", ceiling[name]["peak_rss_mb"],
+                     f"{cores} procs"])
+        rows.append([f"combined ceiling, {name}", combined[name], combined[name] / combined[runtime], "", "",
+                     f"{decode['core_s_per_video'] + ceiling[name]['core_s_per_video']:.3f} core-s/video"])
+    rows.append(["naive loop (TF)", naive_rate, naive_rate / combined[runtime], 1.0, naive["peak_rss_mb"],
+                 f"start-up {naive['startup_s']:.1f} s"])
+    if ray:
+        rows.append(["Ray Data (LiteRT)", ray["videos_per_s"], ray["videos_per_s"] / combined[runtime],
+                     ray["videos_per_s"] / naive_rate, ray["peak_rss_mb_per_worker"],
+                     f"start-up {ray['startup_s']:.1f} s"])
+    for name, measured in runs.items():
+        rows.append([f"videolabel run, {name}", measured["videos_per_s"],
+                     measured["videos_per_s"] / combined[runtime], measured["videos_per_s"] / naive_rate,
+                     measured["peak_rss_mb"],
+                     f"start-up {measured['startup_s']:.1f} s; model "
+                     f"{measured['model_core_s_per_video']:.3f} core-s/video; "
+                     f"CPU {measured['cpu_s'] / measured['wall_s'] / cores:.0%} of {cores} cores"])
+    title = f"{args.variant} at {FPS:g} fps, {cores} cores, 10-s 340x256 clips"
+    print_table(title, ["path", "videos/s", f"share of {runtime} ceiling", "vs naive", "peak MB", "notes"],
+                rows)
+    print_table("runtimes: the model alone, one thread per process, the fastest of "
+                f"{REPEATS} calls per video",
+                ["runtime", "core-s / 50 frames", "videos/s", "start-up s", "peak MB"],
+                [[name, ceiling[name]["core_s_per_50_frames"], ceiling[name]["videos_per_s"],
+                  ceiling[name]["startup_s"], ceiling[name]["peak_rss_mb"]] for name in handles])
     write_json(_results_path(args.variant), {
         "variant": args.variant, "cores": cores, "videos": [args.videos, 2 * args.videos], "clip": CLIP,
-        "videolabel_share_of_ceiling": round(steady / combined, 3),
+        "repeats": REPEATS, "runtime": runtime,
+        "videolabel_share_of_ceiling": round(steady / combined[runtime], 3),
         "videolabel_vs_naive": round(steady / naive_rate, 3),
-        "combined_ceiling_videos_per_s": round(combined, 3),
-        "decode_ceiling": decode, "decode_in_decoder_process": isolated,
+        "videolabel_vs_tf_path": round(steady / runs["tf"]["videos_per_s"], 3),
+        "videolabel_vs_ray": round(steady / ray["videos_per_s"], 3) if ray else None,
+        "startup_s": run["startup_s"],
+        "peak_rss_mb_per_worker": run["peak_rss_mb"],
+        "combined_ceiling_videos_per_s": {name: round(rate, 3) for name, rate in combined.items()},
+        "decode_ceiling": decode, "decode_in_decoder_process": ceiling["isolated"],
         "isolation_core_s_per_video": round(isolation_s, 4),
-        "isolation_share_of_video": round(isolation_s / per_video, 4), "model_ceiling": model,
-        "core_s_per_video": {"decode": decode["core_s_per_video"], "model": model["core_s_per_video"]},
+        "isolation_share_of_video": round(isolation_s / per_video, 4),
+        "model_ceiling": {name: ceiling[name] for name in handles},
+        "model_in_run": {name: {"run_core_s_per_video": runs[name]["model_core_s_per_video"],
+                                "ceiling_core_s_per_video": ceiling[name]["core_s_per_video"]}
+                         for name in handles},
         "naive": {**naive, "videos_per_s": round(naive_rate, 3)},
-        "videolabel": {**large, "videos_per_s": round(steady, 3), "startup_s": round(startup, 1)},
+        "ray": ray,
+        "videolabel": runs,
     })
     return 0
 
 
 def _measure(cmd: list[str]) -> None:
-    """Runs ``cmd`` (its output discarded) and prints its wall time, CPU seconds and peak RSS as JSON."""
-    start = time.perf_counter()
+    """Runs ``cmd`` (its output discarded) and prints when it was launched (epoch s), its wall time,
+    CPU seconds and the largest resident size of it or any of its processes, as JSON."""
+    launched, start = time.time(), time.perf_counter()
     proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr[-3000:])
         raise SystemExit(proc.returncode)
-    print(json.dumps({"wall_s": round(time.perf_counter() - start, 3), **_usage()}))
+    print(json.dumps({"launched_at": launched, "wall_s": round(time.perf_counter() - start, 3), **_usage()}))
 
 
 if __name__ == "__main__":
