@@ -192,7 +192,8 @@ class ModelConfig(_Section):
         labels: labels file (one name per line, index order); None uses the
             model dir's labels.txt, else the Kinetics-600 names.
         top_k: how many classes each row lists.
-        batch_size: clips per model call in base mode.
+        batch_size: clips per model call in base mode; in stream mode with an accelerator
+            (TensorFlow), videos per model call (one on CPU workers).
         stream_chunk: frames per model call in stream mode (state carried across).
         video_pool: base mode: how clip probabilities make the video's, ``mean`` or ``max``
             (max then renormalised to sum to 1).
@@ -208,6 +209,12 @@ class ModelConfig(_Section):
             workers whose SavedModel gives per-frame outputs (``export-movinet``,
             ``train``) and for .tflite files, TensorFlow otherwise (base mode, an
             accelerator, TF Hub models). The outputs agree to 1e-4 either way.
+        max_batch_duration_s: stream mode with an accelerator (TensorFlow): Beam's
+            ``max_batch_duration_secs``: the ``batch_size`` videos of a call are gathered
+            across bundles, those of similar length together (power-of-two buckets of
+            sampled frames), a partial batch waiting at most this long; null: batches form
+            within a bundle, whatever the lengths. A gathering batch holds its videos'
+            decoded frames (up to ``sampling.predecode_max_frames`` each; docs/SCALING.md).
     """
 
     kind: Literal["movinet", "lstm"] = "movinet"
@@ -224,6 +231,7 @@ class ModelConfig(_Section):
     pin_workers: bool = True
     accelerator: str | None = None
     runtime: Literal["auto", "tf", "litert"] = "auto"
+    max_batch_duration_s: PositiveNumber | None = None
 
     @field_validator("accelerator")
     @classmethod
@@ -302,6 +310,8 @@ EXECUTION_ONLY_KEYS: frozenset[str] = frozenset({
     "model.pin_workers",             # which core a worker process runs on
     "model.accelerator",             # which workers run the model step
     "model.runtime",                 # TensorFlow or LiteRT: the same outputs to 1e-4, chunk for chunk
+    "model.max_batch_duration_s",    # how videos are gathered into GPU batches: a video's outputs
+                                     # do not depend on the others in its call (to 1e-4)
     "output.path",                   # where: resume reads the rows already there
     "output.videos_per_file",        # how rows are grouped into part files
     "output.flush_s",                # when a part file is committed

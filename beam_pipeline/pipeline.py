@@ -17,10 +17,10 @@ from transforms.listing import ListVideos
 from transforms.progress import NoteVideos, note_total
 from transforms.records import DEFAULT_DECODER, SamplingSpec
 from transforms.schema import VIDEOS_SCHEMA, frames_schema
-from transforms.video_handler import ClipWindows, StreamChunks, VideoHandler
+from transforms.video_handler import ClipWindows, StreamBatch, StreamChunks, VideoHandler
 from transforms.write import write_branches
 
-__all__ = ["build_pipeline", "input_mode", "list_videos", "make_handler", "sampling_spec"]
+__all__ = ["build_pipeline", "input_mode", "list_videos", "make_handler", "sampling_spec", "stream_batch"]
 
 
 def input_mode(cfg: JobConfig) -> str:
@@ -28,8 +28,24 @@ def input_mode(cfg: JobConfig) -> str:
     return "stream" if cfg.model.kind == "movinet" and cfg.model.model_mode == "stream" else "base"
 
 
+def stream_batch(cfg: JobConfig, handle: str) -> StreamBatch | None:
+    """How many videos share a model call: ``model.batch_size`` in stream mode on GPU workers
+    (``model.accelerator``) with TensorFlow, else None (one video per call).
+
+    Only a GPU gains from batching: a CPU worker runs one model thread per process,
+    and several videos per call were no faster there. LiteRT (``model.runtime: litert``,
+    a .tflite handle) runs one video per call.
+    """
+    m = cfg.model
+    tensorflow = m.runtime != "litert" and not handle.endswith(".tflite")
+    if not (m.accelerator and m.kind == "movinet" and m.model_mode == "stream" and tensorflow):
+        return None
+    return StreamBatch(m.batch_size, m.max_batch_duration_s)
+
+
 def make_handler(cfg: JobConfig, handle: str, num_labels: int) -> VideoHandler:
-    """The ModelHandler for the configured model and mode: one ``FrameSource`` in, one ``VideoResult`` out."""
+    """The ModelHandler for the configured model and mode: ``FrameSource`` in, ``VideoResult`` out, per
+    video; several videos per model call in stream mode on GPU workers (``stream_batch``)."""
     m, s = cfg.model, cfg.sampling
     windows = ClipWindows(s.n_frames, s.stride, m.batch_size)
     k = min(m.top_k, num_labels)
@@ -38,8 +54,10 @@ def make_handler(cfg: JobConfig, handle: str, num_labels: int) -> VideoHandler:
         return VideoHandler(lstm, windows, k=k, keep_probs=cfg.output.write_probs,
                             keep_keypoints=cfg.output.write_keypoints)
     movinet = Movinet(handle, m.model_mode, num_labels, cfg.imgz, m.tf_threads)
-    plan = StreamChunks(m.stream_chunk) if m.model_mode == "stream" else windows
-    return VideoHandler(movinet, plan, k=k, keep_probs=cfg.output.write_probs)
+    if m.model_mode == "stream":
+        return VideoHandler(movinet, StreamChunks(m.stream_chunk), k=k, keep_probs=cfg.output.write_probs,
+                            batch=stream_batch(cfg, handle))
+    return VideoHandler(movinet, windows, k=k, keep_probs=cfg.output.write_probs)
 
 
 def sampling_spec(cfg: JobConfig) -> SamplingSpec:

@@ -9,7 +9,9 @@
   with the state carried, so the result does not depend on the chunk size. Models
   from ``export-movinet`` give every frame its own causal output; TF Hub's stream
   models return only the output after a chunk's last frame, which every frame of
-  the chunk then gets (``stream_chunk: 1`` gives one per frame there).
+  the chunk then gets (``stream_chunk: 1`` gives one per frame there). A
+  SavedModel also steps a batch of videos that start together, uint8
+  [b, t, h, w, 3] -> [b, t, C] (GPU workers); a .tflite model one video.
 
 Frames become float32 in [0, 1] here, one batch or chunk at a time.
 """
@@ -74,7 +76,17 @@ class MovinetClips:
 
 
 class _SavedModelSteps:
-    """A stream-mode SavedModel's ``init_states`` and ``call`` signatures, as logits."""
+    """A stream-mode SavedModel's ``init_states`` and ``call`` signatures, as logits, for a batch of videos.
+
+    The videos of a batch start together: MoViNet's buffers (``*_stream_buffer``,
+    ``*_pool_buffer``) have a leading batch dimension, but its frame counts
+    (``*_frame_count``, int32 [1]) are one for the whole batch, so every video of
+    a batch must be at the same frame, which they are when they start together
+    and advance chunk by chunk. Batch-norm runs in inference mode, so the videos
+    of a batch do not affect one another.
+    """
+
+    batches = True  # several videos per call (LiteRT models take one)
 
     def __init__(self, loaded: Any):
         self._loaded = loaded
@@ -82,21 +94,30 @@ class _SavedModelSteps:
         self._init_states = loaded.signatures["init_states"]
         self.per_frame = "frame_logits" in self._call.structured_outputs
 
-    def init_states(self, imgz: int) -> dict:
+    def init_states(self, imgz: int, batch: int = 1) -> dict:
+        """The states before the first frame of ``batch`` videos of ``imgz`` x ``imgz`` frames."""
         import tensorflow as tf
 
-        return self._init_states(input_shape=tf.constant([1, 1, imgz, imgz, 3], dtype=tf.int32))
+        return self._init_states(input_shape=tf.constant([batch, 1, imgz, imgz, 3], dtype=tf.int32))
 
     def step(self, frames: np.ndarray, states: dict) -> tuple[np.ndarray, dict]:
-        """frames uint8 [t, h, w, 3] -> (logits float32 [t, classes], new states)."""
+        """frames uint8 [b, t, h, w, 3] -> (logits float32 [b, t, classes], new states).
+
+        One video's frames uint8 [t, h, w, 3] give logits [t, classes]. Without
+        ``per_frame``, row i holds the output after the last frame, for every i.
+        """
         import tensorflow as tf
 
-        image = tf.constant(frames.astype(np.float32)[np.newaxis] / 255.0)
-        out = dict(self._call(image=image, **states))
-        last = out.pop("logits").numpy()[0]
-        if "frame_logits" in out:
-            return out.pop("frame_logits").numpy()[0], out
-        return np.repeat(last[np.newaxis], len(frames), axis=0), out
+        one = frames.ndim == 4
+        videos = frames[np.newaxis] if one else frames
+        out = dict(self._call(image=tf.constant(videos.astype(np.float32) / 255.0), **states))
+        last = out.pop("logits").numpy()
+        frame_logits = out.pop("frame_logits", None)
+        if self.per_frame:
+            logits = frame_logits.numpy()
+        else:
+            logits = np.repeat(last[:, np.newaxis], videos.shape[1], axis=1)
+        return (logits[0] if one else logits), out
 
 
 class MovinetStream:
@@ -105,19 +126,41 @@ class MovinetStream:
     Row i of a step is the causal output after frame i when the model gives one
     per frame (``per_frame``: videolabel's exports, TFLite); TF Hub's models give
     only the output after the chunk's last frame, which every row then holds.
+
+    SavedModels also take a batch of videos that start together (``batches``):
+    ``init_states(imgz, batch=b)``, then ``step`` on uint8 [b, t, h, w, 3]. TFLite
+    models take one video per call.
     """
 
     def __init__(self, steps: Any):
         self._steps = steps
         self.per_frame = steps.per_frame
+        self.batches = getattr(steps, "batches", False)
 
-    def init_states(self, imgz: int) -> Any:
-        return self._steps.init_states(imgz)
+    def init_states(self, imgz: int, batch: int | None = None) -> Any:
+        """The states before the first frame: of one video, or of ``batch`` videos starting together."""
+        if batch is None:
+            return self._steps.init_states(imgz)
+        self._check_batches()
+        return self._steps.init_states(imgz, batch)
 
     def step(self, frames: np.ndarray, states: Any) -> tuple[np.ndarray, Any]:
-        """frames uint8 [t, h, w, 3] -> (probabilities float32 [t, classes], new states)."""
+        """frames uint8 [t, h, w, 3] -> (probabilities float32 [t, classes], new states).
+
+        With a batch's states (``init_states(imgz, batch=b)``): frames uint8
+        [b, t, h, w, 3] -> probabilities float32 [b, t, classes], row [j, i] the
+        causal output of video j after its frame i.
+        """
+        if frames.ndim == 5:
+            self._check_batches()
         logits, states = self._steps.step(frames, states)
         return softmax(logits), states
+
+    def _check_batches(self) -> None:
+        if not self.batches:
+            raise ValueError(f"{type(self._steps).__name__} runs one video per call; batches of videos "
+                             "(stream mode with model.accelerator) need the TensorFlow runtime "
+                             "(model.runtime: tf, a SavedModel)")
 
 
 @dataclasses.dataclass(frozen=True)

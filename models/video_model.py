@@ -9,7 +9,8 @@ arrive as uint8 RGB arrays, already sampled, squared and, for clips, padded.
   (base-mode MoViNet; the pose LSTM, which adds the keypoints it saw);
 * ``StreamModel``: ``init_states(imgz)``, then ``step(frames uint8 [t, h, w, 3],
   states) -> (probabilities float32 [t, C], states)`` chunk after chunk of one
-  video (stream-mode MoViNet, SavedModel or TFLite);
+  video (stream-mode MoViNet, SavedModel or TFLite); a ``BatchStreamModel`` also
+  steps several videos that start together (GPU workers: SavedModels only);
 * ``ExampleModel``: clips uint8 [b, n_frames, h, w, 3] -> one training example
   per clip, an array [b, ...] (``videolabel train``'s features).
 
@@ -22,7 +23,8 @@ from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
-__all__ = ["ClipModel", "ClipScores", "ExampleModel", "ModelSpec", "RawClips", "StreamModel"]
+__all__ = ["BatchStreamModel", "ClipModel", "ClipScores", "ExampleModel", "ModelSpec", "RawClips",
+           "StreamModel"]
 
 
 class ClipScores(NamedTuple):
@@ -49,6 +51,21 @@ class StreamModel(Protocol):
     def step(self, frames: np.ndarray, states: Any) -> tuple[np.ndarray, Any]:
         """uint8 [t, h, w, 3] -> (float32 [t, num_classes]: row i the causal output after frame i,
         the state after the last frame)."""
+
+
+class BatchStreamModel(StreamModel, Protocol):
+    """A stream model that also takes a batch of videos per step, all starting at frame 0 together.
+
+    ``batches`` says whether it does (``init_states(imgz, batch=b)`` and ``step`` on
+    uint8 [b, t, h, w, 3] -> float32 [b, t, num_classes] then work); ``per_frame``
+    whether row i is the output after frame i (else after the step's last frame).
+    """
+
+    batches: bool
+    per_frame: bool
+
+    def init_states(self, imgz: int, batch: int | None = None) -> Any:
+        """The state before frame 0 of one video (``batch`` None) or of ``batch`` videos."""
 
 
 class ExampleModel(Protocol):

@@ -116,6 +116,8 @@ EXECUTION_ONLY = {
     "model.tf_threads": 4,
     "model.pin_workers": False,
     "model.accelerator": "type:nvidia-l4;count:1;install-nvidia-driver",
+    "model.runtime": "litert",
+    "model.max_batch_duration_s": 2.0,
     "output.path": "gs://bucket/other",
     "output.videos_per_file": 10,
     "output.flush_s": 5.0,

@@ -1,4 +1,4 @@
-"""VideoHandler: the one ModelHandler every model runs in; one ``FrameSource`` in, one ``VideoResult`` out.
+"""VideoHandler: the one ModelHandler every model runs in; ``FrameSource`` in, ``VideoResult`` out, per video.
 
 This is where a probed video's frames are decoded and meet the model:
 
@@ -16,8 +16,16 @@ This is where a probed video's frames are decoded and meet the model:
 4. the video's ``VideoResult``: one ``ClipPrediction`` per clip (stream mode: one,
    clip 0, over every frame), or one training example per clip.
 
-Memory holds one chunk or one batch of clips, whatever the video's length.
-Frames stay uint8 until the model turns them into its own input.
+One video per call, except in stream mode on GPU workers (``StreamBatch``): there
+``videos`` videos go through each model call together, chunk by chunk, from
+their first frame (``stream_predictions``), and each gets exactly the outputs it
+gets alone. Beam's BatchElements forms those batches (``batch_elements_kwargs``),
+across bundles and by expected length (``expected_length``, ``LENGTH_BUCKETS``)
+with ``max_wait_s``.
+
+Memory holds one chunk or one batch of clips, whatever the video's length (a
+batch of videos: one chunk of each). Frames stay uint8 until the model turns them
+into its own input.
 """
 
 from __future__ import annotations
@@ -32,22 +40,31 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler
 
 from models.scores import top_k_arrays
-from models.video_model import ClipScores, ModelSpec, StreamModel
-from transforms.decoder_process import decode_isolated
+from models.video_model import BatchStreamModel, ClipScores, ModelSpec, StreamModel
+from transforms.decoder_process import DecoderProcess, decode_isolated
 from transforms.decoding import DecodeReport, SampledFrame
 from transforms.records import Clip, ClipPrediction, FrameSource, VideoResult
 
 __all__ = [
+    "LENGTH_BUCKETS",
     "ClipWindows",
+    "StreamBatch",
     "StreamChunks",
     "VideoHandler",
     "clip_from_frames",
     "clip_predictions",
+    "expected_length",
     "frames_of",
     "pad_clip",
     "stream_prediction",
+    "stream_predictions",
     "windows",
 ]
+
+#: Sampled-frame counts where a batch of videos is cut (Beam's ``batch_bucket_boundaries``,
+#: lower-inclusive): powers of two, so the videos of one bucket differ in length by less than
+#: 2x and padding takes under half of a batch's frames. At 5 fps: 3 s, 6 s, ..., 3.6 h.
+LENGTH_BUCKETS: tuple[int, ...] = tuple(2 ** i for i in range(4, 17))
 
 
 class ClipWindows(NamedTuple):
@@ -64,11 +81,42 @@ class StreamChunks(NamedTuple):
     size: int
 
 
-def frames_of(source: FrameSource, report: DecodeReport) -> Iterable[SampledFrame]:
+class StreamBatch(NamedTuple):
+    """Stream mode on GPU workers: ``videos`` videos per model call, started together.
+
+    Attributes:
+        videos: videos per call (Beam's ``min_batch_size`` and ``max_batch_size``).
+        max_wait_s: Beam's ``max_batch_duration_secs``: batches gather across bundles
+            (the stateful BatchElements), videos of similar expected length together
+            (``LENGTH_BUCKETS``), a partial batch waiting at most this long; None:
+            batches form within a bundle, whatever the lengths.
+    """
+
+    videos: int
+    max_wait_s: float | None = None
+
+
+def expected_length(source: FrameSource) -> int:
+    """The sampled frames a source gives (Beam's ``batch_length_fn``): its decoded frames, else as many
+    as sampling takes from its probed duration; a video of unknown duration counts as the longest."""
+    # decode_sample imports this module (frames_of), hence the import here
+    from transforms.decode_sample import expected_frames
+
+    if source.frames is not None:
+        return len(source.frames)
+    expected = expected_frames(source.spec, source.meta)
+    return LENGTH_BUCKETS[-1] if expected is None else expected
+
+
+def frames_of(source: FrameSource, report: DecodeReport,
+              decoder: DecoderProcess | None = None) -> Iterable[SampledFrame]:
     """A source's sampled frames: decoded earlier (``source.frames``, with its outcome copied into
-    ``report``), or decoded now, lazily, in this thread's decoder process from the source's probe."""
+    ``report``), or decoded now, lazily, from the source's probe in ``decoder`` (default: this
+    thread's decoder process, which decodes one video at a time)."""
     if source.frames is None:
         report.meta = source.meta
+        if decoder is not None:
+            return decoder.run("decode", source.ref.uri, source.spec, report)
         return decode_isolated(source.ref.uri, source.spec, report)
     info = source.decoded
     report.meta, report.error, report.decode_s = info.meta, info.error, info.decode_s
@@ -161,6 +209,35 @@ class _ModelClock:
             self.seconds += time.perf_counter() - start
 
 
+class _StreamRows:
+    """One video's stream outputs as they come, chunk by chunk: the top ``k`` per frame (and every
+    probability with ``keep_probs``), and the output after the last frame."""
+
+    def __init__(self, k: int, keep_probs: bool):
+        self._k, self._keep_probs = k, keep_probs
+        self._indices, self._times, self._top_index, self._top_score, self._kept = [], [], [], [], []
+        self._last: np.ndarray | None = None
+
+    def add(self, frames: Sequence[SampledFrame], probs: np.ndarray) -> None:
+        """``probs`` float32 [len(frames), C]: row i the output for ``frames[i]``."""
+        index, score = top_k_arrays(probs, self._k)
+        self._indices.append(np.array([f.index for f in frames], dtype=np.int64))
+        self._times.append(np.array([f.time_s for f in frames], dtype=np.float64))
+        self._top_index.append(index)
+        self._top_score.append(score)
+        if self._keep_probs:
+            self._kept.append(probs)
+        self._last = probs[-1]
+
+    def prediction(self) -> ClipPrediction:
+        if self._last is None:
+            return ClipPrediction(np.zeros(0, np.int64), np.zeros(0), np.zeros((0, self._k), np.int32),
+                                  np.zeros((0, self._k), np.float32), None)
+        return ClipPrediction(np.concatenate(self._indices), np.concatenate(self._times),
+                              np.concatenate(self._top_index), np.concatenate(self._top_score), self._last,
+                              np.concatenate(self._kept) if self._keep_probs else None)
+
+
 def stream_prediction(model: StreamModel, frames: Iterable[SampledFrame], *, chunk: int, imgz: int, k: int,
                       keep_probs: bool = False, clock: _ModelClock | None = None) -> ClipPrediction:
     """Runs frames through a stream model in chunks of ``chunk``, carrying its state.
@@ -176,28 +253,101 @@ def stream_prediction(model: StreamModel, frames: Iterable[SampledFrame], *, chu
     """
     clock = clock or _ModelClock()
     states = clock.call(model.init_states, imgz)
-    indices, times, top_index, top_score, kept = [], [], [], [], []
-    probs = None
+    rows = _StreamRows(k, keep_probs)
     frames = iter(frames)
     while batch := list(itertools.islice(frames, chunk)):
         probs, states = clock.call(model.step, np.stack([f.image for f in batch]), states)
-        index, score = top_k_arrays(probs, k)
-        indices.append(np.array([f.index for f in batch], dtype=np.int64))
-        times.append(np.array([f.time_s for f in batch], dtype=np.float64))
-        top_index.append(index)
-        top_score.append(score)
-        if keep_probs:
-            kept.append(probs)
-    if probs is None:
-        return ClipPrediction(np.zeros(0, np.int64), np.zeros(0), np.zeros((0, k), np.int32),
-                              np.zeros((0, k), np.float32), None)
-    return ClipPrediction(np.concatenate(indices), np.concatenate(times), np.concatenate(top_index),
-                          np.concatenate(top_score), probs[-1],
-                          np.concatenate(kept) if keep_probs else None)
+        rows.add(batch, probs)
+    return rows.prediction()
+
+
+def _padded(chunks: Sequence[list[SampledFrame]], last: list[np.ndarray | None], span: int) -> np.ndarray:
+    """Each video's chunk as uint8 [len(chunks), span, h, w, 3]; a shorter one (a video that ended)
+    padded with its last frame (``last``, updated here), zeros for a video without frames."""
+    shape = next(frames[0].image.shape for frames in chunks if frames)
+    images = np.zeros((len(chunks), span, *shape), np.uint8)
+    for video, frames in enumerate(chunks):
+        for i, frame in enumerate(frames):
+            images[video, i] = frame.image
+        if frames:
+            last[video] = frames[-1].image
+        if last[video] is not None:
+            images[video, len(frames):] = last[video]
+    return images
+
+
+def stream_predictions(model: BatchStreamModel, videos: Sequence[Iterable[SampledFrame]], *, chunk: int,
+                       imgz: int, k: int, keep_probs: bool = False,
+                       clock: _ModelClock | None = None) -> list[ClipPrediction]:
+    """Runs several videos through a stream model together: all of them in each call, ``chunk`` frames
+    of each per call, from their first frame on.
+
+    Each video's prediction is the one ``stream_prediction`` gives it alone, with the
+    same ``chunk`` (to float rounding): the videos of a batch start together, so
+    MoViNet's frame counts (one for the whole batch) are right for all of them, and
+    its buffers are per video. A video that has ended is padded with its last frame
+    until the last one ends, and its padded rows are dropped. For a model without
+    per-frame outputs (every frame of a chunk gets the output after the chunk's last
+    frame), a chunk in which some videos end runs as several calls, cut at those
+    ends, so that a video gets the output after its own last frame, and every frame
+    of another video the output at the end of its full chunk, as alone.
+
+    Memory: one chunk of each video, whatever their lengths.
+
+    Args:
+        model: a model whose ``batches`` is true (a SavedModel).
+        videos: each video's sampled frames, uint8 [imgz, imgz, 3] each, in order.
+        chunk, imgz, k, keep_probs, clock: as ``stream_prediction``; ``clock`` adds up
+            the whole batch's time in the model.
+
+    Returns:
+        One ClipPrediction per video, in order.
+    """
+    clock = clock or _ModelClock()
+    streams = [iter(frames) for frames in videos]
+    rows = [_StreamRows(k, keep_probs) for _ in streams]
+    ended = [False] * len(streams)
+    last: list[np.ndarray | None] = [None] * len(streams)
+    states = None
+    while not all(ended):
+        chunks = [[] if done else list(itertools.islice(frames, chunk))
+                  for frames, done in zip(streams, ended)]
+        counts = [len(frames) for frames in chunks]
+        ended = [done or n < chunk for done, n in zip(ended, counts)]
+        span = max(counts)
+        if span == 0:
+            break
+        images = _padded(chunks, last, span)
+        if states is None:
+            states = clock.call(model.init_states, imgz, len(streams))
+        cuts = [span] if model.per_frame else sorted({n for n in counts if 0 < n < span} | {span})
+        parts, start = [], 0
+        for cut in cuts:
+            probs, states = clock.call(model.step, images[:, start:cut], states)
+            parts.append(probs)
+            start = cut
+        probs = np.concatenate(parts, axis=1)
+        for video, (frames, n) in enumerate(zip(chunks, counts)):
+            if n:
+                own = probs[video, :n] if model.per_frame else np.repeat(probs[video, n - 1:n], n, axis=0)
+                rows[video].add(frames, own)
+    return [r.prediction() for r in rows]
+
+
+def _batching(batch: StreamBatch | None) -> dict[str, Any]:
+    """``ModelHandler.__init__``'s batching arguments: one video per call, or ``batch``'s settings."""
+    if batch is None:
+        return {"min_batch_size": 1, "max_batch_size": 1}
+    kwargs: dict[str, Any] = {"min_batch_size": batch.videos, "max_batch_size": batch.videos}
+    if batch.max_wait_s is not None:  # Beam buckets by length on its stateful path only
+        kwargs.update(max_batch_duration_secs=batch.max_wait_s, batch_length_fn=expected_length,
+                      batch_bucket_boundaries=list(LENGTH_BUCKETS))
+    return kwargs
 
 
 class VideoHandler(ModelHandler[FrameSource, VideoResult, Any]):
-    """``FrameSource`` -> ``VideoResult`` for any model of ``models.video_model``; one video per call.
+    """``FrameSource`` -> ``VideoResult`` for any model of ``models.video_model``; one video per call,
+    or, with ``batch`` (stream mode on GPU workers), ``batch.videos`` videos per model call.
 
     Args:
         model: the model spec; ``load()`` runs once per worker process.
@@ -207,28 +357,51 @@ class VideoHandler(ModelHandler[FrameSource, VideoResult, Any]):
         keep_keypoints: also keep every frame's keypoints (pose models).
         examples: the model is an ``ExampleModel``: the result's clips are its examples,
             one array per clip, not predictions (``videolabel train``).
+        batch: stream models whose ``batches`` is true (SavedModels on TensorFlow): how
+            many videos share each model call and how Beam gathers them; None: one
+            video per call. The outputs are the same either way.
+
+    Raises:
+        ValueError: ``batch`` without ``StreamChunks``, or ``examples`` without ``ClipWindows``.
     """
 
     def __init__(self, model: ModelSpec, plan: ClipWindows | StreamChunks, *, k: int = 1,
-                 keep_probs: bool = False, keep_keypoints: bool = False, examples: bool = False):
-        super().__init__()
+                 keep_probs: bool = False, keep_keypoints: bool = False, examples: bool = False,
+                 batch: StreamBatch | None = None):
         if examples and not isinstance(plan, ClipWindows):
             raise ValueError("example models take clips: plan must be ClipWindows")
+        if batch is not None and not isinstance(plan, StreamChunks):
+            raise ValueError("videos share model calls in stream mode only: batch needs StreamChunks")
+        if batch is not None and batch.videos < 1:
+            raise ValueError(f"batch.videos: {batch.videos} is not a positive number of videos")
+        super().__init__(**_batching(batch))
         self.model = model
         self._plan = plan
         self._k = k
         self._keep_probs = keep_probs
         self._keep_keypoints = keep_keypoints
         self._examples = examples
+        self._batch = batch
         self._model_ms = None
+        self._videos_per_call = None
 
     def load_model(self) -> Any:
-        return self.model.load()
+        model = self.model.load()
+        if self._batch is not None and self._batch.videos > 1 and not getattr(model, "batches", False):
+            raise ValueError(f"model {getattr(self.model, 'handle', self.model)} runs one video per call "
+                             "(LiteRT); batches of videos (stream mode with model.accelerator) need a "
+                             "SavedModel on TensorFlow (model.runtime: tf)")
+        return model
 
     def run_inference(self, batch: Sequence[FrameSource], model: Any,
                       inference_args: dict[str, Any] | None = None) -> list[VideoResult]:
         if self._model_ms is None:
             self._model_ms = Metrics.distribution(self.get_metrics_namespace(), "model_ms")
+            self._videos_per_call = Metrics.distribution(self.get_metrics_namespace(), "videos_per_call")
+        if self._batch is not None and len(batch) > 1:
+            self._videos_per_call.update(len(batch))
+            return self._stream_videos(batch, model)
+        self._videos_per_call.update(1)
         return [self._video(source, model) for source in batch]
 
     def _video(self, source: FrameSource, model: Any) -> VideoResult:
@@ -241,6 +414,40 @@ class VideoHandler(ModelHandler[FrameSource, VideoResult, Any]):
             outputs = self._clip_outputs(model, frames, clock)
         self._model_ms.update(int(clock.seconds * 1000))
         return VideoResult(report.info(source.ref), outputs)
+
+    def _stream_videos(self, batch: Sequence[FrameSource], model: Any) -> list[VideoResult]:
+        """A batch of videos through ``stream_predictions``, each decoded as it goes.
+
+        A thread's decoder process decodes one video at a time (a second request
+        stops the first), so every lazily decoded video of the batch but the first
+        gets a decoder process of its own, for this batch only: memory stays one
+        chunk per video. Each video's ``model_ms`` is its share of the batch's model
+        time, by frames.
+        """
+        reports = [DecodeReport() for _ in batch]
+        own: list[DecoderProcess] = []
+        try:
+            videos, lazy = [], 0
+            for source, report in zip(batch, reports):
+                decoder = None
+                if source.frames is None:
+                    if lazy:  # the first takes this thread's decoder process
+                        decoder = DecoderProcess(source.spec.decoder_memory_mb)
+                        own.append(decoder)
+                    lazy += 1
+                videos.append(frames_of(source, report, decoder))
+            clock = _ModelClock()
+            predictions = stream_predictions(model, videos, chunk=self._plan.size, imgz=batch[0].spec.imgz,
+                                             k=self._k, keep_probs=self._keep_probs, clock=clock)
+        finally:
+            for decoder in own:
+                decoder.stop()
+        counts = [len(p.frame_indices) for p in predictions]
+        for n in counts:
+            share = n / sum(counts) if sum(counts) else 1 / len(counts)
+            self._model_ms.update(int(clock.seconds * share * 1000))
+        return [VideoResult(report.info(source.ref), [(0, prediction)])
+                for source, report, prediction in zip(batch, reports, predictions)]
 
     def _clip_outputs(self, model: Any, frames: Iterable[SampledFrame], clock: _ModelClock) -> list:
         """(clip_index, prediction or example) for every clip of the frames, in order."""
@@ -256,9 +463,6 @@ class VideoHandler(ModelHandler[FrameSource, VideoResult, Any]):
                 predictions = clip_predictions(chosen, out, self._k, self._keep_probs, self._keep_keypoints)
                 outputs.extend(zip(indices, predictions))
         return outputs
-
-    def batch_elements_kwargs(self) -> dict[str, Any]:
-        return {"min_batch_size": 1, "max_batch_size": 1}
 
     def get_metrics_namespace(self) -> str:
         return "videolabel"
