@@ -68,7 +68,8 @@ def convert_model(model, path: str, imgz: int, *, quantize: bool = False) -> str
     signatures = {f"frames_{n}": stream_call(model, [1, n, imgz, imgz, 3]).get_concrete_function()
                   for n in (CHUNK, 1)}
     module = tf.Module()
-    module.model = model
+    # the variables alone: saving the Keras model would serialise every layer (minutes of tracing)
+    module.weights = list(model.variables)
     with tempfile.TemporaryDirectory(prefix="videolabel-convert-") as folder:
         tf.saved_model.save(module, folder, signatures=signatures)
         converter = tf.lite.TFLiteConverter.from_saved_model(folder, signature_keys=list(signatures))
