@@ -174,9 +174,10 @@ def stream_call(model, image_shape: Sequence[int | None]):
     import tensorflow as tf
 
     dynamic = None in image_shape
-    probe = [1, 1, 8, 8, 3] if dynamic else list(image_shape)
-    model({**model.init_states(probe), "image": tf.zeros(probe)})
     state_shape = [None, None, None, None, 3] if dynamic else [image_shape[0], 1, *image_shape[2:]]
+    # builds the layers; one frame, which the classifier takes whether its pool is causal yet or not
+    probe = [1, 1, 8, 8, 3] if dynamic else state_shape
+    model({**model.init_states(probe), "image": tf.zeros(probe)})
     state_specs = {
         name: tf.TensorSpec([None] * len(spec.shape) if dynamic else spec.shape, spec.dtype, name=name)
         for name, spec in model.initial_state_specs(state_shape).items()
