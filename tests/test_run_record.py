@@ -29,7 +29,8 @@ def sample_record(*, local: bool = True, kept: ResumeState | None = None) -> Run
     """What ``record`` makes of a four-video run (local: with the worker figures)."""
     cfg = load_config(str(REPO / "configs" / "local.yaml"), ['input.paths=["/v/*.mp4"]', 'output.path="/o"'])
     stamp = RunStamp("model-dir", cfg.job_hash(), "20260102T030405Z-abcdef")
-    run = PreparedRun(cfg, ("--direct_num_workers=2",), PipelineOptions([]), "model-dir", ("a", "b"), stamp,
+    run = PreparedRun(cfg, ("--direct_num_workers=2",), PipelineOptions([]), "model-dir",
+                      "/cache/litert/0123abcd.tflite", ("a", "b"), stamp,
                       resume=kept is not None, kept=kept)
     done = ExecutedRun(STARTED, 10.0, COUNTERS, DISTRIBUTIONS, WORKERS if local else None)
     return record(run, done)
@@ -57,7 +58,8 @@ def test_run_json_keeps_its_keys_and_reads_back_as_the_same_record(tmp_path):
     assert list(document) == ["run_id", "schema_version", "started_at", "wall_s", "model", "config_hash",
                               "config", "beam_args", "counts", "splits", "timings", "throughput", "versions",
                               "resume"]
-    assert document["model"] == {"handle": "model-dir", "num_labels": 2, "mode": "stream", "model_id": "a0"}
+    assert document["model"] == {"handle": "model-dir", "num_labels": 2, "mode": "stream", "model_id": "a0",
+                                 "runtime": "litert", "served": "/cache/litert/0123abcd.tflite"}
     assert document["counts"] == {"videos": 4, **COUNTERS}
     assert document["splits"]["videos"] == {"test": 1, "train": 3}
     assert document["timings"]["stage_s"] == {"decode": 1.2, "model": 2.1, "write": 0.05}
