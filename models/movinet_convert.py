@@ -19,7 +19,8 @@ model by the sha256 of its files, the variant, the frame size and the converter'
 versions, and converts in a child process on a miss, so neither the launching
 process nor the workers (which load the .tflite alone) import TensorFlow. The
 cache is ``models.storage.cache_root()/litert/<key>.tflite``, written under a
-file lock and renamed into place.
+file lock and renamed into place; a model that does not convert leaves
+``<key>.failed`` with the reason, so later launches refuse it at once.
 
     python -m models.movinet_convert SAVED_MODEL OUT.tflite IMGZ MODEL_ID NUM_CLASSES
 """
@@ -132,13 +133,20 @@ def _cached(saved_model: str, imgz: int, model_id: str, num_classes: int,
     key = _content_key(source, imgz, model_id, num_classes)
     folder = os.path.join(cache_root(), "litert")
     os.makedirs(folder, exist_ok=True)
-    target = os.path.join(folder, f"{key}.tflite")
+    target, refused = os.path.join(folder, f"{key}.tflite"), os.path.join(folder, f"{key}.failed")
     with locked(os.path.join(folder, f".{key}.lock")):
+        if os.path.exists(refused):  # this model did not convert before: say why at once
+            with open(refused, encoding="utf-8") as reason:
+                raise ConversionError(reason.read())
         if not os.path.exists(target):
             partial = f"{target}.partial-{os.getpid()}"
             try:
                 convert(source, partial)
                 os.rename(partial, target)
+            except ConversionError as error:
+                with open(refused, "w", encoding="utf-8") as reason:
+                    reason.write(str(error))
+                raise
             finally:
                 if os.path.exists(partial):
                     os.remove(partial)
