@@ -42,7 +42,7 @@ from collections import defaultdict
 
 import numpy as np
 
-__all__ = ["Labeler", "decode_video", "main", "run_ray", "steady_rate"]
+__all__ = ["Labeler", "decode_video", "main", "run_ray"]
 
 _POLL_S = 0.5
 
@@ -106,15 +106,6 @@ class Labeler:
                 "done_at": np.full(t, time.time()), "pid": np.full(t, self._pid, dtype=np.int64)}
 
 
-def steady_rate(done_at: dict[int, list[float]]) -> float | None:
-    """Videos per second once the actors are up: over actors (pid -> the times each finished a video),
-    the sum of (videos - 1) / (last - first time), as ``transforms.progress`` computes videolabel's;
-    None where no actor finished two videos apart in time."""
-    rates = [(len(times) - 1) / (max(times) - min(times))
-             for times in done_at.values() if len(times) >= 2 and max(times) > min(times)]
-    return sum(rates) if rates else None
-
-
 class _ProcessPoller:
     """Polls this process's descendants (Ray's gcs_server, raylet, agents, internal actors and workers)
     every 0.5 s for the map workers' peak RSS and every process's CPU seconds, by kind: ``map_workers``
@@ -175,8 +166,8 @@ def run_ray(videos: list[str], model: str, cores: int, out: str) -> dict:
     (replaced if present).
 
     Returns:
-        ``videos_per_s`` (steady rate, ``steady_rate``), ``startup_s``, ``wall_s``, ``videos``,
-        ``peak_rss_mb_per_worker`` (the largest actor process), ``actors`` (that finished videos)
+        ``videos_per_s`` (steady rate, ``transforms.progress.steady_rate``), ``startup_s``, ``wall_s``,
+        ``videos``, ``peak_rss_mb_per_worker`` (the largest actor process), ``actors`` (that finished videos)
         and ``cpu_s`` (CPU seconds of the actors, of the rest of Ray's processes and of the driver).
 
     Raises:
@@ -189,6 +180,7 @@ def run_ray(videos: list[str], model: str, cores: int, out: str) -> dict:
 
     from beam_pipeline.checks import resolve_labels
     from beam_pipeline.pipeline import sampling_spec
+    from transforms.progress import steady_rate
 
     cfg = _config(model)
     ray.init(num_cpus=cores, include_dashboard=False, logging_level="warning")
@@ -209,7 +201,7 @@ def run_ray(videos: list[str], model: str, cores: int, out: str) -> dict:
     done_at: dict[int, list[float]] = defaultdict(list)
     for _, at, pid in sorted(set(zip(*(table[c].to_pylist() for c in ("path", "done_at", "pid"))))):
         done_at[pid].append(at)
-    steady = steady_rate(done_at)
+    steady = steady_rate(done_at.values())
     first = min(at for times in done_at.values() for at in times)
     return {"videos_per_s": round(steady, 3) if steady else None, "startup_s": round(first - started, 3),
             "wall_s": round(wall, 3), "videos": len(videos), **poller.summary(), "actors": len(done_at)}

@@ -167,10 +167,6 @@ def litert_model(handle: str, imgz: int, model_id: str, num_classes: int) -> str
         ConversionError: the handle is no SavedModel of that variant, or the converter failed
             (one line).
     """
-    if handle.startswith(("http://", "https://")):
-        raise ConversionError(f"{handle}: only SavedModels written by export-movinet or train convert "
-                              "to LiteRT; use model.runtime: tf for TF Hub models")
-
     def in_child(source: Path, partial: str) -> None:
         print(f"converting {handle} to LiteRT at {imgz}x{imgz} (once; cached in {cache_root()}/litert)",
               file=sys.stderr)

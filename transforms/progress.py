@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterable, Sequence
 from typing import NamedTuple, TextIO
 
 import apache_beam as beam
@@ -25,7 +26,8 @@ import apache_beam as beam
 from transforms.cores import pinned_core
 from transforms.records import VideoRows
 
-__all__ = ["NoteVideos", "ProgressLine", "note_total", "note_video", "read_total", "worker_summary"]
+__all__ = ["NoteVideos", "ProgressLine", "note_total", "note_video", "read_total", "steady_rate",
+           "worker_summary"]
 
 
 _PROCESS_TAG = uuid.uuid4().hex[:8]
@@ -118,13 +120,16 @@ def worker_summary(folder: str) -> dict:
             "pinned_cores": sorted({n.core for n in notes if n.core is not None})}
 
 
-def _steady(workers: list[list[_Note]]) -> float | None:
-    rates = []
-    for noted in workers:
-        times = [note.at for note in noted]
-        if len(times) >= 2 and max(times) > min(times):
-            rates.append((len(times) - 1) / (max(times) - min(times)))
+def steady_rate(finish_times: Iterable[Sequence[float]]) -> float | None:
+    """Videos per second once the workers are up: over workers (each the times it finished a video),
+    the sum of (videos - 1) / (last - first time); None where no worker finished two videos apart."""
+    rates = [(len(times) - 1) / (max(times) - min(times))
+             for times in finish_times if len(times) >= 2 and max(times) > min(times)]
     return sum(rates) if rates else None
+
+
+def _steady(workers: list[list[_Note]]) -> float | None:
+    return steady_rate([note.at for note in noted] for noted in workers)
 
 
 def _counts(workers: list[list[_Note]]) -> dict[str, int]:
