@@ -215,6 +215,11 @@ class ModelConfig(_Section):
             sampled frames), a partial batch waiting at most this long; null: batches form
             within a bundle, whatever the lengths. A gathering batch holds its videos'
             decoded frames (up to ``sampling.predecode_max_frames`` each; docs/SCALING.md).
+        frame_window_s: stream mode: a frame's label comes from the mean of the backbone's
+            features over the last ``frame_window_s`` seconds of sampled frames, so it says what
+            happens now; 0 keeps the cumulative output (the label of the video from its start to
+            that frame). The video's prediction is the output after its last frame either way.
+            TF Hub stream models have no per-frame features: their frames get per-chunk outputs.
     """
 
     kind: Literal["movinet", "lstm"] = "movinet"
@@ -232,6 +237,7 @@ class ModelConfig(_Section):
     accelerator: str | None = None
     runtime: Literal["auto", "tf", "litert"] = "auto"
     max_batch_duration_s: PositiveNumber | None = None
+    frame_window_s: Annotated[Number, Field(ge=0)] = 2.0
 
     @field_validator("accelerator")
     @classmethod
@@ -284,6 +290,11 @@ class OutputConfig(_Section):
         videos_per_file: videos per Parquet part file, at most; parts are committed
             as they fill, so a killed run keeps what was done (``--resume``).
         flush_s: a part is also committed once its oldest video has waited this long.
+        write_segments: write ``segments/`` rows: the stretches of each video where one
+            predicted label holds (``transforms.segments``).
+        segment_min_s: the shortest segment kept; another label must hold for longer than
+            this to close a segment, so one odd frame neither splits a segment nor opens one.
+        segment_min_score: a segment opens only on a frame whose score is at least this.
     """
 
     path: Annotated[str, Field(min_length=1)] = "output"
@@ -292,6 +303,9 @@ class OutputConfig(_Section):
     write_keypoints: bool = False
     videos_per_file: PositiveInt = 1000
     flush_s: PositiveNumber = 60.0
+    write_segments: bool = True
+    segment_min_s: Annotated[Number, Field(ge=0)] = 1.0
+    segment_min_score: Annotated[Number, Field(ge=0, le=1)] = 0.5
 
 
 #: The config keys that cannot change an output row, the one place ``JobConfig.job_hash``
