@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell cat setup.py requirements.lock | cksum | cut
 $(STAMP): setup.py requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip wheel "setuptools<81"
-	$(PY) -m pip install --quiet -c requirements.lock -e ".[export,test]"
+	$(PY) -m pip install --quiet -c requirements.lock -e ".[export,test,app]"
 	rm -f $(VENV)/.installed-*
 	touch $@
 
@@ -21,18 +21,19 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
-# Debian's chromium: the tests open `videolabel report`'s HTML in a real headless browser.
+# Debian's chromium: the tests open `videolabel report`'s HTML in a real headless browser, and
+# drive `videolabel app` in it through Debian's chromedriver (selenium; no driver downloads).
 system-deps:
-	@command -v chromium >/dev/null || { \
+	@{ command -v chromium && command -v chromedriver; } >/dev/null || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
 test: lint system-deps
 	$(VENV)/bin/pytest
 
 # Throughput against the machine's ceilings and the hand-written loop (docs/PERFORMANCE.md).
 bench: $(STAMP)
-	$(PY) -m pip install --quiet -c requirements.lock -e ".[export,test,bench]"
+	$(PY) -m pip install --quiet -c requirements.lock -e ".[export,test,app,bench]"
 	$(PY) -m benchmarks.throughput
 
 # The Dataflow worker image (Dockerfile): Beam's SDK image + TensorFlow with CUDA + this project.

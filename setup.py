@@ -32,7 +32,11 @@ setup(
     extras_require={
         # MoViNet export (videolabel export-movinet) and the tests that build models.
         "export": ["tf-models-official==2.20.0"],
-        "test": ["pytest>=8", "ruff>=0.6", "duckdb>=1.0", "gcp-storage-emulator>=2024.8"],
+        "test": ["pytest>=8", "ruff>=0.6", "duckdb>=1.0", "gcp-storage-emulator>=2024.8",
+                 # tests/test_app.py drives `videolabel app` in Debian's chromium + chromedriver.
+                 "selenium>=4.20"],
+        # `videolabel app`: label one video, browse a run (beam_pipeline/app.py).
+        "app": ["streamlit>=1.40"],
         # benchmarks.ray_peer: the same job on Ray Data, which `make bench` runs beside videolabel.
         "bench": ["ray[data]==2.60.0"],
     },
