@@ -10,15 +10,15 @@ from apache_beam.io.filesystems import FileSystems
 from beam_pipeline.config import ConfigError, JobConfig
 from beam_pipeline.run_record import RUN_FILE
 from models.labels import KINETICS_600, labels_beside, read_labels
-from models.movinet_variants import hub_handle
+from models.movinet_variants import hub_handle, is_hub_url
 from transforms.listing import is_manifest, manifest_columns
 
 __all__ = ["check_inputs", "check_output_location", "check_pose_handle", "prepare_output", "resolve_handle",
            "resolve_labels"]
 
 # What `run` and `train` write: a folder holding any of them holds an earlier output.
-_OUTPUT_ENTRIES = ("videos", "frames", "labels.txt", RUN_FILE, "features", "saved_model", "results.json",
-                   "loss_curve.png", "confusion_matrix.png")
+_OUTPUT_ENTRIES = ("videos", "frames", "segments", "labels.txt", RUN_FILE, "features", "saved_model",
+                   "results.json", "loss_curve.png", "confusion_matrix.png")
 
 
 def check_inputs(paths: Sequence[str]) -> None:
@@ -79,7 +79,7 @@ def resolve_handle(cfg: JobConfig) -> str:
     if trained:
         return FileSystems.join(m.handle, "saved_model")
     handle = m.handle or hub_handle(m.model_id, m.model_mode, m.hub_version)
-    if handle.startswith(("http://", "https://")):
+    if is_hub_url(handle):
         return handle
     if handle.endswith(".tflite"):
         if not FileSystems.exists(handle):
@@ -109,7 +109,7 @@ def _check_trained_like(folder: str, cfg: JobConfig) -> None:
 
 def check_pose_handle(handle: str) -> None:
     """The MoveNet handle is a TF Hub URL or an existing local / gs:// file or folder."""
-    if not handle.startswith(("http://", "https://")) and not FileSystems.exists(handle):
+    if not is_hub_url(handle) and not FileSystems.exists(handle):
         raise ConfigError(f"pose.handle: {handle!r} does not exist")
 
 

@@ -44,6 +44,7 @@ from beam_pipeline.run_record import (
     Splits,
     Throughput,
     Timings,
+    frame_labels,
     new_run_id,
     pipeline_metrics,
 )
@@ -278,7 +279,8 @@ def record(run: PreparedRun, done: ExecutedRun) -> RunRecord:
         wall_s=round(done.wall_s, 3),
         model=ModelInfo(handle=run.handle, num_labels=len(run.labels), mode=cfg.model.model_mode,
                         model_id=cfg.model.model_id, served=run.served,
-                        runtime="litert" if run.served.endswith(".tflite") else "tf"),
+                        runtime="litert" if run.served.endswith(".tflite") else "tf",
+                        frame_labels=frame_labels(cfg, run.handle)),
         config_hash=run.stamp.config_hash, config=cfg.to_dict(), beam_args=run.beam_args,
         counts={"videos": videos, **counters},
         splits=Splits(ratios=dict(cfg.split.ratios), salt=cfg.split.salt,

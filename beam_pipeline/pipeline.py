@@ -55,7 +55,8 @@ def make_handler(cfg: JobConfig, handle: str, num_labels: int) -> VideoHandler:
                             keep_keypoints=cfg.output.write_keypoints)
     movinet = Movinet(handle, m.model_mode, num_labels, cfg.imgz, m.tf_threads)
     if m.model_mode == "stream":
-        return VideoHandler(movinet, StreamChunks(m.stream_chunk), k=k, keep_probs=cfg.output.write_probs,
+        plan = StreamChunks(m.stream_chunk, m.frame_window_s)
+        return VideoHandler(movinet, plan, k=k, keep_probs=cfg.output.write_probs,
                             batch=stream_batch(cfg, handle))
     return VideoHandler(movinet, windows, k=k, keep_probs=cfg.output.write_probs)
 

@@ -18,6 +18,7 @@ from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOpt
 from beam_pipeline.config import ConfigError, JobConfig
 from beam_pipeline.dataflow import is_dataflow
 from models.movinet_convert import ConversionError, litert_model
+from models.movinet_variants import is_hub_url
 
 __all__ = ["model_runtime", "served_model"]
 
@@ -36,7 +37,7 @@ def model_runtime(cfg: JobConfig, handle: str) -> str:
     reason = ("model.kind is lstm" if m.kind != "movinet" else
               "model_mode is base (3D convolutions)" if m.model_mode != "stream" else
               "model.accelerator is set (GPU workers run TensorFlow)" if m.accelerator else
-              "the model is a TF Hub URL" if handle.startswith(("http://", "https://")) else None)
+              "the model is a TF Hub URL" if is_hub_url(handle) else None)
     if reason is None:
         return "litert"
     if m.runtime == "litert":

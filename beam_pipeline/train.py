@@ -32,6 +32,7 @@ from beam_pipeline.config import ConfigError, JobConfig
 from beam_pipeline.options import pipeline_options
 from beam_pipeline.pipeline import list_videos, sampling_spec
 from beam_pipeline.run_record import new_run_id, pipeline_metrics
+from models.movinet_variants import is_hub_url
 from models.training import SplitData, fit_classifier
 from models.video_model import RawClips
 from transforms.classify import Classify
@@ -152,7 +153,7 @@ def _check_start(cfg: JobConfig):
         raise ConfigError("train.checkpoint: train.method head fits a new head on a frozen, pretrained "
                           "backbone and needs its weights (a MoViNet checkpoint prefix or an "
                           "export-movinet SavedModel); train.method finetune can start from random weights")
-    if t.checkpoint and t.checkpoint.startswith(("http://", "https://")):
+    if t.checkpoint and is_hub_url(t.checkpoint):
         raise ConfigError(f"train.checkpoint: {t.checkpoint!r}: TF Hub classifiers do not expose the "
                           "backbone; use the MoViNet release checkpoint (ckpt-1) or an export-movinet "
                           "SavedModel")

@@ -93,6 +93,8 @@ class _SavedModelSteps:
         self._call = loaded.signatures["call"]
         self._init_states = loaded.signatures["init_states"]
         self.per_frame = "frame_logits" in self._call.structured_outputs
+        self._head = loaded.signatures.get("head")
+        self.features = self._head is not None and "frame_features" in self._call.structured_outputs
 
     def init_states(self, imgz: int, batch: int = 1) -> dict:
         """The states before the first frame of ``batch`` videos of ``imgz`` x ``imgz`` frames."""
@@ -106,6 +108,13 @@ class _SavedModelSteps:
         One video's frames uint8 [t, h, w, 3] give logits [t, classes]. Without
         ``per_frame``, row i holds the output after the last frame, for every i.
         """
+        logits, _, states = self.step_with_features(frames, states)
+        return logits, states
+
+    def step_with_features(self, frames: np.ndarray,
+                           states: dict) -> tuple[np.ndarray, np.ndarray | None, dict]:
+        """As ``step``, plus each frame's features float32 [b, t, F] ([t, F] for one video; None
+        without ``features``)."""
         import tensorflow as tf
 
         one = frames.ndim == 4
@@ -113,11 +122,20 @@ class _SavedModelSteps:
         out = dict(self._call(image=tf.constant(videos.astype(np.float32) / 255.0), **states))
         last = out.pop("logits").numpy()
         frame_logits = out.pop("frame_logits", None)
+        features = out.pop("frame_features", None)
         if self.per_frame:
             logits = frame_logits.numpy()
         else:
             logits = np.repeat(last[:, np.newaxis], videos.shape[1], axis=1)
-        return (logits[0] if one else logits), out
+        if features is not None:
+            features = features.numpy()[0] if one else features.numpy()
+        return (logits[0] if one else logits), features, out
+
+    def head(self, features: np.ndarray) -> np.ndarray:
+        """features float32 [n, F] (means of frame features) -> logits float32 [n, classes]."""
+        import tensorflow as tf
+
+        return self._head(features=tf.constant(features, tf.float32))["logits"].numpy()
 
 
 class MovinetStream:
@@ -126,6 +144,8 @@ class MovinetStream:
     Row i of a step is the causal output after frame i when the model gives one
     per frame (``per_frame``: videolabel's exports, TFLite); TF Hub's models give
     only the output after the chunk's last frame, which every row then holds.
+    ``features``: the model also gives each frame's own features, and ``head``
+    turns a mean of them (over a window of recent frames) into probabilities.
 
     SavedModels also take a batch of videos that start together (``batches``):
     ``init_states(imgz, batch=b)``, then ``step`` on uint8 [b, t, h, w, 3]. TFLite
@@ -135,6 +155,7 @@ class MovinetStream:
     def __init__(self, steps: Any):
         self._steps = steps
         self.per_frame = steps.per_frame
+        self.features = steps.features
         self.batches = getattr(steps, "batches", False)
 
     def init_states(self, imgz: int, batch: int | None = None) -> Any:
@@ -155,6 +176,18 @@ class MovinetStream:
             self._check_batches()
         logits, states = self._steps.step(frames, states)
         return softmax(logits), states
+
+    def step_with_features(self, frames: np.ndarray, states: Any) -> tuple[np.ndarray, np.ndarray, Any]:
+        """As ``step``, plus each frame's own features float32 [t, F] (or [b, t, F] for a batch),
+        for ``head`` on means over windows of frames. Only for models whose ``features`` is true."""
+        if frames.ndim == 5:
+            self._check_batches()
+        logits, features, states = self._steps.step_with_features(frames, states)
+        return softmax(logits), features, states
+
+    def head(self, features: np.ndarray) -> np.ndarray:
+        """features float32 [n, F] (a mean of frame features each) -> probabilities float32 [n, classes]."""
+        return softmax(self._steps.head(features))
 
     def _check_batches(self) -> None:
         if not self.batches:

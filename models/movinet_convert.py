@@ -5,8 +5,11 @@ signatures of fixed shapes (``imgz`` square frames), over the same states:
 
 * ``frames_8`` (``CHUNK`` frames): ``image`` float32 [1, 8, imgz, imgz, 3] in
   [0, 1] and the state tensors -> the new states, ``frame_logits`` float32
-  [1, 8, C] (every frame's causal output) and ``logits`` [1, C] (the last one's);
-* ``frames_1``: the same for one frame, for the frames after the last full chunk.
+  [1, 8, C] (every frame's causal output), ``logits`` [1, C] (the last one's) and
+  ``frame_features`` float32 [1, 8, F] (each frame's own features);
+* ``frames_1``: the same for one frame, for the frames after the last full chunk;
+* ``head``: ``features`` float32 [8, F] -> ``logits`` float32 [8, C], the classifier
+  head on 8 rows of (means of) frame features (``models.frame_window``).
 
 The states do not depend on the number of frames in a call, so CHUNK-frame
 calls then one-frame calls give the SavedModel's outputs for every frame
@@ -41,8 +44,11 @@ from models.storage import cache_root, local_copy, locked
 
 __all__ = ["CHUNK", "ConversionError", "convert_model", "convert_saved_model", "litert_model", "prime_litert"]
 
-#: Frames per call of the multi-frame signature.
+#: Frames per call of the multi-frame signature, and rows per call of ``head``.
 CHUNK = 8
+
+#: The signatures' layout, in the cache key: a file converted before a change is converted again.
+LAYOUT = 2  # 2: frame_features and head
 
 
 class ConversionError(RuntimeError):
@@ -64,10 +70,11 @@ def convert_model(model, path: str, imgz: int, *, quantize: bool = False) -> str
     """
     import tensorflow as tf
 
-    from models.movinet_export import stream_call
+    from models.movinet_export import head_call, stream_call
 
     signatures = {f"frames_{n}": stream_call(model, [1, n, imgz, imgz, 3]).get_concrete_function()
                   for n in (CHUNK, 1)}
+    signatures["head"] = head_call(model, CHUNK).get_concrete_function()
     module = tf.Module()
     # the variables alone: saving the Keras model would serialise every layer (minutes of tracing)
     module.weights = list(model.variables)
@@ -112,10 +119,11 @@ def _version(package: str) -> str | None:
 
 
 def _content_key(root: Path, imgz: int, model_id: str, num_classes: int) -> str:
-    """sha256 over the SavedModel's files, the variant, the frame side, CHUNK and the converter versions."""
+    """sha256 over the SavedModel's files, the variant, the frame side, CHUNK, LAYOUT and the converter
+    versions."""
     digest = hashlib.sha256()
     versions = [_version(name) for name in ("tensorflow", "tf-models-official", "ai-edge-litert")]
-    digest.update(json.dumps([imgz, model_id, num_classes, CHUNK, versions]).encode())
+    digest.update(json.dumps([imgz, model_id, num_classes, CHUNK, LAYOUT, versions]).encode())
     for file in sorted(p for p in root.rglob("*") if p.is_file()):
         digest.update(str(file.relative_to(root)).encode() + b"\0")
         with open(file, "rb") as content:

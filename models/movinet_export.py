@@ -6,15 +6,21 @@ loads either:
 * base: ``serving_default(image) -> {"logits"}``, image float32
   [batch, frames, height, width, 3] in [0, 1], logits float32 [batch, num_classes].
 * stream: ``init_states(input_shape) -> states`` with input_shape int32 [5], and
-  ``call(image, **states) -> {"logits", "frame_logits", **states}`` with the same
-  image layout; logits float32 [batch, num_classes] after the clip's last frame,
-  and (beyond TF Hub's signature) frame_logits float32 [batch, frames, num_classes],
-  the causal output after every frame, from the same single call.
+  ``call(image, **states) -> {"logits", "frame_logits", "frame_features", **states}``
+  with the same image layout; logits float32 [batch, num_classes] after the clip's
+  last frame, and (beyond TF Hub's signature) frame_logits float32 [batch, frames,
+  num_classes], the causal output after every frame, and frame_features float32
+  [batch, frames, F], each frame's own backbone features (the head's projection,
+  averaged over the picture), from the same single call; and ``head(features) ->
+  {"logits"}``, features float32 [n, F] -> logits float32 [n, num_classes], the
+  classifier head on any mean of frame features.
 
 Per-frame logits cost nothing extra: the backbone already computes causal
 per-frame features, and only the head's global average pool collapses time. Run
 as a cumulative (causal) mean, which keeps the same state, it gives the pooled
-features after every frame; the classifier head then runs on each.
+features after every frame; the classifier head then runs on each. The mean of
+``frame_features`` over a window of recent frames, through ``head``, is the label
+of that stretch alone (``models.frame_window``).
 
 Stream models use (2+1)D convolutions (fast on CPU) and are traced without XLA
 (XLA jit was 6.8x slower on CPU here). Base models use 3D convolutions, as the
@@ -23,10 +29,12 @@ published checkpoints do. Weights are random unless a checkpoint is given.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any, NamedTuple
 
 from models.labels import KINETICS_600, labels_beside, write_labels
 from models.movinet_variants import MODEL_IDS, MODEL_MODES, native_imgz
@@ -34,12 +42,15 @@ from models.storage import local_copy
 
 __all__ = [
     "build_movinet",
+    "HeadParts",
     "causal_head_parts",
     "classifier_on",
     "export_movinet",
     "export_movinet_tflite",
+    "head_call",
     "movinet_signatures",
     "save_movinet",
+    "stream_call",
 ]
 
 _log = logging.getLogger(__name__)
@@ -106,10 +117,19 @@ def classifier_on(backbone, num_classes: int, *, dropout_rate: float = 0.0):
     return model
 
 
-def causal_head_parts(model):
-    """(backbone, classifier head) of a stream MovinetClassifier, its head pool made causal.
+class HeadParts(NamedTuple):
+    """A stream MovinetClassifier's parts, its head pool made causal (``causal_head_parts``)."""
 
-    With a causal pool the backbone's ``head`` endpoint is [batch, frames, 1, 1, C]:
+    backbone: Any
+    pool: Any  # the backbone head's global average pool, now causal
+    classifier: Any  # the classifier head: float32 [n, 1, 1, 1, features] -> logits [n, classes]
+    features: int  # F: channels of the head's projection, the width of ``frame_features``
+
+
+def causal_head_parts(model) -> HeadParts:
+    """The parts of a stream MovinetClassifier, its head pool made causal.
+
+    With a causal pool the backbone's ``head`` endpoint is [batch, frames, 1, 1, F]:
     the mean of the features up to each frame, with the same state as before. The
     classifier head is 1x1x1 convolutions, so it applies to each frame alone.
     """
@@ -118,7 +138,33 @@ def causal_head_parts(model):
     (head,) = [layer for layer in model.backbone.layers if isinstance(layer, movinet_layers.Head)]
     head._pool._causal = True  # noqa: SLF001 - the pool has no public switch
     (classifier,) = [layer for layer in model.layers if isinstance(layer, movinet_layers.ClassifierHead)]
-    return model.backbone, classifier
+    return HeadParts(model.backbone, head._pool, classifier, head.get_config()["project_filters"])  # noqa: SLF001
+
+
+@contextlib.contextmanager
+def _pool_inputs(pool) -> Iterator[list]:
+    """Collects each frame's own features while ``pool`` (the head's) runs in a traced call.
+
+    Yields a list that gets, per call of the pool, float32 [batch, frames, C]: its input
+    averaged over the picture, before the causal pool sums it over time; exact per
+    frame, where differences of the pooled running sums would lose precision in long
+    videos. The pool's own ``call`` is back in place on exit.
+    """
+    import tensorflow as tf
+
+    seen: list = []
+    own = pool.call
+
+    def call(inputs, *args, **kwargs):
+        shape = tf.shape(inputs)
+        seen.append(tf.reshape(tf.reduce_mean(inputs, axis=[2, 3]), [shape[0], shape[1], inputs.shape[-1]]))
+        return own(inputs, *args, **kwargs)
+
+    pool.call = call
+    try:
+        yield seen
+    finally:
+        del pool.call
 
 
 def export_movinet_tflite(path: str, *, model_id: str = "a0", imgz: int | None = None,
@@ -183,18 +229,35 @@ def stream_call(model, image_shape: Sequence[int | None]):
         for name, spec in model.initial_state_specs(state_shape).items()
     }
     image_spec = tf.TensorSpec(image_shape, tf.float32, name="image")
-    backbone, classifier = causal_head_parts(model)
+    backbone, pool, classifier, _ = causal_head_parts(model)
 
     @tf.function(input_signature=[{**state_specs, "image": image_spec}])
     def call(inputs):
-        endpoints, new_states = backbone(inputs, training=False)
+        with _pool_inputs(pool) as seen:
+            endpoints, new_states = backbone(inputs, training=False)
         pooled = endpoints["head"]  # [batch, frames, 1, 1, channels]: mean up to each frame
         batch, frames = tf.shape(pooled)[0], tf.shape(pooled)[1]
         flat = tf.reshape(pooled, [batch * frames, 1, 1, 1, pooled.shape[-1]])
         frame_logits = tf.reshape(classifier(flat, training=False), [batch, frames, -1])
-        return {**new_states, "logits": frame_logits[:, -1], "frame_logits": frame_logits}
+        return {**new_states, "logits": frame_logits[:, -1], "frame_logits": frame_logits,
+                "frame_features": seen[-1]}
 
     return call
+
+
+def head_call(model, rows: int | None = None):
+    """The ``head`` tf.function of a stream MovinetClassifier: features float32 [rows, F] (any mean of
+    ``frame_features``; None: any number of rows) -> ``{"logits": float32 [rows, num_classes]}``."""
+    import tensorflow as tf
+
+    parts = causal_head_parts(model)
+
+    @tf.function(input_signature=[tf.TensorSpec([rows, parts.features], tf.float32, name="features")])
+    def head(features):
+        flat = tf.reshape(features, [-1, 1, 1, 1, parts.features])
+        return {"logits": parts.classifier(flat, training=False)}
+
+    return head
 
 
 def movinet_signatures(model, mode: str) -> dict:
@@ -219,7 +282,7 @@ def movinet_signatures(model, mode: str) -> dict:
     def init_states(input_shape):
         return model.init_states(input_shape)
 
-    return {"call": call, "init_states": init_states}
+    return {"call": call, "init_states": init_states, "head": head_call(model)}
 
 
 def export_movinet(output_dir: str, *, model_id: str = "a0", mode: str = "stream",

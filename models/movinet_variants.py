@@ -5,7 +5,7 @@ Pure data and string helpers; importing this module does not import TensorFlow.
 
 from __future__ import annotations
 
-__all__ = ["MODEL_IDS", "MODEL_MODES", "hub_handle", "native_imgz"]
+__all__ = ["MODEL_IDS", "MODEL_MODES", "hub_handle", "is_hub_url", "native_imgz"]
 
 # Input side each variant was trained at (MoViNet paper, Table 1).
 _NATIVE_IMGZ = {"a0": 172, "a1": 172, "a2": 224, "a3": 256, "a4": 290, "a5": 320}
@@ -27,3 +27,8 @@ def hub_handle(model_id: str, model_mode: str, hub_version: int) -> str:
     """
     return (f"https://tfhub.dev/tensorflow/movinet/{model_id}/{model_mode}"
             f"/kinetics-600/classification/{hub_version}")
+
+
+def is_hub_url(handle: str) -> bool:
+    """Whether a model handle is a TF Hub (or other http/https) URL rather than a file or folder."""
+    return handle.startswith(("http://", "https://"))

@@ -203,8 +203,8 @@ def test_job_hash_changes_exactly_with_what_changes_rows(key, value, base, chang
 
 def test_job_hash_is_pinned():
     # A changed value makes --resume redo every video of an earlier run: these change only with
-    # what rows hold (last: the segments table and windowed frame labels, issue 17). Numbers hash as loaded (the
-    # 14400 of local.yaml is an int, the default 4 * 3600.0 a float), which is why they differ.
+    # what rows hold (last: the segments table and windowed frame labels, issue 17). Numbers hash
+    # as loaded (the 14400 of local.yaml is an int, the default 4 * 3600.0 a float), so they differ.
     local = str(REPO / "configs" / "local.yaml")
     assert JobConfig().job_hash() == "866f26cb7c19b431"
     assert load_config(local).job_hash() == "25d040c0012e7962"

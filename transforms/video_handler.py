@@ -39,6 +39,7 @@ import numpy as np
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler
 
+from models.frame_window import FrameWindow
 from models.scores import top_k_arrays
 from models.video_model import BatchStreamModel, ClipScores, ModelSpec, StreamModel
 from transforms.decoder_process import DecoderProcess, decode_isolated
@@ -58,6 +59,8 @@ __all__ = [
     "pad_clip",
     "stream_prediction",
     "stream_predictions",
+    "times_of",
+    "windowed",
     "windows",
 ]
 
@@ -76,9 +79,12 @@ class ClipWindows(NamedTuple):
 
 
 class StreamChunks(NamedTuple):
-    """``size`` frames per model call, the state carried between calls."""
+    """``size`` frames per model call, the state carried between calls; with ``window_s`` > 0 (and a
+    model with per-frame features), each frame's label from the mean of the features of the last
+    ``window_s`` seconds of frames (``models.frame_window``), else the cumulative output."""
 
     size: int
+    window_s: float = 0.0
 
 
 class StreamBatch(NamedTuple):
@@ -129,7 +135,7 @@ def clip_from_frames(frames: list[SampledFrame], owned_stop: int) -> Clip:
     return Clip(
         frames=np.stack([f.image for f in frames]),
         frame_indices=np.array([f.index for f in frames], dtype=np.int64),
-        timestamps_s=np.array([f.time_s for f in frames], dtype=np.float64),
+        timestamps_s=times_of(frames),
         owned_start=0,
         owned_stop=owned_stop,
     )
@@ -218,16 +224,17 @@ class _StreamRows:
         self._indices, self._times, self._top_index, self._top_score, self._kept = [], [], [], [], []
         self._last: np.ndarray | None = None
 
-    def add(self, frames: Sequence[SampledFrame], probs: np.ndarray) -> None:
-        """``probs`` float32 [len(frames), C]: row i the output for ``frames[i]``."""
+    def add(self, frames: Sequence[SampledFrame], probs: np.ndarray, last: np.ndarray | None = None) -> None:
+        """``probs`` float32 [len(frames), C]: row i the output for ``frames[i]``; ``last`` float32 [C]
+        the video's output after the last of them, when it is not ``probs[-1]`` (frame windows)."""
         index, score = top_k_arrays(probs, self._k)
         self._indices.append(np.array([f.index for f in frames], dtype=np.int64))
-        self._times.append(np.array([f.time_s for f in frames], dtype=np.float64))
+        self._times.append(times_of(frames))
         self._top_index.append(index)
         self._top_score.append(score)
         if self._keep_probs:
             self._kept.append(probs)
-        self._last = probs[-1]
+        self._last = probs[-1] if last is None else last
 
     def prediction(self) -> ClipPrediction:
         if self._last is None:
@@ -238,26 +245,56 @@ class _StreamRows:
                               np.concatenate(self._kept) if self._keep_probs else None)
 
 
+def times_of(frames: Sequence[SampledFrame]) -> np.ndarray:
+    """The frames' timestamps, float64 [len(frames)] seconds."""
+    return np.array([f.time_s for f in frames], dtype=np.float64)
+
+
+def windowed(model: StreamModel, window_s: float) -> bool:
+    """Whether frame labels come from windows of ``window_s`` (> 0) over the model's frame features.
+
+    Raises:
+        ValueError: a window is asked of a model with per-frame outputs but no frame features (a
+            SavedModel exported before frame windows), one line naming the fix.
+    """
+    if window_s <= 0 or not getattr(model, "per_frame", False):
+        return False  # TF Hub models: each frame gets its chunk's output, window or not
+    if not getattr(model, "features", False):
+        raise ValueError("model.frame_window_s needs a model with per-frame features and a head signature: "
+                         "export or train it again with this version, or set model.frame_window_s=0")
+    return True
+
+
 def stream_prediction(model: StreamModel, frames: Iterable[SampledFrame], *, chunk: int, imgz: int, k: int,
-                      keep_probs: bool = False, clock: _ModelClock | None = None) -> ClipPrediction:
+                      keep_probs: bool = False, clock: _ModelClock | None = None,
+                      window_s: float = 0.0) -> ClipPrediction:
     """Runs frames through a stream model in chunks of ``chunk``, carrying its state.
 
     Per frame only the top ``k`` classes are kept (and the full vector with
     ``keep_probs``), so memory grows by a few bytes per frame, plus one chunk.
-    ``clock``, if given, adds up the time spent in the model's calls.
+    ``clock``, if given, adds up the time spent in the model's calls. With
+    ``window_s`` > 0 (``windowed``), row i is the model's head on the mean of the
+    features of the frames in the ``window_s`` seconds up to frame i.
 
     Returns:
         A ClipPrediction over all frames: row i is the causal output after frame i
-        (after the end of frame i's chunk for models without per-frame outputs);
-        ``clip_probs`` is the output after the last frame, None without frames.
+        (after the end of frame i's chunk for models without per-frame outputs), or
+        frame i's window's; ``clip_probs`` is the output after the last frame (over
+        the whole video), None without frames.
     """
     clock = clock or _ModelClock()
+    window = FrameWindow(window_s) if windowed(model, window_s) else None
     states = clock.call(model.init_states, imgz)
     rows = _StreamRows(k, keep_probs)
     frames = iter(frames)
     while batch := list(itertools.islice(frames, chunk)):
-        probs, states = clock.call(model.step, np.stack([f.image for f in batch]), states)
-        rows.add(batch, probs)
+        images = np.stack([f.image for f in batch])
+        if window is None:
+            probs, states = clock.call(model.step, images, states)
+            rows.add(batch, probs)
+        else:
+            probs, features, states = clock.call(model.step_with_features, images, states)
+            rows.add(batch, clock.call(model.head, window.means(features, times_of(batch))), probs[-1])
     return rows.prediction()
 
 
@@ -277,8 +314,8 @@ def _padded(chunks: Sequence[list[SampledFrame]], last: list[np.ndarray | None],
 
 
 def stream_predictions(model: BatchStreamModel, videos: Sequence[Iterable[SampledFrame]], *, chunk: int,
-                       imgz: int, k: int, keep_probs: bool = False,
-                       clock: _ModelClock | None = None) -> list[ClipPrediction]:
+                       imgz: int, k: int, keep_probs: bool = False, clock: _ModelClock | None = None,
+                       window_s: float = 0.0) -> list[ClipPrediction]:
     """Runs several videos through a stream model together: all of them in each call, ``chunk`` frames
     of each per call, from their first frame on.
 
@@ -297,8 +334,8 @@ def stream_predictions(model: BatchStreamModel, videos: Sequence[Iterable[Sample
     Args:
         model: a model whose ``batches`` is true (a SavedModel).
         videos: each video's sampled frames, uint8 [imgz, imgz, 3] each, in order.
-        chunk, imgz, k, keep_probs, clock: as ``stream_prediction``; ``clock`` adds up
-            the whole batch's time in the model.
+        chunk, imgz, k, keep_probs, clock, window_s: as ``stream_prediction``; ``clock``
+            adds up the whole batch's time in the model; each video has its own window.
 
     Returns:
         One ClipPrediction per video, in order.
@@ -306,6 +343,7 @@ def stream_predictions(model: BatchStreamModel, videos: Sequence[Iterable[Sample
     clock = clock or _ModelClock()
     streams = [iter(frames) for frames in videos]
     rows = [_StreamRows(k, keep_probs) for _ in streams]
+    windows = [FrameWindow(window_s) for _ in streams] if windowed(model, window_s) else None
     ended = [False] * len(streams)
     last: list[np.ndarray | None] = [None] * len(streams)
     states = None
@@ -320,6 +358,15 @@ def stream_predictions(model: BatchStreamModel, videos: Sequence[Iterable[Sample
         images = _padded(chunks, last, span)
         if states is None:
             states = clock.call(model.init_states, imgz, len(streams))
+        if windows is not None:
+            probs, features, states = clock.call(model.step_with_features, images, states)
+            means = [w.means(features[video, :n], times_of(frames))
+                     for video, (w, frames, n) in enumerate(zip(windows, chunks, counts))]
+            now = np.split(clock.call(model.head, np.concatenate(means)), np.cumsum(counts)[:-1])
+            for video, (frames, n) in enumerate(zip(chunks, counts)):
+                if n:
+                    rows[video].add(frames, now[video], probs[video, n - 1])
+            continue
         cuts = [span] if model.per_frame else sorted({n for n in counts if 0 < n < span} | {span})
         parts, start = [], 0
         for cut in cuts:
@@ -387,6 +434,8 @@ class VideoHandler(ModelHandler[FrameSource, VideoResult, Any]):
 
     def load_model(self) -> Any:
         model = self.model.load()
+        if isinstance(self._plan, StreamChunks):
+            windowed(model, self._plan.window_s)  # a window the model cannot give fails here, once
         if self._batch is not None and self._batch.videos > 1 and not getattr(model, "batches", False):
             raise ValueError(f"model {getattr(self.model, 'handle', self.model)} runs one video per call "
                              "(LiteRT); batches of videos (stream mode with model.accelerator) need a "
@@ -409,7 +458,8 @@ class VideoHandler(ModelHandler[FrameSource, VideoResult, Any]):
         frames = frames_of(source, report)
         if isinstance(self._plan, StreamChunks):
             outputs = [(0, stream_prediction(model, frames, chunk=self._plan.size, imgz=source.spec.imgz,
-                                             k=self._k, keep_probs=self._keep_probs, clock=clock))]
+                                             k=self._k, keep_probs=self._keep_probs, clock=clock,
+                                             window_s=self._plan.window_s))]
         else:
             outputs = self._clip_outputs(model, frames, clock)
         self._model_ms.update(int(clock.seconds * 1000))
@@ -438,7 +488,8 @@ class VideoHandler(ModelHandler[FrameSource, VideoResult, Any]):
                 videos.append(frames_of(source, report, decoder))
             clock = _ModelClock()
             predictions = stream_predictions(model, videos, chunk=self._plan.size, imgz=batch[0].spec.imgz,
-                                             k=self._k, keep_probs=self._keep_probs, clock=clock)
+                                             k=self._k, keep_probs=self._keep_probs, clock=clock,
+                                             window_s=self._plan.window_s)
         finally:
             for decoder in own:
                 decoder.stop()
