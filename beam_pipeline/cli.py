@@ -67,6 +67,26 @@ def _report_parser(sub) -> None:
     report.add_argument("--timelines", type=int, default=6, help="videos to plot over time (default 6)")
 
 
+def _app_parser(sub) -> None:
+    from beam_pipeline.app import DEFAULT_MAX_UPLOAD_MB
+
+    app = sub.add_parser("app", help="local web app: label one video; browse a run",
+                         description="Serves a Streamlit page on 127.0.0.1 (--host to change): label one video "
+                                     "with a model, or browse OUTPUT_DIR (a `videolabel run` output).")
+    app.add_argument("output", nargs="?", metavar="OUTPUT_DIR", help="a `videolabel run` output (local or gs://)")
+    app.add_argument("--port", type=int, default=8501, help="port to serve on (default 8501)")
+    app.add_argument("--host", default="127.0.0.1",
+                     help="address to serve on (default 127.0.0.1: this machine only)")
+    app.add_argument("--model", action="append", default=[], metavar="HANDLE",
+                     help="a model the page offers for labelling (as run --model); repeatable")
+    app.add_argument("--config", help="YAML config the page labels with (as run --config)")
+    app.add_argument("--allow", action="append", default=[], metavar="DIR",
+                     help="a folder (local or gs://) whose videos and models the page may open by path; "
+                          "repeatable (beside it: only the output and the videos its rows name)")
+    app.add_argument("--max-upload-mb", type=int, default=DEFAULT_MAX_UPLOAD_MB,
+                     help=f"largest upload in MB (default {DEFAULT_MAX_UPLOAD_MB})")
+
+
 def _demo_parser(sub) -> None:
     demo = sub.add_parser("demo", help="end to end, offline, on generated labelled videos")
     demo.add_argument("--output", default="demo_output", help="folder for videos, model and results")
@@ -143,6 +163,28 @@ def _cmd_report(args, beam_args: list[str]) -> int:
     return 0
 
 
+def _cmd_app(args, beam_args: list[str]) -> int:
+    import importlib.util
+
+    from beam_pipeline.app import AppSettings, serve
+    from beam_pipeline.config import ConfigError, read_yaml
+
+    if importlib.util.find_spec("streamlit") is None:
+        raise ConfigError("videolabel app needs Streamlit: pip install -e '.[app]' (make install does)")
+    if args.output:
+        from beam_pipeline.app_data import RunOutput
+
+        if "videos" not in RunOutput(args.output).tables():
+            raise ConfigError(f"OUTPUT_DIR: {args.output!r} holds no videos/ table of a `videolabel run`")
+    if args.config:
+        read_yaml(args.config)
+    if args.max_upload_mb < 1:
+        raise ConfigError(f"--max-upload-mb: {args.max_upload_mb} is not a positive size")
+    serve(AppSettings(args.output, tuple(args.model), args.config, tuple(args.allow), args.max_upload_mb),
+          port=args.port, host=args.host)
+    return 0
+
+
 def _cmd_demo(args, beam_args: list[str]) -> int:
     from beam_pipeline.demo import run_demo
 
@@ -158,6 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _export_parser(sub)
     _train_parser(sub)
     _report_parser(sub)
+    _app_parser(sub)
     _demo_parser(sub)
     args, beam_args = parser.parse_known_args(argv)
     if args.command not in ("run", "train") and beam_args:
@@ -170,7 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from beam_pipeline.config import ConfigError
 
     commands = {"run": _cmd_run, "export-movinet": _cmd_export, "train": _cmd_train, "report": _cmd_report,
-                "demo": _cmd_demo}
+                "app": _cmd_app, "demo": _cmd_demo}
     try:
         return commands[args.command](args, beam_args)
     except ConfigError as exc:

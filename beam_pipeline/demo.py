@@ -82,5 +82,6 @@ def run_demo(output: str, beam_args: Sequence[str] = ()) -> dict:
           "broken.mp4 is not a video: it is a failed row with its error; the other videos are unaffected.\n"
           f"Predictions: {results}/videos and {results}/frames (Parquet, one folder per split)\n"
           f"Training: {model}/results.json, {model}/loss_curve.png, {model}/confusion_matrix.png\n"
-          f"Report ({len(report['images'])} plots): {results}/report/index.html")
+          f"Report ({len(report['images'])} plots): {results}/report/index.html\n"
+          f"Browse it in the app (label one video, browse the run): videolabel app {results} --model {model}")
     return {**summary.as_dict(), "unseen_accuracy": accuracy, "test_accuracy": trained["test_accuracy"]}
