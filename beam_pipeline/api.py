@@ -90,8 +90,8 @@ def label_videos(paths: str | Sequence[str], model: str | None = None, *, config
     if not raw.get("runner"):
         raw["runner"] = dict(IN_MEMORY_RUNNER)
     output = output or tempfile.mkdtemp(prefix="videolabel-")
-    flags: dict[str, dict[str, Any]] = {"input": {"paths": [paths] if isinstance(paths, str) else list(paths)},
-                                        "output": {"path": output}}
+    inputs = [paths] if isinstance(paths, str) else list(paths)
+    flags: dict[str, dict[str, Any]] = {"input": {"paths": inputs}, "output": {"path": output}}
     if model is not None:
         flags["model"] = {"handle": model}
     cfg = config_from_dict(apply_overrides(raw, (), flags))

@@ -314,9 +314,8 @@ class RunOutput:
         if found is None:
             return None
         row, part = found
-        frames = self._rows_of("frames", video_id, row["split"], part) if self.dataset("frames") else pd.DataFrame()
-        segments = self._rows_of("segments", video_id, row["split"], part) \
-            if self.dataset("segments") else pd.DataFrame()
+        frames, segments = (self._rows_of(table, video_id, row["split"], part) if self.dataset(table)
+                            else pd.DataFrame() for table in ("frames", "segments"))
         if not frames.empty:
             frames = frames.sort_values("frame_index").reset_index(drop=True)
         if not segments.empty and "segment_index" in segments:

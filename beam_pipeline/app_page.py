@@ -36,6 +36,8 @@ _MIME = {".webm": "video/webm", ".ogv": "video/ogg", ".mov": "video/quicktime"}
 #: Sections an uploaded config may not set: the page sets where to read, write and how to run.
 _PAGE_SECTIONS = ("input", "output", "runner")
 _PAGE_SIZE = 50
+#: Width of the timeline's plots: they sit in the right 3/5 of a wide page, the legend below.
+_CHART_PX = 470
 
 
 # -- cached reads ------------------------------------------------------------------------------
@@ -110,10 +112,11 @@ def timeline_chart(frames: pd.DataFrame, segments: pd.DataFrame) -> alt.VConcatC
     tooltip = [alt.Tooltip("timestamp_s:Q", title="t (s)", format=".2f"), "frame_index:Q", "prediction:N",
                alt.Tooltip("score:Q", format=".3f"), *(["label:N"] if "label" in spans else [])]
     x = alt.X("timestamp_s:Q", title="time (s)")
-    score = (alt.Chart(spans).mark_line(color="#999").encode(x=x, y=alt.Y("score:Q", scale=alt.Scale(domain=[0, 1])))
+    y = alt.Y("score:Q", scale=alt.Scale(domain=[0, 1]))
+    score = (alt.Chart(spans).mark_line(color="#999").encode(x=x, y=y)
              + alt.Chart(spans).mark_circle(size=45).encode(x=x, y="score:Q",
                                                             color=alt.Color("prediction:N", title="class"),
-                                                            tooltip=tooltip)).properties(height=220)
+                                                            tooltip=tooltip)).properties(width=_CHART_PX, height=220)
     bands = [spans.assign(track="frame prediction", start=spans.timestamp_s, end=spans.end_s,
                           value=spans.prediction)[["track", "start", "end", "value"]]]
     if "label" in spans and spans.label.notna().any():
@@ -127,8 +130,8 @@ def timeline_chart(frames: pd.DataFrame, segments: pd.DataFrame) -> alt.VConcatC
         x=alt.X("start:Q", title="time (s)"), x2="end:Q",
         y=alt.Y("track:N", title=None, sort=["frame prediction", "label", "segment"]),
         color=alt.Color("value:N", title="class"), tooltip=["track:N", "value:N", "start:Q", "end:Q"],
-    ).properties(height=90)
-    return alt.vconcat(score, strip).resolve_scale(color="shared")
+    ).properties(width=_CHART_PX, height=90)
+    return alt.vconcat(score, strip).resolve_scale(color="shared").configure_legend(orient="bottom", columns=4)
 
 
 def _play(uri: str, guard: PathGuard) -> None:
@@ -147,7 +150,8 @@ def _play(uri: str, guard: PathGuard) -> None:
 
 
 def _row_table(row: dict[str, Any]) -> pd.DataFrame:
-    return pd.DataFrame({"column": list(row), "value": [str(v) if v is not None else "" for v in row.values()]})
+    values = ["" if v is None else str(v) for v in row.values()]
+    return pd.DataFrame({"column": list(row), "value": values})
 
 
 def show_video(detail: VideoDetail, guard: PathGuard) -> None:
@@ -156,8 +160,8 @@ def show_video(detail: VideoDetail, guard: PathGuard) -> None:
     name = os.path.basename(row["uri"])
     if row["status"] == "failed":
         st.subheader(name)
-        st.error(f"failed at {row.get('error_stage') or '?'}: {row.get('error_type')}: {row.get('error_message')}",
-                 icon=":material/error:")
+        st.error(f"failed at {row.get('error_stage') or '?'}: {row.get('error_type')}: "
+                 f"{row.get('error_message')}", icon=":material/error:")
     else:
         truth = f" — label **{row['label']}**" if row.get("label") else ""
         verdict = "" if row.get("is_error") is None else (" ✗ wrong" if row["is_error"] else " ✓ right")
@@ -171,13 +175,13 @@ def show_video(detail: VideoDetail, guard: PathGuard) -> None:
         if row["status"] != "failed":
             _play(row["uri"], guard)
         if row.get("top_k_labels") is not None and len(row["top_k_labels"]):
-            st.dataframe(pd.DataFrame({"class": list(row["top_k_labels"]), "score": list(row["top_k_scores"])}),
-                         hide_index=True, width="stretch")
+            top_k = pd.DataFrame({"class": list(row["top_k_labels"]), "score": list(row["top_k_scores"])})
+            st.dataframe(top_k, hide_index=True, width="stretch")
     with right:
         if detail.frames.empty:
             st.info("no frame rows for this video")
         else:
-            st.altair_chart(timeline_chart(detail.frames, detail.segments), width="stretch")
+            st.altair_chart(timeline_chart(detail.frames, detail.segments), width="content")
     st.markdown("**Segments**")
     if detail.segments.empty:
         st.caption("no segments for this video (or no segments table in this output)")
@@ -248,7 +252,8 @@ def label_view(settings: AppSettings) -> None:
         if settings.allow:
             st.caption("Paths under " + ", ".join(settings.allow) + " or named by the output's rows.")
         else:
-            st.caption("Only videos the output's rows name: start the app with --allow DIR to label others by path.")
+            st.caption("Only videos the output's rows name: start the app with --allow DIR to label others "
+                       "by path.")
     choices = _model_choices(settings)
     options = [*choices, "another handle (under --allow)"] if choices else ["another handle (under --allow)"]
     picked = st.selectbox("Model", options, help="a --model handle: SavedModel folder (export-movinet), "
@@ -296,8 +301,9 @@ def _confusion_chart(confusion: pd.DataFrame) -> alt.LayerChart:
     """The confusion matrix as a square heatmap over every class seen as a label or a prediction."""
     cells = confusion.reset_index().melt(id_vars="label", var_name="prediction", value_name="videos")
     classes = sorted(set(confusion.index) | set(confusion.columns))
-    base = alt.Chart(cells).encode(x=alt.X("prediction:N", title="prediction", scale=alt.Scale(domain=classes)),
-                                   y=alt.Y("label:N", title="label", scale=alt.Scale(domain=classes)))
+    domain = alt.Scale(domain=classes)
+    base = alt.Chart(cells).encode(x=alt.X("prediction:N", title="prediction", scale=domain),
+                                   y=alt.Y("label:N", title="label", scale=domain))
     return (base.mark_rect().encode(color=alt.Color("videos:Q", scale=alt.Scale(scheme="blues"), legend=None),
                                     tooltip=["label", "prediction", "videos"])
             + base.mark_text(fontSize=13).encode(text="videos:Q")
@@ -349,11 +355,12 @@ def browse_view(settings: AppSettings) -> None:
     where = _filters(summary)
     _, total = _page(root, where, 0)
     pages = max(1, -(-total // _PAGE_SIZE))
-    page_no = st.number_input(f"Page (of {pages})", min_value=1, max_value=pages, value=1, key=f"page-{where}")
+    page_no = st.number_input(f"Page (of {pages})", min_value=1, max_value=pages, value=1,
+                              key=f"page-{where}")
     page, total = _page(root, where, (page_no - 1) * _PAGE_SIZE)
     st.caption(f"{total:,} videos match")
-    picked = st.dataframe(page, hide_index=True, width="stretch", on_select="rerun", selection_mode="single-row",
-                          key=f"table-{where}-{page_no}",
+    picked = st.dataframe(page, hide_index=True, width="stretch", on_select="rerun",
+                          selection_mode="single-row", key=f"table-{where}-{page_no}",
                           column_config={"score": st.column_config.NumberColumn(format="%.3f")})
     if page.empty:
         return
@@ -391,8 +398,8 @@ def main(argv: list[str]) -> None:
     st.set_page_config(page_title="videolabel", layout="wide")
     views = ["label", *(["browse", "failures"] if settings.output else [])]
     asked = st.query_params.get("view")
-    view = st.sidebar.radio("View", views, index=views.index(asked) if asked in views else int(len(views) > 1),
-                            format_func=_VIEWS.__getitem__)
+    first = views.index(asked) if asked in views else int(len(views) > 1)  # browse a run given one
+    view = st.sidebar.radio("View", views, index=first, format_func=_VIEWS.__getitem__)
     st.query_params["view"] = view
     st.sidebar.caption(f"Output: {settings.output or '(none: videolabel app OUTPUT_DIR browses a run)'}")
     if st.sidebar.button("Reload the output"):

@@ -71,8 +71,8 @@ def _app_parser(sub) -> None:
     from beam_pipeline.app import DEFAULT_MAX_UPLOAD_MB
 
     app = sub.add_parser("app", help="local web app: label one video; browse a run",
-                         description="Serves a Streamlit page on 127.0.0.1 (--host to change): label one video "
-                                     "with a model, or browse OUTPUT_DIR (a `videolabel run` output).")
+                         description="Serves a Streamlit page on 127.0.0.1 (--host to change): label one "
+                                     "video with a model, or browse OUTPUT_DIR (a `videolabel run` output).")
     app.add_argument("output", nargs="?", metavar="OUTPUT_DIR", help="a `videolabel run` output (local or gs://)")
     app.add_argument("--port", type=int, default=8501, help="port to serve on (default 8501)")
     app.add_argument("--host", default="127.0.0.1",

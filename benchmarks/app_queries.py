@@ -46,7 +46,8 @@ def _list_column(values: np.ndarray, width: int, dtype: pa.DataType) -> pa.Array
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, dtype))
 
 
-def _prediction_columns(rng: np.random.Generator, n: int, truth: np.ndarray, top_k: int = 5) -> dict[str, Any]:
+def _prediction_columns(rng: np.random.Generator, n: int, truth: np.ndarray,
+                        top_k: int = 5) -> dict[str, Any]:
     """prediction (the true class 80% of the time), its index, score and top-k lists."""
     index = np.where(rng.random(n) < 0.8, truth, rng.integers(0, len(CLASSES), n)).astype(np.int32)
     score = rng.uniform(0.3, 1.0, n).astype(np.float32)
@@ -87,10 +88,12 @@ def _part(rng: np.random.Generator, first: int, count: int, frames_per_video: in
         "error_message": np.where(error_type == None, None, "synthetic failure for the benchmark"),  # noqa: E711
         "duration_s": duration, "fps": np.full(count, 25.0), "width": np.full(count, 640),
         "height": np.full(count, 360), "codec": np.full(count, "h264"),
-        "frames_decoded": (duration * 25).astype(np.int64), "frames_sampled": np.full(count, frames_per_video),
+        "frames_decoded": (duration * 25).astype(np.int64),
+        "frames_sampled": np.full(count, frames_per_video),
         **pred,
         "is_error": is_error, "model": np.full(count, "/models/a0_stream"),
-        "config_hash": np.full(count, "0123456789abcdef"), "run_id": np.full(count, "20261201T000000Z-bench0"),
+        "config_hash": np.full(count, "0123456789abcdef"),
+        "run_id": np.full(count, "20261201T000000Z-bench0"),
         "schema_version": np.full(count, SCHEMA_VERSION),
     }
     for key in ("prediction", "prediction_index", "score", "top_k_labels", "top_k_scores"):
@@ -154,6 +157,13 @@ def _full_scan(root: str) -> int:
                for t in ("videos", "frames", "segments"))
 
 
+def _open(root: str) -> RunOutput:
+    """What the page does when it opens an output: list the files, read the splits, _run.json, labels."""
+    output = RunOutput(root)
+    output.tables(), output.splits(), output.run_record(), output.labels()
+    return output
+
+
 def measure(root: str, repeats: int = 3) -> dict[str, Any]:
     """Times the app's queries on the output at ``root`` (seconds, best of ``repeats``)."""
     warm = RunOutput(root)
@@ -162,8 +172,7 @@ def measure(root: str, repeats: int = 3) -> dict[str, Any]:
     page, _ = warm.videos(VideoFilter(split="test"), limit=50)
     one = page.video_id.iloc[0]
     queries: dict[str, Callable[[], Any]] = {
-        "open (list files, splits, _run.json, labels)": lambda: (lambda o: (o.tables(), o.splits(), o.run_record(),
-                                                                            o.labels()))(RunOutput(root)),
+        "open (list files, splits, _run.json, labels)": lambda: _open(root),
         "summary (counts, accuracy per split, confusion)": lambda: RunOutput(root).summary(),
         "failures by error type, with examples": lambda: warm.failures(),
         "table page: all videos": lambda: warm.videos(offset=500, limit=50),
@@ -187,7 +196,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--videos", type=int, default=100_000)
     parser.add_argument("--frames", type=int, default=15, help="frames per video")
-    parser.add_argument("--out", help="where to write the output (default: a temporary folder, removed after)")
+    parser.add_argument("--out", help="where to write the output, kept (default: a temporary folder, "
+                                      "removed after)")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
     root = args.out or tempfile.mkdtemp(prefix="app-bench-")
@@ -202,14 +212,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if not args.out:
             shutil.rmtree(root, ignore_errors=True)
     ceiling = result["ceiling_full_scan_s"]
-    print_table(f"videolabel app queries on {result['videos']:,} videos ({args.frames} frames and 2 segments each, "
+    print_table(f"videolabel app queries on {result['videos']:,} videos ({args.frames} frames and 2 segments "
+                f"each, "
                 f"{size_mb:,.0f} MB of Parquet; generated in {generate_s:.1f} s)",
                 ["query", "ms", "share of the full scan"],
                 [[name, 1000 * s, f"{s / ceiling:.1%}"] for name, s in result["queries_s"].items()]
                 + [["ceiling: full read of videos+frames+segments", 1000 * ceiling, "100%"]])
     payload = {"command": "python -m benchmarks.app_queries", "videos": result["videos"],
-               "frames_per_video": args.frames, "parquet_mb": round(size_mb, 1), "generate_s": round(generate_s, 2),
-               "repeats": args.repeats, "queries_ms": {k: round(1000 * v, 2) for k, v in result["queries_s"].items()},
+               "frames_per_video": args.frames, "parquet_mb": round(size_mb, 1),
+               "generate_s": round(generate_s, 2), "repeats": args.repeats,
+               "queries_ms": {k: round(1000 * v, 2) for k, v in result["queries_s"].items()},
                "ceiling_full_scan_ms": round(1000 * ceiling, 1), "ceiling_rows": result["ceiling_rows"],
                "share_of_ceiling": {k: round(v / ceiling, 4) for k, v in result["queries_s"].items()}}
     if args.videos == 100_000:

@@ -13,7 +13,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -31,6 +30,7 @@ from beam_pipeline.app_data import PathGuard, RefusedPath, RunOutput, VideoFilte
 from beam_pipeline.config import ConfigError
 from beam_pipeline.synthetic import make_labelled_set, motion_frames, write_video
 from benchmarks.app_queries import write_synthetic_output
+from tests.test_dataflow import BUCKET, _free_port, gcs  # noqa: F401 - gcs: the emulator fixture
 
 REPO = Path(__file__).resolve().parents[1]
 #: The labelling settings of every run here: LiteRT a0 stream at 64 px, 4 frames a second.
@@ -151,8 +151,8 @@ def test_the_guard_refuses_paths_outside_the_output(generated, tmp_path):
     assert guard.check(named) == named
     assert guard.check(os.path.join(generated, "labels.txt"))
     assert guard.check(str(tmp_path / "allowed" / "clip.mp4"))
-    for path in ("/etc/passwd", os.path.join(generated, "..", "elsewhere.mp4"), str(tmp_path / "allowedx.mp4"),
-                 "gs://bucket/clip.mp4", "/archive/clips/not_in_the_run.mp4"):
+    for path in ("/etc/passwd", os.path.join(generated, "..", "elsewhere.mp4"),
+                 str(tmp_path / "allowedx.mp4"), "gs://bucket/clip.mp4", "/archive/clips/not_in_the_run.mp4"):
         with pytest.raises(RefusedPath, match="refused"):
             guard.check(path)
     (tmp_path / "allowed").mkdir()
@@ -163,6 +163,27 @@ def test_the_guard_refuses_paths_outside_the_output(generated, tmp_path):
     assert gs.check("gs://bucket/out/videos/x.parquet")
     with pytest.raises(RefusedPath):
         gs.check("gs://bucket/out/../secret/x.mp4")
+
+
+@pytest.mark.usefixtures("gcs")
+def test_an_output_in_cloud_storage_reads_as_the_local_one(generated):
+    from beam_pipeline.app_data import filesystem_for
+
+    root = f"gs://{BUCKET}/app-output"
+    bucket_fs, bucket_path = filesystem_for(root)  # pyarrow's GCS client, pointed at the emulator
+    pafs.copy_files(generated, bucket_path, destination_filesystem=bucket_fs)
+    local, remote = RunOutput(generated), RunOutput(root)
+    assert remote.tables() == local.tables() and remote.splits() == local.splits()
+    assert remote.labels() == local.labels()
+    where = VideoFilter(split=local.splits()[-1], status="ok")
+    (page, total), (expected, expected_total) = remote.videos(where, limit=20), local.videos(where, limit=20)
+    assert total == expected_total and list(page.video_id) == list(expected.video_id)
+    one = remote.video(page.video_id.iloc[0], where.split)
+    assert list(one.frames.prediction) == list(local.video(page.video_id.iloc[0]).frames.prediction)
+    assert remote.summary()["accuracy"] == local.summary()["accuracy"]
+    assert remote.guard().check(f"{root}/labels.txt")
+    with pytest.raises(RefusedPath):
+        remote.guard().check(f"gs://{BUCKET}/elsewhere/clip.mp4")
 
 
 # -- label_videos -------------------------------------------------------------------------------
@@ -202,7 +223,8 @@ def test_label_videos_gives_the_frames_of_videolabel_run(run_output, labelled_se
         assert list(ours[column]) == list(theirs[column]), column
     assert np.allclose(ours.score, theirs.score, atol=1e-6)
     videos = run_output.videos.set_index("uri").sort_index()
-    assert len(videos) == 5 and videos.loc[videos.index.str.endswith("broken.mp4"), "status"].item() == "failed"
+    assert len(videos) == 5
+    assert videos.loc[videos.index.str.endswith("broken.mp4"), "status"].item() == "failed"
     assert set(videos.split) == {"train", "test"}
     assert isinstance(run_output.segments, pd.DataFrame)
     assert os.path.exists(os.path.join(run_output.output, "_run.json"))
@@ -220,7 +242,8 @@ def test_label_videos_refuses_a_bad_key_with_the_config_error(labelled_set):
 
 
 def test_import_beam_pipeline_stays_light():
-    code = "import sys, beam_pipeline; print(any(m in sys.modules for m in ('apache_beam', 'pandas', 'tensorflow')))"
+    code = ("import sys, beam_pipeline; "
+            "print(any(m in sys.modules for m in ('apache_beam', 'pandas', 'tensorflow')))")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True).stdout.strip() == "False"
 
@@ -231,7 +254,8 @@ def test_the_server_is_local_headless_and_limits_uploads():
     argv = streamlit_argv(AppSettings("out", ("m1",), max_upload_mb=50), port=9000)
     assert argv[1:4] == ["-m", "streamlit", "run"]
     for flag in ("--server.address=127.0.0.1", "--server.port=9000", "--server.headless=true",
-                 "--browser.gatherUsageStats=false", "--server.maxUploadSize=50", "--client.showErrorDetails=type"):
+                 "--browser.gatherUsageStats=false", "--server.maxUploadSize=50",
+                 "--client.showErrorDetails=type"):
         assert flag in argv
     page_args = argv[argv.index("--") + 1:]
     assert AppSettings.parse(page_args) == AppSettings("out", ("m1",), max_upload_mb=50)
@@ -247,24 +271,19 @@ def test_app_refuses_a_folder_without_a_run(tmp_path, capsys):
 
 # -- in the browser ----------------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def app_url(run_output, a0_litert, tmp_path_factory):
     """``videolabel app RUN --model A0`` on a free loopback port; stopped (its process group) at the end."""
     if shutil.which("chromium") is None or not os.path.exists(CHROMEDRIVER):
-        pytest.skip("Debian's chromium and chromium-driver are not installed (`make system-deps` installs them)")
+        pytest.skip("Debian's chromium and chromium-driver are not installed "
+                    "(`make system-deps` installs them)")
     config = tmp_path_factory.mktemp("app") / "app.yaml"
     config.write_text("sampling:\n  imgz: 64\n  fps: 4\n")
     port = _free_port()
     log = open(config.with_name("app.log"), "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen([sys.executable, "-m", "beam_pipeline", "app", run_output.output, "--port", str(port),
-                             "--model", a0_litert, "--config", str(config)], stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    command = [sys.executable, "-m", "beam_pipeline", "app", run_output.output, "--port", str(port),
+               "--model", a0_litert, "--config", str(config)]
+    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90
@@ -273,7 +292,8 @@ def app_url(run_output, a0_litert, tmp_path_factory):
                 if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
                     break
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"videolabel app did not start:\n{config.with_name('app.log').read_text()}")
+                raise AssertionError("videolabel app did not start:\n"
+                                     + config.with_name("app.log").read_text())
             time.sleep(0.5)
         yield url
     finally:
@@ -316,7 +336,8 @@ def _by_css(driver, css):
 
 
 def _caption(driver, words):
-    return next((el.text for el in _by_css(driver, '[data-testid="stCaptionContainer"]') if words in el.text), None)
+    captions = _by_css(driver, '[data-testid="stCaptionContainer"]')
+    return next((el.text for el in captions if words in el.text), None)
 
 
 def _shot(driver, name):
@@ -348,8 +369,9 @@ def _videos_table(driver) -> list[dict[str, str]]:
             continue
         heads = [h.get_attribute("textContent") for h in tables[0].find_elements(By.CSS_SELECTOR, "thead th")]
         if "video_id" in heads and "uri" in heads:
-            return [dict(zip(heads, (c.get_attribute("textContent") for c in row.find_elements(By.TAG_NAME, "td"))))
-                    for row in tables[0].find_elements(By.CSS_SELECTOR, "tbody tr")]
+            rows = tables[0].find_elements(By.CSS_SELECTOR, "tbody tr")
+            cells = [row.find_elements(By.TAG_NAME, "td") for row in rows]
+            return [dict(zip(heads, (c.get_attribute("textContent") for c in row))) for row in cells]
     return []
 
 
@@ -380,7 +402,8 @@ def test_browse_a_run_filters_and_plays_a_video_with_its_timeline(browser, app_u
     assert {r["split"] for r in _videos_table(browser)} == {"test"}
     assert _caption(browser, "videos match").startswith(f"{len(test_uris)} videos match")
     _click(browser, "Status", "failed")
-    _wait(browser, lambda: [r["uri"] for r in _videos_table(browser)] == list(videos[videos.status == "failed"].uri))
+    failed = list(videos[videos.status == "failed"].uri)
+    _wait(browser, lambda: [r["uri"] for r in _videos_table(browser)] == failed)
     assert _videos_table(browser)[0]["status"] == "failed"
     _click(browser, "Status", "failed")  # off again: the test split's videos
     _wait(browser, lambda: len(_videos_table(browser)) == len(test_uris))
