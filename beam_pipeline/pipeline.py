@@ -16,7 +16,8 @@ from transforms.decode_sample import DecodeAndSample
 from transforms.listing import ListVideos
 from transforms.progress import NoteVideos, note_total
 from transforms.records import DEFAULT_DECODER, SamplingSpec
-from transforms.schema import VIDEOS_SCHEMA, frames_schema
+from transforms.schema import SEGMENTS_SCHEMA, VIDEOS_SCHEMA, frames_schema
+from transforms.segments import SegmentRule
 from transforms.video_handler import ClipWindows, StreamBatch, StreamChunks, VideoHandler
 from transforms.write import write_branches
 
@@ -114,10 +115,11 @@ def build_pipeline(p: beam.Pipeline, cfg: JobConfig, *, handle: str, labels: Seq
                    pin_cores: bool = False, decoder: str = DEFAULT_DECODER):
     """Adds ListVideos -> DecodeAndSample -> Classify -> Aggregate -> WriteOutputs to ``p``.
 
-    Every element after the listing is one whole video, so each video's rows are
-    committed to the output as soon as it is done; once all are written,
-    ``WriteOutputs/Finalize`` removes what bundles that failed (and were retried)
-    had committed, so each table ends with one row per video (see ``transforms.write``).
+    Every element after the listing is one whole video, so each video's rows (``videos``,
+    ``frames``, ``segments``) are committed to the output together as soon as it is done;
+    once all are written, ``WriteOutputs/Finalize`` removes what bundles that failed (and were
+    retried) had committed, so each table ends with one row per video (per frame, per segment;
+    see ``transforms.write``).
 
     Args:
         p: the pipeline (a TestPipeline in tests).
@@ -153,18 +155,23 @@ def build_pipeline(p: beam.Pipeline, cfg: JobConfig, *, handle: str, labels: Seq
         classify = classify.with_resource_hints(accelerator=accelerator)
     results, infer_failed = sources | "Classify" >> classify
     branches = {"Classified": results, "FailedInference": infer_failed, "FailedBeforeModel": failed}
+    out = cfg.output
+    segments = SegmentRule(out.segment_min_s, out.segment_min_score) if out.write_segments else None
     aggregate = Aggregate(mode=input_mode(cfg), labels=labels, k=min(cfg.model.top_k, len(labels)),
-                          write_frames=cfg.output.write_frames, write_probs=cfg.output.write_probs,
-                          write_keypoints=cfg.output.write_keypoints, stamp=stamp, pool=cfg.model.video_pool,
-                          background=cfg.input.background_label)
+                          write_frames=out.write_frames, write_probs=out.write_probs,
+                          write_keypoints=out.write_keypoints, stamp=stamp, pool=cfg.model.video_pool,
+                          background=cfg.input.background_label, segments=segments)
     rows = {name: branch | f"Aggregate/{name}" >> aggregate for name, branch in branches.items()}
     if progress_dir is not None:
         for name, branch_rows in rows.items():
             _ = branch_rows | f"NoteProgress/{name}" >> NoteVideos(progress_dir)
-    schemas = {"videos": VIDEOS_SCHEMA}
-    if cfg.output.write_frames:
-        schemas = {"frames": frames_schema(cfg.output.write_probs, cfg.output.write_keypoints), **schemas}
-    write_branches(rows, "WriteOutputs", cfg.output.path, schemas,
-                   {"videos": ("video_id",), "frames": ("video_id", "frame_index")}, run_id=stamp.run_id,
-                   videos_per_file=cfg.output.videos_per_file, flush_s=cfg.output.flush_s)
+    schemas = {"videos": VIDEOS_SCHEMA}  # committed in this order, videos last (transforms.write)
+    if out.write_segments:
+        schemas = {"segments": SEGMENTS_SCHEMA, **schemas}
+    if out.write_frames:
+        schemas = {"frames": frames_schema(out.write_probs, out.write_keypoints), **schemas}
+    sort_keys = {"videos": ("video_id",), "frames": ("video_id", "frame_index"),
+                 "segments": ("video_id", "segment_index")}
+    write_branches(rows, "WriteOutputs", out.path, schemas, sort_keys, run_id=stamp.run_id,
+                   videos_per_file=out.videos_per_file, flush_s=out.flush_s)
     return tuple(rows.values())

@@ -6,7 +6,8 @@ Written into ``OUTPUT/report/`` (a local output folder):
 * ``report.json``, the same figures for scripts;
 * ``confusion_matrix.png`` over the labelled videos that were classified;
 * ``timeline_<k>.png``: frame predictions over time for the wrong videos, most
-  confident first, then the least confident right ones;
+  confident first, then the least confident right ones, with the video's
+  segments (the ``segments`` table) drawn as labelled spans under the score;
 * ``label_distribution.png``: the predicted labels, when no video has a label.
 
 Accuracy counts videos with a label whose status is ``ok`` or ``partial``;
@@ -158,8 +159,17 @@ def _distribution_section(videos: pd.DataFrame, report: dict[str, Any], out: str
             + _table([{"label": k, "videos": v} for k, v in counts.items()], ["label", "videos"]) + image)
 
 
-def _timeline_section(videos: pd.DataFrame, frames: pd.DataFrame, count: int, report: dict[str, Any],
-                      out: str) -> str:
+def _segments_of(segments: pd.DataFrame | None, video_id: str) -> list[dict[str, Any]]:
+    """One video's segments, in time order, as ``{"start_s", "end_s", "label"}``."""
+    if segments is None or segments.empty:
+        return []
+    mine = segments[segments.video_id == video_id].sort_values("segment_index")
+    return [{"start_s": float(s.start_s), "end_s": float(s.end_s), "label": str(s.label)}
+            for s in mine.itertuples()]
+
+
+def _timeline_section(videos: pd.DataFrame, frames: pd.DataFrame, segments: pd.DataFrame | None, count: int,
+                      report: dict[str, Any], out: str) -> str:
     figures = []
     for k, video in enumerate(_timeline_videos(videos, count).itertuples()):
         mine = frames[frames.video_id == video.video_id].sort_values("timestamp_s")
@@ -168,13 +178,17 @@ def _timeline_section(videos: pd.DataFrame, frames: pd.DataFrame, count: int, re
         name = f"timeline_{k}.png"
         label = None if pd.isna(video.label) else video.label
         verdict = "unlabelled" if label is None else ("wrong" if video.prediction != label else "right")
+        spans = _segments_of(segments, video.video_id)
         plot_timeline(mine.timestamp_s.tolist(), mine.prediction.tolist(), mine.score.tolist(),
                       [None if pd.isna(x) else x for x in mine.label], os.path.join(out, name),
-                      f"{os.path.basename(video.uri)}: {video.prediction} ({video.score:.2f}), {verdict}")
+                      f"{os.path.basename(video.uri)}: {video.prediction} ({video.score:.2f}), {verdict}",
+                      segments=[(s["start_s"], s["end_s"], s["label"]) for s in spans])
         report["timelines"].append({"file": name, "uri": video.uri, "label": label,
-                                    "prediction": video.prediction, "score": float(video.score)})
+                                    "prediction": video.prediction, "score": float(video.score),
+                                    "segments": spans})
         report["images"].append(name)
-        caption = f"{video.uri}: label {label or '-'}, prediction {video.prediction} ({video.score:.3f})"
+        caption = (f"{video.uri}: label {label or '-'}, prediction {video.prediction} ({video.score:.3f}), "
+                   f"{len(spans)} segments")
         figures.append(f'<figure><img src="{name}" alt="timeline {k}">'
                        f"<figcaption>{html.escape(caption)}</figcaption></figure>")
     return "<h2>Timelines: wrong videos, then the least confident</h2>" + "".join(figures)
@@ -196,7 +210,7 @@ def build_report(root: str, timelines: int = 6) -> dict[str, Any]:
     videos = _read(root, "videos")
     if videos is None or videos.empty:
         raise ConfigError(f"OUTPUT: {root!r} holds no videos table (is it a `videolabel run` output?)")
-    frames = _read(root, "frames")
+    frames, segments = _read(root, "frames"), _read(root, "segments")
     out = os.path.join(root, "report")
     os.makedirs(out, exist_ok=True)
     run_id = _run_id(root)
@@ -212,7 +226,7 @@ def build_report(root: str, timelines: int = 6) -> dict[str, Any]:
     sections.append(_labelled_section(judged, report, out) if len(judged)
                     else _distribution_section(videos, report, out))
     if frames is not None and len(frames):
-        sections.append(_timeline_section(videos, frames, timelines, report, out))
+        sections.append(_timeline_section(videos, frames, segments, timelines, report, out))
     sections.append(_failures_section(report))
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>videolabel report</title>"
             f"<style>{_STYLE}</style>{_IMAGE_CHECK}</head><body>{''.join(sections)}</body></html>")

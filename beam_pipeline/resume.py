@@ -1,17 +1,21 @@
 """``--resume``: keep the videos an earlier run into the same output finished, redo the rest.
 
 A video is done when it has a ``videos`` row with status ``ok`` made with this
-run's ``config_hash`` and model. Before the run starts, the launcher makes the
-output hold the done videos and nothing else (``prepare_resume``):
+run's ``config_hash``, model and ``schema_version`` (an older output lacks tables or
+columns of this one). Before the run starts, the launcher makes the output hold
+the done videos and nothing else (``prepare_resume``):
 
 * a part file holding other rows (failed, partial or changed videos, or a
   second copy of a done video, as a run killed before its finalize can leave)
-  is rewritten without them, its paired ``frames`` part too, each atomically;
-* a ``frames`` part whose ``videos`` part never landed (a run killed between
-  the two commits) is removed, and so are temporary files a killed run left.
+  is rewritten without them, its paired ``frames`` and ``segments`` parts too
+  (the same file name: one commit), each atomically;
+* a ``frames`` or ``segments`` part whose ``videos`` part never landed (a run
+  killed between the commits) is removed, and so are temporary files a killed run left.
 
-The job then reads the done ids itself (``ReadDone``: the ``videos`` parts'
-``video_id``, ``status``, ``config_hash``, ``model`` and ``run_id`` columns) and
+So a kept video keeps exactly the frames and segments committed with it (a video
+without segments has none: its commit wrote no row there), and a redone one gets
+new ones. The job then reads the done ids itself (``ReadDone``: the ``videos`` parts'
+``video_id``, ``status``, ``config_hash``, ``model``, ``run_id`` and ``schema_version`` columns) and
 joins them with the listed videos by id (``list_videos``: a CoGroupByKey), so
 the job graph stays the same size however many videos are done; a million done
 ids would otherwise be pickled into it (Dataflow takes job graphs up to 10 MB).
@@ -35,12 +39,15 @@ from apache_beam.io.filesystem import FileMetadata
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
+from transforms.schema import SCHEMA_VERSION
 from transforms.write import write_table
 
 __all__ = ["ReadDone", "ResumeState", "done_ids", "prepare_resume"]
 
 _log = logging.getLogger(__name__)
-_COLUMNS = ["video_id", "status", "config_hash", "model", "run_id"]
+_COLUMNS = ["video_id", "status", "config_hash", "model", "run_id", "schema_version"]
+#: The tables whose parts are committed with a ``videos`` part, under the same file name.
+_PAIRED = ("frames", "segments")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,9 +69,14 @@ def _read(path: str, columns: list[str] | None = None) -> pa.Table:
         return pq.read_table(pa.BufferReader(handle.read()), columns=columns)
 
 
-def _paired(videos_part: str, root: str) -> str:
-    """The frames part committed with a videos part: same split folder and file name."""
-    return FileSystems.join(root, "frames", videos_part[len(FileSystems.join(root, "videos")) + 1:])
+def _paired(videos_part: str, root: str, table: str) -> str:
+    """The part of ``table`` committed with a videos part: same split folder and file name."""
+    return FileSystems.join(root, table, videos_part[len(FileSystems.join(root, "videos")) + 1:])
+
+
+def _is_done(row: dict, config_hash: str, model: str) -> bool:
+    return (row["status"] == "ok" and row["config_hash"] == config_hash and row["model"] == model
+            and row["schema_version"] == SCHEMA_VERSION)
 
 
 def _keep_only(path: str, ids: set[str]) -> int:
@@ -89,8 +101,9 @@ def _delete(paths: Iterable[str]) -> int:
 
 def prepare_resume(root: str, config_hash: str, model: str) -> ResumeState:
     """Finds the done videos in ``root`` and trims the output to them (see the module doc)."""
-    videos_dir, frames_dir = FileSystems.join(root, "videos"), FileSystems.join(root, "frames")
-    removed = _delete(_match(f"{videos_dir}/*/.*.tmp") + _match(f"{frames_dir}/*/.*.tmp"))
+    videos_dir = FileSystems.join(root, "videos")
+    paired_dirs = [FileSystems.join(root, table) for table in _PAIRED]
+    removed = _delete(path for folder in (videos_dir, *paired_dirs) for path in _match(f"{folder}/*/.*.tmp"))
     parts = _match(f"{videos_dir}/*/part-*.parquet")
     owner: dict[str, str] = {}
     runs: set[str] = set()
@@ -98,20 +111,21 @@ def prepare_resume(root: str, config_hash: str, model: str) -> ResumeState:
         rows = _read(part, _COLUMNS).to_pylist()
         runs.update(r["run_id"] for r in rows)
         for r in rows:
-            if (r["status"] == "ok" and r["config_hash"] == config_hash and r["model"] == model
-                    and r["video_id"] not in owner):
+            if _is_done(r, config_hash, model) and r["video_id"] not in owner:
                 owner[r["video_id"]] = part
     keep: dict[str, set[str]] = {part: set() for part in parts}
     for video_id, part in owner.items():
         keep[part].add(video_id)
     dropped = 0
     for part, ids in keep.items():
-        frames = _paired(part, root)
         dropped += _keep_only(part, ids)
-        if FileSystems.exists(frames):
-            _keep_only(frames, ids)
-    committed = {_paired(part, root) for part in parts}
-    removed += _delete(p for p in _match(f"{frames_dir}/*/part-*.parquet") if p not in committed)
+        for table in _PAIRED:
+            paired = _paired(part, root, table)
+            if FileSystems.exists(paired):
+                _keep_only(paired, ids)
+    for table, folder in zip(_PAIRED, paired_dirs):
+        committed = {_paired(part, root, table) for part in parts}
+        removed += _delete(p for p in _match(f"{folder}/*/part-*.parquet") if p not in committed)
     _log.info("resume: %d videos done, %d rows dropped, %d files removed", len(owner), dropped, removed)
     return ResumeState(frozenset(owner), dropped, removed, tuple(sorted(runs)))
 
@@ -119,10 +133,8 @@ def prepare_resume(root: str, config_hash: str, model: str) -> ResumeState:
 def done_ids(table: pa.Table, config_hash: str, model: str, run_id: str) -> list[str]:
     """The ids of the done rows of a ``videos`` table (``_COLUMNS`` at least); rows of ``run_id``
     (the running job's own) are never done."""
-    done = table.filter(pc.and_(
-        pc.and_(pc.equal(table["status"], "ok"), pc.equal(table["config_hash"], config_hash)),
-        pc.and_(pc.equal(table["model"], model), pc.not_equal(table["run_id"], run_id))))
-    return done["video_id"].to_pylist()
+    rows = table.select(_COLUMNS).to_pylist()
+    return [r["video_id"] for r in rows if _is_done(r, config_hash, model) and r["run_id"] != run_id]
 
 
 class _ReadDoneFn(beam.DoFn):

@@ -65,11 +65,14 @@ def plot_confusion(matrix: np.ndarray, labels: Sequence[str], path: str, title: 
 
 
 def plot_timeline(times: Sequence[float], predictions: Sequence[str], scores: Sequence[float],
-                  labels: Sequence[str | None], path: str, title: str) -> None:
+                  labels: Sequence[str | None], path: str, title: str,
+                  segments: Sequence[tuple[float, float, str]] = ()) -> None:
     """One video's frame predictions over time: the predicted class (dots, the true label as a line
-    where known) above, the top-1 score below."""
+    where known) above, the top-1 score below, and under that curve the video's ``segments``
+    (``(start_s, end_s, label)``, the ``segments`` table) as spans coloured by class, each labelled."""
     plt = _pyplot()
-    classes = sorted({*predictions, *(label for label in labels if label is not None)})
+    classes = sorted({*predictions, *(label for label in labels if label is not None),
+                      *(label for _, _, label in segments)})
     row = {name: i for i, name in enumerate(classes)}
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 2.2 + 0.3 * len(classes)), sharex=True,
                                       gridspec_kw={"height_ratios": [max(2, len(classes)), 2]})
@@ -80,9 +83,13 @@ def plot_timeline(times: Sequence[float], predictions: Sequence[str], scores: Se
     top.set_yticks(range(len(classes)), classes)
     top.set_title(title)
     top.legend(loc="upper right", fontsize=8)
-    bottom.plot(times, scores, color="C1")
+    for start, end, label in segments:
+        colour = f"C{(row[label] + 2) % 10}"  # C0 and C1 draw the dots and the score
+        bottom.axvspan(start, end, ymin=0, ymax=0.35, color=colour, alpha=0.35, linewidth=0)
+        bottom.text((start + end) / 2, 0.17, label, ha="center", va="center", fontsize=7, clip_on=True)
+    bottom.plot(times, scores, color="C1", zorder=3)
     bottom.set_ylim(0, 1)
-    bottom.set_ylabel("score")
+    bottom.set_ylabel("score" + (" / segments" if segments else ""))
     bottom.set_xlabel("time (s)")
     fig.tight_layout()
     fig.savefig(path, dpi=90)

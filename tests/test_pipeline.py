@@ -22,7 +22,7 @@ from models.labels import read_labels
 from tests.conftest import REPO
 from transforms.aggregate import RunStamp
 from transforms.progress import read_total
-from transforms.schema import FRAMES_SCHEMA, VIDEOS_SCHEMA
+from transforms.schema import FRAMES_SCHEMA, SCHEMA_VERSION, VIDEOS_SCHEMA
 
 
 def _read(root: Path, table: str) -> pa.Table:
@@ -101,7 +101,7 @@ def test_cli_run_end_to_end(tmp_path, mixed_videos, a0_stream):
         assert len(row.top_k_labels) == 5 and list(row.top_k_scores) == sorted(row.top_k_scores, reverse=True)
         assert row.is_error == (row.prediction != row.label)
         assert row.duration_s == pytest.approx(n / fps, abs=0.1)
-        assert row.schema_version == 1 and row.run_id and row.config_hash
+        assert row.schema_version == SCHEMA_VERSION and row.run_id and row.config_hash
 
     f = frames.to_pandas()
     for video_id, group in f.groupby("video_id"):

@@ -14,9 +14,10 @@ from beam_pipeline.cli import main
 from beam_pipeline.run_record import RUN_FILE
 from models.scores import top_k_arrays
 from tests.test_run_record import sample_record
-from transforms.aggregate import RunStamp, frames_batch, video_batch
+from transforms.aggregate import RunStamp, frames_batch, segments_batch, video_batch
 from transforms.records import ClipPrediction, ErrorStage, VideoError, VideoInfo, VideoMeta, VideoRef
-from transforms.schema import VIDEOS_SCHEMA, frames_schema
+from transforms.schema import SEGMENTS_SCHEMA, VIDEOS_SCHEMA, frames_schema
+from transforms.segments import SegmentRule
 from transforms.write import part_name, partition_dir, write_table
 
 LABELS = ["jump", "run", "walk"]
@@ -39,14 +40,16 @@ def _write_output(root, labelled=True):
         times = np.arange(len(classes))
         clip = ClipPrediction(times, times * 0.5, *top_k_arrays(probs, 3), probs[-1])
         info = VideoInfo(ref, META, 50, len(classes), None)
-        videos, frames = groups.setdefault(split, ([], []))
+        videos, frames, segments = groups.setdefault(split, ([], [], []))
         videos.append(video_batch(info, [(0, clip)], "stream", LABELS, 3, stamp))
         frames.append(frames_batch(info, [(0, clip)], LABELS, 3))
+        segments.append(segments_batch(info, [(0, clip)], LABELS, SegmentRule(min_s=0.5, min_score=0.5)))
     broken = VideoInfo(VideoRef("bad", "/data/bad.mp4", "run", "test"), None, 0, 0,
                        VideoError(ErrorStage.OPEN, "InvalidDataError", "not a video"))
     groups["test"][0].append(video_batch(broken, [], "stream", LABELS, 3, stamp))
-    for split, (videos, frames) in groups.items():
-        tables = (("videos", videos, VIDEOS_SCHEMA), ("frames", frames, frames_schema(False)))
+    for split, (videos, frames, segments) in groups.items():
+        tables = (("videos", videos, VIDEOS_SCHEMA), ("frames", frames, frames_schema(False)),
+                  ("segments", segments, SEGMENTS_SCHEMA))
         for table, batches, schema in tables:
             folder = partition_dir(str(root), table, split)
             (root / folder[len(str(root)) + 1:]).mkdir(parents=True, exist_ok=True)
@@ -73,6 +76,10 @@ def test_report_figures_are_computed_from_the_parquet(tmp_path, capsys):
                                    "example_message": "not a video"}]
     # the two wrong videos first (most confident first), then the least confident right one
     assert [t["uri"] for t in report["timelines"]] == ["/data/v3.mp4", "/data/v4.mp4", "/data/v5.mp4"]
+    # with their segments: v3 (frames at 0, 0.5, 1 s: run, jump, jump, scored 0.5) two of them; v4 and
+    # v5 score under 0.5 (the segment_min_score these rows were made with), so none
+    v3 = [{"start_s": 0.0, "end_s": 0.5, "label": "run"}, {"start_s": 0.5, "end_s": 1.5, "label": "jump"}]
+    assert [t["segments"] for t in report["timelines"]] == [v3, [], []]
     for name in ("index.html", "confusion_matrix.png", "timeline_0.png", "timeline_2.png"):
         assert (tmp_path / "report" / name).stat().st_size > 1000, name
 

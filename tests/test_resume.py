@@ -11,6 +11,7 @@ from pathlib import Path
 
 import apache_beam as beam
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
@@ -22,11 +23,14 @@ from beam_pipeline.pipeline import list_videos
 from beam_pipeline.run_record import RunRecord
 from beam_pipeline.synthetic import make_labelled_set
 from tests.conftest import REPO
+from tests.test_segments import check_segments
 from transforms.aggregate import RunStamp
 from transforms.progress import read_total
-from transforms.schema import VIDEOS_SCHEMA
+from transforms.schema import SCHEMA_VERSION, VIDEOS_SCHEMA
+from transforms.segments import SegmentRule
 
 N_VIDEOS = 36
+SEGMENTS = SegmentRule(min_s=0.0, min_score=0.0)  # every run a segment: every ok video has some
 
 
 @pytest.fixture(scope="module")
@@ -42,11 +46,19 @@ def _cmd(videos: Path, out: Path, model: str, *extra: str) -> list[str]:
             "--input", f"{videos}/*.mp4", "--output", str(out), "--model", model,
             "--set", "sampling.strategy=all", "--set", "sampling.imgz=64",
             "--set", "output.videos_per_file=1", "--set", "model.stream_chunk=16",
+            "--set", "output.segment_min_s=0", "--set", "output.segment_min_score=0",
             "--direct_running_mode=in_memory", "--direct_num_workers=1", *extra]
 
 
 def _parts(out: Path, table: str) -> list[Path]:
     return sorted((out / table).glob("split=*/part-*.parquet"))
+
+
+def _segments_of(out: Path, ids) -> list[dict]:
+    """The segments rows of the videos ``ids``, by video and index (nulls as None)."""
+    table = ds.dataset(out / "segments", format="parquet", partitioning="hive").to_table()
+    mine = table.filter(pc.is_in(table["video_id"], value_set=pa.array(sorted(ids), pa.string())))
+    return mine.sort_by([("video_id", "ascending"), ("segment_index", "ascending")]).to_pylist()
 
 
 def _videos(out: Path):
@@ -68,9 +80,11 @@ def test_kill_mid_run_then_resume_gives_one_row_per_video(tmp_path, many_videos,
     # what a reader sees after the kill: whole files only, each a committed video
     killed = _videos(out)
     assert 8 <= len(killed) < N_VIDEOS + 1 and killed.video_id.is_unique
-    for part in _parts(out, "videos") + _parts(out, "frames"):
+    for part in _parts(out, "videos") + _parts(out, "frames") + _parts(out, "segments"):
         assert pq.read_table(part).num_rows > 0
     (first_run,) = set(killed.run_id)
+    kept_ids = set(killed[killed.status == "ok"].video_id)
+    kept_segments = _segments_of(out, kept_ids)
 
     resumed = subprocess.run(_cmd(many_videos, out, a0_stream, "--resume"), capture_output=True, text=True,
                              timeout=900, cwd=tmp_path)
@@ -93,6 +107,10 @@ def test_kill_mid_run_then_resume_gives_one_row_per_video(tmp_path, many_videos,
     ok = videos[videos.status == "ok"].set_index("video_id")
     assert per_video.to_dict() == ok.frames_sampled.to_dict()  # no frame row twice, none missing
     assert not frames.duplicated(["video_id", "frame_index"]).any()
+    # one set of segments per video, the one its frames give, kept or redone with its videos row
+    segments = check_segments(out, SEGMENTS)
+    assert set(segments.video_id) == set(ok.index)
+    assert _segments_of(out, kept_ids) == kept_segments  # the kept videos' own, untouched
 
     # a changed config redoes every video, still one row each
     again = subprocess.run(_cmd(many_videos, out, a0_stream, "--resume", "--set", "model.top_k=3"),
@@ -102,6 +120,7 @@ def test_kill_mid_run_then_resume_gives_one_row_per_video(tmp_path, many_videos,
     redone = _videos(out)
     assert len(redone) == N_VIDEOS + 1 and redone.video_id.is_unique and redone.run_id.nunique() == 1
     assert all(len(k) == 3 for k in redone[redone.status == "ok"].top_k_labels)
+    assert set(check_segments(out, SEGMENTS).video_id) == set(redone[redone.status == "ok"].video_id)
 
 
 def test_resume_and_overwrite_exclude_each_other(tmp_path, a0_stream, many_videos, capsys):
@@ -119,12 +138,15 @@ def test_a_resumed_job_reads_the_done_set_itself_and_joins_it_with_the_listing(t
     manifest = tmp_path / "manifest.csv"
     manifest.write_text("video_id,uri\n" + "".join(f"{v},/x/{v}.mp4\n" for v in "abcde"))
     stamp = RunStamp("model-dir", "cfg-1", "20260102T000000Z-cccccc")
-    rows = [("a", "ok", "cfg-1", "model-dir", "20260101T000000Z-aaaaaa"),    # done
-            ("b", "failed", "cfg-1", "model-dir", "20260101T000000Z-aaaaaa"),  # redone
-            ("c", "ok", "cfg-0", "model-dir", "20260101T000000Z-aaaaaa"),      # other config
-            ("d", "ok", "cfg-1", "model-dir", stamp.run_id),                   # this run's own row
-            ("a", "ok", "cfg-1", "model-dir", "20251231T000000Z-bbbbbb")]      # a second copy
-    columns = dict(zip(("video_id", "status", "config_hash", "model", "run_id"), zip(*rows)))
+    old, now = SCHEMA_VERSION - 1, SCHEMA_VERSION
+    rows = [("a", "ok", "cfg-1", "model-dir", "20260101T000000Z-aaaaaa", now),    # done
+            ("b", "failed", "cfg-1", "model-dir", "20260101T000000Z-aaaaaa", now),  # redone
+            ("c", "ok", "cfg-0", "model-dir", "20260101T000000Z-aaaaaa", now),      # other config
+            ("d", "ok", "cfg-1", "model-dir", stamp.run_id, now),                   # this run's own row
+            ("a", "ok", "cfg-1", "model-dir", "20251231T000000Z-bbbbbb", now),      # a second copy
+            ("e", "ok", "cfg-1", "model-dir", "20251231T000000Z-bbbbbb", old)]      # older tables: redone
+    names = ("video_id", "status", "config_hash", "model", "run_id", "schema_version")
+    columns = dict(zip(names, zip(*rows)))
     columns["uri"] = [f"/x/{v}.mp4" for v in columns["video_id"]]
     table = pa.table([pa.array(columns[f.name], f.type) if f.name in columns else pa.nulls(len(rows), f.type)
                       for f in VIDEOS_SCHEMA], schema=VIDEOS_SCHEMA)

@@ -10,7 +10,9 @@ from beam_pipeline.config import load_config
 from beam_pipeline.launcher import run_job
 from beam_pipeline.synthetic import make_labelled_set
 from tests.conftest import REPO
+from tests.test_segments import check_segments
 from transforms import write
+from transforms.segments import SegmentRule
 from transforms.write import finalize_parts, part_name
 
 
@@ -63,13 +65,15 @@ def test_a_retried_bundle_leaves_one_row_per_video(tmp_path, monkeypatch, a0_str
     monkeypatch.setattr(write, "FileSystems", FlakyFileSystems)
     cfg = load_config(str(REPO / "configs" / "local.yaml"), [
         f'input.paths=["{videos_dir}/*.mp4"]', f'output.path="{out}"', f'model.handle="{a0_stream}"',
-        "sampling.imgz=64", "output.videos_per_file=1"])
+        "sampling.imgz=64", "output.videos_per_file=1", "output.segment_min_s=0",
+        "output.segment_min_score=0"])
     summary = run_job(cfg, ["--runner=BundleBasedDirectRunner", "--direct_running_mode=in_memory"])
 
     assert len(failed_parts) == 1  # the failure happened, after its part was committed
     (failed,) = failed_parts
     assert not (out / failed.split("/out/", 1)[1]).exists()
     assert not (out / "frames" / failed.split("/videos/", 1)[1]).exists()
+    assert not (out / "segments" / failed.split("/videos/", 1)[1]).exists()
     videos = ds.dataset(out / "videos", format="parquet", partitioning="hive").to_table().to_pandas()
     assert len(videos) == 4 and videos.video_id.is_unique and set(videos.status) == {"ok"}
     assert set(videos.run_id) == {summary.run_id}
@@ -77,6 +81,9 @@ def test_a_retried_bundle_leaves_one_row_per_video(tmp_path, monkeypatch, a0_str
     assert not frames.duplicated(["video_id", "frame_index"]).any()
     per_video = frames.groupby("video_id").size().to_dict()
     assert per_video == videos.set_index("video_id").frames_sampled.to_dict()
+    # min_s 0, min_score 0: every run of a label is a segment, so every video has one at least
+    segments = check_segments(out, SegmentRule(min_s=0.0, min_score=0.0))
+    assert set(segments.video_id) == set(videos.video_id) and summary.counts["segments"] == len(segments)
     assert summary.counts["files_discarded"] >= 1
     assert not list(out.glob("*/*/.*.tmp"))
     for part in out.glob("*/*/part-*.parquet"):  # every part left pairs up and holds rows

@@ -3,8 +3,10 @@
 The video prediction is the mean (or, with ``model.video_pool: max``, the
 renormalised maximum) of clip probabilities in base mode and the final causal
 output (after the last sampled frame) in stream mode. Each video becomes one
-``VideoRows``: a one-row ``videos`` batch and (with ``write_frames``) a
-``frames`` batch of one row per sampled frame, built column by column from the
+``VideoRows``: a one-row ``videos`` batch, (with ``write_frames``) a ``frames``
+batch of one row per sampled frame, and (with ``write_segments``) a ``segments``
+batch of its segments (``transforms.segments``, from the frames' top-1
+predictions; none for a video without frames), built column by column from the
 clips' arrays against the schemas of ``transforms.schema`` (a column the schema
 lacks, or lacks a value for, raises). ``split`` rides along as the partition
 key and is not written inside the files.
@@ -32,6 +34,7 @@ from transforms.records import (
     VideoRows,
 )
 from transforms.schema import SCHEMA_VERSION, VIDEOS_SCHEMA, frames_schema, record_batch
+from transforms.segments import SegmentRule, segment_rows, truth_spans
 
 __all__ = [
     "Aggregate",
@@ -40,6 +43,7 @@ __all__ = [
     "RunStamp",
     "frames_batch",
     "prediction_columns",
+    "segments_batch",
     "video_batch",
     "video_probs",
 ]
@@ -181,10 +185,30 @@ def frames_batch(info: VideoInfo, clips: Sequence[tuple[int, ClipPrediction]], l
     return record_batch(columns, schema)
 
 
+def segments_batch(info: VideoInfo, clips: Sequence[tuple[int, ClipPrediction]], labels: Sequence[str],
+                   rule: SegmentRule, *, background: str | None = None) -> pa.RecordBatch:
+    """The video's ``segments`` rows (``SEGMENTS_SCHEMA``) from its frames' top-1 predictions, in time
+    (clip) order; ``clips`` are (clip_index, prediction) in any order. The true labels are the
+    manifest's segments (``background`` between them), else the video label (``truth_spans``)."""
+    preds = [clip for _, clip in sorted(clips, key=lambda c: c[0])]
+    ref = info.ref
+    if preds:
+        arrays = (np.concatenate([c.timestamps_s for c in preds]),
+                  np.concatenate([c.top_index[:, 0] for c in preds]),
+                  np.concatenate([c.top_score[:, 0] for c in preds]))
+    else:
+        arrays = (np.zeros(0, np.float64), np.zeros(0, np.int32), np.zeros(0, np.float32))
+    return segment_rows(ref.video_id, ref.uri, *arrays, labels, rule,
+                        duration_s=info.meta.duration_s if info.meta else None,
+                        truth=truth_spans(ref.segments, ref.label, background))
+
+
 class _RowsFn(beam.DoFn):
     def __init__(self, *, mode: str, labels: Sequence[str], k: int, write_frames: bool, write_probs: bool,
-                 write_keypoints: bool, stamp: RunStamp, pool: str, background: str | None):
+                 write_keypoints: bool, stamp: RunStamp, pool: str, background: str | None,
+                 segments: SegmentRule | None):
         self._background = background
+        self._segments = segments
         self._mode = mode
         self._pool = pool
         self._labels = list(labels)
@@ -197,6 +221,7 @@ class _RowsFn(beam.DoFn):
         self._named: dict[str, Any] = {}
         self._decoded = Metrics.counter("videolabel", "frames_decoded")
         self._sampled = Metrics.counter("videolabel", "frames_sampled")
+        self._segment_rows = Metrics.counter("videolabel", "segments")
         self._decode_ms = Metrics.distribution("videolabel", "decode_ms")
 
     def process(self, result: VideoResult) -> Iterator[VideoRows]:
@@ -208,6 +233,8 @@ class _RowsFn(beam.DoFn):
             tables = self._tables(info, [])
         self._decoded.inc(info.frames_decoded)
         self._sampled.inc(info.frames_sampled)
+        if "segments" in tables:
+            self._segment_rows.inc(tables["segments"].num_rows)
         self._decode_ms.update(int(info.decode_s * 1000))
         self._count(f"{SPLIT_COUNTER_PREFIX}{info.ref.split}")
         video = tables["videos"]
@@ -218,7 +245,8 @@ class _RowsFn(beam.DoFn):
         yield VideoRows(info.ref.split, tables)
 
     def _tables(self, info: VideoInfo, outputs: Sequence[tuple[int, ClipPrediction]]):
-        """The video's ``{table: batch}``: ``videos`` and, with ``write_frames``, ``frames``."""
+        """The video's ``{table: batch}``: ``videos`` and, with ``write_frames``, ``frames``, and with
+        segments, ``segments``."""
         clips = [(index, pred) for index, pred in outputs if len(pred.frame_indices)]
         labels, k = self._labels, self._k
         tables = {"videos": video_batch(info, clips, self._mode, labels, k, self._stamp, self._pool)}
@@ -226,6 +254,9 @@ class _RowsFn(beam.DoFn):
             tables["frames"] = frames_batch(info, clips, labels, k, write_probs=self._write_probs,
                                             write_keypoints=self._write_keypoints,
                                             background=self._background)
+        if self._segments is not None:
+            tables["segments"] = segments_batch(info, clips, labels, self._segments,
+                                                background=self._background)
         return tables
 
     def _count(self, name: str) -> None:
@@ -236,20 +267,24 @@ class _RowsFn(beam.DoFn):
 
 
 class Aggregate(beam.PTransform):
-    """VideoResult -> one ``VideoRows`` per video: its ``videos`` batch (one row) and, with
-    ``write_frames``, its ``frames`` batch, so that the writer commits a video's rows together.
+    """VideoResult -> one ``VideoRows`` per video: its ``videos`` batch (one row), with
+    ``write_frames`` its ``frames`` batch, and with ``segments`` (the rule, ``output.segment_min_s``
+    and ``output.segment_min_score``) its ``segments`` batch (none for a video without frames),
+    so that the writer commits a video's rows together.
 
     ``write_probs`` and ``write_keypoints`` add the ``probs`` and ``keypoints`` frame columns
     (``transforms.schema.frames_schema``). ``background`` labels the frames outside every
-    segment of a segmented video. Counts videos by status, split and error type, and frames.
+    segment of a segmented video, and is the true label there for ``segments``. Counts videos
+    by status, split and error type, frames, and segments.
     """
 
     def __init__(self, *, mode: str, labels: Sequence[str], k: int, write_frames: bool, write_probs: bool,
                  stamp: RunStamp, pool: str = "mean", write_keypoints: bool = False,
-                 background: str | None = None):
+                 background: str | None = None, segments: SegmentRule | None = None):
         super().__init__()
         self._fn = _RowsFn(mode=mode, labels=labels, k=k, write_frames=write_frames, write_probs=write_probs,
-                           write_keypoints=write_keypoints, stamp=stamp, pool=pool, background=background)
+                           write_keypoints=write_keypoints, stamp=stamp, pool=pool, background=background,
+                           segments=segments)
 
     def expand(self, results):
         return results | "ToRows" >> beam.ParDo(self._fn)

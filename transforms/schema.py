@@ -1,6 +1,7 @@
-"""The output schema, declared once: pyarrow schemas for the videos and frames tables.
+"""The output schema, declared once: pyarrow schemas for the videos, frames and segments tables.
 
-``SCHEMA_VERSION`` changes whenever a column is added, removed or retyped.
+``SCHEMA_VERSION`` changes whenever a column is added, removed or retyped, or a table
+is added (2: the ``segments`` table).
 ``split`` is a Hive partition (``split=<name>/`` directories), so it is not a
 column inside the files; readers that use the partitioning see it as one.
 ``record_batch`` builds a table's rows against its schema, by column name.
@@ -13,9 +14,10 @@ from typing import Any
 
 import pyarrow as pa
 
-__all__ = ["FRAMES_SCHEMA", "SCHEMA_VERSION", "VIDEOS_SCHEMA", "frames_schema", "record_batch"]
+__all__ = ["FRAMES_SCHEMA", "SCHEMA_VERSION", "SEGMENTS_SCHEMA", "VIDEOS_SCHEMA", "frames_schema",
+           "record_batch"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _PREDICTION = [
     pa.field("prediction", pa.string()),
@@ -57,6 +59,22 @@ FRAMES_SCHEMA = pa.schema([
     pa.field("label", pa.string()),
     *_PREDICTION,
 ], metadata={"videolabel.schema_version": str(SCHEMA_VERSION), "videolabel.table": "frames"})
+
+#: One row per stretch of a video where one predicted label holds (``transforms.segments``):
+#: ``label`` is the predicted class; ``true_label`` and ``overlap_s`` are null where no label is known.
+SEGMENTS_SCHEMA = pa.schema([
+    pa.field("video_id", pa.string(), nullable=False),
+    pa.field("uri", pa.string(), nullable=False),
+    pa.field("segment_index", pa.int32(), nullable=False),
+    pa.field("start_s", pa.float64(), nullable=False),
+    pa.field("end_s", pa.float64(), nullable=False),
+    pa.field("label", pa.string(), nullable=False),
+    pa.field("mean_score", pa.float32(), nullable=False),
+    pa.field("max_score", pa.float32(), nullable=False),
+    pa.field("frames", pa.int64(), nullable=False),
+    pa.field("true_label", pa.string()),
+    pa.field("overlap_s", pa.float64()),
+], metadata={"videolabel.schema_version": str(SCHEMA_VERSION), "videolabel.table": "segments"})
 
 _PROBS = pa.field("probs", pa.list_(pa.float32()))
 _KEYPOINTS = pa.field("keypoints", pa.list_(pa.float32()))
