@@ -20,9 +20,11 @@ from beam_pipeline.pipeline import build_pipeline, list_videos
 from beam_pipeline.run_record import RunRecord, Splits
 from models.labels import read_labels
 from tests.conftest import REPO
+from tests.test_segments import check_segments
 from transforms.aggregate import RunStamp
 from transforms.progress import read_total
 from transforms.schema import FRAMES_SCHEMA, SCHEMA_VERSION, VIDEOS_SCHEMA
+from transforms.segments import SegmentRule
 
 
 def _read(root: Path, table: str) -> pa.Table:
@@ -34,7 +36,7 @@ def test_base_mode_pipeline_writes_one_row_per_video_and_covers_every_frame(tmp_
     cfg = load_config(str(REPO / "configs" / "movinet_a0_base.yaml"), [
         f'input.paths=["{mixed_videos["dir"]}/*"]', f'output.path="{out}"',
         "sampling.fps=4", "sampling.n_frames=4", "sampling.clip_stride=2", "sampling.imgz=64",
-        "output.write_probs=true"])
+        "output.write_probs=true", "output.segment_min_s=0.5", "output.segment_min_score=0"])
     labels = read_labels(f"{a0_base}/labels.txt")
     with TestPipeline() as p:
         groups = build_pipeline(p, cfg, handle=a0_base, labels=labels,
@@ -60,6 +62,9 @@ def test_base_mode_pipeline_writes_one_row_per_video_and_covers_every_frame(tmp_
         assert mine.clip_index.tolist() == [min(i // 2, max(0, (len(mine) - 3) // 2)) for i in positions]
     failed = videos[videos.status == "failed"].iloc[0]
     assert failed.error_stage == "open" and failed.error_message
+    # base mode: segments from the clips' frame labels, as the frames table gives them
+    segments = check_segments(out, SegmentRule(min_s=0.5, min_score=0.0), labels=labels)
+    assert set(segments.video_id) == set(videos[videos.status == "ok"].index)
 
 
 def test_cli_run_end_to_end(tmp_path, mixed_videos, a0_stream):

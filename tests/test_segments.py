@@ -281,12 +281,12 @@ def test_resume_keeps_and_drops_segments_with_their_videos_part(tmp_path):
 
 
 def check_segments(out: Path, rule: SegmentRule, truth: dict[str, tuple] | None = None,
-                   background: str | None = None) -> pd.DataFrame:
+                   background: str | None = None, labels: list[str] | None = None) -> pd.DataFrame:
     """Asserts that ``out``'s segments table is exactly what ``transforms.segments`` makes of the run's
     own frames table (with each video's duration and label, or ``truth``: video id -> manifest
     segments): one set per video, none for a video without frames, every part paired with its
-    videos part. Returns the segments table."""
-    labels = (out / "labels.txt").read_text().splitlines()
+    videos part. ``labels``: the class names, else ``out/labels.txt``. Returns the segments table."""
+    labels = labels or (out / "labels.txt").read_text().splitlines()
     videos = ds.dataset(out / "videos", format="parquet", partitioning="hive").to_table().to_pandas()
     frames = ds.dataset(out / "frames", format="parquet", partitioning="hive").to_table().to_pandas()
     folder = out / "segments"
