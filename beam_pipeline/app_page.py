@@ -113,10 +113,10 @@ def timeline_chart(frames: pd.DataFrame, segments: pd.DataFrame) -> alt.VConcatC
                alt.Tooltip("score:Q", format=".3f"), *(["label:N"] if "label" in spans else [])]
     x = alt.X("timestamp_s:Q", title="time (s)")
     y = alt.Y("score:Q", scale=alt.Scale(domain=[0, 1]))
-    score = (alt.Chart(spans).mark_line(color="#999").encode(x=x, y=y)
-             + alt.Chart(spans).mark_circle(size=45).encode(x=x, y="score:Q",
-                                                            color=alt.Color("prediction:N", title="class"),
-                                                            tooltip=tooltip)).properties(width=_CHART_PX, height=220)
+    points = alt.Chart(spans).mark_circle(size=45).encode(x=x, y="score:Q", tooltip=tooltip,
+                                                          color=alt.Color("prediction:N", title="class"))
+    score = (alt.Chart(spans).mark_line(color="#999").encode(x=x, y=y) + points).properties(
+        width=_CHART_PX, height=220)
     bands = [spans.assign(track="frame prediction", start=spans.timestamp_s, end=spans.end_s,
                           value=spans.prediction)[["track", "start", "end", "value"]]]
     if "label" in spans and spans.label.notna().any():
@@ -131,7 +131,8 @@ def timeline_chart(frames: pd.DataFrame, segments: pd.DataFrame) -> alt.VConcatC
         y=alt.Y("track:N", title=None, sort=["frame prediction", "label", "segment"]),
         color=alt.Color("value:N", title="class"), tooltip=["track:N", "value:N", "start:Q", "end:Q"],
     ).properties(width=_CHART_PX, height=90)
-    return alt.vconcat(score, strip).resolve_scale(color="shared").configure_legend(orient="bottom", columns=4)
+    chart = alt.vconcat(score, strip).resolve_scale(color="shared")
+    return chart.configure_legend(orient="bottom", columns=4)
 
 
 def _play(uri: str, guard: PathGuard) -> None:
@@ -202,8 +203,12 @@ def _safe_name(name: str) -> str:
 
 def _saved_upload(upload) -> str:
     """Writes an upload into a new private folder; returns its path."""
+    name = _safe_name(upload.name)
+    if not name.endswith(VIDEO_EXTENSIONS):
+        raise ConfigError(f"upload {upload.name!r}: not a video file name "
+                          f"(one of {', '.join(VIDEO_EXTENSIONS)})")
     folder = tempfile.mkdtemp(prefix="upload-", dir=_upload_dir())
-    path = os.path.join(folder, _safe_name(upload.name))
+    path = os.path.join(folder, name)
     with open(path, "wb") as handle:
         handle.write(upload.getbuffer())
     return path

@@ -324,9 +324,12 @@ def browser(app_url):
 
 
 def _wait(driver, condition, timeout=90):
+    """Waits until ``condition()`` is truthy; an element Streamlit re-rendered meanwhile means: try again."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout, poll_frequency=0.25).until(lambda d: condition())
+    return WebDriverWait(driver, timeout, poll_frequency=0.25,
+                         ignored_exceptions=(StaleElementReferenceException,)).until(lambda d: condition())
 
 
 def _by_css(driver, css):
@@ -375,6 +378,13 @@ def _videos_table(driver) -> list[dict[str, str]]:
     return []
 
 
+def _timeline_drawn(driver) -> bool:
+    """Whether the page shows the frame timeline: a drawn chart with the time axis and the prediction band."""
+    return any("time (s)" in text and "frame prediction" in text
+               for text in (el.get_attribute("textContent")
+                            for el in _by_css(driver, '[data-testid="stVegaLiteChart"] svg.marks')))
+
+
 def _pick(driver, label, text):
     """Types ``text`` into the selectbox labelled ``label`` and takes the first match."""
     from selenium.webdriver.common.by import By
@@ -399,12 +409,12 @@ def test_browse_a_run_filters_and_plays_a_video_with_its_timeline(browser, app_u
     _click(browser, "Split", "test")
     test_uris = sorted(videos[videos.split == "test"].uri)
     _wait(browser, lambda: sorted(r["uri"] for r in _videos_table(browser)) == test_uris)
-    assert {r["split"] for r in _videos_table(browser)} == {"test"}
+    _wait(browser, lambda: {r["split"] for r in _videos_table(browser)} == {"test"})
     assert _caption(browser, "videos match").startswith(f"{len(test_uris)} videos match")
     _click(browser, "Status", "failed")
     failed = list(videos[videos.status == "failed"].uri)
-    _wait(browser, lambda: [r["uri"] for r in _videos_table(browser)] == failed)
-    assert _videos_table(browser)[0]["status"] == "failed"
+    _wait(browser, lambda: [(r["uri"], r["status"]) for r in _videos_table(browser)]
+          == [(failed[0], "failed")])
     _click(browser, "Status", "failed")  # off again: the test split's videos
     _wait(browser, lambda: len(_videos_table(browser)) == len(test_uris))
 
@@ -412,7 +422,7 @@ def test_browse_a_run_filters_and_plays_a_video_with_its_timeline(browser, app_u
     _pick(browser, "Open a video", os.path.basename(decoded.uri))
     _wait(browser, lambda: any(h.text == os.path.basename(decoded.uri) for h in _by_css(browser, "h3")))
     _wait(browser, lambda: [v for v in _by_css(browser, "video") if v.get_attribute("src")])
-    _wait(browser, lambda: _by_css(browser, '[data-testid="stVegaLiteChart"] canvas'))
+    _wait(browser, lambda: _timeline_drawn(browser))
     src = next(v.get_attribute("src") for v in _by_css(browser, "video") if v.get_attribute("src"))
     with urllib.request.urlopen(src, timeout=10) as response:  # the page serves the video's own bytes
         assert response.read() == Path(decoded.uri).read_bytes()
@@ -442,10 +452,12 @@ def test_label_an_uploaded_video_through_the_page(browser, app_url, a0_litert, t
     _wait(browser, lambda: any(h.text == "jump_to_the_left.mp4" for h in _by_css(browser, "h3")), timeout=180)
     text = browser.find_element(By.TAG_NAME, "body").text
     assert f"Prediction: {expected.prediction} ({expected.score:.3f})" in text
+    grids = _by_css(browser, '[data-testid="stDataFrame"]')
+    tables = " ".join(el.get_attribute("textContent") for el in grids)
     for name in expected.top_k_labels:  # the top k, in the page's table
-        assert name in text
+        assert name in tables
     _wait(browser, lambda: [v for v in _by_css(browser, "video") if v.get_attribute("src")])
-    _wait(browser, lambda: _by_css(browser, '[data-testid="stVegaLiteChart"] canvas'))
+    _wait(browser, lambda: _timeline_drawn(browser))
     _no_exception(browser)
     _shot(browser, "app_label.png")
 
