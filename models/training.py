@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import logging
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -19,10 +20,17 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, PositiveFloat, PositiveInt
 
+from models.console import StatusLine, duration
 from models.labels import write_labels
 from models.plots import confusion_matrix, plot_confusion, plot_loss_curve
 
-__all__ = ["FitSettings", "SplitData", "fit_classifier", "save_features_model"]
+__all__ = ["MIN_PATIENCE_STEPS", "FitSettings", "SplitData", "fit_classifier", "precise_batch_norm",
+           "save_features_model"]
+
+#: Early stopping waits at least this many optimiser steps after the best epoch.
+MIN_PATIENCE_STEPS = 100
+
+_log = logging.getLogger(__name__)
 
 
 class FitSettings(BaseModel):
@@ -34,7 +42,9 @@ class FitSettings(BaseModel):
         num_epochs: most passes over the train split.
         learning_rate: Adam's step size.
         batch_size: examples per step.
-        patience: epochs without a better valid loss before stopping.
+        patience: epochs without a better valid loss before stopping, and at least
+            ``MIN_PATIENCE_STEPS`` optimiser steps, so that a small set (a few steps an epoch)
+            is not given up on after a few dozen steps.
         seed: seeds Python, NumPy and TensorFlow.
     """
 
@@ -72,6 +82,111 @@ def save_features_model(model, path: str) -> None:
     tf.saved_model.save(model, path, signatures={"serving_default": serve})
 
 
+def _batch_norms(model) -> list:
+    import tf_keras as keras
+
+    return [layer for layer in model.submodules if isinstance(layer, keras.layers.BatchNormalization)]
+
+
+def precise_batch_norm(model, x: np.ndarray, batch_size: int, seed: int = 0) -> int:
+    """Sets every batch-norm layer's moving mean and variance to their average over the batches of ``x``.
+
+    Forward passes in training mode, no weight update ("precise BN"): batch i is
+    averaged in with momentum i / (i + 1), so the statistics are those of the
+    fitted weights over the whole set, where the moving averages of training
+    trail weights that changed under them (a short fit: inference then predicts
+    a constant while training-mode accuracy climbs).
+
+    Args:
+        model: a tf_keras model; one without batch norm is left as it is.
+        x: the training examples, [n, ...] as the model takes them.
+        batch_size: examples per forward pass.
+        seed: orders the examples.
+
+    Returns:
+        The number of batch-norm layers updated.
+    """
+    layers = _batch_norms(model)
+    if not layers:
+        return 0
+    momenta = [layer.momentum for layer in layers]
+    order = np.random.default_rng(seed).permutation(len(x))
+    try:
+        for i, start in enumerate(range(0, len(x), batch_size)):
+            for layer in layers:
+                layer.momentum = i / (i + 1)
+            model(x[order[start:start + batch_size]], training=True)
+    finally:
+        for layer, momentum in zip(layers, momenta):
+            layer.momentum = momentum
+    return len(layers)
+
+
+class _EpochLine:
+    """``train: epoch 3/40, train loss 0.812 acc 0.71, valid loss 0.903 acc 0.67, best epoch 3, 1m05s,
+    ETA 13m``: one line per epoch, redrawn on a terminal (``models.console``)."""
+
+    def __init__(self, epochs: int):
+        self._epochs, self._start, self._out = epochs, time.monotonic(), StatusLine()
+
+    def show(self, epoch: int, logs: dict[str, float], best: int, final: bool = False) -> None:
+        elapsed = time.monotonic() - self._start
+        eta = "--" if final else duration(elapsed / epoch * (self._epochs - epoch))
+        self._out.show(f"train: epoch {epoch}/{self._epochs}, train loss {logs['loss']:.3f} "
+                       f"acc {logs['accuracy']:.2f}, valid loss {logs['val_loss']:.3f} "
+                       f"acc {logs['val_accuracy']:.2f}, best epoch {best}, {duration(elapsed)}, ETA {eta}",
+                       final)
+
+
+def _fit(model, train: SplitData, valid: SplitData, settings: FitSettings) -> dict[str, list[float]]:
+    """Fits ``model`` epoch by epoch and leaves it with its best epoch's weights (by valid loss).
+
+    After each epoch the batch-norm statistics are recomputed (``precise_batch_norm``), so the
+    valid loss that early stopping reads is that of the model as it will run. Stops after
+    ``patience`` epochs and ``MIN_PATIENCE_STEPS`` steps without a better valid loss.
+
+    Returns:
+        Per epoch: ``loss`` and ``accuracy`` (training mode, during the epoch), ``val_loss`` and
+        ``val_accuracy`` (inference mode, after it) and ``epoch_s``.
+    """
+    history: dict[str, list[float]] = {"loss": [], "accuracy": [], "val_loss": [], "val_accuracy": [],
+                                       "epoch_s": []}
+    steps_per_epoch = -(-len(train.y) // settings.batch_size)
+    best_loss, best_epoch, best_weights = np.inf, 0, None
+    line = _EpochLine(settings.num_epochs)
+    for epoch in range(1, settings.num_epochs + 1):
+        t0 = time.monotonic()
+        logs = model.fit(train.x, train.y, batch_size=settings.batch_size, epochs=1, verbose=0).history
+        precise_batch_norm(model, train.x, settings.batch_size, seed=settings.seed + epoch)
+        val_loss, val_accuracy = model.evaluate(valid.x, valid.y, batch_size=settings.batch_size, verbose=0)
+        now = {"loss": logs["loss"][0], "accuracy": logs["accuracy"][0], "val_loss": val_loss,
+               "val_accuracy": val_accuracy, "epoch_s": time.monotonic() - t0}
+        for key, value in now.items():
+            history[key].append(float(value))
+        if val_loss < best_loss:
+            best_loss, best_epoch, best_weights = val_loss, epoch, model.get_weights()
+        waited = epoch - best_epoch
+        done = epoch == settings.num_epochs or (
+            waited >= settings.patience and waited * steps_per_epoch >= MIN_PATIENCE_STEPS)
+        line.show(epoch, now, best_epoch, final=done)
+        if done:
+            break
+    model.set_weights(best_weights)
+    return history
+
+
+def _warn_at_chance(split: str, accuracy: float, truth: np.ndarray, train_examples: int,
+                    classes: int) -> None:
+    """One warning line when the fitted model scores no better than always guessing the commonest class."""
+    chance = np.bincount(truth, minlength=classes).max() / len(truth)
+    if accuracy <= chance + 0.05:
+        _log.warning("training ended at chance: %s accuracy %.2f against %.2f for always the commonest "
+                     "class; likely too few clips (%d train examples for %d classes) or batch-norm "
+                     "statistics that do not fit the weights; try more videos per class, more epochs "
+                     "(train.num_epochs), or train.method: head on a pretrained checkpoint",
+                     split, accuracy, chance, train_examples, classes)
+
+
 def fit_classifier(model, data: Mapping[str, SplitData], labels: Sequence[str], settings: FitSettings,
                    output_dir: str, config: Mapping[str, Any] | None = None,
                    save: Callable[[Any, str], None] = save_features_model) -> dict[str, Any]:
@@ -96,13 +211,9 @@ def fit_classifier(model, data: Mapping[str, SplitData], labels: Sequence[str], 
     keras.utils.set_random_seed(settings.seed)
     model.compile(optimizer=keras.optimizers.Adam(settings.learning_rate),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=settings.patience,
-                                         restore_best_weights=True)
-    started, t0 = _now(), time.monotonic()
-    history = model.fit(data["train"].x, data["train"].y, epochs=settings.num_epochs,
-                        batch_size=settings.batch_size, validation_data=(data["valid"].x, data["valid"].y),
-                        callbacks=[stop], verbose=0).history
-    duration = time.monotonic() - t0
+    started = _now()
+    history = _fit(model, data["train"], data["valid"], settings)
+    fit_s = sum(history.pop("epoch_s"))
     val_loss = history["val_loss"]
     best_epoch = int(np.argmin(val_loss)) + 1
 
@@ -114,6 +225,7 @@ def fit_classifier(model, data: Mapping[str, SplitData], labels: Sequence[str], 
     scored = "test" if "test" in metrics else "valid"
     predicted = model.predict(data[scored].x, verbose=0).argmax(axis=1)
     matrix = confusion_matrix(data[scored].y, predicted, len(labels))
+    _warn_at_chance(scored, metrics[scored]["accuracy"], data[scored].y, len(data["train"].y), len(labels))
 
     save(model, os.path.join(output_dir, "saved_model"))
     write_labels(os.path.join(output_dir, "labels.txt"), labels)
@@ -127,7 +239,7 @@ def fit_classifier(model, data: Mapping[str, SplitData], labels: Sequence[str], 
         "rows": {split: int(len(d.y)) for split, d in data.items()},
         "fit_start": started,
         "fit_end": _now(),
-        "fit_duration_s": round(duration, 3),
+        "fit_duration_s": round(fit_s, 3),
         "epochs_run": len(val_loss),
         "best_epoch": best_epoch,
         "metrics": metrics,

@@ -14,7 +14,6 @@ load) is kept apart. On Dataflow the same counts are the ``videolabel`` Beam met
 from __future__ import annotations
 
 import os
-import sys
 import threading
 import time
 import uuid
@@ -23,6 +22,7 @@ from typing import NamedTuple, TextIO
 
 import apache_beam as beam
 
+from models.console import StatusLine, duration
 from transforms.cores import pinned_core
 from transforms.records import VideoRows
 
@@ -140,13 +140,6 @@ def _counts(workers: list[list[_Note]]) -> dict[str, int]:
     return counts
 
 
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    return f"{seconds // 60}m{seconds % 60:02d}s"
-
-
 class ProgressLine:
     """Shows videos done / total, failures, videos per second and an ETA while a run goes on.
 
@@ -159,9 +152,8 @@ class ProgressLine:
     def __init__(self, folder: str, *, stream: TextIO | None = None, interval_s: float = 0.5,
                  log_every_s: float = 10.0):
         self._folder = folder
-        self._stream = stream or sys.stderr
-        self._tty = self._stream.isatty()
-        self._interval = interval_s if self._tty else log_every_s
+        self._out = StatusLine(stream)
+        self._interval = interval_s if self._out.tty else log_every_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._start = time.monotonic()
@@ -183,7 +175,7 @@ class ProgressLine:
             done_text, eta = f"{done} videos", "--"
         else:
             done_text = f"{done}/{total} videos" + (f" ({100 * done / total:.0f}%)" if total else "")
-            eta = _duration((total - done) / rate) if rate > 0 and total >= done else "--"
+            eta = duration((total - done) / rate) if rate > 0 and total >= done else "--"
         return (f"videolabel: {done_text}, {counts.get('failed', 0)} failed, "
                 f"{rate:.2f} videos/s, ETA {eta}")
 
@@ -193,12 +185,10 @@ class ProgressLine:
 
     def _show(self, final: bool = False) -> None:
         line = self.line()
-        if self._tty:
-            self._stream.write("\r\x1b[2K" + line + ("\n" if final else ""))
-        elif final or line.split(",")[0] != self._last.split(",")[0]:  # a log line when the count moved
-            self._stream.write(line + "\n")
+        # off a terminal, a log line only when the count moved
+        if self._out.tty or final or line.split(",")[0] != self._last.split(",")[0]:
+            self._out.show(line, final)
         self._last = line
-        self._stream.flush()
 
     def __enter__(self) -> ProgressLine:
         self._thread.start()
