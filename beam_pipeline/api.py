@@ -57,7 +57,8 @@ def _section_values(sections: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]
     return dict(sections)
 
 
-def label_videos(paths: str | Sequence[str], model: str | None = None, *, config: str | None = None,
+def label_videos(paths: str | Sequence[str], model: str | Mapping[str, Any] | None = None, *,
+                 config: str | None = None,
                  output: str | None = None, overwrite: bool = False,
                  **sections: Mapping[str, Any]) -> LabelResult:
     """Labels videos with a local videolabel run and returns its tables.
@@ -67,13 +68,15 @@ def label_videos(paths: str | Sequence[str], model: str | None = None, *, config
             list of them; replaces ``input.paths``.
         model: a model handle, as ``--model``: a TF Hub URL, a SavedModel folder (local or
             gs://, e.g. from ``export-movinet``), a ``train`` output or a ``.tflite`` file;
+            or the whole ``model`` section as a mapping (``{"handle": ..., "top_k": 3}``);
             None keeps ``model.handle`` of the config (else the TF Hub default).
         config: a YAML config file, as ``--config``; None starts from the defaults.
         output: the output folder (local or gs://); None makes a new temporary folder.
         overwrite: replace an earlier run in ``output``.
         **sections: config sections as mappings, applied over ``config``, e.g.
-            ``sampling={"strategy": "fps", "fps": 4}``, ``model={"top_k": 3}``,
-            ``runner={"direct_running_mode": "multi_processing", "direct_num_workers": 2}``.
+            ``sampling={"strategy": "fps", "fps": 4}``, ``output={"write_probs": True}``,
+            ``runner={"direct_running_mode": "multi_processing", "direct_num_workers": 2}``
+            (``model`` is the argument above).
 
     Returns:
         A ``LabelResult`` with the ``videos``, ``frames`` and ``segments`` DataFrames
@@ -86,6 +89,8 @@ def label_videos(paths: str | Sequence[str], model: str | None = None, *, config
     from beam_pipeline.app_data import RunOutput
     from beam_pipeline.launcher import run_job
 
+    if isinstance(model, Mapping):
+        sections, model = {**sections, "model": model}, None
     raw = apply_overrides(read_yaml(config) if config else {}, (), _section_values(sections))
     if not raw.get("runner"):
         raw["runner"] = dict(IN_MEMORY_RUNNER)

@@ -37,7 +37,7 @@ _MIME = {".webm": "video/webm", ".ogv": "video/ogg", ".mov": "video/quicktime"}
 _PAGE_SECTIONS = ("input", "output", "runner")
 _PAGE_SIZE = 50
 #: Width of the timeline's plots: they sit in the right 3/5 of a wide page, the legend below.
-_CHART_PX = 470
+_CHART_PX = 330
 
 
 # -- cached reads ------------------------------------------------------------------------------
@@ -242,6 +242,22 @@ def _uploaded_sections(upload, guard: PathGuard) -> dict[str, Any]:
     return raw
 
 
+def _base_sections(settings: AppSettings) -> dict[str, Any]:
+    """Without ``--config``, a browsed run's own config (``_run.json``), so a video is labelled as the
+    run labelled its videos; its ``input``, ``output`` and ``runner`` sections are the page's."""
+    if settings.config or not settings.output:
+        return {}
+    config = (_output(settings.output).run_record() or {}).get("config") or {}
+    return {name: dict(keys) for name, keys in config.items()
+            if name not in _PAGE_SECTIONS and isinstance(keys, dict)}
+
+
+def _base_name(settings: AppSettings) -> str:
+    if settings.config:
+        return settings.config
+    return "the run's config (_run.json)" if _base_sections(settings) else "the defaults"
+
+
 def label_view(settings: AppSettings) -> None:
     from beam_pipeline.api import label_videos
 
@@ -264,8 +280,9 @@ def label_view(settings: AppSettings) -> None:
     picked = st.selectbox("Model", options, help="a --model handle: SavedModel folder (export-movinet), "
                                                  "train output, .tflite file, or TF Hub URL")
     model = picked if picked in choices else st.text_input("Model handle", placeholder="/models/a0_stream")
+    base = _base_sections(settings)
     config_upload = st.file_uploader("Config YAML (optional)", type=["yaml", "yml"],
-                                     help=f"sections over {settings.config or 'the defaults'}; "
+                                     help=f"sections over {_base_name(settings)}; "
                                           "input, output and runner are the page's")
     if not st.button("Label", type="primary", disabled=not (upload or path) or not model):
         if "labelled" in st.session_state:
@@ -275,10 +292,12 @@ def label_view(settings: AppSettings) -> None:
         if model not in choices and not model.startswith(("https://", "http://")):
             guard.check(model, "model")
         video = _saved_upload(upload) if upload else guard.check(path, "video")
-        sections = _uploaded_sections(config_upload, guard) if config_upload else {}
+        uploaded = _uploaded_sections(config_upload, guard) if config_upload else {}
+        sections = {name: {**base.get(name, {}), **(uploaded.get(name) or {})} for name in {*base, *uploaded}}
         out = tempfile.mkdtemp(prefix="labelled-", dir=_upload_dir())
         with st.spinner(f"labelling {os.path.basename(video)} (the same job as videolabel run)..."):
-            label_videos(video, model, config=settings.config, output=out, **sections)
+            model_section = {**sections.pop("model", {}), "handle": model}
+            label_videos(video, model_section, config=settings.config, output=out, **sections)
     except (ConfigError, RefusedPath) as exc:
         st.error(str(exc))
         return

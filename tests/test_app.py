@@ -239,6 +239,8 @@ def test_label_videos_refuses_a_bad_key_with_the_config_error(labelled_set):
         label_videos(labelled_set, samplin={"fps": 4})
     with pytest.raises(ConfigError, match=r"^sampling: a config section is a mapping"):
         label_videos(labelled_set, sampling=4)
+    with pytest.raises(ConfigError, match=r"^model\.top_kk: unknown key"):  # the model section as a mapping
+        label_videos(labelled_set, {"handle": "/models/a0", "top_kk": 3})
 
 
 def test_import_beam_pipeline_stays_light():
@@ -378,6 +380,13 @@ def _videos_table(driver) -> list[dict[str, str]]:
     return []
 
 
+def _into_view(driver, title, timeout=90):
+    """Waits for the video titled ``title`` and scrolls to it (charts below the fold may wait to draw)."""
+    heading = _wait(driver, lambda: next((h for h in _by_css(driver, "h3") if h.text == title), None),
+                    timeout)
+    driver.execute_script("arguments[0].scrollIntoView(); window.scrollBy(0, -60);", heading)
+
+
 def _timeline_drawn(driver) -> bool:
     """Whether the page shows the frame timeline: a drawn chart with the time axis and the prediction band."""
     return any("time (s)" in text and "frame prediction" in text
@@ -420,7 +429,7 @@ def test_browse_a_run_filters_and_plays_a_video_with_its_timeline(browser, app_u
 
     decoded = videos[(videos.split == "test") & (videos.status == "ok")].sort_values("uri").iloc[0]
     _pick(browser, "Open a video", os.path.basename(decoded.uri))
-    _wait(browser, lambda: any(h.text == os.path.basename(decoded.uri) for h in _by_css(browser, "h3")))
+    _into_view(browser, os.path.basename(decoded.uri))
     _wait(browser, lambda: [v for v in _by_css(browser, "video") if v.get_attribute("src")])
     _wait(browser, lambda: _timeline_drawn(browser))
     src = next(v.get_attribute("src") for v in _by_css(browser, "video") if v.get_attribute("src"))
@@ -449,7 +458,7 @@ def test_label_an_uploaded_video_through_the_page(browser, app_url, a0_litert, t
     button = next(b for b in _by_css(browser, '[data-testid="stBaseButton-primary"]') if b.text == "Label")
     _wait(browser, button.is_enabled)
     button.click()
-    _wait(browser, lambda: any(h.text == "jump_to_the_left.mp4" for h in _by_css(browser, "h3")), timeout=180)
+    _into_view(browser, "jump_to_the_left.mp4", timeout=180)
     text = browser.find_element(By.TAG_NAME, "body").text
     assert f"Prediction: {expected.prediction} ({expected.score:.3f})" in text
     grids = _by_css(browser, '[data-testid="stDataFrame"]')
