@@ -226,7 +226,13 @@ def test_label_videos_gives_the_frames_of_videolabel_run(run_output, labelled_se
     assert len(videos) == 5
     assert videos.loc[videos.index.str.endswith("broken.mp4"), "status"].item() == "failed"
     assert set(videos.split) == {"train", "test"}
-    assert isinstance(run_output.segments, pd.DataFrame)
+    segments = _whole(str(out), "segments") if (out / "segments").exists() else pd.DataFrame()
+    assert len(run_output.segments) == len(segments)  # the segments table, where the run writes one
+    if len(segments):
+        columns = ["video_id", "segment_index", "label", "start_s", "end_s"]
+        ours, theirs = (table.sort_values(columns[:2])[columns].reset_index(drop=True)
+                        for table in (run_output.segments, segments))
+        assert ours.equals(theirs)
     assert os.path.exists(os.path.join(run_output.output, "_run.json"))
 
 
