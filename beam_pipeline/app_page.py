@@ -29,6 +29,7 @@ import yaml
 from beam_pipeline.app import AppSettings
 from beam_pipeline.app_data import PathGuard, RefusedPath, RunOutput, VideoDetail, VideoFilter
 from beam_pipeline.config import VIDEO_EXTENSIONS, ConfigError
+from models.movinet_variants import is_hub_url
 
 _log = logging.getLogger("beam_pipeline.app")
 _VIEWS = {"label": "Label a video", "browse": "Browse the run", "failures": "Failures"}
@@ -289,7 +290,7 @@ def label_view(settings: AppSettings) -> None:
             _show_labelled(st.session_state["labelled"], guard)
         return
     try:
-        if model not in choices and not model.startswith(("https://", "http://")):
+        if model not in choices and not is_hub_url(model):
             guard.check(model, "model")
         video = _saved_upload(upload) if upload else guard.check(path, "video")
         uploaded = _uploaded_sections(config_upload, guard) if config_upload else {}

@@ -66,13 +66,14 @@ CLIP = {"seconds": 10.0, "width": 340, "height": 256, "fps": 30, "gop": 250}
 FPS = 5.0
 
 
-def _job(variant: str, handle: str):
-    """videolabel's config for ``variant`` ("a0:stream") at 5 fps with the model ``handle``."""
+def _job(variant: str, handle: str, *settings: str):
+    """videolabel's config for ``variant`` ("a0:stream") at 5 fps with the model ``handle``, plus
+    ``settings`` (``key=value`` overrides)."""
     from beam_pipeline.config import load_config
 
     model_id, mode = variant.split(":")
     return load_config(None, [f"model.model_id={model_id}", f"model.model_mode={mode}", f"sampling.fps={FPS}",
-                              "model.tf_threads=1", f"model.handle={handle}"])
+                              "model.tf_threads=1", f"model.handle={handle}", *settings])
 
 
 REPEATS = 3
@@ -109,10 +110,12 @@ def child_decode(videos: list[str], variant: str, handle: str, isolated: bool = 
     return {"seconds": seconds, "call_cpu_s": cpu, "videos": len(videos), **_usage()}
 
 
-def child_model(videos: list[str], variant: str, handle: str) -> dict:
+def child_model(videos: list[str], variant: str, handle: str, cumulative: bool = False) -> dict:
     """Model only: videolabel's model handler on frames decoded beforehand (not timed), pinned to a core.
 
     ``handle`` is the SavedModel (TensorFlow) or its .tflite conversion (LiteRT).
+    Frame labels come from the default frame window, or with ``cumulative`` from
+    the cumulative output (``model.frame_window_s: 0``), to measure the window's cost.
     Each video is one ``FrameSource`` holding its sampled frames, so the handler's
     ``run_inference`` does exactly the run's model work and no decoding; each
     video counts the fastest of REPEATS calls.
@@ -124,7 +127,7 @@ def child_model(videos: list[str], variant: str, handle: str) -> dict:
     from transforms.records import FrameSource, VideoRef
 
     pin_to_free_core()
-    cfg = _job(variant, handle)
+    cfg = _job(variant, handle, *(["model.frame_window_s=0"] if cumulative else []))
     spec = sampling_spec(cfg)
     sources = []
     for video in videos:
@@ -245,11 +248,11 @@ def _export(variant: str, workdir: Path) -> tuple[str, str | None]:
     Random weights: speed does not depend on them. ``export-movinet`` also puts the
     conversion in the model cache, where ``videolabel run`` finds it.
     """
-    from models.movinet_convert import litert_model
+    from models.movinet_convert import LAYOUT, litert_model
     from models.movinet_variants import native_imgz
 
     model_id, mode = variant.split(":")
-    model = workdir / f"{model_id}_{mode}"
+    model = workdir / f"{model_id}_{mode}_layout{LAYOUT}"  # exported again when the signatures change
     if not (model / "saved_model.pb").exists():
         subprocess.run([sys.executable, "-m", "beam_pipeline", "export-movinet", "--model-id", model_id,
                         "--mode", mode, "--output", str(model)], check=True, capture_output=True)
@@ -302,11 +305,13 @@ def _measured(cmd: list[str], what: str) -> dict:
 
 
 def _ceilings(half: list[str], variant: str, handles: dict[str, str], cores: int) -> dict:
-    """decode, decode through the decoder process, and the model on each runtime, in that order."""
+    """decode, decode through the decoder process, the model on each runtime, and the model on the
+    last runtime with cumulative frame labels (no window), in that order."""
     out = {"decode": _parallel("decode", half, variant, handles["tf"], cores),
            "isolated": _parallel("isolated", half, variant, handles["tf"], cores)}
     for runtime, handle in handles.items():
         out[runtime] = _parallel("model", half, variant, handle, cores)
+    out["cumulative"] = _parallel("cumulative", half, variant, list(handles.values())[-1], cores)
     return out
 
 
@@ -353,6 +358,8 @@ def main(argv=None) -> int:
     steady = run["videos_per_s"]
     isolation_s = ceiling["isolated"]["core_s_per_video"] - decode["core_s_per_video"]
     per_video = decode["core_s_per_video"] + ceiling[runtime]["core_s_per_video"]
+    window_s = ceiling[runtime]["core_s_per_video"] - ceiling["cumulative"]["core_s_per_video"]
+    frame_window_s = _job(args.variant, model_dir).model.frame_window_s
 
     rows = [["decode ceiling", decode["videos_per_s"], decode["videos_per_s"] / combined[runtime], "", "",
              f"{cores} procs"],
@@ -365,6 +372,11 @@ def main(argv=None) -> int:
                      f"{cores} procs"])
         rows.append([f"combined ceiling, {name}", combined[name], combined[name] / combined[runtime], "", "",
                      f"{decode['core_s_per_video'] + ceiling[name]['core_s_per_video']:.3f} core-s/video"])
+    cumulative = ceiling["cumulative"]
+    rows.append([f"model ceiling, {runtime}, cumulative frame labels", cumulative["videos_per_s"],
+                 cumulative["videos_per_s"] / combined[runtime], "", cumulative["peak_rss_mb"],
+                 f"the {frame_window_s:g}-s frame window costs {window_s * 1000:+.1f} ms/video, "
+                 f"{window_s / cumulative['core_s_per_video']:+.1%} of the model's core-s"])
     rows.append(["naive loop (TF)", naive_rate, naive_rate / combined[runtime], 1.0, naive["peak_rss_mb"],
                  f"start-up {naive['startup_s']:.1f} s"])
     if ray:
@@ -399,6 +411,10 @@ def main(argv=None) -> int:
         "decode_ceiling": decode, "decode_in_decoder_process": ceiling["isolated"],
         "isolation_core_s_per_video": round(isolation_s, 4),
         "isolation_share_of_video": round(isolation_s / per_video, 4),
+        "frame_window_s": frame_window_s,
+        "model_ceiling_cumulative": ceiling["cumulative"],
+        "frame_window_core_s_per_video": round(window_s, 4),
+        "frame_window_share_of_model": round(window_s / ceiling["cumulative"]["core_s_per_video"], 4),
         "model_ceiling": {name: ceiling[name] for name in handles},
         "model_in_run": {name: {"run_core_s_per_video": runs[name]["model_core_s_per_video"],
                                 "ceiling_core_s_per_video": ceiling[name]["core_s_per_video"]}
@@ -427,7 +443,8 @@ if __name__ == "__main__":
     elif len(sys.argv) > 1 and sys.argv[1] == "--child":
         kind, variant, model_path, *paths = sys.argv[2:]
         child = {"decode": child_decode, "isolated": functools.partial(child_decode, isolated=True),
-                 "model": child_model, "naive": child_naive}[kind]
+                 "model": child_model, "cumulative": functools.partial(child_model, cumulative=True),
+                 "naive": child_naive}[kind]
         print(json.dumps(child(paths, variant, model_path)))
     else:
         raise SystemExit(main())
