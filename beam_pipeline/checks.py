@@ -11,6 +11,7 @@ from beam_pipeline.config import ConfigError, JobConfig
 from beam_pipeline.run_record import RUN_FILE
 from models.labels import KINETICS_600, labels_beside, read_labels
 from models.movinet_variants import hub_handle, is_hub_url
+from models.storage import local_copy
 from transforms.listing import is_manifest, manifest_columns
 
 __all__ = ["check_inputs", "check_output_location", "check_pose_handle", "prepare_output", "resolve_handle",
@@ -87,6 +88,10 @@ def resolve_handle(cfg: JobConfig) -> str:
         if m.model_mode != "stream":
             raise ConfigError(f"--model: {handle!r} is a TFLite model, which runs in stream mode only "
                               f"(model.model_mode is {m.model_mode!r})")
+        if m.frame_window_s > 0 and not _has_head(handle):
+            raise ConfigError(f"model.frame_window_s: {handle!r} has no frame features (no head signature): "
+                              "convert it again with videolabel export-movinet --tflite, or set "
+                              "model.frame_window_s=0 for cumulative frame labels")
         return handle
     if not FileSystems.exists(FileSystems.join(handle, "saved_model.pb")):
         raise ConfigError(f"--model: {handle!r} is not a SavedModel directory (no saved_model.pb)")
@@ -105,6 +110,15 @@ def _check_trained_like(folder: str, cfg: JobConfig) -> None:
         if key in trained and trained[key] != getattr(cfg.model, key):
             raise ConfigError(f"model.{key}: {getattr(cfg.model, key)!r}, but {folder} was trained with "
                               f"{key} {trained[key]!r}; run it with the config it was trained with")
+
+
+def _has_head(tflite: str) -> bool:
+    """Whether a .tflite MoViNet has the ``head`` signature that frame windows need (LiteRT reads the
+    file's signature list; TensorFlow is not imported)."""
+    from models.movinet_tflite import interpreter
+
+    with open(local_copy(tflite), "rb") as handle:
+        return "head" in interpreter(handle.read(), 1).get_signature_list()
 
 
 def check_pose_handle(handle: str) -> None:

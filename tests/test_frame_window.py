@@ -109,3 +109,19 @@ def test_a_window_needs_frame_features_where_frames_have_their_own_outputs():
         windowed(_NoFeatures(per_frame=True), 2.0)
     assert not windowed(_NoFeatures(per_frame=True), 0.0)
     assert not windowed(_NoFeatures(per_frame=False), 2.0)  # TF Hub: per chunk, window or not
+
+
+def test_a_tflite_model_without_frame_features_fails_at_start_when_a_window_is_asked(tmp_path):
+    import tensorflow as tf
+
+    from beam_pipeline.checks import resolve_handle
+    from beam_pipeline.config import ConfigError, load_config
+
+    spec = tf.TensorSpec([1, 4], tf.float32, name="x")
+    double = tf.function(lambda x: {"y": x * 2}, input_signature=[spec])
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([double.get_concrete_function()], double)
+    old = tmp_path / "old.tflite"
+    old.write_bytes(converter.convert())
+    with pytest.raises(ConfigError, match="has no frame features.*frame_window_s=0"):
+        resolve_handle(load_config(None, [f'model.handle="{old}"']))
+    assert resolve_handle(load_config(None, [f'model.handle="{old}"', "model.frame_window_s=0"])) == str(old)
