@@ -1,8 +1,9 @@
 """Synthetic labelled videos made with PyAV, for the offline demo, tests and benchmarks.
 
 Each class is a bright square moving over a dark, lightly noisy background in
-one direction; a single frame does not tell the classes apart, only the motion
-over time does. ``write_video`` is the one numpy-to-video encoder: the tests'
+one direction, from a random start and wrapping around the edges; a single
+frame does not tell the classes apart, nor does where the square is: only the
+motion over time does. ``write_video`` is the one numpy-to-video encoder: the tests'
 odd media (``tests/media.py``) and the benchmarks' long clips (``benchmarks/common.py``)
 call it too.
 """
@@ -12,14 +13,14 @@ from __future__ import annotations
 import csv
 import itertools
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from fractions import Fraction
 from typing import TypeVar
 
 import av
 import numpy as np
 
-__all__ = ["MOTIONS", "make_labelled_set", "motion_frames", "write_video"]
+__all__ = ["MOTIONS", "make_labelled_set", "motion_frames", "path_frames", "write_video"]
 
 MOTIONS = {
     "moving_right": (1.0, 0.0),
@@ -83,20 +84,38 @@ def write_video(path: PathT, frames: Iterable[np.ndarray], *, fps: int = 25, cod
     return path
 
 
-def motion_frames(motion: str, *, num_frames: int, width: int, height: int,
-                  rng: np.random.Generator) -> np.ndarray:
-    """uint8 [num_frames, height, width, 3]: a square crossing the picture in ``motion``'s direction."""
-    dx, dy = MOTIONS[motion]
+def motion_frames(motion: str, *, num_frames: int, width: int, height: int, rng: np.random.Generator,
+                  fps: float = 25.0) -> np.ndarray:
+    """uint8 [num_frames, height, width, 3]: a square moving in ``motion``'s direction (``MOTIONS``)."""
+    return path_frames([(motion, num_frames)], width=width, height=height, rng=rng, fps=fps)
+
+
+def path_frames(legs: Sequence[tuple[str, int]], *, width: int, height: int, rng: np.random.Generator,
+                fps: float = 25.0) -> np.ndarray:
+    """uint8 [frames, height, width, 3]: a bright square over dark noise that moves, for each leg
+    ``(motion, frames)`` in turn, in that motion's direction.
+
+    The square starts anywhere, moves at one speed (0.5-0.9 picture heights a
+    second, whatever the frame rate) and wraps around the edges, so where it is
+    tells nothing about the motion: only how it moves between frames does. A
+    leg's first frame is the first one moved its way, so the motion changes
+    exactly at the first frame of a leg.
+    """
     side = max(4, min(width, height) // 5)
-    x0 = rng.uniform(0.1, 0.9) * (width - side) if dx == 0 else (0 if dx > 0 else width - side)
-    y0 = rng.uniform(0.1, 0.9) * (height - side) if dy == 0 else (0 if dy > 0 else height - side)
+    speed = rng.uniform(0.5, 0.9) * min(width, height) / fps  # pixels per frame
+    position = rng.uniform(0, 1, size=2) * (width, height)
     colour = rng.integers(150, 256, size=3, dtype=np.uint8)
-    out = rng.integers(0, 40, size=(num_frames, height, width, 3), dtype=np.uint8)
-    for t in range(num_frames):
-        f = t / max(1, num_frames - 1)
-        x = int(x0 + dx * f * (width - side))
-        y = int(y0 + dy * f * (height - side))
-        out[t, y:y + side, x:x + side] = colour
+    total = sum(n for _, n in legs)
+    out = rng.integers(0, 40, size=(total, height, width, 3), dtype=np.uint8)
+    t = 0
+    for motion, n in legs:
+        step = np.array(MOTIONS[motion]) * speed
+        for _ in range(n):
+            if t:
+                position = (position + step) % (width, height)
+            x, y = np.floor(position).astype(int)
+            out[t][np.ix_((y + np.arange(side)) % height, (x + np.arange(side)) % width)] = colour
+            t += 1
     return out
 
 
@@ -124,7 +143,7 @@ def make_labelled_set(folder: str, *, per_class: int, motions: Iterable[str] = t
             fps = rates[i % len(rates)]
             name = f"{motion}_{i:03d}.mp4"
             frames = motion_frames(motion, num_frames=int(seconds * fps), width=width,
-                                   height=height, rng=rng)
+                                   height=height, rng=rng, fps=fps)
             write_video(os.path.join(folder, name), frames, fps=fps)
             rows.append({"uri": name, "label": motion, **({"split": split_names[i]} if splits else {})})
     manifest = os.path.join(folder, "manifest.csv")
