@@ -11,7 +11,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from beam_pipeline.config import load_config
 from beam_pipeline.launcher import ExecutedRun, PreparedRun, record
 from beam_pipeline.resume import ResumeState
-from beam_pipeline.run_record import RUN_FILE, RunRecord, Timings
+from beam_pipeline.run_record import RUN_FILE, RunRecord, Timings, frame_labels
 from tests.conftest import REPO
 from transforms.aggregate import RunStamp
 
@@ -59,7 +59,8 @@ def test_run_json_keeps_its_keys_and_reads_back_as_the_same_record(tmp_path):
                               "config", "beam_args", "counts", "splits", "timings", "throughput", "versions",
                               "resume"]
     assert document["model"] == {"handle": "model-dir", "num_labels": 2, "mode": "stream", "model_id": "a0",
-                                 "runtime": "litert", "served": "/cache/litert/0123abcd.tflite"}
+                                 "runtime": "litert", "served": "/cache/litert/0123abcd.tflite",
+                                 "frame_labels": "window"}
     assert document["counts"] == {"videos": 4, **COUNTERS}
     assert document["splits"]["videos"] == {"test": 1, "train": 3}
     assert document["timings"]["stage_s"] == {"decode": 1.2, "model": 2.1, "write": 0.05}
@@ -88,3 +89,14 @@ def test_a_remote_fresh_run_has_no_worker_figures_and_no_resume(tmp_path):
 def test_reading_an_output_without_a_record_names_the_file(tmp_path):
     with pytest.raises(FileNotFoundError, match=RUN_FILE):
         RunRecord.read(str(tmp_path))
+
+
+@pytest.mark.parametrize("overrides, handle, kind", [
+    ([], "model-dir", "window"),
+    (["model.frame_window_s=0"], "model-dir", "cumulative"),
+    ([], "https://tfhub.dev/tensorflow/movinet/a0/stream/kinetics-600/classification/3", "chunk"),
+    (["model.model_mode=base"], "model-dir", "clip"),
+    (["model.kind=lstm", "pose.handle=movenet.tflite"], "trained", "clip"),
+])
+def test_the_record_says_what_a_frame_label_is(overrides, handle, kind):
+    assert frame_labels(load_config(None, overrides), handle) == kind

@@ -228,7 +228,7 @@ def test_a_video_length_is_its_sampled_frames_and_unknown_lengths_go_last():
 class _OneVideoModel:
     """A stream model without batches, as LiteRT's."""
 
-    per_frame, batches = True, False
+    per_frame, batches, features = True, False, False
 
     def load(self):
         return MovinetStream(self)
