@@ -225,9 +225,10 @@ def _frames(out: str) -> dict[tuple[str, int], dict]:
 
 
 def _run(videos: str, handle: str, out: str) -> RunRecord:
+    # the tiny models give per-frame outputs but no frame features: cumulative frame labels
     cfg = load_config(str(REPO / "configs" / "local.yaml"), [
         f'input.paths=["{videos}"]', f'output.path="{out}"', f'model.handle="{handle}"',
-        "sampling.imgz=64", "output.write_probs=true"])
+        "sampling.imgz=64", "output.write_probs=true", "model.frame_window_s=0"])
     return run_job(cfg, ["--direct_running_mode=in_memory", "--direct_num_workers=1"])
 
 
