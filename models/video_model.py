@@ -10,7 +10,9 @@ arrive as uint8 RGB arrays, already sampled, squared and, for clips, padded.
 * ``StreamModel``: ``init_states(imgz)``, then ``step(frames uint8 [t, h, w, 3],
   states) -> (probabilities float32 [t, C], states)`` chunk after chunk of one
   video (stream-mode MoViNet, SavedModel or TFLite); a ``BatchStreamModel`` also
-  steps several videos that start together (GPU workers: SavedModels only);
+  steps several videos that start together (GPU workers: SavedModels only); a
+  ``WindowStreamModel`` also gives each frame's features and a head for means of
+  them (frame windows, ``models.frame_window``);
 * ``ExampleModel``: clips uint8 [b, n_frames, h, w, 3] -> one training example
   per clip, an array [b, ...] (``videolabel train``'s features).
 
@@ -24,7 +26,7 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 
 __all__ = ["BatchStreamModel", "ClipModel", "ClipScores", "ExampleModel", "ModelSpec", "RawClips",
-           "StreamModel"]
+           "StreamModel", "WindowStreamModel"]
 
 
 class ClipScores(NamedTuple):
@@ -66,6 +68,24 @@ class BatchStreamModel(StreamModel, Protocol):
 
     def init_states(self, imgz: int, batch: int | None = None) -> Any:
         """The state before frame 0 of one video (``batch`` None) or of ``batch`` videos."""
+
+
+class WindowStreamModel(StreamModel, Protocol):
+    """A stream model whose frames can be labelled by windows of recent frames.
+
+    ``features`` says whether it can (videolabel's exports and conversions); then
+    ``step_with_features`` also returns each frame's own features float32 [t, F]
+    ([b, t, F] for a batch), and ``head`` maps means of them float32 [n, F] to
+    probabilities float32 [n, C].
+    """
+
+    features: bool
+
+    def step_with_features(self, frames: np.ndarray, states: Any) -> tuple[np.ndarray, np.ndarray, Any]:
+        """As ``step``, plus each frame's features."""
+
+    def head(self, features: np.ndarray) -> np.ndarray:
+        """float32 [n, F] -> probabilities float32 [n, num_classes]."""
 
 
 class ExampleModel(Protocol):
