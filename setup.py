@@ -40,5 +40,5 @@ setup(
         # benchmarks.ray_peer: the same job on Ray Data, which `make bench` runs beside videolabel.
         "bench": ["ray[data]==2.60.0"],
     },
-    entry_points={"console_scripts": ["videolabel=beam_pipeline.cli:main"]},
+    entry_points={"console_scripts": ["videolabel=beam_pipeline.cli:console_main"]},
 )

@@ -1,7 +1,7 @@
 """videolabel: label every video (and frame) of an archive with a Beam pipeline.
 
-``from beam_pipeline import label_videos`` (``beam_pipeline.api``) is imported on first use,
-so ``import beam_pipeline`` stays cheap (no Beam, TensorFlow or pandas import).
+The Python API, ``from beam_pipeline import LabelVideos, label_videos, train`` (``beam_pipeline.api``),
+is imported on first use, so ``import beam_pipeline`` stays cheap (no Beam, TensorFlow or pandas import).
 """
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ import importlib
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["label_videos"]
+__all__ = ["LabelVideos", "label_videos", "train"]
 
 #: Public names and the module each is imported from when first used.
-_LAZY = {"label_videos": "beam_pipeline.api"}
+_LAZY = {name: "beam_pipeline.api" for name in __all__}
 
 
 def __getattr__(name: str) -> Any:

@@ -1,5 +1,5 @@
 """``python -m beam_pipeline`` is the ``videolabel`` command."""
 
-from beam_pipeline.cli import main
+from beam_pipeline.cli import console_main
 
-raise SystemExit(main())
+console_main()

@@ -1,11 +1,19 @@
-"""``label_videos``: a local videolabel run from Python, returning its tables as DataFrames.
+"""The Python API: ``LabelVideos`` for Beam pipelines, ``label_videos`` and ``train`` for scripts.
 
-It goes through the same code as ``videolabel run``: the config is loaded and validated
-by ``beam_pipeline.config`` (a bad key raises the same one-line ``ConfigError``), and
-``beam_pipeline.launcher.run_job`` runs the job, with its start-up checks, decoding
-guards, model handler and rows. Only the runner default differs: without a ``runner``
-section (in ``config`` or as a keyword) the job runs on DirectRunner ``in_memory`` in
-this process, which starts fastest for a few videos.
+Each goes through the same code as the command line: the config is built from a YAML file
+and keyword sections (``sampling={"fps": 4}``) and validated by ``beam_pipeline.config``, so
+a bad key raises the same one-line ``ConfigError`` as ``--set``, before any video is read.
+
+* ``LabelVideos(config, **sections)``: a composite PTransform, video URIs (str) or
+  ``VideoRef``s -> ``{"videos", "frames", "segments"}`` PCollections of row dicts (the
+  Parquet tables' columns plus ``split``), for users' own sources and sinks.
+* ``label_videos(paths, model, **sections)``: runs ``videolabel run`` locally and returns the
+  tables as pandas DataFrames.
+* ``train(manifest, output_dir, **sections)``: runs ``videolabel train``; returns results.json
+  and the trained model's folder.
+
+Without a ``runner`` section, ``label_videos`` and ``train`` run on DirectRunner
+``in_memory`` in this process, which starts fastest for a few videos.
 
 Example::
 
@@ -18,18 +26,61 @@ Example::
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
+import apache_beam as beam
 import pandas as pd
 
-from beam_pipeline.config import ConfigError, apply_overrides, config_from_dict, read_yaml
+from beam_pipeline.config import ConfigError, JobConfig, apply_overrides, config_from_dict, read_yaml
 
-__all__ = ["IN_MEMORY_RUNNER", "LabelResult", "label_videos"]
+__all__ = ["IN_MEMORY_RUNNER", "LabelResult", "LabelVideos", "TrainResult", "job_config", "label_videos",
+           "train"]
 
-#: The runner section ``label_videos`` uses when none is given: one process, no workers to start.
+#: The runner section ``label_videos`` and ``train`` use when none is given: one process, no workers
+#: to start.
 IN_MEMORY_RUNNER: Mapping[str, Any] = {"runner": "DirectRunner", "direct_running_mode": "in_memory",
                                        "direct_num_workers": 1}
+
+
+def _section_values(sections: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    for name, keys in sections.items():
+        if not isinstance(keys, Mapping):
+            raise ConfigError(f"{name}: a config section is a mapping of keys, e.g. "
+                              f"{name}={{'key': value}} (got {keys!r})")
+    return dict(sections)
+
+
+def job_config(config: str | JobConfig | None = None, model: str | Mapping[str, Any] | None = None,
+               sections: Mapping[str, Any] | None = None,
+               flags: Mapping[str, Mapping[str, Any]] | None = None,
+               default_runner: Mapping[str, Any] | None = None) -> JobConfig:
+    """A validated JobConfig from the API's arguments.
+
+    Args:
+        config: a YAML config file (as ``--config``), a JobConfig, or None for the defaults.
+        model: a model handle (as ``--model``), or the whole ``model`` section as a mapping.
+        sections: config sections as mappings (``sampling={"fps": 4}``), over ``config``.
+        flags: ``{section: {key: value}}`` set last, as the command line's path flags.
+        default_runner: the ``runner`` section when neither ``config`` nor ``sections`` gives one.
+
+    Raises:
+        ConfigError: a section that is not a mapping, an unknown key or a bad value (one line).
+    """
+    sections = dict(sections or {})
+    if isinstance(model, Mapping):
+        sections, model = {**sections, "model": model}, None
+    if isinstance(config, JobConfig):
+        raw = config.to_dict()
+    else:
+        raw = read_yaml(config) if config else {}
+    raw = apply_overrides(raw, (), _section_values(sections))
+    if not raw.get("runner") and default_runner is not None:
+        raw["runner"] = dict(default_runner)
+    flags = {section: dict(keys) for section, keys in (flags or {}).items()}
+    if model is not None:
+        flags.setdefault("model", {})["handle"] = model
+    return config_from_dict(apply_overrides(raw, (), flags))
 
 
 class LabelResult(NamedTuple):
@@ -49,17 +100,9 @@ class LabelResult(NamedTuple):
     output: str
 
 
-def _section_values(sections: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
-    for name, keys in sections.items():
-        if not isinstance(keys, Mapping):
-            raise ConfigError(f"{name}: a config section is a mapping of keys, e.g. "
-                              f"{name}={{'key': value}} (got {keys!r})")
-    return dict(sections)
-
-
 def label_videos(paths: str | Sequence[str], model: str | Mapping[str, Any] | None = None, *,
-                 config: str | None = None,
-                 output: str | None = None, overwrite: bool = False,
+                 config: str | JobConfig | None = None,
+                 output_dir: str | None = None, overwrite: bool = False,
                  **sections: Mapping[str, Any]) -> LabelResult:
     """Labels videos with a local videolabel run and returns its tables.
 
@@ -70,11 +113,13 @@ def label_videos(paths: str | Sequence[str], model: str | Mapping[str, Any] | No
             gs://, e.g. from ``export-movinet``), a ``train`` output or a ``.tflite`` file;
             or the whole ``model`` section as a mapping (``{"handle": ..., "top_k": 3}``);
             None keeps ``model.handle`` of the config (else the TF Hub default).
-        config: a YAML config file, as ``--config``; None starts from the defaults.
-        output: the output folder (local or gs://); None makes a new temporary folder.
-        overwrite: replace an earlier run in ``output``.
+        config: a YAML config file, as ``--config``, or a JobConfig; None starts from the defaults.
+        output_dir: the output folder (local or gs://), as ``--output``; None makes a new
+            temporary folder.
+        overwrite: replace an earlier run in ``output_dir``.
         **sections: config sections as mappings, applied over ``config``, e.g.
-            ``sampling={"strategy": "fps", "fps": 4}``, ``output={"write_probs": True}``,
+            ``sampling={"strategy": "fps", "fps": 4}``, ``output={"write_probs": True}`` (the
+            ``output`` section's keys; its ``path`` is ``output_dir``),
             ``runner={"direct_running_mode": "multi_processing", "direct_num_workers": 2}``
             (``model`` is the argument above).
 
@@ -89,17 +134,124 @@ def label_videos(paths: str | Sequence[str], model: str | Mapping[str, Any] | No
     from beam_pipeline.app_data import RunOutput
     from beam_pipeline.launcher import run_job
 
-    if isinstance(model, Mapping):
-        sections, model = {**sections, "model": model}, None
-    raw = apply_overrides(read_yaml(config) if config else {}, (), _section_values(sections))
-    if not raw.get("runner"):
-        raw["runner"] = dict(IN_MEMORY_RUNNER)
-    output = output or tempfile.mkdtemp(prefix="videolabel-")
+    output_dir = output_dir or tempfile.mkdtemp(prefix="videolabel-")
     inputs = [paths] if isinstance(paths, str) else list(paths)
-    flags: dict[str, dict[str, Any]] = {"input": {"paths": inputs}, "output": {"path": output}}
-    if model is not None:
-        flags["model"] = {"handle": model}
-    cfg = config_from_dict(apply_overrides(raw, (), flags))
+    cfg = job_config(config, model, sections, {"input": {"paths": inputs}, "output": {"path": output_dir}},
+                     IN_MEMORY_RUNNER)
     run_job(cfg, (), overwrite=overwrite)
-    videos, frames, segments = RunOutput(output).read_tables()
-    return LabelResult(videos, frames, segments, output)
+    videos, frames, segments = RunOutput(output_dir).read_tables()
+    return LabelResult(videos, frames, segments, output_dir)
+
+
+def _as_ref(element, cfg: JobConfig):
+    """A video URI (str) or VideoRef -> VideoRef (a URI's id and split as the listing gives them)."""
+    from transforms.listing import ref_from_row
+    from transforms.records import VideoRef
+
+    if isinstance(element, VideoRef):
+        return element
+    if not isinstance(element, str):
+        raise TypeError(f"LabelVideos takes video URIs (str) or VideoRefs, not {type(element).__name__}")
+    return ref_from_row({"uri": element}, "", cfg.split.ratios, cfg.split.salt)
+
+
+def _table_rows(rows, table: str) -> Iterator[dict[str, Any]]:
+    """One video's ``VideoRows`` -> the rows of one of its tables as dicts, with ``split``."""
+    batch = rows.tables.get(table)
+    if batch is not None:
+        for row in batch.to_pylist():
+            yield {**row, "split": rows.split}
+
+
+class LabelVideos(beam.PTransform):
+    """Video URIs (str) or ``VideoRef``s -> ``{"videos", "frames", "segments"}``: PCollections of row
+    dicts, the columns of the Parquet tables (``transforms.schema``) plus ``split``.
+
+    The same decoding, guards, model handler, frame labels and rows as ``videolabel run``, without
+    its listing and writer, so it composes with any source and sink::
+
+        with beam.Pipeline() as p:
+            rows = p | beam.Create(["clips/a.mp4", "clips/b.mp4"]) | LabelVideos(model="models_out/a0")
+            rows["videos"] | beam.Map(print)
+
+    Every input element ends as exactly one ``videos`` row: a video that cannot be read is a
+    ``failed`` row with its error. ``frames`` is empty with ``output={"write_frames": False}``,
+    ``segments`` with ``output={"write_segments": False}``.
+
+    Args:
+        config: a YAML config file, a JobConfig, or None for the defaults (``input``, ``output``
+            and ``runner`` are not used: the pipeline is yours).
+        model: a model handle (as ``--model``) or the ``model`` section as a mapping.
+        **sections: config sections as mappings over ``config``, e.g. ``sampling={"fps": 4}``.
+
+    Raises:
+        ConfigError: a bad key or value, a model handle that does not exist, or labels that
+            cannot be read: when the transform is made, before the pipeline runs.
+    """
+
+    TABLES = ("videos", "frames", "segments")
+
+    def __init__(self, config: str | JobConfig | None = None, *, model: str | Mapping[str, Any] | None = None,
+                 **sections: Mapping[str, Any]):
+        from beam_pipeline.checks import resolve_handle, resolve_labels
+        from beam_pipeline.run_record import new_run_id
+        from transforms.aggregate import RunStamp
+
+        super().__init__()
+        self.cfg = job_config(config, model, sections)
+        self.handle = resolve_handle(self.cfg)
+        self.labels = tuple(resolve_labels(self.cfg, self.handle))
+        self.stamp = RunStamp(model=self.handle, config_hash=self.cfg.job_hash(), run_id=new_run_id())
+
+    def expand(self, videos):
+        from beam_pipeline.pipeline import video_rows
+        from beam_pipeline.serving import served_model
+
+        cfg = self.cfg
+        served = served_model(cfg, self.handle, len(self.labels), videos.pipeline.options)
+        refs = (videos
+                | "ToRefs" >> beam.Map(_as_ref, cfg)
+                | "Spread" >> beam.Reshuffle())
+        branches = video_rows(refs, cfg, handle=served, labels=self.labels, stamp=self.stamp)
+        rows = tuple(branches.values()) | "AllVideos" >> beam.Flatten()
+        return {table: rows | f"Rows/{table}" >> beam.FlatMap(_table_rows, table) for table in self.TABLES}
+
+
+class TrainResult(NamedTuple):
+    """What ``train`` returns.
+
+    Attributes:
+        results: results.json: test accuracy, per-split metrics, history, confusion matrix.
+        model: the trained model's folder, a ``--model`` handle for ``label_videos`` and ``run``.
+    """
+
+    results: dict[str, Any]
+    model: str
+
+
+def train(manifest: str, output_dir: str | None = None, *, config: str | JobConfig | None = None,
+          overwrite: bool = False, **sections: Mapping[str, Any]) -> TrainResult:
+    """Trains a classifier on a labelled manifest, as ``videolabel train``.
+
+    Args:
+        manifest: a labelled manifest (.csv/.jsonl/.parquet, local or gs://) with ``uri``,
+            ``label`` and ``split`` (train/valid[/test]) columns.
+        output_dir: the folder for the features, the model and its results, as ``--output``;
+            None makes a new temporary folder.
+        config: a YAML config file or a JobConfig; None starts from the defaults.
+        overwrite: replace an earlier training in ``output_dir``.
+        **sections: config sections as mappings, e.g. ``model={"kind": "movinet"}``,
+            ``train={"method": "finetune", "num_epochs": 20}``, ``sampling={"imgz": 64}``.
+
+    Returns:
+        A ``TrainResult``: results.json and the model folder.
+
+    Raises:
+        ConfigError: a bad section, key or value, manifest or checkpoint, before any video is read.
+    """
+    from beam_pipeline.train_job import run_train
+
+    output_dir = output_dir or tempfile.mkdtemp(prefix="videolabel-train-")
+    cfg = job_config(config, None, sections, default_runner=IN_MEMORY_RUNNER)
+    results = run_train(cfg, manifest, output_dir, overwrite=overwrite)
+    return TrainResult(results, output_dir)

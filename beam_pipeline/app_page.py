@@ -298,7 +298,7 @@ def label_view(settings: AppSettings) -> None:
         out = tempfile.mkdtemp(prefix="labelled-", dir=_upload_dir())
         with st.spinner(f"labelling {os.path.basename(video)} (the same job as videolabel run)..."):
             model_section = {**sections.pop("model", {}), "handle": model}
-            label_videos(video, model_section, config=settings.config, output=out, **sections)
+            label_videos(video, model_section, config=settings.config, output_dir=out, **sections)
     except (ConfigError, RefusedPath) as exc:
         st.error(str(exc))
         return

@@ -142,7 +142,7 @@ def _cmd_export(args, beam_args: list[str]) -> int:
 
 def _cmd_train(args, beam_args: list[str]) -> int:
     from beam_pipeline.config import load_config
-    from beam_pipeline.train import run_train
+    from beam_pipeline.train_job import run_train
 
     run_train(load_config(args.config, args.set), args.manifest, args.output, beam_args,
               overwrite=args.overwrite)
@@ -190,6 +190,15 @@ def _cmd_demo(args, beam_args: list[str]) -> int:
 
     run_demo(args.output, beam_args)
     return 0
+
+
+def console_main() -> None:
+    """The ``videolabel`` command: ``main`` with the known noise of TensorFlow and Beam filtered off
+    stderr (``beam_pipeline.quiet``)."""
+    from beam_pipeline.quiet import quiet_stderr
+
+    quiet_stderr()
+    sys.exit(main())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -18,7 +18,7 @@ from beam_pipeline.launcher import run_job
 from beam_pipeline.report import build_report
 from beam_pipeline.summary import print_summary
 from beam_pipeline.synthetic import MOTIONS, make_labelled_set
-from beam_pipeline.train import run_train
+from beam_pipeline.train_job import run_train
 
 __all__ = ["DEMO_SETTINGS", "run_demo"]
 

@@ -21,7 +21,8 @@ from transforms.segments import SegmentRule
 from transforms.video_handler import ClipWindows, StreamBatch, StreamChunks, VideoHandler
 from transforms.write import write_branches
 
-__all__ = ["build_pipeline", "input_mode", "list_videos", "make_handler", "sampling_spec", "stream_batch"]
+__all__ = ["build_pipeline", "input_mode", "list_videos", "make_handler", "sampling_spec", "stream_batch",
+           "video_rows"]
 
 
 def input_mode(cfg: JobConfig) -> str:
@@ -110,6 +111,35 @@ def list_videos(p: beam.Pipeline, cfg: JobConfig, resume: RunStamp | None = None
     return spread | "AfterTotal" >> beam.Map(lambda ref, _noted: ref, beam.pvalue.AsSingleton(noted))
 
 
+def video_rows(refs, cfg: JobConfig, *, handle: str, labels: Sequence[str], stamp: RunStamp,
+               pin_cores: bool = False, decoder: str = DEFAULT_DECODER) -> dict[str, beam.PCollection]:
+    """VideoRefs -> DecodeAndSample -> Classify -> Aggregate: each video's ``VideoRows``.
+
+    Returns:
+        The rows of the three branches, never flattened (see ``build_pipeline``):
+        ``Classified``, ``FailedInference`` and ``FailedBeforeModel``.
+    """
+    accelerator = cfg.model.accelerator
+    sources, failed = refs | "DecodeAndSample" >> DecodeAndSample(
+        sampling_spec(cfg)._replace(decoder=decoder),
+        predecode_max_frames=cfg.sampling.predecode_max_frames if accelerator else None, pin_core=pin_cores)
+    classify = Classify(make_handler(cfg, handle, len(labels)))
+    if accelerator:
+        # The model step alone runs on accelerator workers: break fusion so that listing and
+        # decoding stay on the CPU workers, and hint the accelerator on Classify only.
+        sources = sources | "FusionBreak" >> beam.Reshuffle()
+        classify = classify.with_resource_hints(accelerator=accelerator)
+    results, infer_failed = sources | "Classify" >> classify
+    branches = {"Classified": results, "FailedInference": infer_failed, "FailedBeforeModel": failed}
+    out = cfg.output
+    segments = SegmentRule(out.segment_min_s, out.segment_min_score) if out.write_segments else None
+    aggregate = Aggregate(mode=input_mode(cfg), labels=labels, k=min(cfg.model.top_k, len(labels)),
+                          write_frames=out.write_frames, write_probs=out.write_probs,
+                          write_keypoints=out.write_keypoints, stamp=stamp, pool=cfg.model.video_pool,
+                          background=cfg.input.background_label, segments=segments)
+    return {name: branch | f"Aggregate/{name}" >> aggregate for name, branch in branches.items()}
+
+
 def build_pipeline(p: beam.Pipeline, cfg: JobConfig, *, handle: str, labels: Sequence[str],
                    stamp: RunStamp, resume: bool = False, progress_dir: str | None = None,
                    pin_cores: bool = False, decoder: str = DEFAULT_DECODER):
@@ -143,25 +173,9 @@ def build_pipeline(p: beam.Pipeline, cfg: JobConfig, *, handle: str, labels: Seq
         only the part keys are flattened, into ``WriteOutputs/Finalize``.
     """
     refs = list_videos(p, cfg, stamp if resume else None, progress_dir)
-    accelerator = cfg.model.accelerator
-    sources, failed = refs | "DecodeAndSample" >> DecodeAndSample(
-        sampling_spec(cfg)._replace(decoder=decoder),
-        predecode_max_frames=cfg.sampling.predecode_max_frames if accelerator else None, pin_core=pin_cores)
-    classify = Classify(make_handler(cfg, handle, len(labels)))
-    if accelerator:
-        # The model step alone runs on accelerator workers: break fusion so that listing and
-        # decoding stay on the CPU workers, and hint the accelerator on Classify only.
-        sources = sources | "FusionBreak" >> beam.Reshuffle()
-        classify = classify.with_resource_hints(accelerator=accelerator)
-    results, infer_failed = sources | "Classify" >> classify
-    branches = {"Classified": results, "FailedInference": infer_failed, "FailedBeforeModel": failed}
+    rows = video_rows(refs, cfg, handle=handle, labels=labels, stamp=stamp, pin_cores=pin_cores,
+                      decoder=decoder)
     out = cfg.output
-    segments = SegmentRule(out.segment_min_s, out.segment_min_score) if out.write_segments else None
-    aggregate = Aggregate(mode=input_mode(cfg), labels=labels, k=min(cfg.model.top_k, len(labels)),
-                          write_frames=out.write_frames, write_probs=out.write_probs,
-                          write_keypoints=out.write_keypoints, stamp=stamp, pool=cfg.model.video_pool,
-                          background=cfg.input.background_label, segments=segments)
-    rows = {name: branch | f"Aggregate/{name}" >> aggregate for name, branch in branches.items()}
     if progress_dir is not None:
         for name, branch_rows in rows.items():
             _ = branch_rows | f"NoteProgress/{name}" >> NoteVideos(progress_dir)

@@ -204,7 +204,7 @@ def labelled_set(tmp_path_factory) -> str:
 def run_output(a0_litert, labelled_set, tmp_path_factory):
     from beam_pipeline.api import label_videos
 
-    return label_videos(labelled_set, a0_litert, output=str(tmp_path_factory.mktemp("run")), **SECTIONS)
+    return label_videos(labelled_set, a0_litert, output_dir=str(tmp_path_factory.mktemp("run")), **SECTIONS)
 
 
 def test_label_videos_gives_the_frames_of_videolabel_run(run_output, labelled_set, a0_litert, tmp_path):
@@ -454,7 +454,8 @@ def test_label_an_uploaded_video_through_the_page(browser, app_url, a0_litert, t
     video = tmp_path / "jump to the left.mp4"
     write_video(video, motion_frames("moving_left", num_frames=30, width=128, height=96,
                                      rng=np.random.default_rng(5)), fps=15)
-    expected = label_videos(str(video), a0_litert, output=str(tmp_path / "direct"), **SECTIONS).videos.iloc[0]
+    direct = label_videos(str(video), a0_litert, output_dir=str(tmp_path / "direct"), **SECTIONS)
+    expected = direct.videos.iloc[0]
 
     browser.get(f"{app_url}/?view=label")
     _wait(browser, lambda: _by_css(browser, 'input[type="file"]'))

@@ -10,7 +10,7 @@ import pytest
 
 from beam_pipeline.cli import main
 from beam_pipeline.synthetic import MOTIONS, make_labelled_set
-from beam_pipeline.train import example_array
+from beam_pipeline.train_job import example_array
 from tests.conftest import REPO
 
 IN_MEMORY = ["--runner", "DirectRunner", "--direct_running_mode=in_memory", "--direct_num_workers=1"]
@@ -39,6 +39,16 @@ def test_pretrained_backbone_takes_the_exported_weights_whatever_the_class_count
     clips = np.asarray(images.numpy() * 255, np.uint8)
     np.testing.assert_allclose(finetune_model(classifier)(clips).numpy().sum(axis=1), 1.0, atol=1e-5)
     assert head_model(classifier).count_params() == 480 * 2048 + 2048 + 2048 * 3 + 3
+
+
+def test_pretrained_backbone_takes_a_base_export_too(a0_base):
+    import tensorflow as tf
+
+    from models.movinet_training import pretrained_backbone
+
+    backbone = pretrained_backbone("a0", "base", a0_base)  # 5 classes in: one _conv above its kernel
+    source = {v.name: v.numpy() for v in tf.saved_model.load(a0_base).model.variables}
+    assert backbone.variables and all(np.array_equal(v.numpy(), source[v.name]) for v in backbone.variables)
 
 
 @pytest.mark.parametrize("model_id,mode", [("a1", "stream"), ("a0", "base")])
