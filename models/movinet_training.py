@@ -44,9 +44,10 @@ __all__ = [
 # with 0.9 it reached 0.95-1.0 within 8-18 epochs (a0 stream, 160 clips of 8x64x64).
 FINETUNE_NORM_MOMENTUM = 0.9
 
-# Object-graph path from a tf.train.Checkpoint(model=MovinetClassifier) root to the head's
-# last kernel [..., classes]; the same in the release checkpoints and in SavedModel variables.
-_CLASSIFIER_KERNEL = ("model", "layer_with_weights-1", "_classifier", "_conv", "_conv", "kernel")
+# Object-graph path from a tf.train.Checkpoint(model=MovinetClassifier) root to the head's last
+# convolution, whose kernel is [..., classes]; the same in the release checkpoints and in SavedModel
+# variables. Below it, one ``_conv`` (base) or two (stream: the causal wrapper's) lead to ``kernel``.
+_CLASSIFIER = ("model", "layer_with_weights-1", "_classifier")
 
 
 def weights_prefix(source: str) -> str:
@@ -65,11 +66,16 @@ def _source_classes(prefix: str) -> int:
     graph = trackable_object_graph_pb2.TrackableObjectGraph()
     graph.ParseFromString(reader.get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"))
     node = graph.nodes[0]
-    for name in _CLASSIFIER_KERNEL:
+    for name in _CLASSIFIER:
         children = {child.local_name: child.node_id for child in node.children}
         if name not in children:
             raise ValueError(f"{prefix} is not a checkpoint of a MoViNet classifier (no {name!r})")
         node = graph.nodes[children[name]]
+    while "kernel" not in (children := {child.local_name: child.node_id for child in node.children}):
+        if "_conv" not in children:
+            raise ValueError(f"{prefix} is not a checkpoint of a MoViNet classifier (no classifier kernel)")
+        node = graph.nodes[children["_conv"]]
+    node = graph.nodes[children["kernel"]]
     return int(reader.get_variable_to_shape_map()[node.attributes[0].checkpoint_key][-1])
 
 
