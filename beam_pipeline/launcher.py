@@ -16,13 +16,14 @@ import logging
 import platform
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from importlib import metadata
 from typing import Any
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import DebugOptions, DirectOptions, PipelineOptions, StandardOptions
+from apache_beam.runners.runner import PipelineResult
 from google.protobuf import json_format
 
 from beam_pipeline.checks import (
@@ -54,7 +55,7 @@ from transforms.aggregate import SPLIT_COUNTER_PREFIX, RunStamp
 from transforms.progress import ProgressLine, worker_summary
 from transforms.schema import SCHEMA_VERSION
 
-__all__ = ["ExecutedRun", "PreparedRun", "execute", "prepare", "record", "run_job"]
+__all__ = ["ExecutedRun", "PreparedRun", "execute", "prepare", "record", "run_job", "run_with_progress"]
 
 _log = logging.getLogger(__name__)
 _LOCAL_RUNNERS = ("DirectRunner", "SwitchingDirectRunner", "BundleBasedDirectRunner", "PrismRunner",
@@ -231,20 +232,35 @@ def _progress_folder(local: bool) -> Iterator[str | None]:
         yield folder
 
 
+def run_with_progress(options: PipelineOptions, build: Callable[[beam.Pipeline, str | None], Any]
+                      ) -> tuple[PipelineResult, dict | None]:
+    """Builds a pipeline with ``build(p, progress_dir)`` and runs it to completion, showing the progress
+    line (``transforms.progress.ProgressLine``) on local runners.
+
+    ``progress_dir`` is the folder the workers note the total and each finished video in (local
+    runners), else None.
+
+    Returns:
+        The finished pipeline's result, and ``worker_summary`` of its workers (None when not local).
+    """
+    with _progress_folder(_is_local(options)) as folder:
+        p = beam.Pipeline(options=options)
+        build(p, folder)
+        with ProgressLine(folder) if folder else contextlib.nullcontext():
+            result = p.run()
+            result.wait_until_finish()
+        return result, worker_summary(folder) if folder else None
+
+
 def execute(run: PreparedRun) -> ExecutedRun:
     """Builds and runs the job to completion, with the progress line on local runners."""
     started = datetime.datetime.now(datetime.timezone.utc)
     t0 = time.monotonic()
     _log.info("run %s: model %s, %d labels, output %s", run.stamp.run_id, run.handle, len(run.labels),
               run.cfg.output.path)
-    with _progress_folder(run.local) as folder:
-        p = beam.Pipeline(options=run.options)
-        build_pipeline(p, run.cfg, handle=run.served, labels=run.labels, stamp=run.stamp, resume=run.resume,
-                       progress_dir=folder, pin_cores=_pins_cores(run.cfg, run.options))
-        with ProgressLine(folder) if folder else contextlib.nullcontext():
-            result = p.run()
-            result.wait_until_finish()
-        workers = worker_summary(folder) if folder else None
+    result, workers = run_with_progress(run.options, lambda p, folder: build_pipeline(
+        p, run.cfg, handle=run.served, labels=run.labels, stamp=run.stamp, resume=run.resume,
+        progress_dir=folder, pin_cores=_pins_cores(run.cfg, run.options)))
     counters, distributions = pipeline_metrics(result)
     return ExecutedRun(started, time.monotonic() - t0, counters, distributions, workers)
 

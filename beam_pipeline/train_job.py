@@ -29,6 +29,7 @@ from apache_beam.metrics import Metrics
 
 from beam_pipeline.checks import check_inputs, check_pose_handle, prepare_output
 from beam_pipeline.config import ConfigError, JobConfig
+from beam_pipeline.launcher import run_with_progress
 from beam_pipeline.options import pipeline_options
 from beam_pipeline.pipeline import list_videos, sampling_spec
 from beam_pipeline.run_record import new_run_id, pipeline_metrics
@@ -37,6 +38,7 @@ from models.training import SplitData, fit_classifier
 from models.video_model import RawClips
 from transforms.classify import Classify
 from transforms.decode_sample import DecodeAndSample
+from transforms.progress import NoteVideos
 from transforms.records import VideoResult, VideoRows
 from transforms.schema import record_batch
 from transforms.video_handler import ClipWindows, VideoHandler
@@ -113,13 +115,25 @@ class _FeatureRowsFn(beam.DoFn):
         yield VideoRows(ref.split, {"features": features})
 
 
-def build_features_pipeline(p: beam.Pipeline, cfg: JobConfig, output: str, run_id: str = "features"):
+def _feature_status(rows: VideoRows) -> str:
+    """A video of the features pass is ``ok`` when it gave examples, else ``failed``."""
+    return "ok" if rows.tables["features"].num_rows else "failed"
+
+
+def build_features_pipeline(p: beam.Pipeline, cfg: JobConfig, output: str, run_id: str = "features",
+                            progress_dir: str | None = None):
     """Adds listing, decoding, the per-clip examples and the features Parquet to ``p``; returns the
-    paths the finalize deleted (see ``transforms.write``)."""
-    sources, _failed = list_videos(p, cfg) | "DecodeAndSample" >> DecodeAndSample(sampling_spec(cfg))
+    paths the finalize deleted (see ``transforms.write``). With ``progress_dir``, the videos are noted
+    there for ``run``'s progress line, as ``build_pipeline`` does."""
+    refs = list_videos(p, cfg, progress_dir=progress_dir)
+    sources, unread = refs | "DecodeAndSample" >> DecodeAndSample(sampling_spec(cfg))
     extracted, failed = _examples(cfg, sources)
+    branches = {"Extracted": extracted, "FailedInference": failed, "FailedBeforeModel": unread}
     rows = {name: branch | f"ToRows/{name}" >> beam.ParDo(_FeatureRowsFn())
-            for name, branch in {"Extracted": extracted, "FailedInference": failed}.items()}
+            for name, branch in branches.items()}
+    if progress_dir is not None:
+        for name, branch_rows in rows.items():
+            _ = branch_rows | f"NoteProgress/{name}" >> NoteVideos(progress_dir, _feature_status)
     return write_branches(rows, "WriteFeatures", output, {"features": FEATURES_SCHEMA},
                           {"features": ("video_id", "clip_index")}, run_id=run_id,
                           videos_per_file=cfg.output.videos_per_file, flush_s=cfg.output.flush_s)
@@ -196,10 +210,9 @@ def run_train(cfg: JobConfig, manifest: str, output: str, beam_args: Sequence[st
     prepare_output(output, overwrite)
     cfg = cfg.with_inputs((manifest,))
     print(f"1/2 extracting {_what(cfg)} of {manifest} into {output}/features")
-    p = beam.Pipeline(options=options)
-    build_features_pipeline(p, cfg, output, run_id=new_run_id())
-    result = p.run()
-    result.wait_until_finish()
+    run_id = new_run_id()
+    result, _ = run_with_progress(options, lambda p, folder: build_features_pipeline(
+        p, cfg, output, run_id=run_id, progress_dir=folder))
     counts, _ = pipeline_metrics(result)
     failed = counts.get("train_videos_failed", 0)
     print(f"    {counts.get('train_videos_used', 0)} videos used, {failed} failed to decode"

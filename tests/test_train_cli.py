@@ -24,6 +24,9 @@ def asl_manifest(tmp_path_factory):
     for i, clip in enumerate(clips):
         split = "train" if i < 14 else ("valid" if i < 17 else "test")
         rows.append(f"{clip},{'early' if clip.stem < 'm' else 'late'},{split}")
+    broken = path.parent / "broken.mkv"
+    broken.write_bytes(b"not a video" * 100)
+    rows.append(f"{broken},early,train")  # left out of training, counted, and on the progress line
     path.write_text("uri,label,split\n" + "\n".join(rows) + "\n")
     return path
 
@@ -35,7 +38,11 @@ def test_train_then_run_the_pose_lstm_through_the_cli(tmp_path, asl_manifest, ca
     code = main(["train", "--config", config, "--manifest", str(asl_manifest), "--output", str(trained),
                  "--set", f"pose.handle={movenet}", "--set", "train.num_epochs=3", *IN_MEMORY])
     assert code == 0
-    assert "test accuracy" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "test accuracy" in printed.out and "20 videos used, 1 failed to decode" in printed.out
+    # the feature pass shows run's progress line, and training one line per epoch
+    assert "videolabel: 21/21 videos (100%), 1 failed" in printed.err
+    assert "train: epoch 3/3" in printed.err
     features = ds.dataset(trained / "features", format="parquet", partitioning="hive").to_table()
     assert features.num_rows == 20  # uniform sampling of 9 frames: one window per clip
     assert {tuple(s) for s in features["shape"].to_pylist()} == {(9, 51)}

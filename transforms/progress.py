@@ -17,7 +17,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import NamedTuple, TextIO
 
 import apache_beam as beam
@@ -26,8 +26,8 @@ from models.console import StatusLine, duration
 from transforms.cores import pinned_core
 from transforms.records import VideoRows
 
-__all__ = ["NoteVideos", "ProgressLine", "note_total", "note_video", "read_total", "steady_rate",
-           "worker_summary"]
+__all__ = ["NoteVideos", "ProgressLine", "note_total", "note_video", "read_total", "row_status",
+           "steady_rate", "worker_summary"]
 
 
 _PROCESS_TAG = uuid.uuid4().hex[:8]
@@ -62,24 +62,29 @@ def read_total(folder: str) -> int | None:
         return None
 
 
+def row_status(rows: VideoRows) -> str:
+    """The status of a video's ``videos`` row."""
+    return rows.tables["videos"]["status"][0].as_py()
+
+
 class _NoteFn(beam.DoFn):
-    def __init__(self, folder: str):
-        self._folder = folder
+    def __init__(self, folder: str, status: Callable[[VideoRows], str]):
+        self._folder, self._status = folder, status
 
     def process(self, rows: VideoRows) -> None:
-        note_video(self._folder, rows.tables["videos"]["status"][0].as_py())
+        note_video(self._folder, self._status(rows))
 
 
 class NoteVideos(beam.PTransform):
-    """``VideoRows`` -> nothing: notes each video (``note_video``) with the status of its ``videos`` row
-    in ``folder``, as its rows are made."""
+    """``VideoRows`` -> nothing: notes each video (``note_video``) in ``folder`` as its rows are made,
+    with its status: by default that of its ``videos`` row (``row_status``)."""
 
-    def __init__(self, folder: str):
+    def __init__(self, folder: str, status: Callable[[VideoRows], str] = row_status):
         super().__init__()
-        self._folder = folder
+        self._folder, self._status = folder, status
 
     def expand(self, rows):
-        return rows | "Note" >> beam.ParDo(_NoteFn(self._folder))
+        return rows | "Note" >> beam.ParDo(_NoteFn(self._folder, self._status))
 
 
 class _Note(NamedTuple):
