@@ -65,3 +65,43 @@ def test_training_learns_motion_and_writes_every_artefact(tmp_path):
     probs = served(features=tf.constant(data["test"].x[:5]))["probs"].numpy()
     assert probs.shape == (5, 3)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_precise_batch_norm_sets_the_statistics_of_the_fitted_weights():
+    import tf_keras as keras
+
+    from models.training import precise_batch_norm
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input([6])
+    hidden = keras.layers.Dense(4)(inputs)
+    norm = keras.layers.BatchNormalization(momentum=0.99)
+    model = keras.Model(inputs, keras.layers.Dense(2)(norm(hidden)))
+    x = np.random.default_rng(0).normal(3.0, 2.0, size=(96, 6)).astype(np.float32)
+    assert precise_batch_norm(model, x, batch_size=32, seed=1) == 1
+    seen = keras.Model(inputs, hidden)(x).numpy()  # what the batch-norm layer sees
+    batches = [seen[order] for order in np.array_split(np.random.default_rng(1).permutation(96), 3)]
+    # the average over the 3 batches of their statistics, where momentum 0.99 would have kept ~97% of
+    # the initial zeros and ones
+    np.testing.assert_allclose(norm.moving_mean.numpy(), np.mean([b.mean(0) for b in batches], 0), atol=1e-4)
+    np.testing.assert_allclose(norm.moving_variance.numpy(), np.mean([b.var(0) for b in batches], 0),
+                               rtol=0.05)
+    assert norm.momentum == 0.99  # restored
+    assert precise_batch_norm(keras.Sequential([keras.Input([6]), keras.layers.Dense(2)]), x, 32) == 0
+
+
+def test_training_on_labels_that_say_nothing_waits_its_steps_then_warns_at_chance(tmp_path, caplog, capsys):
+    from models.training import MIN_PATIENCE_STEPS
+
+    data = {split: _sequences(8, seed) for split, seed in (("train", 3), ("valid", 4), ("test", 5))}
+    rng = np.random.default_rng(0)
+    data = {split: SplitData(d.x, rng.permutation(d.y)) for split, d in data.items()}  # labels shuffled
+    with caplog.at_level("WARNING", logger="models.training"):
+        results = fit_classifier(build_pose_lstm(len(LABELS)), data, LABELS,
+                                 FitSettings(num_epochs=12, patience=2, batch_size=24), str(tmp_path))
+    # 24 train examples in batches of 24: one step an epoch, so patience counts 100 steps, not 2 epochs
+    assert MIN_PATIENCE_STEPS > 12 and results["epochs_run"] == 12
+    warnings = [r.getMessage() for r in caplog.records if "training ended at chance" in r.getMessage()]
+    assert len(warnings) == 1 and "too few clips (24 train examples for 3 classes)" in warnings[0]
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("train: epoch")]
+    assert len(lines) == 12 and lines[-1].startswith("train: epoch 12/12") and "ETA --" in lines[-1]
