@@ -34,7 +34,8 @@ import warnings
 __all__ = ["CUDA_NOISE", "NOISE", "has_nvidia_gpu", "is_noise", "quiet_stderr"]
 
 #: Lines that say nothing wrong: XLA's cost model, absl's preamble, the once-only XLA notice,
-#: duplicate CUDA plugin registration, and Beam's memory warning where it failed to import torch.
+#: duplicate CUDA plugin registration, Beam's memory warning where it failed to import torch, and
+#: LiteRT's note that it uses its CPU delegate (once per interpreter).
 NOISE = (
     r"op_level_cost_estimator\.cc:\d+\] Error in PredictCost\(\)",
     r"^WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR",
@@ -42,6 +43,7 @@ NOISE = (
     r"Unable to register cu(DNN|FFT|BLAS) factory: Attempting to register factory for plugin",
     r"computation_placer\.cc:\d+\] .*already registered",
     r"Resource module is not available for current platform, memory usage cannot be fetched",
+    r"^INFO: Created TensorFlow Lite XNNPACK delegate for CPU\.$",
 )
 
 #: Lines that are noise only where no NVIDIA GPU exists (on a GPU machine they explain a failure).

@@ -29,6 +29,7 @@ def _child(code: str, quiet: bool = True, **kwargs) -> subprocess.CompletedProce
 
 def test_noise_is_known_lines_only_and_cuda_lines_only_without_a_gpu():
     assert is_noise(CUINIT) and is_noise(COST)
+    assert is_noise("INFO: Created TensorFlow Lite XNNPACK delegate for CPU.")
     assert not is_noise(CUINIT, gpu=True) and is_noise(COST, gpu=True)  # a GPU machine's cuInit is real
     assert not is_noise(REAL)
     assert not is_noise("videolabel: error: sampling.fps: -1 is invalid")
