@@ -51,9 +51,11 @@ _CLASSIFIER = ("model", "layer_with_weights-1", "_classifier")
 
 
 def weights_prefix(source: str) -> str:
-    """The checkpoint prefix of ``source``: a SavedModel folder's variables, else ``source`` itself."""
-    if FileSystems.exists(FileSystems.join(source, "saved_model.pb")):
-        return FileSystems.join(source, "variables", "variables")
+    """The checkpoint prefix of ``source``: a SavedModel folder's variables (or those of a ``train``
+    output's ``saved_model``), else ``source`` itself."""
+    for folder in (source, FileSystems.join(source, "saved_model")):
+        if FileSystems.exists(FileSystems.join(folder, "saved_model.pb")):
+            return FileSystems.join(folder, "variables", "variables")
     return source
 
 

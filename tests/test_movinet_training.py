@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 
 import numpy as np
@@ -121,15 +123,24 @@ def test_training_a_movinet_checks_its_weights_before_reading_videos(tmp_path, a
     assert not (tmp_path / "t").exists()
 
 
-def test_demo_fine_tunes_a_model_that_labels_unseen_videos(tmp_path, capsys):
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """``videolabel demo`` run once: (its folder, its summary, what it printed)."""
     from beam_pipeline.demo import run_demo
 
-    summary = run_demo(str(tmp_path / "demo"), IN_MEMORY)
+    folder = tmp_path_factory.mktemp("demo")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        summary = run_demo(str(folder / "demo"), IN_MEMORY)
+    return folder, summary, out.getvalue()
+
+
+def test_demo_fine_tunes_a_model_that_labels_unseen_videos(demo_run):
+    tmp_path, summary, out = demo_run
     # 20 test clips and 24 unseen videos, 4 classes: 0.75 right by chance (p = 0.25 each) has
     # probability under 1e-5 for 20; a model that learned the motions scores 1.0 here.
     assert summary["test_accuracy"] >= 0.75 and summary["unseen_accuracy"] >= 0.75
     assert summary["counts"]["videos_ok"] == 24 and summary["counts"]["videos_failed"] == 1
-    out = capsys.readouterr().out
     assert "Accuracy on the 24 unseen videos" in out and "broken.mp4" in out
     assert (tmp_path / "demo" / "results" / "report" / "index.html").exists() and "report/index.html" in out
     for name in ("results.json", "loss_curve.png", "confusion_matrix.png", "saved_model/saved_model.pb"):
@@ -158,3 +169,22 @@ def test_a_trained_folder_runs_with_the_mode_it_was_trained_in(tmp_path, capsys)
                  "--output", str(tmp_path / "o"), "--model", str(trained)])
     assert code == 2
     assert "model.model_mode: 'stream', but" in capsys.readouterr().err
+
+
+def test_a_head_on_the_demo_backbone_learns_motions_it_was_not_trained_on(demo_run, tmp_path):
+    """``train.method: head`` offline: the demo's fine-tuned backbone, frozen, as the pretrained weights
+    of a new head on another generator's videos (tests.motion_set: other shapes, textures, backgrounds
+    and speeds) moving in directions of its own."""
+    from beam_pipeline import train
+    from tests.motion_set import make_direction_set
+
+    manifest = make_direction_set(str(tmp_path / "sprites"), classes=4, per_class=10, angle0=0.0,
+                                  splits={"train": 6, "valid": 2, "test": 2}, seed=11)
+    result = train(manifest, str(tmp_path / "head"),
+                   model={"kind": "movinet", "model_id": "a0", "model_mode": "stream"},
+                   sampling={"strategy": "uniform", "n_frames": 8, "imgz": 64},
+                   train={"method": "head", "checkpoint": str(demo_run[0] / "demo" / "model"),
+                          "num_epochs": 60, "patience": 10})
+    # 8 test clips of 4 classes: 6 or more right by chance has probability 0.004
+    assert result.results["rows"] == {"train": 24, "valid": 8, "test": 8}
+    assert result.results["test_accuracy"] >= 0.75, result.results["metrics"]
