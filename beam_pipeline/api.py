@@ -144,15 +144,22 @@ def label_videos(paths: str | Sequence[str], model: str | Mapping[str, Any] | No
 
 
 def _as_ref(element, cfg: JobConfig):
-    """A video URI (str) or VideoRef -> VideoRef (a URI's id and split as the listing gives them)."""
+    """A video URI (str) or VideoRef -> VideoRef (a URI's id and split as the listing gives them);
+    anything else -> a VideoRef whose ``error`` says what it was (a failed row)."""
     from transforms.listing import ref_from_row
     from transforms.records import VideoRef
+    from transforms.splits import hash_split, stable_video_id
 
     if isinstance(element, VideoRef):
         return element
-    if not isinstance(element, str):
-        raise TypeError(f"LabelVideos takes video URIs (str) or VideoRefs, not {type(element).__name__}")
-    return ref_from_row({"uri": element}, "", cfg.split.ratios, cfg.split.salt)
+    if isinstance(element, str) and element.strip():
+        return ref_from_row({"uri": element}, "", cfg.split.ratios, cfg.split.salt)
+    # Not a video: a failed row that says so, never a failed pipeline.
+    shown = repr(element)[:200]
+    video_id = stable_video_id(shown)
+    return VideoRef(video_id, shown, None, hash_split(video_id, cfg.split.ratios, cfg.split.salt),
+                    error=f"LabelVideos input {shown}: not a video URI (str) or VideoRef "
+                          f"({type(element).__name__})")
 
 
 def _table_rows(rows, table: str) -> Iterator[dict[str, Any]]:

@@ -10,6 +10,7 @@ import os
 import re
 
 import numpy as np
+import pandas as pd
 import pyarrow.dataset as ds
 import pytest
 
@@ -79,7 +80,7 @@ def test_the_readme_examples_run_as_written(api_folder, readme_run):
     names = sorted(os.path.basename(uri) for uri in videos.index)
     assert names == _new_videos(api_folder, basename=True) and len(names) == 5  # 4 videos and the broken one
     broken = videos.loc[[uri for uri in videos.index if uri.endswith("zz_broken.mp4")][0]]
-    assert broken.status == "failed" and broken.prediction is None and broken.error_type
+    assert broken.status == "failed" and pd.isna(broken.prediction) and broken.error_type
     ok = videos[videos.status == "ok"]
     assert len(ok) == 4 and set(ok.prediction) <= set(result.results["labels"])
     assert set(labelled["result"].frames.uri) == set(ok.index)
@@ -104,18 +105,21 @@ def test_label_videos_transform_takes_refs_and_gives_every_table(api_folder, rea
                             sampling={"strategy": "uniform", "n_frames": 8, "imgz": 64})
     assert transform.labels == tuple(sorted(list(MOTIONS)[:2]))
     with beam.Pipeline() as p:
-        rows = p | beam.Create([ref, *new[1:]]) | transform
+        rows = p | beam.Create([ref, *new[1:], 42]) | transform
         for table in ("videos", "frames", "segments"):
             _ = (rows[table] | f"Json/{table}" >> beam.Map(json.dumps, default=str)
                  | f"Write/{table}" >> beam.io.WriteToText(str(tmp_path / table), shard_name_template=""))
     seen = {table: [json.loads(line) for line in (tmp_path / table).read_text().splitlines()]
             for table in ("videos", "frames", "segments")}
     videos = {row["video_id"]: row for row in seen["videos"]}
-    assert len(videos) == len(new)
+    assert len(videos) == len(new) + 1
+    (not_a_video,) = [row for row in videos.values() if row["uri"] == "42"]
+    assert not_a_video["status"] == "failed" and "not a video URI (str) or VideoRef (int)" in \
+        not_a_video["error_message"]
     mine = videos["my-id"]
     assert (mine["label"], mine["split"], mine["status"]) == ("moving_right", "test", "ok")
     assert mine["is_error"] == (mine["prediction"] != "moving_right")
-    failed = [row for row in videos.values() if row["status"] == "failed"]
+    failed = [row for row in videos.values() if row["status"] == "failed" and row["uri"] != "42"]
     assert len(failed) == 1 and failed[0]["uri"].endswith("zz_broken.mp4")
     frames = [row for row in seen["frames"] if row["video_id"] == "my-id"]
     assert len(frames) == 8 and all(f["split"] == "test" for f in frames)
