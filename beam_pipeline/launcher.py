@@ -92,11 +92,6 @@ class PreparedRun:
     resume: bool
     kept: ResumeState | None = None
 
-    @property
-    def local(self) -> bool:
-        """Whether the runner runs the workers on this machine (so the progress line can see them)."""
-        return _is_local(self.options)
-
 
 @dataclasses.dataclass(frozen=True)
 class ExecutedRun:
