@@ -200,15 +200,11 @@ class LabelVideos(beam.PTransform):
 
     def __init__(self, config: str | JobConfig | None = None, *, model: str | Mapping[str, Any] | None = None,
                  **sections: Mapping[str, Any]):
-        from beam_pipeline.checks import resolve_handle, resolve_labels
-        from beam_pipeline.run_record import new_run_id
-        from transforms.aggregate import RunStamp
+        from beam_pipeline.launcher import resolved_model
 
         super().__init__()
         self.cfg = job_config(config, model, sections)
-        self.handle = resolve_handle(self.cfg)
-        self.labels = tuple(resolve_labels(self.cfg, self.handle))
-        self.stamp = RunStamp(model=self.handle, config_hash=self.cfg.job_hash(), run_id=new_run_id())
+        self.handle, self.labels, self.stamp = resolved_model(self.cfg)
 
     def expand(self, videos):
         from beam_pipeline.pipeline import video_rows

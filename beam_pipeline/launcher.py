@@ -55,7 +55,8 @@ from transforms.aggregate import SPLIT_COUNTER_PREFIX, RunStamp
 from transforms.progress import ProgressLine, worker_summary
 from transforms.schema import SCHEMA_VERSION
 
-__all__ = ["ExecutedRun", "PreparedRun", "execute", "prepare", "record", "run_job", "run_with_progress"]
+__all__ = ["ExecutedRun", "PreparedRun", "execute", "prepare", "record", "resolved_model", "run_job",
+           "run_with_progress"]
 
 _log = logging.getLogger(__name__)
 _LOCAL_RUNNERS = ("DirectRunner", "SwitchingDirectRunner", "BundleBasedDirectRunner", "PrismRunner",
@@ -174,6 +175,17 @@ def _dry_run(run: PreparedRun) -> dict[str, Any]:
     return summary
 
 
+def resolved_model(cfg: JobConfig) -> tuple[str, tuple[str, ...], RunStamp]:
+    """The model handle (checked), its labels, and a new run's stamp (model, config hash, run id).
+
+    Raises:
+        ConfigError: the model handle or the labels file cannot be used.
+    """
+    handle = resolve_handle(cfg)
+    labels = tuple(resolve_labels(cfg, handle))
+    return handle, labels, RunStamp(model=handle, config_hash=cfg.job_hash(), run_id=new_run_id())
+
+
 def _checked(cfg: JobConfig, beam_args: Sequence[str], *, overwrite: bool, resume: bool) -> PreparedRun:
     """The start-up checks (flags, Dataflow settings, inputs, output location, model, labels); reads
     what they need and writes nothing.
@@ -188,11 +200,9 @@ def _checked(cfg: JobConfig, beam_args: Sequence[str], *, overwrite: bool, resum
     check_dataflow(cfg, options)
     check_inputs(cfg.input.paths)
     check_output_location(cfg.output.path)
-    handle = resolve_handle(cfg)
-    labels = tuple(resolve_labels(cfg, handle))
+    handle, labels, stamp = resolved_model(cfg)
     served = served_model(cfg, handle, len(labels), options)
-    return PreparedRun(cfg, tuple(beam_args), options, handle, served, labels,
-                       RunStamp(model=handle, config_hash=cfg.job_hash(), run_id=new_run_id()), resume)
+    return PreparedRun(cfg, tuple(beam_args), options, handle, served, labels, stamp, resume)
 
 
 def prepare(run: PreparedRun, *, overwrite: bool) -> PreparedRun:
