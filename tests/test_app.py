@@ -370,6 +370,11 @@ def _click(driver, group_label, text):
     next(b for b in buttons if b.text == text).click()
 
 
+def _grids_text(driver) -> str:
+    """The text of every data grid on the page, from their accessible tables."""
+    return " ".join(el.get_attribute("textContent") for el in _by_css(driver, '[data-testid="stDataFrame"]'))
+
+
 def _videos_table(driver) -> list[dict[str, str]]:
     """The rows of the page's videos table, from the grid's accessible table."""
     from selenium.webdriver.common.by import By
@@ -468,10 +473,8 @@ def test_label_an_uploaded_video_through_the_page(browser, app_url, a0_litert, t
     _into_view(browser, "jump_to_the_left.mp4", timeout=180)
     text = browser.find_element(By.TAG_NAME, "body").text
     assert f"Prediction: {expected.prediction} ({expected.score:.3f})" in text
-    grids = _by_css(browser, '[data-testid="stDataFrame"]')
-    tables = " ".join(el.get_attribute("textContent") for el in grids)
-    for name in expected.top_k_labels:  # the top k, in the page's table
-        assert name in tables
+    # the top k, in the page's table (its accessible table fills in after the grid first draws)
+    _wait(browser, lambda: all(name in _grids_text(browser) for name in expected.top_k_labels))
     _wait(browser, lambda: [v for v in _by_css(browser, "video") if v.get_attribute("src")])
     _wait(browser, lambda: _timeline_drawn(browser))
     _no_exception(browser)

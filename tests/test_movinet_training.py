@@ -147,15 +147,18 @@ def test_demo_fine_tunes_a_model_that_labels_unseen_videos(demo_run):
         assert (tmp_path / "demo" / "model" / name).exists(), name
 
     # Trained on uniform clips (8 frames over 2 s), the model labels the same unseen videos sampled
-    # at a fixed rate just as well: only the motion tells the classes apart, not where the square is
-    # at a given frame (the demo's old squares crossed from one edge and were read by position).
+    # at a fixed rate as well as uniform ones: only the motion tells the classes apart, not where the
+    # square is at a given frame (the demo's old squares crossed from one edge and were read by
+    # position). At 4 fps the frames are about 10% closer in time than uniform's; two of the 24 may
+    # turn, no more.
     from beam_pipeline import label_videos
 
     model = {"handle": str(tmp_path / "demo" / "model"), "model_id": "a0", "model_mode": "stream"}
     at_rate = label_videos(str(tmp_path / "demo" / "videos_new" / "manifest.csv"), model,
                            sampling={"strategy": "fps", "fps": 4, "imgz": 64})
     decoded = at_rate.videos[at_rate.videos.status == "ok"]
-    assert len(decoded) == 24 and (decoded.prediction == decoded.label).mean() >= 0.75
+    assert len(decoded) == 24
+    assert (decoded.prediction == decoded.label).mean() >= summary["unseen_accuracy"] - 2 / 24
 
 
 def test_a_trained_folder_runs_with_the_mode_it_was_trained_in(tmp_path, capsys):
