@@ -34,8 +34,9 @@ import warnings
 __all__ = ["CUDA_NOISE", "NOISE", "has_nvidia_gpu", "is_noise", "quiet_stderr"]
 
 #: Lines that say nothing wrong: XLA's cost model, absl's preamble, the once-only XLA notice,
-#: duplicate CUDA plugin registration, Beam's memory warning where it failed to import torch, and
-#: LiteRT's note that it uses its CPU delegate (once per interpreter).
+#: duplicate CUDA plugin registration, Beam's memory warning where it failed to import torch,
+#: LiteRT's note that it uses its CPU delegate (once per interpreter), and the LiteRT converter's
+#: notes on the options it ignores and the MLIR pass it does not run.
 NOISE = (
     r"op_level_cost_estimator\.cc:\d+\] Error in PredictCost\(\)",
     r"^WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR",
@@ -44,6 +45,8 @@ NOISE = (
     r"computation_placer\.cc:\d+\] .*already registered",
     r"Resource module is not available for current platform, memory usage cannot be fetched",
     r"^INFO: Created TensorFlow Lite XNNPACK delegate for CPU\.$",
+    r"tf_tfl_flatbuffer_helpers\.cc:\d+\] Ignored (output_format|drop_control_dependency)\.$",
+    r"mlir_graph_optimization_pass\.cc:\d+\] MLIR V1 optimization pass is not enabled$",
 )
 
 #: Lines that are noise only where no NVIDIA GPU exists (on a GPU machine they explain a failure).

@@ -30,6 +30,12 @@ def _child(code: str, quiet: bool = True, **kwargs) -> subprocess.CompletedProce
 def test_noise_is_known_lines_only_and_cuda_lines_only_without_a_gpu():
     assert is_noise(CUINIT) and is_noise(COST)
     assert is_noise("INFO: Created TensorFlow Lite XNNPACK delegate for CPU.")
+    for converter in ("W0000 00:00:1796192528.485792    4884 tf_tfl_flatbuffer_helpers.cc:364] Ignored "
+                      "output_format.", "I0000 00:00:1796192528.943191    4884 mlir_graph_optimization_pass."
+                      "cc:437] MLIR V1 optimization pass is not enabled"):
+        assert is_noise(converter)
+    assert not is_noise("E0000 00:00:1796192528.5 4884 tf_tfl_flatbuffer_helpers.cc:370] Failed to convert "
+                        "op FlexConv3D")
     assert not is_noise(CUINIT, gpu=True) and is_noise(COST, gpu=True)  # a GPU machine's cuInit is real
     assert not is_noise(REAL)
     assert not is_noise("videolabel: error: sampling.fps: -1 is invalid")
