@@ -272,11 +272,20 @@ class TrainConfig(FitSettings):
             SavedModel written by ``export-movinet`` / ``train``; null starts
             ``finetune`` from random weights.
         dropout_rate: MoViNet only: dropout inside the classifier head while training, in [0, 1).
+        augment: MoViNet ``finetune`` only: ``colour`` gives each train clip, each time it is
+            drawn, its colour channels in a random order and a random brightness, the same for
+            all its frames (``models.clip_augment``), so that a small set is learnt by its
+            motion, not memorised by its looks; ``none`` trains on the clips as decoded.
+        min_steps: at least this many optimiser steps (see ``FitSettings``); null: 600 for a
+            MoViNet ``finetune`` (from random weights a small set learns its motions only after
+            300-400 steps, dozens of passes), 0 otherwise.
     """
 
     method: Literal["head", "finetune"] = "head"
     checkpoint: str | None = None
     dropout_rate: Annotated[Number, Field(ge=0, lt=1)] = 0.2
+    augment: Literal["colour", "none"] = "colour"
+    min_steps: NonNegativeInt | None = None
 
 
 class OutputConfig(_Section):

@@ -201,6 +201,27 @@ def _classifier(cfg: JobConfig, backbone, labels: Sequence[str]):
     return model, save
 
 
+def _fit_settings(cfg: JobConfig):
+    """``train`` with ``min_steps`` resolved: null is ``FINETUNE_MIN_STEPS`` for a MoViNet finetune,
+    else 0."""
+    steps = cfg.train.min_steps
+    if steps is None:
+        from models.movinet_training import FINETUNE_MIN_STEPS
+
+        steps = FINETUNE_MIN_STEPS if cfg.model.kind == "movinet" and cfg.train.method == "finetune" else 0
+    return cfg.train.model_copy(update={"min_steps": steps})
+
+
+def _augmentation(cfg: JobConfig):
+    """What changes each batch of train clips: ``train.augment`` for a MoViNet ``finetune``, else None
+    (``head`` and the LSTM fit on features computed once)."""
+    if cfg.model.kind != "movinet" or cfg.train.method != "finetune":
+        return None
+    from models.clip_augment import AUGMENTATIONS
+
+    return AUGMENTATIONS[cfg.train.augment]
+
+
 def run_train(cfg: JobConfig, manifest: str, output: str, beam_args: Sequence[str] = (),
               overwrite: bool = False) -> dict[str, Any]:
     """Extracts features from ``manifest`` into ``output`` and trains; returns results.json."""
@@ -224,10 +245,10 @@ def run_train(cfg: JobConfig, manifest: str, output: str, beam_args: Sequence[st
         f"MoViNet {cfg.model.model_id} {cfg.model.model_mode} ({cfg.train.method})")
     print(f"2/2 training the {name} on {', '.join(f'{k} {len(v.y)}' for k, v in sorted(data.items()))} "
           f"examples ({len(labels)} classes; {dropped} without a train label skipped)")
-    results = fit_classifier(model, data, labels, cfg.train, output,
+    results = fit_classifier(model, data, labels, _fit_settings(cfg), output,
                              config={"job": cfg.to_dict(), "manifest": manifest, "features_skipped": dropped,
                                      "videos_failed": failed},
-                             save=save)
+                             save=save, augment=_augmentation(cfg))
     accuracy = results["test_accuracy"]
     print(f"test accuracy {accuracy:.3f}" if accuracy is not None else "no test split: see results.json")
     print(f"model {output}/saved_model, labels {output}/labels.txt, {output}/results.json, "

@@ -6,8 +6,10 @@ feature pass (uniform 8 frames at 64x64), and each method fitted on the same cli
 * ``tf-models``: batch-norm momentum 0.99 (tf-models-official's), no precise batch norm,
   early stopping that counts epochs only (``patience`` 10);
 * ``momentum 0.9``: the same with momentum 0.9 (the fix before this one);
-* ``precise BN``: what ``train`` does: momentum 0.9, the statistics recomputed after each
-  epoch (``models.training.precise_batch_norm``), patience of at least 100 steps.
+* ``precise BN``: momentum 0.9, the statistics recomputed after each epoch
+  (``models.training.precise_batch_norm``), patience of at least 100 steps;
+* ``colour, 600 steps``: what ``train`` does: precise BN, and each train clip drawn with new
+  colours (``train.augment: colour``) for at least 600 steps (``train.min_steps``).
 
 Sets: ``demo`` (``beam_pipeline.synthetic``: squares over dark noise) and ``sprites``
 (``tests.motion_set``: shapes, textures, backgrounds, speeds and sizes of its own, moving in
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import tempfile
 import time
@@ -39,7 +42,7 @@ from beam_pipeline.train_job import _split_data, build_features_pipeline
 from benchmarks.common import print_table, write_json
 from tests.motion_set import make_direction_set
 
-METHODS = ("tf-models", "momentum 0.9", "precise BN")
+METHODS = ("tf-models", "momentum 0.9", "precise BN", "colour, 600 steps")
 SPLITS = {"train": 14, "valid": 3, "test": 3}
 SETTINGS = {"model": {"kind": "movinet", "model_id": "a0", "model_mode": "stream"},
             "sampling": {"strategy": "uniform", "n_frames": 8, "imgz": 64},
@@ -58,7 +61,7 @@ def _method(name: str) -> Iterator[float]:
     import models.training as training
 
     precise, steps = training.precise_batch_norm, training.MIN_PATIENCE_STEPS
-    if name != "precise BN":
+    if name in ("tf-models", "momentum 0.9"):
         training.precise_batch_norm = lambda *args, **kwargs: 0
         training.MIN_PATIENCE_STEPS = 0
     try:
@@ -68,18 +71,30 @@ def _method(name: str) -> Iterator[float]:
 
 
 def _fit(method: str, data, labels, cfg, seed: int, out: str) -> dict:
+    from models.clip_augment import colour_jitter
     from models.movinet_export import classifier_on
-    from models.movinet_training import finetune_model, pretrained_backbone
+    from models.movinet_training import FINETUNE_MIN_STEPS, finetune_model, pretrained_backbone
     from models.training import fit_classifier
 
+    now = method == "colour, 600 steps"
+    settings = cfg.train.model_copy(update={"seed": seed, "min_steps": FINETUNE_MIN_STEPS if now else 0})
     with _method(method) as momentum:
         backbone = pretrained_backbone("a0", "stream", None, norm_momentum=momentum)
         model = finetune_model(classifier_on(backbone, len(labels), dropout_rate=cfg.train.dropout_rate))
         t0 = time.monotonic()
-        results = fit_classifier(model, data, labels, cfg.train.model_copy(update={"seed": seed}), out,
-                                 save=lambda *_: None)
+        results = fit_classifier(model, data, labels, settings, out, save=lambda *_: None,
+                                 augment=colour_jitter if now else None)
     return {"test_accuracy": results["test_accuracy"], "best_epoch": results["best_epoch"],
             "epochs_run": results["epochs_run"], "fit_s": round(time.monotonic() - t0, 1)}
+
+
+def _kept_runs(path: Path, runs: list[dict]) -> list[dict]:
+    """The runs already in ``path`` of the (set, method, seed)s not measured again in ``runs``."""
+    if not path.exists():
+        return []
+    again = {(r["set"], r["method"], r["seed"]) for r in runs}
+    kept = json.loads(path.read_text())["runs"]
+    return [r for r in kept if (r["set"], r["method"], r["seed"]) not in again]
 
 
 def main() -> None:
@@ -107,12 +122,14 @@ def main() -> None:
                     result = _fit(method, data, labels, cfg, seed, os.path.join(folder, method))
                     runs.append({"set": set_name, "seed": seed, "method": method, **result})
                     print(f"{set_name} seed {seed} {method}: {result}", flush=True)
+    runs = _kept_runs(Path(args.out), runs) + runs
     summary = []
-    for set_name in args.sets:
-        for method in args.methods:
-            accuracies = [r["test_accuracy"] for r in runs if r["set"] == set_name and r["method"] == method]
-            summary.append({"method": method, "set": set_name, "test_accuracy": accuracies,
-                            "mean": round(float(np.mean(accuracies)), 3), "min": min(accuracies)})
+    for set_name, method in sorted({(r["set"], r["method"]) for r in runs},
+                                   key=lambda key: (key[0], METHODS.index(key[1]))):
+        accuracies = [r["test_accuracy"] for r in sorted(runs, key=lambda r: r["seed"])
+                      if r["set"] == set_name and r["method"] == method]
+        summary.append({"method": method, "set": set_name, "test_accuracy": accuracies,
+                        "mean": round(float(np.mean(accuracies)), 3), "min": min(accuracies)})
     print_table("Fine-tuning MoViNet-A0 stream from random weights: test accuracy (12 clips each)",
                 ["method", "set", "test accuracy by seed", "mean", "min"],
                 [[s["method"], s["set"], " ".join(f"{a:.2f}" for a in s["test_accuracy"]), f"{s['mean']:.2f}",

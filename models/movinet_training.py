@@ -29,6 +29,7 @@ from models.movinet_export import build_movinet, classifier_on
 from models.storage import local_copy
 
 __all__ = [
+    "FINETUNE_MIN_STEPS",
     "FINETUNE_NORM_MOMENTUM",
     "MovinetFeatures",
     "finetune_model",
@@ -43,6 +44,11 @@ __all__ = [
 # accuracy stayed at chance (0.25) for 10 epochs while training accuracy reached 1.0;
 # with 0.9 it reached 0.95-1.0 within 8-18 epochs (a0 stream, 160 clips of 8x64x64).
 FINETUNE_NORM_MOMENTUM = 0.9
+
+# Optimiser steps a finetune runs at least (``train.min_steps`` null). On 14 clips a class of a
+# motion set the demo was not tuned to, colour-augmented fits from random weights sat at chance
+# on valid for 200-300 steps, then reached 0.75-0.92 by step 400 (docs/MODELS.md).
+FINETUNE_MIN_STEPS = 600
 
 # Object-graph path from a tf.train.Checkpoint(model=MovinetClassifier) root to the head's last
 # convolution, whose kernel is [..., classes]; the same in the release checkpoints and in SavedModel

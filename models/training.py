@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, PositiveFloat, PositiveInt
+from pydantic import BaseModel, ConfigDict, NonNegativeInt, PositiveFloat, PositiveInt
 
 from models.console import StatusLine, duration
 from models.labels import write_labels
@@ -39,7 +39,9 @@ class FitSettings(BaseModel):
     Frozen and validated (pydantic): a bool, a string or a value out of range is refused.
 
     Attributes:
-        num_epochs: most passes over the train split.
+        num_epochs: most passes over the train split, unless ``min_steps`` needs more.
+        min_steps: at least this many optimiser steps: a small set (a few steps a pass) runs
+            more passes than ``num_epochs`` to reach them, and early stopping waits for them.
         learning_rate: Adam's step size.
         batch_size: examples per step.
         patience: epochs without a better valid loss before stopping, and at least
@@ -51,6 +53,7 @@ class FitSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
     num_epochs: PositiveInt = 100
+    min_steps: NonNegativeInt = 0
     learning_rate: PositiveFloat = 1e-3
     batch_size: PositiveInt = 32
     patience: PositiveInt = 10
@@ -138,11 +141,28 @@ class _EpochLine:
                        final)
 
 
-def _fit(model, train: SplitData, valid: SplitData, settings: FitSettings) -> dict[str, list[float]]:
+def _train_batches(train: SplitData, settings: FitSettings, augment: Callable | None):
+    """The train split as a tf.data pipeline: shuffled anew each pass, batched, ``augment``ed."""
+    import tensorflow as tf
+
+    batches = (tf.data.Dataset.from_tensor_slices((train.x, train.y))
+               .shuffle(len(train.y), seed=settings.seed, reshuffle_each_iteration=True)
+               .batch(settings.batch_size))
+    if augment is not None:
+        batches = batches.map(lambda x, y: (augment(x), y))
+    return batches.prefetch(1)
+
+
+def _fit(model, train: SplitData, valid: SplitData, settings: FitSettings,
+         augment: Callable | None = None) -> dict[str, list[float]]:
     """Fits ``model`` epoch by epoch and leaves it with its best epoch's weights (by valid loss).
 
+    ``augment`` (batch of train examples -> the same shape) changes every batch as it is
+    drawn; the batch-norm statistics and every evaluation see the examples as they are.
+
     After each epoch the batch-norm statistics are recomputed (``precise_batch_norm``), so the
-    valid loss that early stopping reads is that of the model as it will run. Stops after
+    valid loss that early stopping reads is that of the model as it will run. Runs at least
+    ``min_steps`` steps (more epochs than ``num_epochs`` if need be); past them, stops after
     ``patience`` epochs and ``MIN_PATIENCE_STEPS`` steps without a better valid loss.
 
     Returns:
@@ -152,11 +172,13 @@ def _fit(model, train: SplitData, valid: SplitData, settings: FitSettings) -> di
     history: dict[str, list[float]] = {"loss": [], "accuracy": [], "val_loss": [], "val_accuracy": [],
                                        "epoch_s": []}
     steps_per_epoch = -(-len(train.y) // settings.batch_size)
+    epochs = max(settings.num_epochs, -(-settings.min_steps // steps_per_epoch))
     best_loss, best_epoch, best_weights = np.inf, 0, None
-    line = _EpochLine(settings.num_epochs)
-    for epoch in range(1, settings.num_epochs + 1):
+    line = _EpochLine(epochs)
+    batches = _train_batches(train, settings, augment)
+    for epoch in range(1, epochs + 1):
         t0 = time.monotonic()
-        logs = model.fit(train.x, train.y, batch_size=settings.batch_size, epochs=1, verbose=0).history
+        logs = model.fit(batches, epochs=1, verbose=0).history
         precise_batch_norm(model, train.x, settings.batch_size, seed=settings.seed + epoch)
         val_loss, val_accuracy = model.evaluate(valid.x, valid.y, batch_size=settings.batch_size, verbose=0)
         now = {"loss": logs["loss"][0], "accuracy": logs["accuracy"][0], "val_loss": val_loss,
@@ -166,8 +188,8 @@ def _fit(model, train: SplitData, valid: SplitData, settings: FitSettings) -> di
         if val_loss < best_loss:
             best_loss, best_epoch, best_weights = val_loss, epoch, model.get_weights()
         waited = epoch - best_epoch
-        done = epoch == settings.num_epochs or (
-            waited >= settings.patience and waited * steps_per_epoch >= MIN_PATIENCE_STEPS)
+        patient = waited >= settings.patience and waited * steps_per_epoch >= MIN_PATIENCE_STEPS
+        done = epoch == epochs or (patient and epoch * steps_per_epoch >= settings.min_steps)
         line.show(epoch, now, best_epoch, final=done)
         if done:
             break
@@ -189,7 +211,8 @@ def _warn_at_chance(split: str, accuracy: float, truth: np.ndarray, train_exampl
 
 def fit_classifier(model, data: Mapping[str, SplitData], labels: Sequence[str], settings: FitSettings,
                    output_dir: str, config: Mapping[str, Any] | None = None,
-                   save: Callable[[Any, str], None] = save_features_model) -> dict[str, Any]:
+                   save: Callable[[Any, str], None] = save_features_model,
+                   augment: Callable | None = None) -> dict[str, Any]:
     """Trains ``model`` (tf_keras, softmax output) and writes the artefacts; returns results.json.
 
     Args:
@@ -201,6 +224,8 @@ def fit_classifier(model, data: Mapping[str, SplitData], labels: Sequence[str], 
         config: what produced the features, recorded in results.json.
         save: writes the fitted model to ``output_dir/saved_model`` (called with
             the model and that path).
+        augment: changes each batch of train examples as it is drawn (a tf function, e.g.
+            ``models.clip_augment.colour_jitter``); None trains on them as they are.
     """
     import tf_keras as keras
 
@@ -212,7 +237,7 @@ def fit_classifier(model, data: Mapping[str, SplitData], labels: Sequence[str], 
     model.compile(optimizer=keras.optimizers.Adam(settings.learning_rate),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     started = _now()
-    history = _fit(model, data["train"], data["valid"], settings)
+    history = _fit(model, data["train"], data["valid"], settings, augment)
     fit_s = sum(history.pop("epoch_s"))
     val_loss = history["val_loss"]
     best_epoch = int(np.argmin(val_loss)) + 1

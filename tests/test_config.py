@@ -58,6 +58,8 @@ def test_overrides_win_and_are_typed():
     ({"model": {"video_pool": "median"}}, "model.video_pool: 'median'"),
     ({"pose": {"threshold": 2}}, "pose.threshold: 2"),
     ({"train": {"num_epochs": 0}}, "train.num_epochs: 0"),
+    ({"train": {"augment": "blur"}}, "train.augment: 'blur' is not one of colour, none"),
+    ({"train": {"min_steps": -5}}, "train.min_steps: -5"),
     ({"model": {"kind": "lstm"}}, "pose.handle: model.kind lstm needs a MoveNet"),
     ({"output": {"write_keypoints": True}}, "output.write_keypoints: keypoints come from"),
     ({"sampling": {"decode_threads": -1}}, "sampling.decode_threads: -1"),
@@ -67,7 +69,7 @@ def test_overrides_win_and_are_typed():
     ({"split": {"ratios": {"train": -1, "test": 2}}}, "split.ratios.train: -1"),
     ({"input": {"extensions": [".mp4", "mkv"]}}, "input.extensions[1]: 'mkv'"),
     ({"model": {"accelerator": "nvidia-l4"}}, "model.accelerator: 'nvidia-l4' is not a Beam"),
-    ({"train": {"epochs": 3}}, "train.epochs: unknown key (known: num_epochs, learning_rate, batch_size"),
+    ({"train": {"epochs": 3}}, "train.epochs: unknown key (known: num_epochs, min_steps, learning_rate"),
     ({"modle": {}}, "(known: input, split, sampling, model, pose, train, output, runner)"),
     ({"runner": ["DirectRunner"]}, "runner: ['DirectRunner'] is invalid"),
     ([1, 2], "config: [1, 2] is invalid"),
@@ -133,6 +135,8 @@ EXECUTION_ONLY = {
     "train.method": "finetune",
     "train.checkpoint": "gs://bucket/ckpt-1",
     "train.dropout_rate": 0.5,
+    "train.augment": "none",
+    "train.min_steps": 50,
     "runner": {"runner": "DataflowRunner", "project": "p", "direct_num_workers": 8},
 }
 LSTM_ONLY = {  # hashed only for model.kind lstm

@@ -105,3 +105,28 @@ def test_training_on_labels_that_say_nothing_waits_its_steps_then_warns_at_chanc
     assert len(warnings) == 1 and "too few clips (24 train examples for 3 classes)" in warnings[0]
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("train: epoch")]
     assert len(lines) == 12 and lines[-1].startswith("train: epoch 12/12") and "ETA --" in lines[-1]
+
+
+def test_a_small_set_runs_its_min_steps_past_num_epochs_and_finetune_asks_for_them(tmp_path, capsys):
+    import tf_keras as keras
+
+    from beam_pipeline.config import load_config
+    from beam_pipeline.train_job import _fit_settings
+    from models.movinet_training import FINETUNE_MIN_STEPS
+
+    rng = np.random.default_rng(2)
+    y = np.arange(24) % 2
+    data = {"train": SplitData(rng.normal(size=(16, 3)).astype(np.float32), y[:16]),
+            "valid": SplitData(rng.normal(size=(8, 3)).astype(np.float32), y[16:])}
+    model = keras.Sequential([keras.Input([3]), keras.layers.Dense(2, activation="softmax")])
+    # 16 examples in batches of 8: two steps a pass, so 30 steps take 15 passes, not the 3 asked
+    settings = FitSettings(num_epochs=3, patience=1, batch_size=8, min_steps=30)
+    results = fit_classifier(model, data, ["a", "b"], settings, str(tmp_path), save=lambda *_: None)
+    assert results["epochs_run"] == 15
+    assert capsys.readouterr().err.splitlines()[-1].startswith("train: epoch 15/15")
+
+    finetune = load_config(None, ["model.kind=movinet", "train.method=finetune"])
+    assert _fit_settings(finetune).min_steps == FINETUNE_MIN_STEPS
+    assert _fit_settings(load_config(None, ["model.kind=movinet", "train.method=finetune",
+                                            "train.min_steps=7"])).min_steps == 7
+    assert _fit_settings(load_config(None, ["model.kind=movinet"])).min_steps == 0  # head
