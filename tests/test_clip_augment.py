@@ -42,11 +42,12 @@ def test_fit_augments_the_train_batches_only(tmp_path):
     data = {"train": SplitData(x[:48], y[:48]), "valid": SplitData(x[48:], y[48:])}
     settings = FitSettings(num_epochs=30, patience=30, batch_size=8, learning_rate=0.01)
 
-    def model():
-        return keras.Sequential([keras.Input([4]), keras.layers.Dense(2, activation="softmax")])
+    def model():  # zero weights: a model that never saw a real example predicts one class
+        return keras.Sequential([keras.Input([4]), keras.layers.Dense(2, activation="softmax",
+                                                                      kernel_initializer="zeros")])
 
     plain = fit_classifier(model(), data, ["a", "b"], settings, str(tmp_path / "plain"), save=lambda *_: None)
     blank = fit_classifier(model(), data, ["a", "b"], settings, str(tmp_path / "blank"), save=lambda *_: None,
                            augment=tf.zeros_like)
     assert plain["metrics"]["valid"]["accuracy"] == 1.0 and max(plain["history"]["accuracy"]) == 1.0
-    assert max(blank["history"]["accuracy"]) <= 0.7 and blank["metrics"]["valid"]["accuracy"] <= 0.7
+    assert max(blank["history"]["accuracy"]) <= 0.7 and blank["metrics"]["valid"]["accuracy"] == 0.5
