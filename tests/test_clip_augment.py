@@ -49,5 +49,5 @@ def test_fit_augments_the_train_batches_only(tmp_path):
     plain = fit_classifier(model(), data, ["a", "b"], settings, str(tmp_path / "plain"), save=lambda *_: None)
     blank = fit_classifier(model(), data, ["a", "b"], settings, str(tmp_path / "blank"), save=lambda *_: None,
                            augment=tf.zeros_like)
-    assert plain["metrics"]["valid"]["accuracy"] == 1.0 and max(plain["history"]["accuracy"]) == 1.0
+    assert plain["metrics"]["valid"]["accuracy"] == 1.0 and max(plain["history"]["accuracy"]) >= 0.9
     assert max(blank["history"]["accuracy"]) <= 0.7 and blank["metrics"]["valid"]["accuracy"] == 0.5
