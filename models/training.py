@@ -204,8 +204,9 @@ def _warn_at_chance(split: str, accuracy: float, truth: np.ndarray, train_exampl
     if accuracy <= chance + 0.05:
         _log.warning("training ended at chance: %s accuracy %.2f against %.2f for always the commonest "
                      "class; likely too few clips (%d train examples for %d classes) or batch-norm "
-                     "statistics that do not fit the weights; try more videos per class, more epochs "
-                     "(train.num_epochs), or train.method: head on a pretrained checkpoint",
+                     "statistics that do not fit the weights; try more videos per class, more steps "
+                     "(train.min_steps, train.num_epochs), or train.method: head on a pretrained "
+                     "checkpoint",
                      split, accuracy, chance, train_examples, classes)
 
 
