@@ -201,6 +201,11 @@ def _classifier(cfg: JobConfig, backbone, labels: Sequence[str]):
     return model, save
 
 
+def _finetunes(cfg: JobConfig) -> bool:
+    """Whether ``train`` fits every weight of a MoViNet on decoded clips (else features computed once)."""
+    return cfg.model.kind == "movinet" and cfg.train.method == "finetune"
+
+
 def _fit_settings(cfg: JobConfig):
     """``train`` with ``min_steps`` resolved: null is ``FINETUNE_MIN_STEPS`` for a MoViNet finetune,
     else 0."""
@@ -208,14 +213,14 @@ def _fit_settings(cfg: JobConfig):
     if steps is None:
         from models.movinet_training import FINETUNE_MIN_STEPS
 
-        steps = FINETUNE_MIN_STEPS if cfg.model.kind == "movinet" and cfg.train.method == "finetune" else 0
+        steps = FINETUNE_MIN_STEPS if _finetunes(cfg) else 0
     return cfg.train.model_copy(update={"min_steps": steps})
 
 
 def _augmentation(cfg: JobConfig):
     """What changes each batch of train clips: ``train.augment`` for a MoViNet ``finetune``, else None
     (``head`` and the LSTM fit on features computed once)."""
-    if cfg.model.kind != "movinet" or cfg.train.method != "finetune":
+    if not _finetunes(cfg):
         return None
     from models.clip_augment import AUGMENTATIONS
 

@@ -38,7 +38,7 @@ from beam_pipeline.api import IN_MEMORY_RUNNER, job_config
 from beam_pipeline.launcher import run_with_progress
 from beam_pipeline.options import pipeline_options
 from beam_pipeline.synthetic import make_labelled_set
-from beam_pipeline.train_job import _split_data, build_features_pipeline
+from beam_pipeline.train_job import _augmentation, _fit_settings, _split_data, build_features_pipeline
 from benchmarks.common import print_table, write_json
 from tests.motion_set import make_direction_set
 
@@ -71,19 +71,19 @@ def _method(name: str) -> Iterator[float]:
 
 
 def _fit(method: str, data, labels, cfg, seed: int, out: str) -> dict:
-    from models.clip_augment import colour_jitter
     from models.movinet_export import classifier_on
-    from models.movinet_training import FINETUNE_MIN_STEPS, finetune_model, pretrained_backbone
+    from models.movinet_training import finetune_model, pretrained_backbone
     from models.training import fit_classifier
 
-    now = method == "colour, 600 steps"
-    settings = cfg.train.model_copy(update={"seed": seed, "min_steps": FINETUNE_MIN_STEPS if now else 0})
+    now = method == "colour, 600 steps"  # train's own settings and augmentation for finetune
+    settings = _fit_settings(cfg) if now else cfg.train.model_copy(update={"min_steps": 0})
+    settings = settings.model_copy(update={"seed": seed})
     with _method(method) as momentum:
         backbone = pretrained_backbone("a0", "stream", None, norm_momentum=momentum)
         model = finetune_model(classifier_on(backbone, len(labels), dropout_rate=cfg.train.dropout_rate))
         t0 = time.monotonic()
         results = fit_classifier(model, data, labels, settings, out, save=lambda *_: None,
-                                 augment=colour_jitter if now else None)
+                                 augment=_augmentation(cfg) if now else None)
     return {"test_accuracy": results["test_accuracy"], "best_epoch": results["best_epoch"],
             "epochs_run": results["epochs_run"], "fit_s": round(time.monotonic() - t0, 1)}
 
@@ -122,12 +122,11 @@ def main() -> None:
                     result = _fit(method, data, labels, cfg, seed, os.path.join(folder, method))
                     runs.append({"set": set_name, "seed": seed, "method": method, **result})
                     print(f"{set_name} seed {seed} {method}: {result}", flush=True)
-    runs = _kept_runs(Path(args.out), runs) + runs
+    runs = sorted(_kept_runs(Path(args.out), runs) + runs, key=lambda r: r["seed"])
     summary = []
     for set_name, method in sorted({(r["set"], r["method"]) for r in runs},
                                    key=lambda key: (key[0], METHODS.index(key[1]))):
-        accuracies = [r["test_accuracy"] for r in sorted(runs, key=lambda r: r["seed"])
-                      if r["set"] == set_name and r["method"] == method]
+        accuracies = [r["test_accuracy"] for r in runs if r["set"] == set_name and r["method"] == method]
         summary.append({"method": method, "set": set_name, "test_accuracy": accuracies,
                         "mean": round(float(np.mean(accuracies)), 3), "min": min(accuracies)})
     print_table("Fine-tuning MoViNet-A0 stream from random weights: test accuracy (12 clips each)",
