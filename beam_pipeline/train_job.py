@@ -171,7 +171,7 @@ def _check_start(cfg: JobConfig):
         raise ConfigError(f"train.checkpoint: {t.checkpoint!r}: TF Hub classifiers do not expose the "
                           "backbone; use the MoViNet release checkpoint (ckpt-1) or an export-movinet "
                           "SavedModel")
-    momentum = FINETUNE_NORM_MOMENTUM if t.method == "finetune" else 0.99
+    momentum = FINETUNE_NORM_MOMENTUM if _finetunes(cfg) else 0.99
     try:
         return pretrained_backbone(cfg.model.model_id, cfg.model.model_mode, t.checkpoint,
                                    norm_momentum=momentum)
