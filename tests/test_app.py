@@ -366,8 +366,15 @@ def _no_exception(driver):
 
 def _click(driver, group_label, text):
     """Clicks the ``text`` button of the segmented control labelled ``group_label``."""
-    buttons = _by_css(driver, f'[role="radiogroup"][aria-label="{group_label}"] button')
-    next(b for b in buttons if b.text == text).click()
+    css = f'[role="radiogroup"][aria-label="{group_label}"] button'
+
+    def clicked():  # the page may still be drawing its controls, or redraw the button: try again
+        button = next((b for b in _by_css(driver, css) if b.text == text), None)
+        if button is not None:
+            button.click()
+        return button is not None
+
+    _wait(driver, clicked)
 
 
 def _grids_text(driver) -> str:
