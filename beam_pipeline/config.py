@@ -276,7 +276,7 @@ class TrainConfig(FitSettings):
             drawn, its colour channels in a random order and a random brightness, the same for
             all its frames (``models.clip_augment``), so that a small set is learnt by its
             motion, not memorised by its looks; ``none`` trains on the clips as decoded.
-        min_steps: at least this many optimiser steps (see ``FitSettings``); null: 600 for a
+        min_steps: at least this many optimiser steps (see ``FitSettings``); null: 1000 for a
             MoViNet ``finetune`` (from random weights a small set learns its motions only after
             300-400 steps, dozens of passes), 0 otherwise.
     """

@@ -8,8 +8,9 @@ feature pass (uniform 8 frames at 64x64), and each method fitted on the same cli
 * ``momentum 0.9``: the same with momentum 0.9 (the fix before this one);
 * ``precise BN``: momentum 0.9, the statistics recomputed after each epoch
   (``models.training.precise_batch_norm``), patience of at least 100 steps;
-* ``colour, 600 steps``: what ``train`` does: precise BN, and each train clip drawn with new
-  colours (``train.augment: colour``) for at least 600 steps (``train.min_steps``).
+* ``colour, 600 steps``: precise BN, and each train clip drawn with new colours
+  (``train.augment: colour``) for at least 600 steps (``train.min_steps``);
+* ``colour, 1000 steps``: what ``train`` does: the same for at least ``FINETUNE_MIN_STEPS`` (1000).
 
 Sets: ``demo`` (``beam_pipeline.synthetic``: squares over dark noise) and ``sprites``
 (``tests.motion_set``: shapes, textures, backgrounds, speeds and sizes of its own, moving in
@@ -42,7 +43,7 @@ from beam_pipeline.train_job import _augmentation, _fit_settings, _split_data, b
 from benchmarks.common import print_table, write_json
 from tests.motion_set import make_direction_set
 
-METHODS = ("tf-models", "momentum 0.9", "precise BN", "colour, 600 steps")
+METHODS = ("tf-models", "momentum 0.9", "precise BN", "colour, 600 steps", "colour, 1000 steps")
 SPLITS = {"train": 14, "valid": 3, "test": 3}
 SETTINGS = {"model": {"kind": "movinet", "model_id": "a0", "model_mode": "stream"},
             "sampling": {"strategy": "uniform", "n_frames": 8, "imgz": 64},
@@ -75,15 +76,17 @@ def _fit(method: str, data, labels, cfg, seed: int, out: str) -> dict:
     from models.movinet_training import finetune_model, pretrained_backbone
     from models.training import fit_classifier
 
-    now = method == "colour, 600 steps"  # train's own settings and augmentation for finetune
-    settings = _fit_settings(cfg) if now else cfg.train.model_copy(update={"min_steps": 0})
+    coloured = method.startswith("colour")  # train's own augmentation for finetune
+    settings = _fit_settings(cfg)  # the last method: train's own floor of steps
+    if method != METHODS[-1]:
+        settings = settings.model_copy(update={"min_steps": 600 if coloured else 0})
     settings = settings.model_copy(update={"seed": seed})
     with _method(method) as momentum:
         backbone = pretrained_backbone("a0", "stream", None, norm_momentum=momentum)
         model = finetune_model(classifier_on(backbone, len(labels), dropout_rate=cfg.train.dropout_rate))
         t0 = time.monotonic()
         results = fit_classifier(model, data, labels, settings, out, save=lambda *_: None,
-                                 augment=_augmentation(cfg) if now else None)
+                                 augment=_augmentation(cfg) if coloured else None)
     return {"test_accuracy": results["test_accuracy"], "best_epoch": results["best_epoch"],
             "epochs_run": results["epochs_run"], "fit_s": round(time.monotonic() - t0, 1)}
 

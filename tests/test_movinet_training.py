@@ -13,6 +13,7 @@ import pytest
 from beam_pipeline.cli import main
 from beam_pipeline.synthetic import MOTIONS, make_labelled_set
 from beam_pipeline.train_job import example_array
+from tests.motion_set import direction_names, make_direction_set
 from tests.conftest import REPO
 
 IN_MEMORY = ["--runner", "DirectRunner", "--direct_running_mode=in_memory", "--direct_num_workers=1"]
@@ -159,6 +160,38 @@ def test_demo_fine_tunes_a_model_that_labels_unseen_videos(demo_run):
     decoded = at_rate.videos[at_rate.videos.status == "ok"]
     assert len(decoded) == 24
     assert (decoded.prediction == decoded.label).mean() >= summary["unseen_accuracy"] - 2 / 24
+
+
+def test_fine_tuning_from_random_weights_learns_a_motion_set_the_demo_was_not_tuned_to(tmp_path):
+    """The issue's case with ``train``'s defaults for a small set: 14 train videos a direction of
+    sprites that are not the demo's, wrapping at the edges, so only the motion tells the classes
+    apart. A fit that memorises the clips by their looks scores chance (0.25; 0.08-0.25 on 3
+    seeds before colour augmentation and the floor of steps). The 0.8 bar over 3 seeds is
+    ``benchmarks/training_accuracy.py``'s; this one fit, on another seed and 32 test videos, must
+    clear 0.75 (the same fit scored differently on CI's machine than here before)."""
+    from beam_pipeline import label_videos, train
+
+    manifest = make_direction_set(str(tmp_path / "videos"), classes=4, per_class=25,
+                                  splits={"train": 14, "valid": 3, "test": 8}, seed=7)
+    sampling = {"strategy": "uniform", "n_frames": 8, "imgz": 64}
+    result = train(manifest, str(tmp_path / "trained"), sampling=sampling,
+                   model={"kind": "movinet", "model_id": "a0", "model_mode": "stream"},
+                   train={"method": "finetune", "batch_size": 16})
+    results = result.results
+    assert results["rows"] == {"train": 56, "valid": 12, "test": 32}
+    assert results["labels"] == sorted(direction_names(4))
+    assert results["epochs_run"] * 4 >= 1000  # train.min_steps null: 1000 steps of 4 a pass at least
+    assert results["test_accuracy"] >= 0.75, results["history"]["val_accuracy"]
+
+    # The same model labels the test videos sampled at a fixed rate about as well as uniform clips:
+    # 4 fps over 2 s is 8 frames 0.25 s apart, where uniform's are 0.29 s apart.
+    tests = [line for line in open(manifest).read().splitlines()[1:] if line.endswith(",test")]
+    test_manifest = tmp_path / "videos" / "test.csv"
+    test_manifest.write_text("uri,label,split\n" + "\n".join(tests) + "\n")
+    model = {"handle": result.model, "model_id": "a0", "model_mode": "stream"}
+    at_rate = label_videos(str(test_manifest), model, sampling={"strategy": "fps", "fps": 4, "imgz": 64})
+    assert len(at_rate.videos) == 32 and set(at_rate.videos.status) == {"ok"}
+    assert (at_rate.videos.prediction == at_rate.videos.label).mean() >= results["test_accuracy"] - 3 / 32
 
 
 def test_a_trained_folder_runs_with_the_mode_it_was_trained_in(tmp_path, capsys):

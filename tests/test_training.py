@@ -77,15 +77,18 @@ def test_precise_batch_norm_sets_the_statistics_of_the_fitted_weights():
     hidden = keras.layers.Dense(4)(inputs)
     norm = keras.layers.BatchNormalization(momentum=0.99)
     model = keras.Model(inputs, keras.layers.Dense(2)(norm(hidden)))
-    x = np.random.default_rng(0).normal(3.0, 2.0, size=(96, 6)).astype(np.float32)
-    assert precise_batch_norm(model, x, batch_size=32, seed=1) == 1
-    seen = keras.Model(inputs, hidden)(x).numpy()  # what the batch-norm layer sees
-    batches = [seen[order] for order in np.array_split(np.random.default_rng(1).permutation(96), 3)]
-    # the average over the 3 batches of their statistics, where momentum 0.99 would have kept ~97% of
-    # the initial zeros and ones
-    np.testing.assert_allclose(norm.moving_mean.numpy(), np.mean([b.mean(0) for b in batches], 0), atol=1e-4)
-    np.testing.assert_allclose(norm.moving_variance.numpy(), np.mean([b.var(0) for b in batches], 0),
-                               rtol=0.05)
+    for seed, mean in ((1, 3.0), (2, -5.0)):  # the second call: the traced pass sees the new examples
+        x = np.random.default_rng(seed).normal(mean, 2.0, size=(90, 6)).astype(np.float32)
+        assert precise_batch_norm(model, x, batch_size=32, seed=seed) == 1
+        seen = keras.Model(inputs, hidden)(x).numpy()  # what the batch-norm layer sees
+        order = np.random.default_rng(seed).permutation(90)
+        batches = [seen[order[start:start + 32]] for start in (0, 32, 64)]  # the last one of 26
+        # the average over the 3 batches of their statistics, where momentum 0.99 would have kept ~97%
+        # of the initial zeros and ones (and the first call's statistics, in the second)
+        np.testing.assert_allclose(norm.moving_mean.numpy(), np.mean([b.mean(0) for b in batches], 0),
+                                   atol=1e-4)
+        np.testing.assert_allclose(norm.moving_variance.numpy(), np.mean([b.var(0) for b in batches], 0),
+                                   rtol=0.05)
     assert norm.momentum == 0.99  # restored
     assert precise_batch_norm(keras.Sequential([keras.Input([6]), keras.layers.Dense(2)]), x, 32) == 0
 
