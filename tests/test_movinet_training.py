@@ -13,8 +13,8 @@ import pytest
 from beam_pipeline.cli import main
 from beam_pipeline.synthetic import MOTIONS, make_labelled_set
 from beam_pipeline.train_job import example_array
-from tests.motion_set import direction_names, make_direction_set
 from tests.conftest import REPO
+from tests.motion_set import direction_names, make_direction_set
 
 IN_MEMORY = ["--runner", "DirectRunner", "--direct_running_mode=in_memory", "--direct_num_workers=1"]
 SMALL = ["--set", "sampling.strategy=uniform", "--set", "sampling.n_frames=8", "--set", "sampling.imgz=64"]
