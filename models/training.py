@@ -143,8 +143,8 @@ def precise_batch_norm(model, x: np.ndarray, batch_size: int, seed: int = 0) -> 
             momentum.assign(i / (i + 1))
             forward(x[order[start:start + batch_size]])
     finally:
-        for layer, momentum in zip(layers, momenta):
-            layer.momentum = momentum
+        for layer, saved in zip(layers, momenta):
+            layer.momentum = saved
     return len(layers)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 
 import numpy as np
 import pyarrow.dataset as ds
@@ -62,15 +63,21 @@ def test_pretrained_backbone_refuses_weights_of_another_variant(a0_stream, model
         pretrained_backbone(model_id, mode, a0_stream)
 
 
+def _test_manifest(manifest: str) -> str:
+    """Writes ``test.csv`` beside ``manifest`` with only its test rows; returns its path."""
+    test_rows = [line for line in open(manifest).read().splitlines()[1:] if line.endswith(",test")]
+    test_manifest = os.path.join(os.path.dirname(manifest), "test.csv")
+    with open(test_manifest, "w", encoding="utf-8") as handle:
+        handle.write("uri,label,split\n" + "\n".join(test_rows) + "\n")
+    return test_manifest
+
+
 @pytest.fixture(scope="module")
 def motion_set(tmp_path_factory):
     folder = tmp_path_factory.mktemp("motion")
     manifest = make_labelled_set(str(folder), per_class=6, splits={"train": 4, "valid": 1, "test": 1},
                                  seconds=1.0)
-    test_rows = [line for line in open(manifest).read().splitlines()[1:] if line.endswith(",test")]
-    test_manifest = folder / "test.csv"
-    test_manifest.write_text("uri,label,split\n" + "\n".join(test_rows) + "\n")
-    return manifest, str(test_manifest)
+    return manifest, _test_manifest(manifest)
 
 
 def test_train_a_head_on_a_frozen_backbone_then_run_with_it(tmp_path, a0_stream, motion_set, capsys):
@@ -185,11 +192,9 @@ def test_fine_tuning_from_random_weights_learns_a_motion_set_the_demo_was_not_tu
 
     # The same model labels the test videos sampled at a fixed rate about as well as uniform clips:
     # 4 fps over 2 s is 8 frames 0.25 s apart, where uniform's are 0.29 s apart.
-    tests = [line for line in open(manifest).read().splitlines()[1:] if line.endswith(",test")]
-    test_manifest = tmp_path / "videos" / "test.csv"
-    test_manifest.write_text("uri,label,split\n" + "\n".join(tests) + "\n")
     model = {"handle": result.model, "model_id": "a0", "model_mode": "stream"}
-    at_rate = label_videos(str(test_manifest), model, sampling={"strategy": "fps", "fps": 4, "imgz": 64})
+    at_rate = label_videos(_test_manifest(manifest), model,
+                           sampling={"strategy": "fps", "fps": 4, "imgz": 64})
     assert len(at_rate.videos) == 32 and set(at_rate.videos.status) == {"ok"}
     assert (at_rate.videos.prediction == at_rate.videos.label).mean() >= results["test_accuracy"] - 3 / 32
 
