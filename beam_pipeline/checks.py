@@ -8,19 +8,13 @@ from collections.abc import Sequence
 from apache_beam.io.filesystems import FileSystems
 
 from beam_pipeline.config import ConfigError, JobConfig
-from beam_pipeline.run_record import RUN_FILE
 from models.labels import KINETICS_600, labels_beside, read_labels
 from models.movinet_variants import hub_handle, is_hub_url
 from models.storage import local_copy
 from transforms.listing import is_manifest, manifest_columns
 
-__all__ = ["check_inputs", "check_output_location", "check_pose_handle", "prepare_output", "resolve_handle",
+__all__ = ["check_inputs", "check_output_location", "check_pose_handle", "resolve_handle",
            "resolve_labels"]
-
-# What `run` and `train` write: a folder holding any of them holds an earlier output.
-_OUTPUT_ENTRIES = ("videos", "frames", "segments", "labels.txt", RUN_FILE, "features", "saved_model",
-                   "results.json", "loss_curve.png", "confusion_matrix.png")
-
 
 def check_inputs(paths: Sequence[str]) -> None:
     """Every glob matches at least one file; every manifest exists and has a ``uri`` column.
@@ -138,15 +132,3 @@ def resolve_labels(cfg: JobConfig, handle: str) -> list[str]:
         if FileSystems.exists(beside):
             return read_labels(beside)
     return list(KINETICS_600)
-
-
-def prepare_output(root: str, overwrite: bool) -> None:
-    """Refuses to mix runs in one output folder; with ``overwrite`` clears the old run."""
-    existing = [FileSystems.join(root, e) for e in _OUTPUT_ENTRIES
-                if FileSystems.exists(FileSystems.join(root, e))]
-    if existing and not overwrite:
-        raise ConfigError(
-            f"--output: {root!r} already holds a run ({', '.join(existing)}); "
-            "pass --overwrite to replace it or choose another folder")
-    if existing:
-        FileSystems.delete(existing)

@@ -27,7 +27,9 @@ def _run_parser(sub) -> None:
     run.add_argument("--runner", help="Beam runner, e.g. DirectRunner or DataflowRunner")
     run.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                      help="override one config key, e.g. --set sampling.fps=2; repeatable")
-    run.add_argument("--overwrite", action="store_true", help="replace a previous run in --output")
+    run.add_argument("--overwrite", action="store_true",
+                     help="replace a previous run in --output: deletes only the files its _videolabel.json "
+                          "names, never files videolabel did not write")
     run.add_argument("--resume", action="store_true",
                      help="keep the videos a previous run into --output finished (same config and model) "
                           "and do the rest")
@@ -57,7 +59,9 @@ def _train_parser(sub) -> None:
     train.add_argument("--manifest", required=True, help="csv/jsonl/parquet with uri,label[,split]")
     train.add_argument("--output", required=True, help="folder for features, model, results and plots")
     train.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
-    train.add_argument("--overwrite", action="store_true", help="replace a previous training output")
+    train.add_argument("--overwrite", action="store_true",
+                       help="replace a previous training output: deletes only the files its _videolabel.json "
+                            "names")
 
 
 def _report_parser(sub) -> None:
@@ -119,13 +123,32 @@ def _cmd_run(args, beam_args: list[str]) -> int:
     return 0
 
 
+def _check_export_target(output: str, tflite: bool) -> None:
+    """export-movinet writes a new SavedModel folder, or a new .tflite with labels.txt beside it: it never
+    writes over files that are already there."""
+    from apache_beam.io.filesystems import FileSystems
+
+    from beam_pipeline.config import ConfigError
+    from models.labels import labels_beside
+
+    def in_use(path: str) -> bool:  # an empty local folder is free
+        return FileSystems.exists(path) and not (os.path.isdir(path) and not os.listdir(path))
+
+    taken = [p for p in ([output, labels_beside(output)] if tflite else [output]) if in_use(p)]
+    if taken:
+        raise ConfigError(f"--output: {taken[0]!r} already exists; export-movinet writes only new files: "
+                          "choose another path")
+
+
 def _cmd_export(args, beam_args: list[str]) -> int:
     from beam_pipeline.config import ConfigError
     from models.labels import read_labels
-    from models.movinet_export import export_movinet, export_movinet_tflite
+
+    _check_export_target(args.output, args.tflite)
+    labels = read_labels(args.labels) if args.labels else None
+    from models.movinet_export import export_movinet, export_movinet_tflite  # TensorFlow: after the checks
     from models.movinet_variants import native_imgz
 
-    labels = read_labels(args.labels) if args.labels else None
     if args.tflite:
         if args.mode != "stream" or not args.output.endswith(".tflite"):
             raise ConfigError("--tflite: exports stream models only, to an --output ending in .tflite")

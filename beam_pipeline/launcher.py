@@ -29,13 +29,13 @@ from google.protobuf import json_format
 from beam_pipeline.checks import (
     check_inputs,
     check_output_location,
-    prepare_output,
     resolve_handle,
     resolve_labels,
 )
 from beam_pipeline.config import ConfigError, JobConfig
 from beam_pipeline.dataflow import check_dataflow, dry_run_summary, is_dataflow, is_dry_run
 from beam_pipeline.options import pipeline_options
+from beam_pipeline.output_ledger import RUN_WRITES, check_output, check_output_apart, prepare_output
 from beam_pipeline.pipeline import build_pipeline
 from beam_pipeline.resume import ResumeState, prepare_resume
 from beam_pipeline.run_record import (
@@ -186,6 +186,17 @@ def resolved_model(cfg: JobConfig) -> tuple[str, tuple[str, ...], RunStamp]:
     return handle, labels, RunStamp(model=handle, config_hash=cfg.job_hash(), run_id=new_run_id())
 
 
+_AGAIN = ", --resume to finish it"  # what else a refused earlier run can do
+
+
+def _read_paths(cfg: JobConfig) -> list[str]:
+    """The model, labels and pose files a run reads besides its inputs (those set)."""
+    paths = [cfg.model.handle, cfg.model.labels]
+    if cfg.model.kind == "lstm":
+        paths.append(cfg.pose.handle)
+    return [p for p in paths if p]
+
+
 def _checked(cfg: JobConfig, beam_args: Sequence[str], *, overwrite: bool, resume: bool) -> PreparedRun:
     """The start-up checks (flags, Dataflow settings, inputs, output location, model, labels); reads
     what they need and writes nothing.
@@ -196,10 +207,12 @@ def _checked(cfg: JobConfig, beam_args: Sequence[str], *, overwrite: bool, resum
     if resume and overwrite:
         raise ConfigError("--resume and --overwrite: choose one (resume keeps finished videos, "
                           "overwrite deletes them)")
+    check_output_apart(cfg.output.path, cfg.input.paths, _read_paths(cfg))
     options = pipeline_options(cfg.runner, beam_args)
     check_dataflow(cfg, options)
     check_inputs(cfg.input.paths)
     check_output_location(cfg.output.path)
+    check_output(cfg.output.path, RUN_WRITES, overwrite=overwrite, resume=resume, again=_AGAIN)
     handle, labels, stamp = resolved_model(cfg)
     served = served_model(cfg, handle, len(labels), options)
     return PreparedRun(cfg, tuple(beam_args), options, handle, served, labels, stamp, resume)
@@ -218,11 +231,11 @@ def prepare(run: PreparedRun, *, overwrite: bool) -> PreparedRun:
     root = run.cfg.output.path
     kept = None
     if run.resume:
-        kept = prepare_resume(root, run.stamp.config_hash, run.handle)
+        kept = prepare_resume(root, run.stamp.config_hash, run.handle, run.stamp.run_id)
         print(f"resuming in {root}: {len(kept.done)} videos done and kept; "
               f"{kept.dropped_rows} failed, partial or changed rows dropped, to be redone")
     else:
-        prepare_output(root, overwrite)
+        prepare_output(root, RUN_WRITES, run.stamp.run_id, overwrite=overwrite, again=_AGAIN)
     write_labels(FileSystems.join(root, "labels.txt"), run.labels)
     return dataclasses.replace(run, kept=kept)
 

@@ -28,6 +28,7 @@ import pyarrow.dataset as ds
 import pydantic
 
 from beam_pipeline.config import ConfigError
+from beam_pipeline.output_ledger import REPORT_WRITES, claim
 from beam_pipeline.run_record import RUN_FILE, RunRecord
 from models.plots import confusion_matrix, plot_confusion, plot_counts, plot_timeline
 
@@ -205,12 +206,13 @@ def build_report(root: str, timelines: int = 6) -> dict[str, Any]:
     """Writes ``root/report/`` (see the module doc); returns what report.json holds.
 
     Raises:
-        ConfigError: ``root`` holds no ``videos`` table.
+        ConfigError: ``root`` holds no ``videos`` table, or a ``report/`` folder videolabel did not write.
     """
     videos = _read(root, "videos")
     if videos is None or videos.empty:
         raise ConfigError(f"OUTPUT: {root!r} holds no videos table (is it a `videolabel run` output?)")
     frames, segments = _read(root, "frames"), _read(root, "segments")
+    claim(root, REPORT_WRITES)  # a user's own report/ folder is refused, never written over
     out = os.path.join(root, "report")
     os.makedirs(out, exist_ok=True)
     run_id = _run_id(root)

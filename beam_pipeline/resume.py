@@ -3,7 +3,10 @@
 A video is done when it has a ``videos`` row with status ``ok`` made with this
 run's ``config_hash``, model and ``schema_version`` (an older output lacks tables or
 columns of this one). Before the run starts, the launcher makes the output hold
-the done videos and nothing else (``prepare_resume``):
+the done videos and nothing else (``prepare_resume``). It works only on files the
+output's ledger owns (``beam_pipeline.output_ledger``: parts and temporary files named
+with a recorded run id), records this run's id there first, and refuses to start where
+a file it does not own lies among the tables:
 
 * a part file holding other rows (failed, partial or changed videos, or a
   second copy of a done video, as a run killed before its finalize can leave)
@@ -39,6 +42,7 @@ from apache_beam.io.filesystem import FileMetadata
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
+from beam_pipeline.output_ledger import RUN_WRITES, claim
 from transforms.schema import SCHEMA_VERSION
 from transforms.write import write_table
 
@@ -58,10 +62,6 @@ class ResumeState:
     dropped_rows: int
     removed_files: int
     previous_runs: tuple[str, ...]
-
-
-def _match(pattern: str) -> list[str]:
-    return sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
 
 
 def _read(path: str, columns: list[str] | None = None) -> pa.Table:
@@ -99,12 +99,22 @@ def _delete(paths: Iterable[str]) -> int:
     return len(paths)
 
 
-def prepare_resume(root: str, config_hash: str, model: str) -> ResumeState:
-    """Finds the done videos in ``root`` and trims the output to them (see the module doc)."""
-    videos_dir = FileSystems.join(root, "videos")
-    paired_dirs = [FileSystems.join(root, table) for table in _PAIRED]
-    removed = _delete(path for folder in (videos_dir, *paired_dirs) for path in _match(f"{folder}/*/.*.tmp"))
-    parts = _match(f"{videos_dir}/*/part-*.parquet")
+def _in_table(paths: Iterable[str], root: str, table: str, prefix: str) -> list[str]:
+    """Those of ``paths`` in ``root/table/<split>/`` whose file name starts with ``prefix``."""
+    folder = FileSystems.join(root, table) + "/"
+    return sorted(p for p in paths if p.startswith(folder) and p.rsplit("/", 1)[-1].startswith(prefix))
+
+
+def prepare_resume(root: str, config_hash: str, model: str, run_id: str) -> ResumeState:
+    """Records ``run_id`` in the output's ledger, finds the done videos in ``root`` and trims the output to
+    them (see the module doc). Only files of the runs the ledger names are rewritten or deleted.
+
+    Raises:
+        ConfigError: the output holds files videolabel did not write where the run writes.
+    """
+    owned = claim(root, RUN_WRITES, run_id).owned
+    removed = _delete(p for table in ("videos", *_PAIRED) for p in _in_table(owned, root, table, "."))
+    parts = _in_table(owned, root, "videos", "part-")
     owner: dict[str, str] = {}
     runs: set[str] = set()
     for part in parts:
@@ -123,9 +133,9 @@ def prepare_resume(root: str, config_hash: str, model: str) -> ResumeState:
             paired = _paired(part, root, table)
             if FileSystems.exists(paired):
                 _keep_only(paired, ids)
-    for table, folder in zip(_PAIRED, paired_dirs):
+    for table in _PAIRED:
         committed = {_paired(part, root, table) for part in parts}
-        removed += _delete(p for p in _match(f"{folder}/*/part-*.parquet") if p not in committed)
+        removed += _delete(p for p in _in_table(owned, root, table, "part-") if p not in committed)
     _log.info("resume: %d videos done, %d rows dropped, %d files removed", len(owner), dropped, removed)
     return ResumeState(frozenset(owner), dropped, removed, tuple(sorted(runs)))
 

@@ -27,10 +27,11 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 from apache_beam.metrics import Metrics
 
-from beam_pipeline.checks import check_inputs, check_pose_handle, prepare_output
+from beam_pipeline.checks import check_inputs, check_pose_handle
 from beam_pipeline.config import ConfigError, JobConfig
 from beam_pipeline.launcher import run_with_progress
 from beam_pipeline.options import pipeline_options
+from beam_pipeline.output_ledger import TRAIN_WRITES, check_output, check_output_apart, prepare_output
 from beam_pipeline.pipeline import list_videos, sampling_spec
 from beam_pipeline.run_record import new_run_id, pipeline_metrics
 from models.movinet_variants import is_hub_url
@@ -230,13 +231,16 @@ def _augmentation(cfg: JobConfig):
 def run_train(cfg: JobConfig, manifest: str, output: str, beam_args: Sequence[str] = (),
               overwrite: bool = False) -> dict[str, Any]:
     """Extracts features from ``manifest`` into ``output`` and trains; returns results.json."""
+    check_output_apart(output, [manifest], [cfg.train.checkpoint, cfg.pose.handle if cfg.model.kind == "lstm"
+                                            else None])
     options = pipeline_options(cfg.runner, beam_args)
     check_inputs([manifest])
+    check_output(output, TRAIN_WRITES, overwrite=overwrite)
     backbone = _check_start(cfg)
-    prepare_output(output, overwrite)
+    run_id = new_run_id()
+    prepare_output(output, TRAIN_WRITES, run_id, overwrite=overwrite)
     cfg = cfg.with_inputs((manifest,))
     print(f"1/2 extracting {_what(cfg)} of {manifest} into {output}/features")
-    run_id = new_run_id()
     result, _ = run_with_progress(options, lambda p, folder: build_features_pipeline(
         p, cfg, output, run_id=run_id, progress_dir=folder))
     counts, _ = pipeline_metrics(result)

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -80,3 +84,47 @@ def mixed_videos(tmp_path_factory) -> dict:
     (folder / corrupt).write_bytes(os.urandom(4096))
     (folder / "notes.txt").write_text("not a video, and not a video extension either")
     return {"dir": str(folder), "good": good, "corrupt": corrupt}
+
+
+BUCKET = "vl-test"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def gcs(tmp_path_factory):
+    """gcp-storage-emulator on loopback with bucket vl-test, one for the whole test session;
+    STORAGE_EMULATOR_HOST points at it."""
+    port = free_port()
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "gcp-storage-emulator"), "start", "--host=127.0.0.1",
+         f"--port={port}", "--in-memory", f"--default-bucket={BUCKET}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            assert time.monotonic() < deadline, "gcp-storage-emulator did not start"
+            time.sleep(0.1)
+    before = os.environ.get("STORAGE_EMULATOR_HOST")
+    os.environ["STORAGE_EMULATOR_HOST"] = f"http://127.0.0.1:{port}"
+    yield os.environ["STORAGE_EMULATOR_HOST"]
+    server.terminate()
+    server.wait(timeout=10)
+    if before is None:
+        os.environ.pop("STORAGE_EMULATOR_HOST")
+    else:
+        os.environ["STORAGE_EMULATOR_HOST"] = before
+
+
+def upload(local: Path, remote: str) -> None:
+    from apache_beam.io.filesystems import FileSystems
+
+    with FileSystems.create(remote) as handle:
+        handle.write(local.read_bytes())

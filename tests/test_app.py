@@ -30,7 +30,7 @@ from beam_pipeline.app_data import PathGuard, RefusedPath, RunOutput, VideoFilte
 from beam_pipeline.config import ConfigError
 from beam_pipeline.synthetic import make_labelled_set, motion_frames, write_video
 from benchmarks.app_queries import write_synthetic_output
-from tests.test_dataflow import BUCKET, _free_port, gcs  # noqa: F401 - gcs: the emulator fixture
+from tests.conftest import BUCKET, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 #: The labelling settings of every run here: LiteRT a0 stream at 64 px, 4 frames a second.
@@ -287,7 +287,7 @@ def app_url(run_output, a0_litert, tmp_path_factory):
                     "(`make system-deps` installs them)")
     config = tmp_path_factory.mktemp("app") / "app.yaml"
     config.write_text("sampling:\n  imgz: 64\n  fps: 4\n")
-    port = _free_port()
+    port = free_port()
     log = open(config.with_name("app.log"), "wb")  # noqa: SIM115 - closed below
     command = [sys.executable, "-m", "beam_pipeline", "app", run_output.output, "--port", str(port),
                "--model", a0_litert, "--config", str(config)]

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,50 +14,9 @@ import pytest
 from beam_pipeline.cli import main
 from beam_pipeline.config import load_config
 from beam_pipeline.launcher import run_job
+from beam_pipeline.output_ledger import LEDGER_FILE, RUN_WRITES, Ledger
 from beam_pipeline.synthetic import make_labelled_set
-from tests.conftest import REPO
-
-BUCKET = "vl-test"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def gcs(tmp_path_factory):
-    """gcp-storage-emulator on loopback with bucket vl-test; STORAGE_EMULATOR_HOST points at it."""
-    port = _free_port()
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "gcp-storage-emulator"), "start", "--host=127.0.0.1",
-         f"--port={port}", "--in-memory", f"--default-bucket={BUCKET}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            assert time.monotonic() < deadline, "gcp-storage-emulator did not start"
-            time.sleep(0.1)
-    before = os.environ.get("STORAGE_EMULATOR_HOST")
-    os.environ["STORAGE_EMULATOR_HOST"] = f"http://127.0.0.1:{port}"
-    yield os.environ["STORAGE_EMULATOR_HOST"]
-    server.terminate()
-    server.wait(timeout=10)
-    if before is None:
-        os.environ.pop("STORAGE_EMULATOR_HOST")
-    else:
-        os.environ["STORAGE_EMULATOR_HOST"] = before
-
-
-def _upload(local: Path, remote: str) -> None:
-    from apache_beam.io.filesystems import FileSystems
-
-    with FileSystems.create(remote) as handle:
-        handle.write(local.read_bytes())
+from tests.conftest import BUCKET, REPO, upload
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +28,7 @@ def gs_videos(gcs, tmp_path_factory):
     lines = (folder / "manifest.csv").read_text().splitlines() + ["missing.mp4,moving_down"]
     (folder / "manifest.csv").write_text("\n".join(lines) + "\n")
     for path in folder.iterdir():
-        _upload(path, f"gs://{BUCKET}/in/{path.name}")
+        upload(path, f"gs://{BUCKET}/in/{path.name}")
     return f"gs://{BUCKET}/in/manifest.csv"
 
 
@@ -235,10 +192,12 @@ def test_dry_run_resume_of_a_large_output_keeps_the_done_ids_out_of_the_job(gs_v
     cfg = load_config(str(REPO / "configs" / "local.yaml"), [
         f'input.paths=["{gs_videos}"]', f'output.path="{out}"', f'model.handle="{a0_stream}"',
         "sampling.imgz=64"])
-    part = f"{out}/videos/split=train/part-20260101T000000Z-aaaaaa-0a1b2c3d-00000.parquet"
+    run_id = "20260101T000000Z-aaaaaa"
+    part = f"{out}/videos/split=train/part-{run_id}-0a1b2c3d-00000.parquet"
     data = _done_part(200_000, cfg.job_hash(), resolve_handle(cfg))
     with FileSystems.create(part) as handle:
         handle.write(data)
+    Ledger().with_writes(RUN_WRITES, run_id).write(out)  # as the run that wrote the part recorded it
     job_file = tmp_path / "job.json"
     summary = run_job(cfg, ["--runner=DataflowRunner", "--region=europe-west4", *DATAFLOW_FLAGS,
                             f"--dataflow_job_file={job_file}"], resume=True)
@@ -251,6 +210,7 @@ def test_dry_run_resume_of_a_large_output_keeps_the_done_ids_out_of_the_job(gs_v
         assert step in job, step
     assert any(s.startswith("ReadDone/") for s in summary["cpu_steps"])
     # read-only: the done part is untouched and nothing else was written
-    assert [m.path for m in FileSystems.match([f"{out}/**"])[0].metadata_list] == [part]
+    assert sorted(m.path for m in FileSystems.match([f"{out}/**"])[0].metadata_list) == [
+        f"{out}/{LEDGER_FILE}", part]
     with FileSystems.open(part) as handle:
         assert handle.read() == data

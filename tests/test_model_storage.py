@@ -19,8 +19,7 @@ from beam_pipeline.run_record import RunRecord
 from beam_pipeline.synthetic import make_labelled_set
 from models import storage
 from models.storage import local_copy
-from tests.conftest import REPO
-from tests.test_dataflow import BUCKET, _upload, gcs  # noqa: F401 - gcs: the emulator fixture
+from tests.conftest import BUCKET, REPO, upload
 
 TINY_LABELS = ["red", "green", "blue", "grey"]
 
@@ -195,7 +194,7 @@ def storage_videos(request, tmp_path_factory) -> str:
     folder = tmp_path_factory.mktemp("storage-videos")
     make_labelled_set(str(folder), per_class=1, motions=("moving_left", "moving_right"), seconds=1.0)
     for path in folder.glob("*.mp4"):
-        _upload(path, f"gs://{BUCKET}/storage-in/{path.name}")
+        upload(path, f"gs://{BUCKET}/storage-in/{path.name}")
     return f"gs://{BUCKET}/storage-in/*.mp4"
 
 
@@ -204,10 +203,10 @@ def _upload_model(local: str, remote: str) -> str:
     source = Path(local)
     if source.is_dir():
         for path in sorted(p for p in source.rglob("*") if p.is_file()):
-            _upload(path, f"{remote}/{path.relative_to(source)}")
+            upload(path, f"{remote}/{path.relative_to(source)}")
         return remote
-    _upload(source, f"{remote}/{source.name}")
-    _upload(source.parent / "labels.txt", f"{remote}/labels.txt")
+    upload(source, f"{remote}/{source.name}")
+    upload(source.parent / "labels.txt", f"{remote}/labels.txt")
     return f"{remote}/{source.name}"
 
 

@@ -166,7 +166,7 @@ def test_cli_run_end_to_end(tmp_path, mixed_videos, a0_stream):
 
     # a second run into the same folder is refused unless --overwrite
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=tmp_path)
-    assert again.returncode == 2 and "already holds a run" in again.stderr
+    assert again.returncode == 2 and "already holds a videolabel output" in again.stderr
 
     # the glob form, replacing the run: no labels, hash splits, the same five videos
     glob_cmd = [f"{mixed_videos['dir']}/*" if arg == str(manifest) else arg for arg in cmd] + ["--overwrite"]
