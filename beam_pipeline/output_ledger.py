@@ -151,8 +151,9 @@ def _files_under(path: str) -> Iterator[str]:
     if _local(path):
         if os.path.isfile(path) or os.path.islink(path):
             yield path
-        for folder, _, names in os.walk(path):
-            for name in sorted(names):
+        for folder, folders, names in os.walk(path):  # a link to a folder is listed, never followed
+            links = [name for name in folders if os.path.islink(os.path.join(folder, name))]
+            for name in sorted([*names, *links]):
                 yield os.path.join(folder, name)
         return
     for match in FileSystems.match([path, f"{path}/**"]):

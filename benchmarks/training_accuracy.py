@@ -13,7 +13,7 @@ feature pass (uniform 8 frames at 64x64), and each method fitted on the same cli
 * ``colour, 1000 steps``: what ``train`` does: the same for at least ``FINETUNE_MIN_STEPS`` (1000).
 
 Sets: ``demo`` (``beam_pipeline.synthetic``: squares over dark noise) and ``sprites``
-(``tests.motion_set``: shapes, textures, backgrounds, speeds and sizes of its own, moving in
+(``benchmarks.motion_set``: shapes, textures, backgrounds, speeds and sizes of its own, moving in
 the diagonals), each 4 classes, 20 videos of 2 s per class (train 14, valid 3, test 3).
 
     python -m benchmarks.training_accuracy [--sets demo sprites] [--seeds 0 1 2] [--methods ...]
@@ -41,7 +41,7 @@ from beam_pipeline.options import pipeline_options
 from beam_pipeline.synthetic import make_labelled_set
 from beam_pipeline.train_job import _augmentation, _fit_settings, _split_data, build_features_pipeline
 from benchmarks.common import print_table, write_json
-from tests.motion_set import make_direction_set
+from benchmarks.motion_set import make_direction_set
 
 #: The method that is ``train``'s own for ``finetune`` (its floor of steps, FINETUNE_MIN_STEPS).
 TRAIN_METHOD = "colour, 1000 steps"

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -15,10 +17,40 @@ import pytest
 from beam_pipeline.synthetic import motion_frames, write_video
 from transforms.decoding import SampledFrame
 
+_CACHE = pytest.StashKey[str]()
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_FIXTURES = REPO.parent / "shared" / "fixtures"
+
+#: Fixtures that export, convert or fit a model (or start a browser): a test that uses one is ``slow``.
+MODEL_FIXTURES = frozenset({
+    "a0_stream", "a0_litert", "a0_base", "a1_stream", "tflite_models", "tf_stream", "loaded", "per_frame",
+    "last_only", "demo_run", "motion_model", "labelled", "api_folder", "readme_run", "run_output", "app_url",
+    "pose_lstm", "tiny_models", "browser"})
+
+
+def pytest_configure(config) -> None:
+    """A model cache of this test session's own (``VIDEOLABEL_MODEL_CACHE``), which the workers and
+    children it starts inherit: no test reads a conversion another session left behind."""
+    cache = tempfile.mkdtemp(prefix="videolabel-test-models-")
+    config.stash[_CACHE] = cache
+    os.environ["VIDEOLABEL_MODEL_CACHE"] = cache
+
+
+def pytest_unconfigure(config) -> None:
+    shutil.rmtree(config.stash.get(_CACHE, ""), ignore_errors=True)
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """Marks ``slow`` every test that uses a model fixture, and ``browser`` (and ``slow``) the browser's."""
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        if used & MODEL_FIXTURES:
+            item.add_marker(pytest.mark.slow)
+        if "browser" in used:
+            item.add_marker(pytest.mark.browser)
 
 
 def shared_fixture(*parts: str) -> Path:

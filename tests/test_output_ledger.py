@@ -275,6 +275,21 @@ def test_a_surveyed_folder_is_only_read(archive, tmp_path):
     assert _snapshot(archive) == before
 
 
+def test_a_link_to_a_users_folder_is_in_the_way_and_never_followed(archive, tmp_path):
+    out = tmp_path / "out"
+    prepare_output(str(out), RUN_WRITES, RUN_A, overwrite=False)
+    (out / "videos" / "split=train").mkdir(parents=True)
+    (out / "videos" / "split=train" / "archive").symlink_to(archive / "videos", target_is_directory=True)
+    with pytest.raises(ConfigError, match="archive"):
+        prepare_output(str(out), RUN_WRITES, RUN_B, overwrite=True)
+    (out / "videos" / "split=train" / "archive").unlink()
+    (out / "frames").symlink_to(archive / "videos", target_is_directory=True)
+    with pytest.raises(ConfigError, match="frames"):
+        prepare_output(str(out), RUN_WRITES, RUN_B, overwrite=True)
+    assert sorted(p.name for p in (archive / "videos").iterdir()) == [
+        "manifest.csv", "moving_left_000.mp4", "moving_right_000.mp4", "notes.txt"]
+
+
 # -- the same on gs:// (gcp-storage-emulator) -----------------------------------------------------
 
 def test_gs_archive_under_the_output_prefix_is_refused(gcs, archive, a0_stream, capsys):

@@ -76,7 +76,7 @@ def test_cli_run_end_to_end(tmp_path, mixed_videos, a0_stream):
         for i, n in enumerate(names)) + f"{mixed_videos['dir']}/{mixed_videos['corrupt']},zumba,valid\n")
     cmd = [sys.executable, "-m", "beam_pipeline", "run", "--config", str(REPO / "configs" / "local.yaml"),
            "--input", str(manifest), "--output", str(out), "--model", a0_stream,
-           "--set", "model.stream_chunk=8"]
+           "--set", "model.stream_chunk=8", "--set", "sampling.imgz=64"]  # the conversion other tests use
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "ok 4, partial 0, failed 1" in proc.stdout

@@ -75,7 +75,7 @@ def test_lstm_needs_a_pose_model_and_a_trained_folder(tmp_path, capsys):
     assert code == 2 and "pose.handle: model.kind lstm needs a MoveNet" in capsys.readouterr().err
     movenet = str(shared_fixture("models", "movenet_single_pose_lightning_ptq.tflite"))
     code = main(["run", "--config", config, "--input", f"{SHARED_FIXTURES}/videos/asl_gestures/*.mkv",
-                 "--output", str(tmp_path / "o"), "--model", str(tmp_path),
+                 "--output", str(tmp_path / "o"), "--model", str(tmp_path / "model"),
                  "--set", f"pose.handle={movenet}"])
     assert code == 2 and "is not a `videolabel train` output folder" in capsys.readouterr().err
 
