@@ -41,9 +41,9 @@ __all__ = ["LEDGER_FILE", "REPORT_WRITES", "RUN_WRITES", "TRAIN_WRITES", "Ledger
 _log = logging.getLogger(__name__)
 
 LEDGER_FILE = "_videolabel.json"
-#: A run id (``run_record.new_run_id``): UTC start time and 6 hex digits.
-_RUN_ID = r"\d{8}T\d{6}Z-[0-9a-f]{6}"
-_PART = re.compile(rf"(?P<temp>\.)?part-(?P<run>{_RUN_ID})-[0-9a-f]+-\d+\.parquet(?(temp)\.[0-9a-f]+\.tmp)")
+#: A part's file name (``transforms.write.part_name``: ``part-<run_id>-<writer>-<seq>.parquet``), or the
+#: hidden temporary name it is written under; ``run`` is checked against the ledger's run ids.
+_PART = re.compile(r"(?P<temp>\.)?part-(?P<run>.+)-[^-/]+-\d+\.parquet(?(temp)\.[^/]+\.tmp)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,8 +135,6 @@ def read_ledger(root: str) -> Ledger | None:
         with FileSystems.open(record) as handle:
             legacy = _LegacyRecord.model_validate(json.loads(handle.read()))
     except (ValueError, ValidationError):  # not JSON, or not a run record: a user's file
-        return None
-    if not re.fullmatch(_RUN_ID, legacy.run_id):
         return None
     previous = tuple((legacy.resume or {}).get("previous_runs", ()))
     return Ledger(run_ids=(legacy.run_id, *previous)).with_writes(RUN_WRITES)

@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 
+from beam_pipeline.output_ledger import RUN_WRITES, Ledger
 from beam_pipeline.resume import prepare_resume
 from models.scores import top_k_arrays
 from transforms.aggregate import Aggregate, RunStamp, frames_batch, segments_batch, video_batch
@@ -268,7 +269,8 @@ def test_resume_keeps_and_drops_segments_with_their_videos_part(tmp_path):
     lost.append(tmp_path / "segments" / "split=test" / f".{part_name('run-1', 'w', 3)}.ab.tmp")
     lost[-1].write_bytes(b"half")
 
-    state = prepare_resume(str(tmp_path), "cfg-1", "model-dir")
+    Ledger().with_writes(RUN_WRITES, "run-1").write(str(tmp_path))  # as run-1 recorded what it wrote
+    state = prepare_resume(str(tmp_path), "cfg-1", "model-dir", "run-2")
     assert state.done == {"done"} and SCHEMA_VERSION == 2  # "old" is of schema version 1: redone
     kept = pq.read_table(tmp_path / "segments" / "split=test" / first).to_pylist()
     assert kept == rows["done"]["segments"].to_pylist() and len(kept) == 2

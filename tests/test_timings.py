@@ -63,6 +63,7 @@ def _timed_run(videos, out, handle, labels, overrides):
     return Timings.from_distributions(distributions), wall
 
 
+@pytest.mark.slow  # runs the job with each model kind
 @pytest.mark.parametrize("mode", ["stream", "base", "lstm"])
 def test_decode_and_model_seconds_do_not_overlap(mode, videos, tmp_path, request):
     if mode == "lstm":

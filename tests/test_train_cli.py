@@ -31,6 +31,7 @@ def asl_manifest(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow  # fits the LSTM, then runs the job
 def test_train_then_run_the_pose_lstm_through_the_cli(tmp_path, asl_manifest, capsys):
     movenet = str(shared_fixture("models", "movenet_single_pose_lightning_ptq.tflite"))
     trained = tmp_path / "trained"

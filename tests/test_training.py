@@ -45,6 +45,7 @@ def test_pose_lstm_shapes_and_layers():
         build_pose_lstm(1)
 
 
+@pytest.mark.slow  # fits a model
 def test_training_learns_motion_and_writes_every_artefact(tmp_path):
     data = {"train": _sequences(40, 0), "valid": _sequences(10, 1), "test": _sequences(15, 2)}
     results = fit_classifier(build_pose_lstm(len(LABELS)), data, LABELS,
@@ -93,6 +94,7 @@ def test_precise_batch_norm_sets_the_statistics_of_the_fitted_weights():
     assert precise_batch_norm(keras.Sequential([keras.Input([6]), keras.layers.Dense(2)]), x, 32) == 0
 
 
+@pytest.mark.slow  # fits a model
 def test_training_on_examples_that_say_nothing_waits_its_steps_then_warns_at_chance(tmp_path, caplog, capsys):
     from models.training import MIN_PATIENCE_STEPS
 
