@@ -14,7 +14,7 @@ COPY beam_pipeline beam_pipeline
 COPY transforms transforms
 COPY models models
 RUN pip install --no-cache-dir -c requirements.lock "tensorflow[and-cuda]==2.20.0" . \
-    && python -c "import apache_beam, tensorflow, av, beam_pipeline.pipeline; print(apache_beam.__version__)"
+    && python -c "import apache_beam, tensorflow, av, beam_pipeline.job.pipeline; print(apache_beam.__version__)"
 
 ENV TF_CPP_MIN_LOG_LEVEL=2
 # The Beam image's entrypoint (/opt/apache/beam/boot) starts the SDK harness; it stays as it is.

@@ -18,8 +18,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/videolabel demo --output demo_output
 
+# ruff, and the dependency rule of pyproject.toml's [tool.importlinter] (layers, no import cycles).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 # Debian's chromium: the tests open `videolabel report`'s HTML in a real headless browser, and
 # drive `videolabel app` in it through Debian's chromedriver (selenium; no driver downloads).

@@ -11,7 +11,8 @@ setup(
     version="0.1.0",
     description="Label every video and frame of an archive with MoViNet on Apache Beam",
     python_requires=">=3.10",
-    packages=find_packages(include=["beam_pipeline", "transforms", "models"]),
+    packages=find_packages(include=[f"{top}{sub}" for top in ("beam_pipeline", "transforms", "models")
+                                    for sub in ("", ".*")]),
     package_data={"models": ["labels/*.txt"]},
     install_requires=[
         "apache-beam[gcp]==2.77.0",
@@ -32,10 +33,12 @@ setup(
     extras_require={
         # MoViNet export (videolabel export-movinet) and the tests that build models.
         "export": ["tf-models-official==2.20.0"],
-        "test": ["pytest>=8", "ruff>=0.6", "duckdb>=1.0", "gcp-storage-emulator>=2024.8",
+        # import-linter checks the layers in pyproject.toml (make lint).
+        "test": ["pytest>=8", "ruff>=0.6", "import-linter>=2.17", "duckdb>=1.0",
+                 "gcp-storage-emulator>=2024.8",
                  # tests/test_app.py drives `videolabel app` in Debian's chromium + chromedriver.
                  "selenium>=4.20"],
-        # `videolabel app`: label one video, browse a run (beam_pipeline/app.py).
+        # `videolabel app`: label one video, browse a run (beam_pipeline/app/serve.py).
         "app": ["streamlit>=1.40"],
         # benchmarks.ray_peer: the same job on Ray Data, which `make bench` runs beside videolabel.
         "bench": ["ray[data]==2.60.0"],

@@ -131,8 +131,8 @@ def label_videos(paths: str | Sequence[str], model: str | Mapping[str, Any] | No
         ConfigError: a bad section, key, value, input, model handle or output, before any
             video is read (one line naming it).
     """
-    from beam_pipeline.app_data import RunOutput
-    from beam_pipeline.launcher import run_job
+    from beam_pipeline.job.launcher import run_job
+    from beam_pipeline.outputs.run_output import RunOutput
 
     output_dir = output_dir or tempfile.mkdtemp(prefix="videolabel-")
     inputs = [paths] if isinstance(paths, str) else list(paths)
@@ -200,15 +200,15 @@ class LabelVideos(beam.PTransform):
 
     def __init__(self, config: str | JobConfig | None = None, *, model: str | Mapping[str, Any] | None = None,
                  **sections: Mapping[str, Any]):
-        from beam_pipeline.launcher import resolved_model
+        from beam_pipeline.job.launcher import resolved_model
 
         super().__init__()
         self.cfg = job_config(config, model, sections)
         self.handle, self.labels, self.stamp = resolved_model(self.cfg)
 
     def expand(self, videos):
-        from beam_pipeline.pipeline import video_rows
-        from beam_pipeline.serving import served_model
+        from beam_pipeline.job.pipeline import video_rows
+        from beam_pipeline.job.serving import served_model
 
         cfg = self.cfg
         served = served_model(cfg, self.handle, len(self.labels), videos.pipeline.options)
@@ -252,7 +252,7 @@ def train(manifest: str, output_dir: str | None = None, *, config: str | JobConf
     Raises:
         ConfigError: a bad section, key or value, manifest or checkpoint, before any video is read.
     """
-    from beam_pipeline.train_job import run_train
+    from beam_pipeline.training.train_job import run_train
 
     output_dir = output_dir or tempfile.mkdtemp(prefix="videolabel-train-")
     cfg = job_config(config, None, sections, default_runner=IN_MEMORY_RUNNER)

@@ -2,7 +2,7 @@
 
 Job semantics (what to read, how to sample, which model, where to write) live
 here; runner settings stay a plain mapping that becomes Beam PipelineOptions
-(see ``beam_pipeline.options``). The models declare each key's type and range;
+(see ``beam_pipeline.job.options``). The models declare each key's type and range;
 pydantic checks them, and every problem raises ``ConfigError`` with one line
 naming the bad key and value, before any video is read.
 """

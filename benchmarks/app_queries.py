@@ -4,7 +4,7 @@ Generates (once, with pyarrow and numpy) an output laid out as ``videolabel run`
 writes it: ``videos``, ``frames`` and ``segments``, each ``split=<split>/part-*.parquet``
 with 1,000 videos per part and the three tables' parts paired by name, in the
 declared schemas (``transforms.schema``). Then times each query the app makes
-through ``beam_pipeline.app_data`` (each the best of a few repeats, on a fresh
+through ``beam_pipeline.outputs.run_output`` (each the best of a few repeats, on a fresh
 ``RunOutput`` where the app would list the files anew), against a ceiling measured
 in the same run: a plain full read of the same tables' files with pyarrow.
 
@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from beam_pipeline.app_data import RunOutput, VideoFilter
+from beam_pipeline.outputs.run_output import RunOutput, VideoFilter
 from transforms.schema import FRAMES_SCHEMA, SCHEMA_VERSION, SEGMENTS_SCHEMA, VIDEOS_SCHEMA
 
 __all__ = ["write_synthetic_output"]

@@ -14,7 +14,7 @@ from typing import Any
 import av
 import numpy as np
 
-from beam_pipeline.synthetic import write_video
+from beam_pipeline.demo.synthetic import write_video
 
 __all__ = ["machine", "panning_video", "print_table", "run_child", "write_json"]
 

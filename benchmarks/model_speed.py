@@ -29,7 +29,8 @@ def child(model_id: str, mode: str, frames: int, threads: int, repeat: int) -> d
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(threads)
-    from models.movinet_export import build_movinet, movinet_signatures
+    from models.movinet_export import movinet_signatures
+    from models.movinet_graph import build_movinet
     from models.movinet_variants import native_imgz
 
     side = native_imgz(model_id)

@@ -1,4 +1,4 @@
-"""A second motion set, kept apart from the demo's (``beam_pipeline.synthetic``), to check that
+"""A second motion set, kept apart from the demo's (``beam_pipeline.demo.synthetic``), to check that
 training learns on data it was not tuned to.
 
 Each class is a direction of travel, ``classes`` of them evenly spread over the circle from
@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from beam_pipeline.synthetic import write_video
+from beam_pipeline.demo.synthetic import write_video
 
 __all__ = ["BACKGROUNDS", "FILLS", "SHAPES", "direction_names", "make_direction_set", "sprite_video"]
 

@@ -178,8 +178,8 @@ def run_ray(videos: list[str], model: str, cores: int, out: str) -> dict:
     import pyarrow.parquet as pq
     import ray
 
-    from beam_pipeline.checks import resolve_labels
-    from beam_pipeline.pipeline import sampling_spec
+    from beam_pipeline.job.checks import resolve_labels
+    from beam_pipeline.job.pipeline import sampling_spec
     from transforms.progress import steady_rate
 
     cfg = _config(model)

@@ -31,7 +31,8 @@ def child(model_id: str, mode: str, videos: list[str]) -> dict:
 
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
-    from models.movinet_export import build_movinet, movinet_signatures
+    from models.movinet_export import movinet_signatures
+    from models.movinet_graph import build_movinet
     from models.movinet_variants import native_imgz
     from transforms.decoding import DecodeReport, sample_frames
     from transforms.records import SamplingSpec

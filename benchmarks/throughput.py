@@ -94,7 +94,7 @@ def child_decode(videos: list[str], variant: str, handle: str, isolated: bool = 
     """Decode only: videolabel's sample_frames on each video, in a process pinned to a core of its own;
     ``isolated``: through the decoder process a run decodes in (started before the clock), on the
     same core, so the difference is what isolation costs. Each video: the fastest of REPEATS."""
-    from beam_pipeline.pipeline import sampling_spec
+    from beam_pipeline.job.pipeline import sampling_spec
     from transforms.cores import pin_to_free_core
     from transforms.decoder_process import decode_isolated
     from transforms.decoding import DecodeReport, sample_frames
@@ -120,8 +120,8 @@ def child_model(videos: list[str], variant: str, handle: str, cumulative: bool =
     ``run_inference`` does exactly the run's model work and no decoding; each
     video counts the fastest of REPEATS calls.
     """
-    from beam_pipeline.checks import resolve_labels
-    from beam_pipeline.pipeline import make_handler, sampling_spec
+    from beam_pipeline.job.checks import resolve_labels
+    from beam_pipeline.job.pipeline import make_handler, sampling_spec
     from transforms.cores import pin_to_free_core
     from transforms.decoding import DecodeReport, sample_frames
     from transforms.records import FrameSource, VideoRef

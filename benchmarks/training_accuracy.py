@@ -12,7 +12,7 @@ feature pass (uniform 8 frames at 64x64), and each method fitted on the same cli
   (``train.augment: colour``) for at least 600 steps (``train.min_steps``);
 * ``colour, 1000 steps``: what ``train`` does: the same for at least ``FINETUNE_MIN_STEPS`` (1000).
 
-Sets: ``demo`` (``beam_pipeline.synthetic``: squares over dark noise) and ``sprites``
+Sets: ``demo`` (``beam_pipeline.demo.synthetic``: squares over dark noise) and ``sprites``
 (``benchmarks.motion_set``: shapes, textures, backgrounds, speeds and sizes of its own, moving in
 the diagonals), each 4 classes, 20 videos of 2 s per class (train 14, valid 3, test 3).
 
@@ -36,10 +36,15 @@ import numpy as np
 import pyarrow.dataset as ds
 
 from beam_pipeline.api import IN_MEMORY_RUNNER, job_config
-from beam_pipeline.launcher import run_with_progress
-from beam_pipeline.options import pipeline_options
-from beam_pipeline.synthetic import make_labelled_set
-from beam_pipeline.train_job import _augmentation, _fit_settings, _split_data, build_features_pipeline
+from beam_pipeline.demo.synthetic import make_labelled_set
+from beam_pipeline.job.launcher import run_with_progress
+from beam_pipeline.job.options import pipeline_options
+from beam_pipeline.training.train_job import (
+    _augmentation,
+    _fit_settings,
+    _split_data,
+    build_features_pipeline,
+)
 from benchmarks.common import print_table, write_json
 from benchmarks.motion_set import make_direction_set
 
@@ -74,7 +79,7 @@ def _method(name: str) -> Iterator[float]:
 
 
 def _fit(method: str, data, labels, cfg, seed: int, out: str) -> dict:
-    from models.movinet_export import classifier_on
+    from models.movinet_graph import classifier_on
     from models.movinet_training import finetune_model, pretrained_backbone
     from models.training import fit_classifier
 

@@ -59,7 +59,7 @@ def convert_model(model, path: str, imgz: int, *, quantize: bool = False) -> str
     """Writes a stream ``MovinetClassifier`` as a two-signature .tflite at local ``path`` (module doc).
 
     Args:
-        model: a tf_keras stream MovinetClassifier (``models.movinet_export.build_movinet``).
+        model: a tf_keras stream MovinetClassifier (``models.movinet_graph.build_movinet``).
         path: the .tflite file to write.
         imgz: the square frame side the model is converted for.
         quantize: store the weights as int8 (dynamic range); outputs then differ
@@ -70,7 +70,7 @@ def convert_model(model, path: str, imgz: int, *, quantize: bool = False) -> str
     """
     import tensorflow as tf
 
-    from models.movinet_export import head_call, stream_call
+    from models.movinet_graph import head_call, stream_call
 
     signatures = {f"frames_{n}": stream_call(model, [1, n, imgz, imgz, 3]).get_concrete_function()
                   for n in (CHUNK, 1)}
@@ -98,7 +98,7 @@ def convert_saved_model(saved_model: str, path: str, imgz: int, model_id: str, n
     """
     import tensorflow as tf
 
-    from models.movinet_export import build_movinet
+    from models.movinet_graph import build_movinet
 
     model = build_movinet(model_id, "stream", num_classes)
     try:

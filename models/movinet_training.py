@@ -25,7 +25,7 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
 from models.movinet import limit_tf_threads
-from models.movinet_export import build_movinet, classifier_on
+from models.movinet_graph import build_movinet, classifier_on
 from models.storage import local_copy
 
 __all__ = [

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from beam_pipeline.synthetic import motion_frames, write_video
+from beam_pipeline.demo.synthetic import motion_frames, write_video
 from transforms.decoding import SampledFrame
 
 _CACHE = pytest.StashKey[str]()

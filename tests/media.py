@@ -1,6 +1,6 @@
 """Makers of bad and odd media files for decoding tests; each returns the path it wrote.
 
-Every encoded video goes through ``beam_pipeline.synthetic.write_video``.
+Every encoded video goes through ``beam_pipeline.demo.synthetic.write_video``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from beam_pipeline.synthetic import motion_frames, write_video
+from beam_pipeline.demo.synthetic import motion_frames, write_video
 
 
 def good(path: Path, *, n=50, fps=25, w=160, h=120, codec="libx264", gop=None, seed=0) -> Path:

@@ -15,7 +15,7 @@ import pyarrow.dataset as ds
 import pytest
 
 from beam_pipeline.config import ConfigError
-from beam_pipeline.synthetic import MOTIONS, make_labelled_set
+from beam_pipeline.demo.synthetic import MOTIONS, make_labelled_set
 from tests.conftest import REPO
 
 

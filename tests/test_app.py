@@ -25,10 +25,10 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pytest
 
-from beam_pipeline.app import AppSettings, streamlit_argv
-from beam_pipeline.app_data import PathGuard, RefusedPath, RunOutput, VideoFilter
+from beam_pipeline.app.serve import AppSettings, streamlit_argv
 from beam_pipeline.config import ConfigError
-from beam_pipeline.synthetic import make_labelled_set, motion_frames, write_video
+from beam_pipeline.demo.synthetic import make_labelled_set, motion_frames, write_video
+from beam_pipeline.outputs.run_output import PathGuard, RefusedPath, RunOutput, VideoFilter
 from benchmarks.app_queries import write_synthetic_output
 from tests.conftest import BUCKET, free_port
 
@@ -167,7 +167,7 @@ def test_the_guard_refuses_paths_outside_the_output(generated, tmp_path):
 
 @pytest.mark.usefixtures("gcs")
 def test_an_output_in_cloud_storage_reads_as_the_local_one(generated):
-    from beam_pipeline.app_data import filesystem_for
+    from beam_pipeline.outputs.run_output import filesystem_for
 
     root = f"gs://{BUCKET}/app-output"
     bucket_fs, bucket_path = filesystem_for(root)  # pyarrow's GCS client, pointed at the emulator

@@ -13,7 +13,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from beam_pipeline.config import load_config
-from beam_pipeline.pipeline import build_pipeline
+from beam_pipeline.job.pipeline import build_pipeline
 from tests import media
 from tests.conftest import REPO
 from transforms import decoding

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from beam_pipeline.synthetic import motion_frames
+from beam_pipeline.demo.synthetic import motion_frames
 from models.clip_augment import colour_jitter
 from models.training import FitSettings, SplitData, fit_classifier
 

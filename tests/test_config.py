@@ -8,7 +8,7 @@ from pydantic import BaseModel, ValidationError
 
 from beam_pipeline.cli import main
 from beam_pipeline.config import ConfigError, JobConfig, apply_overrides, config_from_dict, load_config
-from beam_pipeline.options import pipeline_options
+from beam_pipeline.job.options import pipeline_options
 from tests.conftest import REPO
 
 
@@ -253,8 +253,9 @@ def test_cli_bad_flag_fails_before_reading_videos(tmp_path, capsys):
 def test_cli_paths_reach_the_config_as_typed(tmp_path, monkeypatch):
     # Quotes, colons, '#' and brackets are YAML syntax: the flags must not pass through YAML.
     seen = {}
-    monkeypatch.setattr("beam_pipeline.launcher.run_job", lambda cfg, *_, **__: seen.setdefault("cfg", cfg))
-    monkeypatch.setattr("beam_pipeline.summary.print_summary", lambda *args: None)
+    monkeypatch.setattr("beam_pipeline.job.launcher.run_job",
+                        lambda cfg, *_, **__: seen.setdefault("cfg", cfg))
+    monkeypatch.setattr("beam_pipeline.outputs.summary.print_summary", lambda *args: None)
     videos, manifest = "it's: #1 [a]/*.mp4", 'say "hi", {x}.csv'
     output, model = str(tmp_path / "out: 'x' # y"), "gs://b/m [v2]: \\ 'q'"
     assert main(["run", "--input", videos, "--input", manifest, "--output", output, "--model", model,
@@ -299,7 +300,7 @@ def test_cli_bad_paths_fail_at_start(tmp_path, capsys, extra, needle, mixed_vide
     ([], ["--runner=DataflowRunner"], False),
 ])
 def test_workers_are_pinned_only_when_each_is_one_local_single_threaded_process(overrides, beam_args, pinned):
-    from beam_pipeline.launcher import _pins_cores
+    from beam_pipeline.job.launcher import _pins_cores
 
     cfg = load_config(str(REPO / "configs" / "local.yaml"), overrides)
     assert _pins_cores(cfg, pipeline_options(cfg.runner, beam_args)) is pinned

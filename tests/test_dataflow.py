@@ -13,9 +13,9 @@ import pytest
 
 from beam_pipeline.cli import main
 from beam_pipeline.config import load_config
-from beam_pipeline.launcher import run_job
-from beam_pipeline.output_ledger import LEDGER_FILE, RUN_WRITES, Ledger
-from beam_pipeline.synthetic import make_labelled_set
+from beam_pipeline.demo.synthetic import make_labelled_set
+from beam_pipeline.job.launcher import run_job
+from beam_pipeline.outputs.ledger import LEDGER_FILE, RUN_WRITES, Ledger
 from tests.conftest import BUCKET, REPO, upload
 
 
@@ -186,7 +186,7 @@ def test_dry_run_resume_of_a_large_output_keeps_the_done_ids_out_of_the_job(gs_v
     stays far under Dataflow's 10 MB graph limit; and the dry run leaves the output as it was."""
     from apache_beam.io.filesystems import FileSystems
 
-    from beam_pipeline.checks import resolve_handle
+    from beam_pipeline.job.checks import resolve_handle
 
     out = f"gs://{BUCKET}/big"
     cfg = load_config(str(REPO / "configs" / "local.yaml"), [

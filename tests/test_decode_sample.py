@@ -6,10 +6,10 @@ import os
 
 from apache_beam import pvalue
 
-from transforms.decode_sample import FAILED_TAG, _OpenAndProbeFn, _PredecodeShortFn, expected_frames
+from transforms.decode_sample import FAILED_TAG, _OpenAndProbeFn, _PredecodeShortFn
 from transforms.decoding import DecodeReport, sample_frames
 from transforms.records import ErrorStage, FrameSource, SamplingSpec, VideoRef
-from transforms.video_handler import frames_of
+from transforms.sampling import expected_frames, frames_of
 
 SPEC = SamplingSpec(strategy="fps", fps=5.0, n_frames=4, imgz=32, max_pixels=10**7,
                     max_duration_s=600, decode_timeout_s=60)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from beam_pipeline.synthetic import motion_frames, write_video
+from beam_pipeline.demo.synthetic import motion_frames, write_video
 from tests.conftest import shared_fixture
 from transforms.decoding import (
     DecodeReport,

@@ -114,8 +114,8 @@ def test_a_window_needs_frame_features_where_frames_have_their_own_outputs():
 def test_a_tflite_model_without_frame_features_fails_at_start_when_a_window_is_asked(tmp_path):
     import tensorflow as tf
 
-    from beam_pipeline.checks import resolve_handle
     from beam_pipeline.config import ConfigError, load_config
+    from beam_pipeline.job.checks import resolve_handle
 
     spec = tf.TensorSpec([1, 4], tf.float32, name="x")
     double = tf.function(lambda x: {"y": x * 2}, input_signature=[spec])

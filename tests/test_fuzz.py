@@ -12,7 +12,7 @@ from __future__ import annotations
 import collections
 
 from beam_pipeline.config import load_config
-from beam_pipeline.launcher import run_job
+from beam_pipeline.job.launcher import run_job
 from benchmarks.fuzz import MUTATIONS, SOURCES, make_mutants, make_sources, output_rows
 from tests.conftest import REPO
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from beam_pipeline.synthetic import MOTIONS, path_frames
+from beam_pipeline.demo.synthetic import MOTIONS, path_frames
 
 CLASSES = sorted(MOTIONS)
 OPPOSITE = {"moving_left": "moving_right", "moving_right": "moving_left", "moving_up": "moving_down",

@@ -15,8 +15,8 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from beam_pipeline.checks import check_inputs
 from beam_pipeline.config import ConfigError
+from beam_pipeline.job.checks import check_inputs
 from transforms.listing import ListVideos, ref_from_row
 from transforms.splits import hash_split, stable_video_id
 

@@ -16,8 +16,8 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_pipeline.config import ConfigError, load_config
-from beam_pipeline.pipeline import make_handler, sampling_spec
-from beam_pipeline.serving import model_runtime
+from beam_pipeline.job.pipeline import make_handler, sampling_spec
+from beam_pipeline.job.serving import model_runtime
 from models.movinet import Movinet
 from models.movinet_convert import _content_key
 from tests import media

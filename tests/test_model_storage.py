@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from beam_pipeline.config import load_config
-from beam_pipeline.launcher import run_job
-from beam_pipeline.run_record import RunRecord
-from beam_pipeline.synthetic import make_labelled_set
+from beam_pipeline.demo.synthetic import make_labelled_set
+from beam_pipeline.job.launcher import run_job
+from beam_pipeline.outputs.run_record import RunRecord
 from models import storage
 from models.storage import local_copy
 from tests.conftest import BUCKET, REPO, upload

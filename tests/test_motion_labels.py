@@ -10,8 +10,8 @@ import pyarrow.dataset as ds
 import pytest
 
 from beam_pipeline.config import load_config
-from beam_pipeline.launcher import run_job
-from beam_pipeline.synthetic import path_frames, write_video
+from beam_pipeline.demo.synthetic import path_frames, write_video
+from beam_pipeline.job.launcher import run_job
 
 LABELS = ("moving_right", "moving_up")
 FPS = 4  # the clips', the videos' and the sampling's rate: one sampled frame every 0.25 s
@@ -31,7 +31,8 @@ def _clips(count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray
 def motion_model(tmp_path_factory) -> str:
     """MoViNet-A0 stream fine-tuned from random weights on 8-frame clips of one motion each, saved as
     ``videolabel train`` saves it (``save_movinet``: frame features and the head signature)."""
-    from models.movinet_export import build_movinet, save_movinet
+    from models.movinet_export import save_movinet
+    from models.movinet_graph import build_movinet
     from models.movinet_training import FINETUNE_NORM_MOMENTUM, finetune_model
     from models.training import FitSettings, SplitData, fit_classifier
 

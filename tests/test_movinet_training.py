@@ -12,8 +12,8 @@ import pyarrow.dataset as ds
 import pytest
 
 from beam_pipeline.cli import main
-from beam_pipeline.synthetic import MOTIONS, make_labelled_set
-from beam_pipeline.train_job import example_array
+from beam_pipeline.demo.synthetic import MOTIONS, make_labelled_set
+from beam_pipeline.training.train_job import example_array
 from tests.conftest import REPO
 
 IN_MEMORY = ["--runner", "DirectRunner", "--direct_running_mode=in_memory", "--direct_num_workers=1"]
@@ -24,7 +24,7 @@ CONFIG = str(REPO / "configs" / "movinet_a0_stream.yaml")
 def test_pretrained_backbone_takes_the_exported_weights_whatever_the_class_count(a0_stream):
     import tensorflow as tf
 
-    from models.movinet_export import classifier_on
+    from models.movinet_graph import classifier_on
     from models.movinet_training import finetune_model, head_model, pooled_features, pretrained_backbone
 
     backbone = pretrained_backbone("a0", "stream", a0_stream)  # 600 classes in, 3 out below
@@ -82,7 +82,7 @@ def motion_set(tmp_path_factory):
 def test_train_a_head_on_a_frozen_backbone_then_run_with_it(tmp_path, a0_stream, motion_set, capsys):
     import tensorflow as tf
 
-    from models.movinet_export import classifier_on
+    from models.movinet_graph import classifier_on
     from models.movinet_training import head_model, pretrained_backbone, weights_prefix
 
     manifest, test_manifest = motion_set
@@ -133,7 +133,7 @@ def test_training_a_movinet_checks_its_weights_before_reading_videos(tmp_path, a
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     """``videolabel demo`` run once: (its folder, its summary, what it printed)."""
-    from beam_pipeline.demo import run_demo
+    from beam_pipeline.demo.run import run_demo
 
     folder = tmp_path_factory.mktemp("demo")
     out = io.StringIO()
@@ -181,7 +181,7 @@ def _played_backwards(manifest: os.PathLike, folder: os.PathLike) -> str:
     labelled with the opposite motion; returns the new manifest."""
     import av
 
-    from beam_pipeline.synthetic import write_video
+    from beam_pipeline.demo.synthetic import write_video
     from tests.test_learning_check import OPPOSITE
 
     os.makedirs(folder, exist_ok=True)

@@ -10,7 +10,8 @@ import pytest
 
 from models.labels import read_labels
 from models.movinet import Movinet, MovinetStream
-from models.movinet_export import build_movinet, export_movinet, export_movinet_tflite
+from models.movinet_export import export_movinet, export_movinet_tflite
+from models.movinet_graph import build_movinet
 from models.movinet_tflite import TFLiteMovinet
 from tests.conftest import random_frames as _frames
 from transforms.video_handler import stream_prediction

@@ -15,7 +15,8 @@ from apache_beam.io.filesystems import FileSystems
 
 from beam_pipeline.cli import main
 from beam_pipeline.config import ConfigError
-from beam_pipeline.output_ledger import (
+from beam_pipeline.demo.synthetic import make_labelled_set
+from beam_pipeline.outputs.ledger import (
     LEDGER_FILE,
     RUN_WRITES,
     TRAIN_WRITES,
@@ -24,7 +25,6 @@ from beam_pipeline.output_ledger import (
     prepare_output,
     survey,
 )
-from beam_pipeline.synthetic import make_labelled_set
 from tests.conftest import BUCKET, REPO, upload
 
 LOCAL = str(REPO / "configs" / "local.yaml")

@@ -16,8 +16,8 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from beam_pipeline.config import load_config
-from beam_pipeline.pipeline import build_pipeline, list_videos
-from beam_pipeline.run_record import RunRecord, Splits
+from beam_pipeline.job.pipeline import build_pipeline, list_videos
+from beam_pipeline.outputs.run_record import RunRecord, Splits
 from models.labels import read_labels
 from tests.conftest import REPO
 from tests.test_segments import check_segments

@@ -1,4 +1,4 @@
-"""``beam_pipeline.quiet``: TensorFlow's and Beam's known noise is kept off stderr, real output is not."""
+"""``beam_pipeline.cli.quiet``: TensorFlow's and Beam's known noise is kept off stderr, real output is not."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from beam_pipeline.quiet import has_nvidia_gpu, is_noise
+from beam_pipeline.cli.quiet import has_nvidia_gpu, is_noise
 from tests.conftest import REPO
 
 CUINIT = ("2026-12-02 00:32:27.806797: E external/local_xla/xla/stream_executor/cuda/cuda_platform.cc:51] "
@@ -21,7 +21,7 @@ REAL = "E0000 00:00:1796171795.9 12449 some_kernel.cc:42] a real error: out of m
 
 
 def _child(code: str, quiet: bool = True, **kwargs) -> subprocess.CompletedProcess:
-    prelude = "from beam_pipeline.quiet import quiet_stderr; quiet_stderr()\n" if quiet else ""
+    prelude = "from beam_pipeline.cli.quiet import quiet_stderr; quiet_stderr()\n" if quiet else ""
     env = {k: v for k, v in os.environ.items() if k not in ("VIDEOLABEL_QUIET_STDERR", "PYTHONWARNINGS")}
     return subprocess.run([sys.executable, "-c", prelude + code], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=300, **kwargs)
@@ -39,7 +39,8 @@ def test_noise_is_known_lines_only_and_cuda_lines_only_without_a_gpu():
     assert not is_noise(CUINIT, gpu=True) and is_noise(COST, gpu=True)  # a GPU machine's cuInit is real
     assert not is_noise(REAL)
     assert not is_noise("videolabel: error: sampling.fps: -1 is invalid")
-    assert not is_noise("WARNING beam_pipeline.train_job: training ended at chance: test accuracy 0.25")
+    assert not is_noise("WARNING beam_pipeline.training.train_job: training ended at chance: "
+                        "test accuracy 0.25")
 
 
 def test_the_filter_drops_noise_keeps_the_rest_in_order_and_survives_a_crash():
@@ -65,7 +66,7 @@ def test_status_lines_still_redraw_on_a_terminal():
             "    sys.stderr.write(f'\\rtrain: epoch {i}'); sys.stderr.flush(); time.sleep(0.1)\n"
             "sys.stderr.write('\\n')\n")
     env = {k: v for k, v in os.environ.items() if k != "VIDEOLABEL_QUIET_STDERR"}
-    child = subprocess.Popen([sys.executable, "-c", "from beam_pipeline.quiet import quiet_stderr; "
+    child = subprocess.Popen([sys.executable, "-c", "from beam_pipeline.cli.quiet import quiet_stderr; "
                               "quiet_stderr()\n" + code], cwd=REPO, env=env, stderr=worker)
     os.close(worker)
     seen, started = b"", time.monotonic()

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 
 from beam_pipeline.cli import main
-from beam_pipeline.run_record import RUN_FILE
+from beam_pipeline.outputs.run_record import RUN_FILE
 from models.scores import top_k_arrays
 from tests.test_run_record import sample_record
 from transforms.aggregate import RunStamp, frames_batch, segments_batch, video_batch
@@ -85,7 +85,7 @@ def test_report_figures_are_computed_from_the_parquet(tmp_path, capsys):
 
 
 def test_unlabelled_output_reports_the_label_distribution(tmp_path):
-    from beam_pipeline.report import build_report
+    from beam_pipeline.outputs.report import build_report
 
     _write_output(tmp_path, labelled=False)
     report = build_report(str(tmp_path))
@@ -96,7 +96,7 @@ def test_unlabelled_output_reports_the_label_distribution(tmp_path):
 
 
 def test_a_run_record_of_another_version_is_left_out_of_the_report(tmp_path, caplog):
-    from beam_pipeline.report import build_report
+    from beam_pipeline.outputs.report import build_report
 
     _write_output(tmp_path)
     older = {"run_id": "old", "timings": {"mean_ms": {"model_per_batch": 1.0}}}

@@ -19,9 +19,9 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from beam_pipeline.config import load_config
-from beam_pipeline.pipeline import list_videos
-from beam_pipeline.run_record import RunRecord
-from beam_pipeline.synthetic import make_labelled_set
+from beam_pipeline.demo.synthetic import make_labelled_set
+from beam_pipeline.job.pipeline import list_videos
+from beam_pipeline.outputs.run_record import RunRecord
 from tests.conftest import REPO
 from tests.test_segments import check_segments
 from transforms.aggregate import RunStamp

@@ -9,9 +9,9 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_pipeline.config import load_config
-from beam_pipeline.launcher import ExecutedRun, PreparedRun, record
-from beam_pipeline.resume import ResumeState
-from beam_pipeline.run_record import RUN_FILE, RunRecord, Timings, frame_labels
+from beam_pipeline.job.launcher import ExecutedRun, PreparedRun, record
+from beam_pipeline.job.resume import ResumeState
+from beam_pipeline.outputs.run_record import RUN_FILE, RunRecord, Timings, frame_labels
 from tests.conftest import REPO
 from transforms.aggregate import RunStamp
 

@@ -16,8 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 
-from beam_pipeline.output_ledger import RUN_WRITES, Ledger
-from beam_pipeline.resume import prepare_resume
+from beam_pipeline.job.resume import prepare_resume
+from beam_pipeline.outputs.ledger import RUN_WRITES, Ledger
 from models.scores import top_k_arrays
 from transforms.aggregate import Aggregate, RunStamp, frames_batch, segments_batch, video_batch
 from transforms.records import (
@@ -329,9 +329,9 @@ def readme_query(comment: str, out: Path) -> str:
 
 def test_a_run_writes_the_segments_its_frames_give(tmp_path, a0_stream, a0_litert):
     from beam_pipeline.config import load_config
-    from beam_pipeline.launcher import run_job
-    from beam_pipeline.report import build_report
-    from beam_pipeline.synthetic import motion_frames, write_video
+    from beam_pipeline.demo.synthetic import motion_frames, write_video
+    from beam_pipeline.job.launcher import run_job
+    from beam_pipeline.outputs.report import build_report
     from tests.conftest import REPO
 
     rng = np.random.default_rng(3)

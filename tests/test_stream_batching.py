@@ -18,7 +18,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that
 
 from beam_pipeline.config import load_config
-from beam_pipeline.pipeline import make_handler, stream_batch
+from beam_pipeline.job.pipeline import make_handler, stream_batch
 from models.movinet import Movinet, MovinetStream, _SavedModelSteps
 from tests.conftest import random_frames
 from transforms.classify import Classify

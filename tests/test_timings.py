@@ -15,8 +15,8 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_pipeline.config import load_config
-from beam_pipeline.pipeline import build_pipeline
-from beam_pipeline.run_record import Timings, pipeline_metrics
+from beam_pipeline.job.pipeline import build_pipeline
+from beam_pipeline.outputs.run_record import Timings, pipeline_metrics
 from tests import media
 from tests.conftest import REPO, shared_fixture
 from tests.slow_decoder import SECONDS_PER_FRAME

@@ -117,7 +117,7 @@ def test_a_small_set_runs_its_min_steps_past_num_epochs_and_finetune_asks_for_th
     import tf_keras as keras
 
     from beam_pipeline.config import load_config
-    from beam_pipeline.train_job import _fit_settings
+    from beam_pipeline.training.train_job import _fit_settings
     from models.movinet_training import FINETUNE_MIN_STEPS
 
     rng = np.random.default_rng(2)

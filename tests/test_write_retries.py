@@ -7,8 +7,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from beam_pipeline.config import load_config
-from beam_pipeline.launcher import run_job
-from beam_pipeline.synthetic import make_labelled_set
+from beam_pipeline.demo.synthetic import make_labelled_set
+from beam_pipeline.job.launcher import run_job
 from tests.conftest import REPO
 from tests.test_segments import check_segments
 from transforms import write

@@ -24,7 +24,6 @@ worker process pins itself to a core of its own when it starts
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 
 import apache_beam as beam
@@ -38,27 +37,14 @@ from transforms.records import (
     FrameSource,
     SamplingSpec,
     VideoError,
-    VideoMeta,
     VideoRef,
     VideoResult,
 )
-from transforms.video_handler import frames_of
+from transforms.sampling import expected_frames, frames_of
 
-__all__ = ["DecodeAndSample", "FAILED_TAG", "expected_frames"]
+__all__ = ["DecodeAndSample", "FAILED_TAG"]
 
 FAILED_TAG = "failed"
-
-
-def expected_frames(spec: SamplingSpec, meta: VideoMeta | None) -> int | None:
-    """How many frames sampling will take from a probed video; None when its length is unknown."""
-    if spec.strategy == "uniform":
-        return spec.n_frames
-    if meta is None or not meta.duration_s:
-        return None
-    rate = meta.fps or spec.fps
-    if spec.strategy == "fps":
-        rate = min(rate, spec.fps)
-    return math.ceil(meta.duration_s * rate) + 1
 
 
 class _OpenAndProbeFn(beam.DoFn):

@@ -176,7 +176,7 @@ class ListVideos(beam.PTransform):
     """Lists videos from globs and manifests; outputs VideoRef, one per video id.
 
     The output is not reshuffled: a pipeline spreads it across workers itself
-    (``beam_pipeline.pipeline.list_videos``), after whatever it joins or counts.
+    (``beam_pipeline.job.pipeline.list_videos``), after whatever it joins or counts.
 
     Args:
         paths: globs (local or gs://) and manifest files.

@@ -2,7 +2,7 @@
 
 This is where a probed video's frames are decoded and meet the model:
 
-1. ``frames_of``: the sampled frames, decoded lazily in this worker thread's
+1. ``transforms.sampling.frames_of``: the sampled frames, decoded lazily in this worker thread's
    decoder process (``transforms.decoder_process``; a crash or hang there is
    the video's error), or those decoded earlier on the CPU workers;
 2. ``ClipWindows``: clips of ``n_frames`` every ``stride`` frames (``windows``),
@@ -42,9 +42,10 @@ from apache_beam.ml.inference.base import ModelHandler
 from models.frame_window import FrameWindow
 from models.scores import top_k_arrays
 from models.video_model import BatchStreamModel, ClipScores, ModelSpec, StreamModel
-from transforms.decoder_process import DecoderProcess, decode_isolated
+from transforms.decoder_process import DecoderProcess
 from transforms.decoding import DecodeReport, SampledFrame
 from transforms.records import Clip, ClipPrediction, FrameSource, VideoResult
+from transforms.sampling import expected_frames, frames_of
 
 __all__ = [
     "LENGTH_BUCKETS",
@@ -55,7 +56,6 @@ __all__ = [
     "clip_from_frames",
     "clip_predictions",
     "expected_length",
-    "frames_of",
     "pad_clip",
     "stream_prediction",
     "stream_predictions",
@@ -105,29 +105,10 @@ class StreamBatch(NamedTuple):
 def expected_length(source: FrameSource) -> int:
     """The sampled frames a source gives (Beam's ``batch_length_fn``): its decoded frames, else as many
     as sampling takes from its probed duration; a video of unknown duration counts as the longest."""
-    # decode_sample imports this module (frames_of), hence the import here
-    from transforms.decode_sample import expected_frames
-
     if source.frames is not None:
         return len(source.frames)
     expected = expected_frames(source.spec, source.meta)
     return LENGTH_BUCKETS[-1] if expected is None else expected
-
-
-def frames_of(source: FrameSource, report: DecodeReport,
-              decoder: DecoderProcess | None = None) -> Iterable[SampledFrame]:
-    """A source's sampled frames: decoded earlier (``source.frames``, with its outcome copied into
-    ``report``), or decoded now, lazily, from the source's probe in ``decoder`` (default: this
-    thread's decoder process, which decodes one video at a time)."""
-    if source.frames is None:
-        report.meta = source.meta
-        if decoder is not None:
-            return decoder.run("decode", source.ref.uri, source.spec, report)
-        return decode_isolated(source.ref.uri, source.spec, report)
-    info = source.decoded
-    report.meta, report.error, report.decode_s = info.meta, info.error, info.decode_s
-    report.frames_decoded, report.frames_sampled = info.frames_decoded, info.frames_sampled
-    return source.frames
 
 
 def clip_from_frames(frames: list[SampledFrame], owned_stop: int) -> Clip:

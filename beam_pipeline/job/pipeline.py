@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import apache_beam as beam
 
 from beam_pipeline.config import JobConfig
-from beam_pipeline.resume import ReadDone
+from beam_pipeline.job.resume import ReadDone
 from models.movinet import Movinet
 from models.pose_lstm import PoseLstm
 from transforms.aggregate import Aggregate, RunStamp

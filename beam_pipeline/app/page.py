@@ -1,4 +1,4 @@
-"""The Streamlit page of ``videolabel app`` (``streamlit run`` runs this file; see ``beam_pipeline.app``).
+"""The Streamlit page of ``videolabel app`` (``streamlit run`` runs this file; see ``app.serve``).
 
 Three views, chosen in the sidebar (and by ``?view=label|browse|failures`` in the URL):
 
@@ -8,7 +8,7 @@ Three views, chosen in the sidebar (and by ``?view=label|browse|failures`` in th
   videos; the selected video plays beside its frame timeline, with its segments and row.
 * **Failures**: failed and partial videos by error type, with examples.
 
-Every read goes through ``beam_pipeline.app_data`` (cached here with ``st.cache_data``)
+Every read goes through ``beam_pipeline.outputs.run_output`` (cached here with ``st.cache_data``)
 and every path through its ``PathGuard``.
 """
 
@@ -26,12 +26,12 @@ import pandas as pd
 import streamlit as st
 import yaml
 
-from beam_pipeline.app import AppSettings
-from beam_pipeline.app_data import PathGuard, RefusedPath, RunOutput, VideoDetail, VideoFilter
+from beam_pipeline.app.serve import AppSettings
 from beam_pipeline.config import VIDEO_EXTENSIONS, ConfigError
+from beam_pipeline.outputs.run_output import PathGuard, RefusedPath, RunOutput, VideoDetail, VideoFilter
 from models.movinet_variants import is_hub_url
 
-_log = logging.getLogger("beam_pipeline.app")
+_log = logging.getLogger("beam_pipeline.app.serve")
 _VIEWS = {"label": "Label a video", "browse": "Browse the run", "failures": "Failures"}
 _MIME = {".webm": "video/webm", ".ogv": "video/ogg", ".mov": "video/quicktime"}
 #: Sections an uploaded config may not set: the page sets where to read, write and how to run.

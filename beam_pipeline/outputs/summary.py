@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from beam_pipeline.run_record import RUN_FILE, RunRecord
+from beam_pipeline.outputs.run_record import RUN_FILE, RunRecord
 from transforms.aggregate import ERROR_COUNTER_PREFIX
 
 __all__ = ["print_summary"]

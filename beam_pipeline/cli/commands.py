@@ -72,7 +72,7 @@ def _report_parser(sub) -> None:
 
 
 def _app_parser(sub) -> None:
-    from beam_pipeline.app import DEFAULT_MAX_UPLOAD_MB
+    from beam_pipeline.app.serve import DEFAULT_MAX_UPLOAD_MB
 
     app = sub.add_parser("app", help="local web app: label one video; browse a run",
                          description="Serves a Streamlit page on 127.0.0.1 (--host to change): label one "
@@ -110,9 +110,9 @@ def _flag_values(args) -> dict[str, dict[str, str | list[str]]]:
 
 def _cmd_run(args, beam_args: list[str]) -> int:
     from beam_pipeline.config import load_config
-    from beam_pipeline.launcher import run_job
-    from beam_pipeline.run_record import RunRecord
-    from beam_pipeline.summary import print_summary
+    from beam_pipeline.job.launcher import run_job
+    from beam_pipeline.outputs.run_record import RunRecord
+    from beam_pipeline.outputs.summary import print_summary
 
     cfg = load_config(args.config, args.set, _flag_values(args))
     if args.runner:
@@ -165,7 +165,7 @@ def _cmd_export(args, beam_args: list[str]) -> int:
 
 def _cmd_train(args, beam_args: list[str]) -> int:
     from beam_pipeline.config import load_config
-    from beam_pipeline.train_job import run_train
+    from beam_pipeline.training.train_job import run_train
 
     run_train(load_config(args.config, args.set), args.manifest, args.output, beam_args,
               overwrite=args.overwrite)
@@ -173,7 +173,7 @@ def _cmd_train(args, beam_args: list[str]) -> int:
 
 
 def _cmd_report(args, beam_args: list[str]) -> int:
-    from beam_pipeline.report import build_report
+    from beam_pipeline.outputs.report import build_report
 
     report = build_report(args.output, timelines=args.timelines)
     for row in report["accuracy_by_split"]:
@@ -189,13 +189,13 @@ def _cmd_report(args, beam_args: list[str]) -> int:
 def _cmd_app(args, beam_args: list[str]) -> int:
     import importlib.util
 
-    from beam_pipeline.app import AppSettings, serve
+    from beam_pipeline.app.serve import AppSettings, serve
     from beam_pipeline.config import ConfigError, read_yaml
 
     if importlib.util.find_spec("streamlit") is None:
         raise ConfigError("videolabel app needs Streamlit: pip install -e '.[app]' (make install does)")
     if args.output:
-        from beam_pipeline.app_data import RunOutput
+        from beam_pipeline.outputs.run_output import RunOutput
 
         if "videos" not in RunOutput(args.output).tables():
             raise ConfigError(f"OUTPUT_DIR: {args.output!r} holds no videos/ table of a `videolabel run`")
@@ -209,7 +209,7 @@ def _cmd_app(args, beam_args: list[str]) -> int:
 
 
 def _cmd_demo(args, beam_args: list[str]) -> int:
-    from beam_pipeline.demo import run_demo
+    from beam_pipeline.demo.run import run_demo
 
     run_demo(args.output, beam_args)
     return 0
@@ -217,8 +217,8 @@ def _cmd_demo(args, beam_args: list[str]) -> int:
 
 def console_main() -> None:
     """The ``videolabel`` command: ``main`` with the known noise of TensorFlow and Beam filtered off
-    stderr (``beam_pipeline.quiet``)."""
-    from beam_pipeline.quiet import quiet_stderr
+    stderr (``beam_pipeline.cli.quiet``)."""
+    from beam_pipeline.cli.quiet import quiet_stderr
 
     quiet_stderr()
     sys.exit(main())

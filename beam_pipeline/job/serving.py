@@ -16,7 +16,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
 
 from beam_pipeline.config import ConfigError, JobConfig
-from beam_pipeline.dataflow import is_dataflow
+from beam_pipeline.job.dataflow import is_dataflow
 from models.movinet_convert import ConversionError, litert_model
 from models.movinet_variants import is_hub_url
 

@@ -4,7 +4,7 @@ A video is done when it has a ``videos`` row with status ``ok`` made with this
 run's ``config_hash``, model and ``schema_version`` (an older output lacks tables or
 columns of this one). Before the run starts, the launcher makes the output hold
 the done videos and nothing else (``prepare_resume``). It works only on files the
-output's ledger owns (``beam_pipeline.output_ledger``: parts and temporary files named
+output's ledger owns (``beam_pipeline.outputs.ledger``: parts and temporary files named
 with a recorded run id), records this run's id there first, and refuses to start where
 a file it does not own lies among the tables:
 
@@ -42,7 +42,7 @@ from apache_beam.io.filesystem import FileMetadata
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from beam_pipeline.output_ledger import RUN_WRITES, claim
+from beam_pipeline.outputs.ledger import RUN_WRITES, claim
 from transforms.schema import SCHEMA_VERSION
 from transforms.write import write_table
 

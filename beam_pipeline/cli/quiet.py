@@ -18,7 +18,7 @@ this process (inherited by every worker and child it starts) and the real stderr
 Python's warnings of ``pkg_resources`` deprecation (TF Hub imports it) are ignored in this
 process and, through ``PYTHONWARNINGS``, in its children.
 
-Run as ``python -m beam_pipeline.quiet IN_FD OUT_FD GPU`` it is the filter itself.
+Run as ``python -m beam_pipeline.cli.quiet IN_FD OUT_FD GPU`` it is the filter itself.
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ def quiet_stderr() -> None:
         read_end, write_end = os.pipe()
     real = os.dup(2)
     try:
-        command = [sys.executable, "-m", "beam_pipeline.quiet", str(read_end), str(real),
+        command = [sys.executable, "-m", "beam_pipeline.cli.quiet", str(read_end), str(real),
                    str(int(has_nvidia_gpu()))]
         child = subprocess.Popen(command, pass_fds=(read_end, real), stdin=subprocess.DEVNULL,
                                  stdout=subprocess.DEVNULL, stderr=real)

@@ -1,6 +1,6 @@
 """``videolabel app``: a local web app (Streamlit) to label one video and to browse a run.
 
-``serve`` starts ``streamlit run`` on the page script (``beam_pipeline/app_page.py``)
+``serve`` starts ``streamlit run`` on the page script (``beam_pipeline/app/page.py``)
 with Streamlit's own flags: served on 127.0.0.1 unless ``host`` says otherwise,
 headless, no usage statistics, no file watcher, an upload size limit, and errors
 shown in the page as one line (no tracebacks). The page's own settings (the output
@@ -19,7 +19,7 @@ from collections.abc import Sequence
 __all__ = ["DEFAULT_MAX_UPLOAD_MB", "PAGE", "AppSettings", "serve", "streamlit_argv"]
 
 #: The page script ``streamlit run`` runs.
-PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "app_page.py")
+PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "page.py")
 #: Largest upload, in MB, unless ``--max-upload-mb`` says otherwise.
 DEFAULT_MAX_UPLOAD_MB = 200
 

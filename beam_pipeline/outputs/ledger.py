@@ -33,7 +33,7 @@ from apache_beam.io.filesystems import FileSystems
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from beam_pipeline.config import ConfigError
-from beam_pipeline.run_record import RUN_FILE
+from beam_pipeline.outputs.run_record import RUN_FILE
 
 __all__ = ["LEDGER_FILE", "REPORT_WRITES", "RUN_WRITES", "TRAIN_WRITES", "Ledger", "Survey", "Writes",
            "check_output", "check_output_apart", "claim", "prepare_output", "read_ledger", "survey"]

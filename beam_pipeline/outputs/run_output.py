@@ -1,6 +1,6 @@
 """What ``videolabel app`` reads from a run's output, as plain functions on pyarrow datasets.
 
-No Streamlit here: the page (``beam_pipeline.app``) calls these and caches them, and the
+No Streamlit here: the page (``beam_pipeline.app.serve``) calls these and caches them, and the
 tests and ``benchmarks/app_queries.py`` call them without a browser.
 
 An output (local or gs://) holds ``videos/``, ``frames/`` and ``segments/``, each
@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
-from beam_pipeline.report import failure_table, split_accuracy
+from beam_pipeline.outputs.report import failure_table, split_accuracy
 
 __all__ = ["TABLES", "PathGuard", "RefusedPath", "RunOutput", "VideoDetail", "VideoFilter", "filesystem_for"]
 

@@ -14,11 +14,11 @@ from collections.abc import Sequence
 import pyarrow.dataset as ds
 
 from beam_pipeline.config import load_config
-from beam_pipeline.launcher import run_job
-from beam_pipeline.report import build_report
-from beam_pipeline.summary import print_summary
-from beam_pipeline.synthetic import MOTIONS, make_labelled_set
-from beam_pipeline.train_job import run_train
+from beam_pipeline.demo.synthetic import MOTIONS, make_labelled_set
+from beam_pipeline.job.launcher import run_job
+from beam_pipeline.outputs.report import build_report
+from beam_pipeline.outputs.summary import print_summary
+from beam_pipeline.training.train_job import run_train
 
 __all__ = ["DEMO_SETTINGS", "DEMO_SPLITS", "run_demo"]
 

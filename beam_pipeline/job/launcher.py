@@ -26,19 +26,20 @@ from apache_beam.options.pipeline_options import DebugOptions, DirectOptions, Pi
 from apache_beam.runners.runner import PipelineResult
 from google.protobuf import json_format
 
-from beam_pipeline.checks import (
+from beam_pipeline.config import ConfigError, JobConfig
+from beam_pipeline.job.checks import (
     check_inputs,
     check_output_location,
     resolve_handle,
     resolve_labels,
 )
-from beam_pipeline.config import ConfigError, JobConfig
-from beam_pipeline.dataflow import check_dataflow, dry_run_summary, is_dataflow, is_dry_run
-from beam_pipeline.options import pipeline_options
-from beam_pipeline.output_ledger import RUN_WRITES, check_output, check_output_apart, prepare_output
-from beam_pipeline.pipeline import build_pipeline
-from beam_pipeline.resume import ResumeState, prepare_resume
-from beam_pipeline.run_record import (
+from beam_pipeline.job.dataflow import check_dataflow, dry_run_summary, is_dataflow, is_dry_run
+from beam_pipeline.job.options import pipeline_options
+from beam_pipeline.job.pipeline import build_pipeline
+from beam_pipeline.job.resume import ResumeState, prepare_resume
+from beam_pipeline.job.serving import served_model
+from beam_pipeline.outputs.ledger import RUN_WRITES, check_output, check_output_apart, prepare_output
+from beam_pipeline.outputs.run_record import (
     ModelInfo,
     ResumeInfo,
     RunRecord,
@@ -49,7 +50,6 @@ from beam_pipeline.run_record import (
     new_run_id,
     pipeline_metrics,
 )
-from beam_pipeline.serving import served_model
 from models.labels import write_labels
 from transforms.aggregate import SPLIT_COUNTER_PREFIX, RunStamp
 from transforms.progress import ProgressLine, worker_summary
@@ -75,7 +75,7 @@ class PreparedRun:
         options: the PipelineOptions built from ``cfg.runner`` and ``beam_args``.
         handle: the resolved model handle (stamped on the rows).
         served: the model file the workers load: ``handle``, or its LiteRT conversion
-            (``beam_pipeline.serving``).
+            (``beam_pipeline.job.serving``).
         labels: the class names in the model's output order.
         stamp: model, config hash and this run's id, stamped on video rows.
         resume: ``--resume``: the job leaves out the videos the output holds done.
@@ -329,7 +329,7 @@ def run_job(cfg: JobConfig, beam_args: Sequence[str] = (), *, overwrite: bool = 
     """Runs the labelling job to completion, writes ``_run.json`` and returns its record.
 
     With ``resume``, videos an earlier run into the same output finished with the
-    same config hash and model are kept and skipped (see ``beam_pipeline.resume``):
+    same config hash and model are kept and skipped (see ``beam_pipeline.job.resume``):
     the output is trimmed here first, then the job reads the done ids itself, so the
     graph stays small. With ``--dry_run=True`` the job is only built: nothing is
     written, and the returned mapping says what would run (``_dry_run``).

@@ -27,13 +27,13 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 from apache_beam.metrics import Metrics
 
-from beam_pipeline.checks import check_inputs, check_pose_handle
 from beam_pipeline.config import ConfigError, JobConfig
-from beam_pipeline.launcher import run_with_progress
-from beam_pipeline.options import pipeline_options
-from beam_pipeline.output_ledger import TRAIN_WRITES, check_output, check_output_apart, prepare_output
-from beam_pipeline.pipeline import list_videos, sampling_spec
-from beam_pipeline.run_record import new_run_id, pipeline_metrics
+from beam_pipeline.job.checks import check_inputs, check_pose_handle
+from beam_pipeline.job.launcher import run_with_progress
+from beam_pipeline.job.options import pipeline_options
+from beam_pipeline.job.pipeline import list_videos, sampling_spec
+from beam_pipeline.outputs.ledger import TRAIN_WRITES, check_output, check_output_apart, prepare_output
+from beam_pipeline.outputs.run_record import new_run_id, pipeline_metrics
 from models.movinet_variants import is_hub_url
 from models.training import SplitData, fit_classifier
 from models.video_model import RawClips
@@ -188,7 +188,8 @@ def _classifier(cfg: JobConfig, backbone, labels: Sequence[str]):
 
         return build_pose_lstm(len(labels), n_frames=cfg.sampling.n_frames), save_features_model
     from models.movinet_convert import prime_litert
-    from models.movinet_export import classifier_on, save_movinet
+    from models.movinet_export import save_movinet
+    from models.movinet_graph import classifier_on
     from models.movinet_training import finetune_model, head_model
 
     classifier = classifier_on(backbone, len(labels), dropout_rate=cfg.train.dropout_rate)

@@ -28,8 +28,8 @@ import pyarrow.dataset as ds
 import pydantic
 
 from beam_pipeline.config import ConfigError
-from beam_pipeline.output_ledger import REPORT_WRITES, claim
-from beam_pipeline.run_record import RUN_FILE, RunRecord
+from beam_pipeline.outputs.ledger import REPORT_WRITES, claim
+from beam_pipeline.outputs.run_record import RUN_FILE, RunRecord
 from models.plots import confusion_matrix, plot_confusion, plot_counts, plot_timeline
 
 __all__ = ["build_report", "class_metrics", "failure_table", "split_accuracy"]

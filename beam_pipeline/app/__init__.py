@@ -1,0 +1,1 @@
+"""``videolabel app``: the Streamlit server (``serve``) and the page it runs (``page``)."""

@@ -1,0 +1,2 @@
+"""``videolabel demo`` (``run``) and the synthetic labelled videos it, the tests and benchmarks use
+(``synthetic``)."""
