@@ -1,4 +1,4 @@
-"""The Python API (``from beam_pipeline import LabelVideos, label_videos, train``): the README's
+"""The Python API (``from beam_pipeline import LabelVideos, label_videos, train``): docs/API.md's
 three examples run as written, and the config built from keyword arguments is validated as ``--set`` is."""
 
 from __future__ import annotations
@@ -20,15 +20,14 @@ from tests.conftest import REPO
 
 
 def _readme_examples() -> list[str]:
-    """The python blocks of the README's ``## Python API`` section, in order (the import line first)."""
-    text = (REPO / "README.md").read_text()
-    section = text.split("\n## Python API\n", 1)[1].split("\n## ", 1)[0]
-    return re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    """The python blocks of docs/API.md, in order (the import line first, as in the README)."""
+    text = (REPO / "docs" / "API.md").read_text()
+    return re.findall(r"```python\n(.*?)```", text, flags=re.S)
 
 
 @pytest.fixture(scope="module")
 def api_folder(tmp_path_factory, a0_base):
-    """A folder as the README's examples expect: labels.csv, new/*.mp4 (one not a video), models/a0_base."""
+    """A folder as docs/API.md's examples expect: labels.csv, new/*.mp4 (one not a video), models/a0_base."""
     folder = tmp_path_factory.mktemp("api")
     manifest = make_labelled_set(str(folder), per_class=3, splits={"train": 1, "valid": 1, "test": 1},
                                  seconds=1.0, motions=list(MOTIONS)[:2])
@@ -49,13 +48,13 @@ def _run(code: str) -> tuple[dict, str]:
     namespace: dict = {"__name__": "__readme__"}
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        exec(compile(code, "README.md", "exec"), namespace)  # the README's own example
+        exec(compile(code, "docs/API.md", "exec"), namespace)  # docs/API.md's own example
     return namespace, out.getvalue()
 
 
 @pytest.fixture(scope="module")
 def readme_run(api_folder):
-    """Runs the README's examples in order in ``api_folder``: (namespace, stdout) of each."""
+    """Runs docs/API.md's examples in order in ``api_folder``: (namespace, stdout) of each."""
     imports, *examples = _readme_examples()
     previous = os.getcwd()
     os.chdir(api_folder)

@@ -304,3 +304,15 @@ def test_workers_are_pinned_only_when_each_is_one_local_single_threaded_process(
 
     cfg = load_config(str(REPO / "configs" / "local.yaml"), overrides)
     assert _pins_cores(cfg, pipeline_options(cfg.runner, beam_args)) is pinned
+
+
+def test_docs_config_is_generated_from_the_models_and_documents_every_key():
+    from beam_pipeline.config import JobConfig
+    from beam_pipeline.config_reference import key_docs, render
+
+    assert (REPO / "docs" / "CONFIG.md").read_text() == render(), (
+        "docs/CONFIG.md is stale: python -m beam_pipeline.config_reference > docs/CONFIG.md")
+    for name, field in JobConfig.model_fields.items():
+        if name != "runner":
+            undocumented = set(field.annotation.model_fields) - set(key_docs(field.annotation))
+            assert not undocumented, f"{name}: {sorted(undocumented)} have no text in its Attributes"

@@ -318,11 +318,11 @@ def check_segments(out: Path, rule: SegmentRule, truth: dict[str, tuple] | None 
     return got
 
 
-def readme_query(comment: str, out: Path) -> str:
-    """The DuckDB query under ``-- <comment>`` in README.md, reading ``out`` instead of ``out/``."""
+def doc_query(comment: str, out: Path, doc: str = "docs/OUTPUT.md") -> str:
+    """The DuckDB query under ``-- <comment>`` in ``doc``, reading ``out`` instead of ``out/``."""
     from tests.conftest import REPO
 
-    text = (REPO / "README.md").read_text()
+    text = (REPO / doc).read_text()
     query = text[text.index(f"-- {comment}\n") + len(comment) + 4:]
     return query[:query.index(";")].replace("'out/", f"'{out}/")
 
@@ -378,9 +378,17 @@ def test_a_run_writes_the_segments_its_frames_give(tmp_path, a0_stream, a0_liter
     assert whole.overlap_s.tolist() == pytest.approx((whole.end_s - whole.start_s).tolist())
     assert by_video["none"].true_label.isna().all() and by_video["none"].overlap_s.isna().all()
 
-    # README's DuckDB query, on this output, for the label of most segments
+    # the README's query (docs/OUTPUT.md's too), on this output
+    assert doc_query("accuracy per split", out, "README.md") == doc_query("accuracy per split", out)
+    judged = videos[(videos.status == "ok") & videos.label.notna()]
+    per_split = duckdb.connect().execute(doc_query("accuracy per split", out, "README.md")).fetchall()
+    assert sorted(per_split) == sorted(
+        (split, len(rows), pytest.approx((rows.prediction == rows.label).mean()))
+        for split, rows in judged.groupby("split"))
+
+    # docs/OUTPUT.md's DuckDB query, on this output, for the label of most segments
     label = got.label.value_counts().index[0]
-    query = readme_query("where in which videos does label X happen, longest first", out)
+    query = doc_query("where in which videos does label X happen, longest first", out)
     found = duckdb.connect().execute(query.replace("'juggling balls'", "?"), [label]).fetchall()
     mine = got[got.label == label]
     assert sorted((u, s, e) for u, s, e, *_ in found) == sorted(zip(mine.uri, mine.start_s, mine.end_s))
