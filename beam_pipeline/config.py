@@ -197,7 +197,8 @@ class ModelConfig(_Section):
         stream_chunk: frames per model call in stream mode (state carried across).
         video_pool: base mode: how clip probabilities make the video's, ``mean`` or ``max``
             (max then renormalised to sum to 1).
-        tf_threads: TensorFlow intra-op threads per worker process; 0 lets TF decide.
+        tf_threads: threads of the model's runtime per worker process: TensorFlow's intra-op
+            threads, or LiteRT's (XNNPACK) threads for a model served on LiteRT; 0 lets it decide.
         pin_workers: local ``multi_processing`` runs with one TF and one FFmpeg thread
             per worker: pin each worker process to a core of its own.
         accelerator: a Beam accelerator resource hint for the Classify step alone, e.g.

@@ -1,7 +1,7 @@
 """Stream-mode MoViNet SavedModels converted to LiteRT (.tflite), once per model, cached by content.
 
-``convert_model`` writes a stream MoViNet classifier as a .tflite file with two
-signatures of fixed shapes (``imgz`` square frames), over the same states:
+``convert_model`` writes a stream MoViNet classifier as a .tflite file with three
+signatures of fixed shapes (``imgz`` square frames), the first two over the same states:
 
 * ``frames_8`` (``CHUNK`` frames): ``image`` float32 [1, 8, imgz, imgz, 3] in
   [0, 1] and the state tensors -> the new states, ``frame_logits`` float32

@@ -49,10 +49,10 @@ def export_movinet_tflite(path: str, *, model_id: str = "a0", imgz: int | None =
                           labels: Sequence[str] | None = None, quantize: bool = False) -> str:
     """Converts a MoViNet stream model to LiteRT (``models.movinet_convert``); writes labels.txt beside it.
 
-    The file has a ``frames_8`` and a ``frames_1`` signature: ``image`` float32
-    [1, frames, imgz, imgz, 3] in [0, 1] plus the state tensors in, the new
-    states and ``frame_logits`` [1, frames, num_classes] out. ``quantize`` stores
-    the weights as int8 (dynamic range).
+    The file has three signatures (``models.movinet_convert``): ``frames_8`` and ``frames_1``,
+    ``image`` float32 [1, frames, imgz, imgz, 3] in [0, 1] plus the state tensors in, the new
+    states, ``frame_logits`` [1, frames, num_classes] and ``frame_features`` out; and ``head``,
+    frame features -> logits. ``quantize`` stores the weights as int8 (dynamic range).
 
     Returns:
         ``path`` (local or gs://).

@@ -21,9 +21,9 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from apache_beam.metrics import Metrics
 
 from models.scores import top_k_arrays
+from transforms import metrics
 from transforms.records import (
     ClipPrediction,
     ErrorStage,
@@ -38,8 +38,6 @@ from transforms.segments import SegmentRule, segment_rows, truth_spans
 
 __all__ = [
     "Aggregate",
-    "ERROR_COUNTER_PREFIX",
-    "SPLIT_COUNTER_PREFIX",
     "RunStamp",
     "frames_batch",
     "prediction_columns",
@@ -48,8 +46,6 @@ __all__ = [
     "video_probs",
 ]
 
-ERROR_COUNTER_PREFIX = "errors_"
-SPLIT_COUNTER_PREFIX = "videos_split_"
 
 _PREDICTION_COLUMNS = ("prediction", "prediction_index", "score", "top_k_labels", "top_k_scores")
 
@@ -217,12 +213,12 @@ class _RowsFn(beam.DoFn):
         self._write_probs = write_probs
         self._write_keypoints = write_keypoints
         self._stamp = stamp
-        self._by_status = {s: Metrics.counter("videolabel", f"videos_{s.value}") for s in Status}
+        self._by_status = {s: metrics.status_counter(s.value) for s in Status}
         self._named: dict[str, Any] = {}
-        self._decoded = Metrics.counter("videolabel", "frames_decoded")
-        self._sampled = Metrics.counter("videolabel", "frames_sampled")
-        self._segment_rows = Metrics.counter("videolabel", "segments")
-        self._decode_ms = Metrics.distribution("videolabel", "decode_ms")
+        self._decoded = metrics.counter(metrics.FRAMES_DECODED)
+        self._sampled = metrics.counter(metrics.FRAMES_SAMPLED)
+        self._segment_rows = metrics.counter(metrics.SEGMENTS)
+        self._decode_ms = metrics.distribution(metrics.DECODE_MS)
 
     def process(self, result: VideoResult) -> Iterator[VideoRows]:
         info = result.info
@@ -236,12 +232,12 @@ class _RowsFn(beam.DoFn):
         if "segments" in tables:
             self._segment_rows.inc(tables["segments"].num_rows)
         self._decode_ms.update(int(info.decode_s * 1000))
-        self._count(f"{SPLIT_COUNTER_PREFIX}{info.ref.split}")
+        self._count(f"{metrics.SPLIT_PREFIX}{info.ref.split}")
         video = tables["videos"]
         self._by_status[Status(video["status"][0].as_py())].inc()
         error_type = video["error_type"][0].as_py()
         if error_type:
-            self._count(f"{ERROR_COUNTER_PREFIX}{error_type}")
+            self._count(f"{metrics.ERROR_PREFIX}{error_type}")
         yield VideoRows(info.ref.split, tables)
 
     def _tables(self, info: VideoInfo, outputs: Sequence[tuple[int, ClipPrediction]]):
@@ -262,7 +258,7 @@ class _RowsFn(beam.DoFn):
     def _count(self, name: str) -> None:
         """Adds one to the counter ``name``, made on first use (error types and splits are open sets)."""
         if name not in self._named:
-            self._named[name] = Metrics.counter("videolabel", name)
+            self._named[name] = metrics.counter(name)
         self._named[name].inc()
 
 

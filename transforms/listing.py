@@ -20,8 +20,8 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.io import fileio
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.metrics import Metrics
 
+from transforms import metrics
 from transforms.records import VideoRef
 from transforms.splits import hash_split, stable_video_id
 
@@ -146,7 +146,7 @@ class _ReadManifestFn(beam.DoFn):
     def __init__(self, ratios: Mapping[str, float], salt: str):
         self._ratios = dict(ratios)
         self._salt = salt
-        self._bad_rows = Metrics.counter("videolabel", "manifest_bad_rows")
+        self._bad_rows = metrics.counter(metrics.MANIFEST_BAD_ROWS)
 
     def process(self, path: str) -> Iterator[VideoRef]:
         for number, row in enumerate(manifest_rows(path), start=1):

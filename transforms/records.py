@@ -107,10 +107,8 @@ class VideoError(NamedTuple):
 
 
 class VideoInfo(NamedTuple):
-    """Everything about one video except its predictions.
-
-    Emitted by DecodeAndSample once per input video, after its last clip.
-    """
+    """Everything about one video except its predictions: its ref, probe, frame counts, error and
+    decode time, one per video (``DecodeReport.info``), carried in its ``VideoResult``."""
 
     ref: VideoRef
     meta: VideoMeta | None

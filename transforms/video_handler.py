@@ -36,12 +36,12 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
-from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler
 
 from models.frame_window import FrameWindow
 from models.scores import top_k_arrays
 from models.video_model import BatchStreamModel, ClipScores, ModelSpec, StreamModel
+from transforms import metrics
 from transforms.decoder_process import DecoderProcess
 from transforms.decoding import DecodeReport, SampledFrame
 from transforms.records import Clip, ClipPrediction, FrameSource, VideoResult
@@ -426,8 +426,8 @@ class VideoHandler(ModelHandler[FrameSource, VideoResult, Any]):
     def run_inference(self, batch: Sequence[FrameSource], model: Any,
                       inference_args: dict[str, Any] | None = None) -> list[VideoResult]:
         if self._model_ms is None:
-            self._model_ms = Metrics.distribution(self.get_metrics_namespace(), "model_ms")
-            self._videos_per_call = Metrics.distribution(self.get_metrics_namespace(), "videos_per_call")
+            self._model_ms = metrics.distribution(metrics.MODEL_MS)
+            self._videos_per_call = metrics.distribution(metrics.VIDEOS_PER_CALL)
         if self._batch is not None and len(batch) > 1:
             self._videos_per_call.update(len(batch))
             return self._stream_videos(batch, model)
@@ -497,4 +497,4 @@ class VideoHandler(ModelHandler[FrameSource, VideoResult, Any]):
         return outputs
 
     def get_metrics_namespace(self) -> str:
-        return "videolabel"
+        return metrics.NAMESPACE

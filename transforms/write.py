@@ -45,10 +45,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils.windowed_value import WindowedValue
 
+from transforms import metrics
 from transforms.records import VideoRows
 
 __all__ = ["CommitParts", "FinalizeParts", "finalize_parts", "part_name", "partition_dir", "write_branches",
@@ -153,8 +153,8 @@ class _CommitFn(beam.DoFn):
     def setup(self) -> None:
         self._writer = uuid.uuid4().hex[:8]
         self._seq = 0
-        self._write_ms = Metrics.distribution("videolabel", "write_ms")
-        self._files = Metrics.counter("videolabel", "files_written")
+        self._write_ms = metrics.distribution(metrics.WRITE_MS)
+        self._files = metrics.counter(metrics.FILES_WRITTEN)
 
     def start_bundle(self) -> None:
         self._buffers: dict[str, _Buffer] = {}
@@ -198,7 +198,7 @@ class _FinalizeFn(beam.DoFn):
         self._run_id = run_id
 
     def setup(self) -> None:
-        self._discarded = Metrics.counter("videolabel", "files_discarded")
+        self._discarded = metrics.counter(metrics.FILES_DISCARDED)
 
     def process(self, committed: list[str]) -> Iterator[str]:
         doomed = finalize_parts(self._root, self._tables, self._run_id, committed)

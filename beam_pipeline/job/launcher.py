@@ -51,7 +51,8 @@ from beam_pipeline.outputs.run_record import (
     pipeline_metrics,
 )
 from models.labels import write_labels
-from transforms.aggregate import SPLIT_COUNTER_PREFIX, RunStamp
+from transforms import metrics
+from transforms.aggregate import RunStamp
 from transforms.progress import ProgressLine, worker_summary
 from transforms.schema import SCHEMA_VERSION
 
@@ -297,7 +298,7 @@ def _throughput(done: ExecutedRun, videos: int) -> Throughput:
                  "startup_s": round(first - done.started_at.timestamp(), 3) if first else None,
                  "worker_processes": done.workers["processes"], "pinned_cores": done.workers["pinned_cores"]}
     return Throughput(videos_per_s=_per_s(videos, done.wall_s),
-                      frames_per_s=_per_s(done.counters.get("frames_sampled", 0), done.wall_s), **local)
+                      frames_per_s=_per_s(done.counters.get(metrics.FRAMES_SAMPLED, 0), done.wall_s), **local)
 
 
 def record(run: PreparedRun, done: ExecutedRun) -> RunRecord:
@@ -318,8 +319,8 @@ def record(run: PreparedRun, done: ExecutedRun) -> RunRecord:
         config_hash=run.stamp.config_hash, config=cfg.to_dict(), beam_args=run.beam_args,
         counts={"videos": videos, **counters},
         splits=Splits(ratios=dict(cfg.split.ratios), salt=cfg.split.salt,
-                      videos={k[len(SPLIT_COUNTER_PREFIX):]: v for k, v in sorted(counters.items())
-                              if k.startswith(SPLIT_COUNTER_PREFIX)}),
+                      videos={k[len(metrics.SPLIT_PREFIX):]: v for k, v in sorted(counters.items())
+                              if k.startswith(metrics.SPLIT_PREFIX)}),
         timings=Timings.from_distributions(done.distributions), throughput=_throughput(done, videos),
         versions=_versions(), **resumed)
 

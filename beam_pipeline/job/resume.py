@@ -40,9 +40,9 @@ import pyarrow.parquet as pq
 from apache_beam.io import fileio
 from apache_beam.io.filesystem import FileMetadata
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.metrics import Metrics
 
 from beam_pipeline.outputs.ledger import RUN_WRITES, claim
+from transforms import metrics
 from transforms.schema import SCHEMA_VERSION
 from transforms.write import write_table
 
@@ -154,7 +154,7 @@ class _ReadDoneFn(beam.DoFn):
         self._run_id = run_id
 
     def setup(self) -> None:
-        self._done = Metrics.counter("videolabel", "resume_done_ids")
+        self._done = metrics.counter(metrics.RESUME_DONE_IDS)
 
     def process(self, metadata: FileMetadata) -> Iterable[str]:
         ids = done_ids(_read(metadata.path, _COLUMNS), self._config_hash, self._model, self._run_id)

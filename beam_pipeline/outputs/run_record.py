@@ -17,6 +17,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from pydantic import BaseModel, ConfigDict
 
 from models.movinet_variants import is_hub_url
+from transforms import metrics
 
 if TYPE_CHECKING:
     from beam_pipeline.config import JobConfig
@@ -36,7 +37,7 @@ def new_run_id() -> str:
 def pipeline_metrics(result) -> tuple[dict[str, int], dict[str, tuple[int, int]]]:
     """The ``videolabel`` counters (name -> total) and distributions (name -> (count, sum)) of a
     finished Beam ``PipelineResult``, summed over all steps (committed values where the runner has them)."""
-    queried = result.metrics().query(MetricsFilter().with_namespace("videolabel"))
+    queried = result.metrics().query(MetricsFilter().with_namespace(metrics.NAMESPACE))
     counters: dict[str, int] = {}
     for counter in queried["counters"]:
         value = counter.committed if counter.committed is not None else counter.attempted
@@ -126,7 +127,8 @@ class Timings(_Part):
         """Folds the per-video ``decode_ms`` and ``model_ms`` and the per-file ``write_ms`` distributions
         ((count, sum of ms), as ``pipeline_metrics`` gives them); a stage that recorded nothing is 0 s."""
         (decodes, decode_ms), (videos, model_ms), (writes, write_ms) = (
-            distributions.get(name, (0, 0)) for name in ("decode_ms", "model_ms", "write_ms"))
+            distributions.get(name, (0, 0))
+            for name in (metrics.DECODE_MS, metrics.MODEL_MS, metrics.WRITE_MS))
         return cls(stage_s=StageSeconds(decode=round(decode_ms / 1e3, 3), model=round(model_ms / 1e3, 3),
                                         write=round(write_ms / 1e3, 3)),
                    mean_ms=MeanMs(decode_per_video=_mean(decode_ms, decodes),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from beam_pipeline.outputs.run_record import RUN_FILE, RunRecord
-from transforms.aggregate import ERROR_COUNTER_PREFIX
+from transforms import metrics
 
 __all__ = ["print_summary"]
 
@@ -16,7 +16,7 @@ def print_summary(run: RunRecord, output: str) -> None:
     print(f"  ok {c.get('videos_ok', 0)}, partial {c.get('videos_partial', 0)}, "
           f"failed {c.get('videos_failed', 0)}; frames decoded {c.get('frames_decoded', 0)}, "
           f"sampled {c.get('frames_sampled', 0)}")
-    errors = {k[len(ERROR_COUNTER_PREFIX):]: v for k, v in c.items() if k.startswith(ERROR_COUNTER_PREFIX)}
+    errors = {k[len(metrics.ERROR_PREFIX):]: v for k, v in c.items() if k.startswith(metrics.ERROR_PREFIX)}
     if errors:
         print("  errors by type: " + ", ".join(f"{k} {v}" for k, v in sorted(errors.items())))
     if run.resume is not None:

@@ -25,7 +25,6 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as ds
-from apache_beam.metrics import Metrics
 
 from beam_pipeline.config import ConfigError, JobConfig
 from beam_pipeline.job.checks import check_inputs, check_pose_handle
@@ -37,6 +36,7 @@ from beam_pipeline.outputs.run_record import new_run_id, pipeline_metrics
 from models.movinet_variants import is_hub_url
 from models.training import SplitData, fit_classifier
 from models.video_model import RawClips
+from transforms import metrics
 from transforms.classify import Classify
 from transforms.decode_sample import DecodeAndSample
 from transforms.progress import NoteVideos
@@ -100,8 +100,8 @@ class _FeatureRowsFn(beam.DoFn):
     used and failed."""
 
     def setup(self) -> None:
-        self._used = Metrics.counter("videolabel", "train_videos_used")
-        self._failed = Metrics.counter("videolabel", "train_videos_failed")
+        self._used = metrics.counter(metrics.TRAIN_VIDEOS_USED)
+        self._failed = metrics.counter(metrics.TRAIN_VIDEOS_FAILED)
 
     def process(self, result: VideoResult) -> Iterator[VideoRows]:
         ref = result.info.ref
@@ -245,8 +245,8 @@ def run_train(cfg: JobConfig, manifest: str, output: str, beam_args: Sequence[st
     result, _ = run_with_progress(options, lambda p, folder: build_features_pipeline(
         p, cfg, output, run_id=run_id, progress_dir=folder))
     counts, _ = pipeline_metrics(result)
-    failed = counts.get("train_videos_failed", 0)
-    print(f"    {counts.get('train_videos_used', 0)} videos used, {failed} failed to decode"
+    failed = counts.get(metrics.TRAIN_VIDEOS_FAILED, 0)
+    print(f"    {counts.get(metrics.TRAIN_VIDEOS_USED, 0)} videos used, {failed} failed to decode"
           + (" (left out of training)" if failed else ""))
     table = ds.dataset(f"{output}/features", format="parquet", partitioning="hive").to_table()
     data, labels, dropped = _split_data(table)
