@@ -11,12 +11,11 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-import pyarrow.dataset as ds
-
 from beam_pipeline.config import load_config
 from beam_pipeline.demo.synthetic import MOTIONS, make_labelled_set
 from beam_pipeline.job.launcher import run_job
 from beam_pipeline.outputs.report import build_report
+from beam_pipeline.outputs.run_output import RunOutput
 from beam_pipeline.outputs.summary import print_summary
 from beam_pipeline.training.train_job import run_train
 
@@ -49,7 +48,7 @@ def _add_broken_video(folder: str, manifest: str) -> None:
 
 def _print_videos(results: str) -> float:
     """Prints each labelled video; returns the accuracy over the videos that decoded."""
-    table = ds.dataset(os.path.join(results, "videos"), format="parquet", partitioning="hive").to_table(
+    table = RunOutput(results).dataset("videos").to_table(
         columns=["uri", "label", "status", "prediction", "score", "error_type"])
     print("\n  video                      label          status  prediction     score")
     for row in sorted(table.to_pylist(), key=lambda r: r["uri"]):

@@ -64,12 +64,10 @@ def make_handler(cfg: JobConfig, handle: str, num_labels: int) -> VideoHandler:
 
 
 def sampling_spec(cfg: JobConfig) -> SamplingSpec:
-    """The per-video sampling settings of a config."""
-    s = cfg.sampling
-    return SamplingSpec(strategy=s.strategy, fps=s.fps, n_frames=s.n_frames, imgz=cfg.imgz,
-                        max_pixels=s.max_pixels, max_duration_s=s.max_duration_s,
-                        decode_timeout_s=s.decode_timeout_s, decode_threads=s.decode_threads,
-                        decoder_memory_mb=s.decoder_memory_mb)
+    """The per-video sampling settings of a config: the ``sampling`` keys ``SamplingSpec`` has, with
+    ``imgz`` resolved (``JobConfig.imgz``: the variant's native size when unset)."""
+    shared = set(SamplingSpec._fields) & set(type(cfg.sampling).model_fields) - {"imgz"}
+    return SamplingSpec(**cfg.sampling.model_dump(include=shared), imgz=cfg.imgz)
 
 
 def _not_done(joined):

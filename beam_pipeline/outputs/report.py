@@ -24,24 +24,24 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow.dataset as ds
 import pydantic
 
 from beam_pipeline.config import ConfigError
+from beam_pipeline.outputs.figures import class_metrics, failure_table, judged_videos, split_accuracy
 from beam_pipeline.outputs.ledger import REPORT_WRITES, claim
+from beam_pipeline.outputs.run_output import RunOutput
 from beam_pipeline.outputs.run_record import RUN_FILE, RunRecord
 from models.plots import confusion_matrix, plot_confusion, plot_counts, plot_timeline
 
-__all__ = ["build_report", "class_metrics", "failure_table", "split_accuracy"]
+__all__ = ["build_report"]
 
 _log = logging.getLogger(__name__)
 
 
-def _read(root: str, table: str) -> pd.DataFrame | None:
-    folder = os.path.join(root, table)
-    if not os.path.isdir(folder):
-        return None
-    return ds.dataset(folder, format="parquet", partitioning="hive").to_table().to_pandas()
+def _read(output: RunOutput, table: str) -> pd.DataFrame | None:
+    """One table of the run (its part files only), or None when the output lacks it."""
+    dataset = output.dataset(table)
+    return None if dataset is None else dataset.to_table().to_pandas()
 
 
 def _run_id(root: str) -> str | None:
@@ -54,47 +54,6 @@ def _run_id(root: str) -> str | None:
         _log.warning("%s/%s is not a run record of this version (%d problems); reporting without it",
                      root, RUN_FILE, exc.error_count())
         return None
-
-
-def _judged(videos: pd.DataFrame) -> pd.DataFrame:
-    """Labelled videos that got a prediction."""
-    return videos[videos.label.notna() & videos.prediction.notna()]
-
-
-def split_accuracy(videos: pd.DataFrame) -> list[dict[str, Any]]:
-    """Per split: labelled, classified videos, how many are right, and the accuracy."""
-    rows = []
-    for split, group in _judged(videos).groupby("split", observed=True):
-        right = int((group.prediction == group.label).sum())
-        rows.append({"split": str(split), "videos": len(group), "right": right,
-                     "accuracy": right / len(group)})
-    return rows
-
-
-def class_metrics(videos: pd.DataFrame) -> list[dict[str, Any]]:
-    """Per class (labels and predictions seen): support, predicted count, precision, recall."""
-    judged = _judged(videos)
-    rows = []
-    for name in sorted(set(judged.label) | set(judged.prediction)):
-        true_positive = int(((judged.label == name) & (judged.prediction == name)).sum())
-        support, predicted = int((judged.label == name).sum()), int((judged.prediction == name).sum())
-        rows.append({"label": name, "support": support, "predicted": predicted,
-                     "precision": true_positive / predicted if predicted else None,
-                     "recall": true_positive / support if support else None})
-    return rows
-
-
-def failure_table(videos: pd.DataFrame) -> list[dict[str, Any]]:
-    """Per error type of failed or partial videos: count, stages, and one example."""
-    broken = videos[videos.error_type.notna()]
-    rows = []
-    for error_type, group in broken.groupby("error_type"):
-        first = group.sort_values("uri").iloc[0]
-        rows.append({"error_type": str(error_type), "videos": len(group),
-                     "stages": sorted(set(group.error_stage.dropna())),
-                     "statuses": sorted(set(group.status)), "example_uri": first.uri,
-                     "example_message": first.error_message})
-    return sorted(rows, key=lambda r: (-r["videos"], r["error_type"]))
 
 
 def _timeline_videos(videos: pd.DataFrame, count: int) -> pd.DataFrame:
@@ -208,10 +167,11 @@ def build_report(root: str, timelines: int = 6) -> dict[str, Any]:
     Raises:
         ConfigError: ``root`` holds no ``videos`` table, or a ``report/`` folder videolabel did not write.
     """
-    videos = _read(root, "videos")
+    output = RunOutput(root)
+    videos = _read(output, "videos")
     if videos is None or videos.empty:
         raise ConfigError(f"OUTPUT: {root!r} holds no videos table (is it a `videolabel run` output?)")
-    frames, segments = _read(root, "frames"), _read(root, "segments")
+    frames, segments = _read(output, "frames"), _read(output, "segments")
     claim(root, REPORT_WRITES)  # a user's own report/ folder is refused, never written over
     out = os.path.join(root, "report")
     os.makedirs(out, exist_ok=True)
@@ -224,7 +184,7 @@ def build_report(root: str, timelines: int = 6) -> dict[str, Any]:
     summary = f"{root}: {len(videos)} videos; " + ", ".join(f"{k} {v}" for k, v in status.items())
     sections = [f"<h1>videolabel report</h1><p>{html.escape(summary)}"
                 + (f"; run {html.escape(run_id)}" if run_id else "") + "</p>"]
-    judged = _judged(videos)
+    judged = judged_videos(videos)
     sections.append(_labelled_section(judged, report, out) if len(judged)
                     else _distribution_section(videos, report, out))
     if frames is not None and len(frames):

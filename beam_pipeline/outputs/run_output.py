@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
-from beam_pipeline.outputs.report import failure_table, split_accuracy
+from beam_pipeline.outputs.figures import failure_table, split_accuracy
 
 __all__ = ["TABLES", "PathGuard", "RefusedPath", "RunOutput", "VideoDetail", "VideoFilter", "filesystem_for"]
 

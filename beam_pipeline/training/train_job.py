@@ -24,7 +24,6 @@ from typing import Any
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
-import pyarrow.dataset as ds
 
 from beam_pipeline.config import ConfigError, JobConfig
 from beam_pipeline.job.checks import check_inputs, check_pose_handle
@@ -32,6 +31,7 @@ from beam_pipeline.job.launcher import run_with_progress
 from beam_pipeline.job.options import pipeline_options
 from beam_pipeline.job.pipeline import list_videos, sampling_spec
 from beam_pipeline.outputs.ledger import TRAIN_WRITES, check_output, check_output_apart, prepare_output
+from beam_pipeline.outputs.run_output import RunOutput
 from beam_pipeline.outputs.run_record import new_run_id, pipeline_metrics
 from models.movinet_variants import is_hub_url
 from models.training import SplitData, fit_classifier
@@ -248,7 +248,11 @@ def run_train(cfg: JobConfig, manifest: str, output: str, beam_args: Sequence[st
     failed = counts.get(metrics.TRAIN_VIDEOS_FAILED, 0)
     print(f"    {counts.get(metrics.TRAIN_VIDEOS_USED, 0)} videos used, {failed} failed to decode"
           + (" (left out of training)" if failed else ""))
-    table = ds.dataset(f"{output}/features", format="parquet", partitioning="hive").to_table()
+    features = RunOutput(output).dataset("features")
+    if features is None:
+        raise ConfigError(f"--manifest: no video of {manifest} gave an example ({failed} failed to decode): "
+                          "nothing to train on")
+    table = features.to_table()
     data, labels, dropped = _split_data(table)
     model, save = _classifier(cfg, backbone, labels)
     name = "pose LSTM" if cfg.model.kind == "lstm" else (
