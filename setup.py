@@ -36,7 +36,7 @@ setup(
         # import-linter checks the layers in pyproject.toml (make lint).
         "test": ["pytest>=8", "ruff>=0.6", "import-linter>=2.17", "duckdb>=1.0",
                  "gcp-storage-emulator>=2024.8",
-                 # tests/test_app.py drives `videolabel app` in Debian's chromium + chromedriver.
+                 # tests/app/test_app.py drives `videolabel app` in Debian's chromium + chromedriver.
                  "selenium>=4.20"],
         # `videolabel app`: label one video, browse a run (beam_pipeline/app/serve.py).
         "app": ["streamlit>=1.40"],

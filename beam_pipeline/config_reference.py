@@ -2,7 +2,7 @@
 
 The meaning of each key is its section's docstring (``Attributes:``, Google style; a section that
 extends another, as ``train`` extends ``models.training.FitSettings``, reads both, its own first).
-``tests/test_config.py`` checks that docs/CONFIG.md is what this writes and that no key lacks a text.
+``tests/job/test_config.py`` checks that docs/CONFIG.md is what this writes and that no key lacks a text.
 
     python -m beam_pipeline.config_reference > docs/CONFIG.md
 """

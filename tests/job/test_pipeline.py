@@ -20,7 +20,7 @@ from beam_pipeline.job.pipeline import build_pipeline, list_videos
 from beam_pipeline.outputs.run_record import RunRecord, Splits
 from models.labels import read_labels
 from tests.conftest import REPO
-from tests.test_segments import check_segments
+from tests.helpers import check_segments
 from transforms.aggregate import RunStamp
 from transforms.progress import read_total
 from transforms.schema import FRAMES_SCHEMA, SCHEMA_VERSION, VIDEOS_SCHEMA

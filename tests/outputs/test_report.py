@@ -13,7 +13,7 @@ import pytest
 from beam_pipeline.cli import main
 from beam_pipeline.outputs.run_record import RUN_FILE
 from models.scores import top_k_arrays
-from tests.test_run_record import sample_record
+from tests.helpers import sample_record
 from transforms.aggregate import RunStamp, frames_batch, segments_batch, video_batch
 from transforms.records import ClipPrediction, ErrorStage, VideoError, VideoInfo, VideoMeta, VideoRef
 from transforms.schema import SEGMENTS_SCHEMA, VIDEOS_SCHEMA, frames_schema

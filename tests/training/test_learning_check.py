@@ -16,10 +16,9 @@ from __future__ import annotations
 import numpy as np
 
 from beam_pipeline.demo.synthetic import MOTIONS, path_frames
+from tests.helpers import OPPOSITE
 
 CLASSES = sorted(MOTIONS)
-OPPOSITE = {"moving_left": "moving_right", "moving_right": "moving_left", "moving_up": "moving_down",
-            "moving_down": "moving_up"}
 
 
 def _clips(per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -32,7 +32,7 @@ from beam_pipeline.outputs.run_output import PathGuard, RefusedPath, RunOutput, 
 from benchmarks.app_queries import write_synthetic_output
 from tests.conftest import BUCKET, free_port
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 #: The labelling settings of every run here: LiteRT a0 stream at 64 px, 4 frames a second.
 SECTIONS = {"sampling": {"imgz": 64, "fps": 4}}
 CHROMEDRIVER = "/usr/bin/chromedriver"

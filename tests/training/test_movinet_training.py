@@ -169,7 +169,7 @@ def test_demo_fine_tunes_a_model_that_labels_unseen_videos(demo_run):
 
     # The learning check: played backwards, each unseen video moves the other way, and a model that
     # learned the motions turns its answer around. Position and looks are the same both ways, so a fit
-    # that learned those, or memorised its clips, cannot pass (tests/test_learning_check.py).
+    # that learned those, or memorised its clips, cannot pass (tests/training/test_learning_check.py).
     backwards = _played_backwards(tmp_path / "demo" / "videos_new" / "manifest.csv", tmp_path / "backwards")
     turned = label_videos(backwards, model, sampling={"strategy": "uniform", "n_frames": 8, "imgz": 64})
     decoded = turned.videos[turned.videos.status == "ok"]
@@ -182,7 +182,7 @@ def _played_backwards(manifest: os.PathLike, folder: os.PathLike) -> str:
     import av
 
     from beam_pipeline.demo.synthetic import write_video
-    from tests.test_learning_check import OPPOSITE
+    from tests.helpers import OPPOSITE
 
     os.makedirs(folder, exist_ok=True)
     rows = ["uri,label"]

@@ -10,7 +10,7 @@ from beam_pipeline.config import load_config
 from beam_pipeline.demo.synthetic import make_labelled_set
 from beam_pipeline.job.launcher import run_job
 from tests.conftest import REPO
-from tests.test_segments import check_segments
+from tests.helpers import check_segments
 from transforms import write
 from transforms.segments import SegmentRule
 from transforms.write import finalize_parts, part_name

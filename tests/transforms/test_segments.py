@@ -10,7 +10,6 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
@@ -19,6 +18,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from beam_pipeline.job.resume import prepare_resume
 from beam_pipeline.outputs.ledger import RUN_WRITES, Ledger
 from models.scores import top_k_arrays
+from tests.helpers import check_segments, doc_query
 from transforms.aggregate import Aggregate, RunStamp, frames_batch, segments_batch, video_batch
 from transforms.records import (
     ClipPrediction,
@@ -280,51 +280,6 @@ def test_resume_keeps_and_drops_segments_with_their_videos_part(tmp_path):
 
 
 # ------------------------------------------------------------------ a real run
-
-
-def check_segments(out: Path, rule: SegmentRule, truth: dict[str, tuple] | None = None,
-                   background: str | None = None, labels: list[str] | None = None) -> pd.DataFrame:
-    """Asserts that ``out``'s segments table is exactly what ``transforms.segments`` makes of the run's
-    own frames table (with each video's duration and label, or ``truth``: video id -> manifest
-    segments): one set per video, none for a video without frames, every part paired with its
-    videos part. ``labels``: the class names, else ``out/labels.txt``. Returns the segments table."""
-    labels = labels or (out / "labels.txt").read_text().splitlines()
-    videos = ds.dataset(out / "videos", format="parquet", partitioning="hive").to_table().to_pandas()
-    frames = ds.dataset(out / "frames", format="parquet", partitioning="hive").to_table().to_pandas()
-    folder = out / "segments"
-    if folder.is_dir():
-        table = ds.dataset(folder, format="parquet", partitioning="hive").to_table()
-        for field in SEGMENTS_SCHEMA:
-            assert table.schema.field(field.name).type == field.type, field.name
-        table = table.cast(SEGMENTS_SCHEMA.append(pa.field("split", pa.string())))
-    else:  # no video had a segment
-        table = SEGMENTS_SCHEMA.append(pa.field("split", pa.string())).empty_table()
-    got = table.to_pandas()
-    assert not got.duplicated(["video_id", "segment_index"]).any()
-    for part in folder.glob("split=*/part-*.parquet"):
-        assert (out / "videos" / part.parent.name / part.name).exists(), part
-        assert pq.read_table(part).num_rows > 0
-    for video in videos.itertuples():
-        mine = frames[frames.video_id == video.video_id].sort_values("timestamp_s")
-        segments = (truth or {}).get(video.video_id, ())
-        label = None if pd.isna(video.label) else video.label
-        expected = segment_rows(video.video_id, video.uri, mine.timestamp_s.to_numpy(),
-                                mine.prediction_index.to_numpy(), mine.score.to_numpy(), labels, rule,
-                                duration_s=None if pd.isna(video.duration_s) else video.duration_s,
-                                truth=truth_spans(segments, label, background)).to_pylist()
-        rows = table.filter(pc.equal(table["video_id"], video.video_id)).sort_by("segment_index")
-        assert set(rows["split"].to_pylist()) <= {video.split}
-        assert rows.drop_columns(["split"]).to_pylist() == expected, video.uri
-    return got
-
-
-def doc_query(comment: str, out: Path, doc: str = "docs/OUTPUT.md") -> str:
-    """The DuckDB query under ``-- <comment>`` in ``doc``, reading ``out`` instead of ``out/``."""
-    from tests.conftest import REPO
-
-    text = (REPO / doc).read_text()
-    query = text[text.index(f"-- {comment}\n") + len(comment) + 4:]
-    return query[:query.index(";")].replace("'out/", f"'{out}/")
 
 
 def test_a_run_writes_the_segments_its_frames_give(tmp_path, a0_stream, a0_litert):

@@ -23,7 +23,7 @@ from beam_pipeline.demo.synthetic import make_labelled_set
 from beam_pipeline.job.pipeline import list_videos
 from beam_pipeline.outputs.run_record import RunRecord
 from tests.conftest import REPO
-from tests.test_segments import check_segments
+from tests.helpers import check_segments
 from transforms.aggregate import RunStamp
 from transforms.progress import read_total
 from transforms.schema import SCHEMA_VERSION, VIDEOS_SCHEMA

@@ -2,38 +2,14 @@
 
 from __future__ import annotations
 
-import datetime
 import json
 
 import pytest
-from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_pipeline.config import load_config
-from beam_pipeline.job.launcher import ExecutedRun, PreparedRun, record
 from beam_pipeline.job.resume import ResumeState
 from beam_pipeline.outputs.run_record import RUN_FILE, RunRecord, Timings, frame_labels
-from tests.conftest import REPO
-from transforms.aggregate import RunStamp
-
-STARTED = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
-COUNTERS = {"videos_ok": 3, "videos_failed": 1, "frames_sampled": 40, "errors_InvalidDataError": 1,
-            "videos_split_train": 3, "videos_split_test": 1}
-# (count, sum of ms); RunInference's own batch latency (micro-seconds) is not a stage time
-DISTRIBUTIONS = {"decode_ms": (4, 1200), "model_ms": (3, 2100), "write_ms": (2, 50),
-                 "inference_batch_latency_micro_secs": (6, 9_000_000)}
-WORKERS = {"steady_videos_per_s": 1.23456, "first_done_at": STARTED.timestamp() + 2.5, "processes": 2,
-           "pinned_cores": [0, 1]}
-
-
-def sample_record(*, local: bool = True, kept: ResumeState | None = None) -> RunRecord:
-    """What ``record`` makes of a four-video run (local: with the worker figures)."""
-    cfg = load_config(str(REPO / "configs" / "local.yaml"), ['input.paths=["/v/*.mp4"]', 'output.path="/o"'])
-    stamp = RunStamp("model-dir", cfg.job_hash(), "20260102T030405Z-abcdef")
-    run = PreparedRun(cfg, ("--direct_num_workers=2",), PipelineOptions([]), "model-dir",
-                      "/cache/litert/0123abcd.tflite", ("a", "b"), stamp,
-                      resume=kept is not None, kept=kept)
-    done = ExecutedRun(STARTED, 10.0, COUNTERS, DISTRIBUTIONS, WORKERS if local else None)
-    return record(run, done)
+from tests.helpers import COUNTERS, DISTRIBUTIONS, sample_record
 
 
 def test_stage_times_are_the_per_video_model_and_decode_times_with_nothing_taken_out():
