@@ -208,14 +208,14 @@ class LabelVideos(beam.PTransform):
 
     def expand(self, videos):
         from beam_pipeline.job.pipeline import video_rows
-        from beam_pipeline.job.serving import served_model
+        from beam_pipeline.job.serving import serve
 
         cfg = self.cfg
-        served = served_model(cfg, self.handle, len(self.labels), videos.pipeline.options)
+        model = serve(cfg, self.handle, len(self.labels), videos.pipeline.options)
         refs = (videos
                 | "ToRefs" >> beam.Map(_as_ref, cfg)
                 | "Spread" >> beam.Reshuffle())
-        branches = video_rows(refs, cfg, handle=served, labels=self.labels, stamp=self.stamp)
+        branches = video_rows(refs, cfg, model=model, labels=self.labels, stamp=self.stamp)
         rows = tuple(branches.values()) | "AllVideos" >> beam.Flatten()
         return {table: rows | f"Rows/{table}" >> beam.FlatMap(_table_rows, table) for table in self.TABLES}
 

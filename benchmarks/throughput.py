@@ -122,6 +122,7 @@ def child_model(videos: list[str], variant: str, handle: str, cumulative: bool =
     """
     from beam_pipeline.job.checks import resolve_labels
     from beam_pipeline.job.pipeline import make_handler, sampling_spec
+    from beam_pipeline.job.serving import ServedModel
     from transforms.cores import pin_to_free_core
     from transforms.decoding import DecodeReport, sample_frames
     from transforms.records import FrameSource, VideoRef
@@ -135,7 +136,7 @@ def child_model(videos: list[str], variant: str, handle: str, cumulative: bool =
         frames = tuple(sample_frames(video, spec, report))
         sources.append(FrameSource(ref, spec, report.meta, frames, report.info(ref)))
     loaded = time.perf_counter()  # start-up: the model's load and first call
-    handler = make_handler(cfg, handle, len(resolve_labels(cfg, handle)))
+    handler = make_handler(cfg, ServedModel.of(cfg, handle), len(resolve_labels(cfg, handle)))
     model = handler.load_model()
     list(handler.run_inference(sources[:1], model))
     startup = time.perf_counter() - loaded

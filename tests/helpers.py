@@ -16,6 +16,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from beam_pipeline.config import load_config
 from beam_pipeline.job.launcher import ExecutedRun, PreparedRun, record
 from beam_pipeline.job.resume import ResumeState
+from beam_pipeline.job.serving import ServedModel
 from beam_pipeline.outputs.run_record import RunRecord
 from tests.conftest import REPO
 from transforms.aggregate import RunStamp
@@ -84,8 +85,8 @@ def sample_record(*, local: bool = True, kept: ResumeState | None = None) -> Run
     """What ``record`` makes of a four-video run (local: with the worker figures)."""
     cfg = load_config(str(REPO / "configs" / "local.yaml"), ['input.paths=["/v/*.mp4"]', 'output.path="/o"'])
     stamp = RunStamp("model-dir", cfg.job_hash(), "20260102T030405Z-abcdef")
-    run = PreparedRun(cfg, ("--direct_num_workers=2",), PipelineOptions([]), "model-dir",
-                      "/cache/litert/0123abcd.tflite", ("a", "b"), stamp,
+    model = ServedModel.of(cfg, "model-dir", "/cache/litert/0123abcd.tflite")
+    run = PreparedRun(cfg, ("--direct_num_workers=2",), PipelineOptions([]), model, ("a", "b"), stamp,
                       resume=kept is not None, kept=kept)
     done = ExecutedRun(STARTED, 10.0, COUNTERS, DISTRIBUTIONS, WORKERS if local else None)
     return record(run, done)

@@ -37,7 +37,7 @@ from beam_pipeline.job.dataflow import check_dataflow, dry_run_summary, is_dataf
 from beam_pipeline.job.options import pipeline_options
 from beam_pipeline.job.pipeline import build_pipeline
 from beam_pipeline.job.resume import ResumeState, prepare_resume
-from beam_pipeline.job.serving import served_model
+from beam_pipeline.job.serving import ServedModel, serve
 from beam_pipeline.outputs.ledger import RUN_WRITES, check_output, check_output_apart, prepare_output
 from beam_pipeline.outputs.run_record import (
     ModelInfo,
@@ -46,7 +46,6 @@ from beam_pipeline.outputs.run_record import (
     Splits,
     Throughput,
     Timings,
-    frame_labels,
     new_run_id,
     pipeline_metrics,
 )
@@ -74,9 +73,9 @@ class PreparedRun:
         cfg: the validated job config.
         beam_args: the Beam flags as given.
         options: the PipelineOptions built from ``cfg.runner`` and ``beam_args``.
-        handle: the resolved model handle (stamped on the rows).
-        served: the model file the workers load: ``handle``, or its LiteRT conversion
-            (``beam_pipeline.job.serving``).
+        model: the model that serves the run, decided once here (``beam_pipeline.job.serving``):
+            its handle (stamped on the rows), the file the workers load, runtime, batching and
+            what a frame label is.
         labels: the class names in the model's output order.
         stamp: model, config hash and this run's id, stamped on video rows.
         resume: ``--resume``: the job leaves out the videos the output holds done.
@@ -87,8 +86,7 @@ class PreparedRun:
     cfg: JobConfig
     beam_args: tuple[str, ...]
     options: PipelineOptions
-    handle: str
-    served: str
+    model: ServedModel
     labels: tuple[str, ...]
     stamp: RunStamp
     resume: bool
@@ -154,7 +152,7 @@ def _dry_run(run: PreparedRun) -> dict[str, Any]:
     With ``--dataflow_job_file=PATH`` the job and its pipeline are written to PATH.
     """
     p = beam.Pipeline(options=run.options)
-    build_pipeline(p, run.cfg, handle=run.served, labels=run.labels, resume=run.resume, stamp=run.stamp)
+    build_pipeline(p, run.cfg, model=run.model, labels=run.labels, resume=run.resume, stamp=run.stamp)
     if not is_dataflow(run.options):
         p.to_runner_api()  # the whole graph, built and checked; a local runner would run it
         return {"dry_run": True, "note": "only DataflowRunner builds a job without running it; "
@@ -215,8 +213,8 @@ def _checked(cfg: JobConfig, beam_args: Sequence[str], *, overwrite: bool, resum
     check_output_location(cfg.output.path)
     check_output(cfg.output.path, RUN_WRITES, overwrite=overwrite, resume=resume, again=_AGAIN)
     handle, labels, stamp = resolved_model(cfg)
-    served = served_model(cfg, handle, len(labels), options)
-    return PreparedRun(cfg, tuple(beam_args), options, handle, served, labels, stamp, resume)
+    model = serve(cfg, handle, len(labels), options)
+    return PreparedRun(cfg, tuple(beam_args), options, model, labels, stamp, resume)
 
 
 def prepare(run: PreparedRun, *, overwrite: bool) -> PreparedRun:
@@ -232,7 +230,7 @@ def prepare(run: PreparedRun, *, overwrite: bool) -> PreparedRun:
     root = run.cfg.output.path
     kept = None
     if run.resume:
-        kept = prepare_resume(root, run.stamp.config_hash, run.handle, run.stamp.run_id)
+        kept = prepare_resume(root, run.stamp.config_hash, run.model.handle, run.stamp.run_id)
         print(f"resuming in {root}: {len(kept.done)} videos done and kept; "
               f"{kept.dropped_rows} failed, partial or changed rows dropped, to be redone")
     else:
@@ -275,10 +273,10 @@ def execute(run: PreparedRun) -> ExecutedRun:
     """Builds and runs the job to completion, with the progress line on local runners."""
     started = datetime.datetime.now(datetime.timezone.utc)
     t0 = time.monotonic()
-    _log.info("run %s: model %s, %d labels, output %s", run.stamp.run_id, run.handle, len(run.labels),
+    _log.info("run %s: model %s, %d labels, output %s", run.stamp.run_id, run.model.handle, len(run.labels),
               run.cfg.output.path)
     result, workers = run_with_progress(run.options, lambda p, folder: build_pipeline(
-        p, run.cfg, handle=run.served, labels=run.labels, stamp=run.stamp, resume=run.resume,
+        p, run.cfg, model=run.model, labels=run.labels, stamp=run.stamp, resume=run.resume,
         progress_dir=folder, pin_cores=_pins_cores(run.cfg, run.options)))
     counters, distributions = pipeline_metrics(result)
     return ExecutedRun(started, time.monotonic() - t0, counters, distributions, workers)
@@ -312,10 +310,9 @@ def record(run: PreparedRun, done: ExecutedRun) -> RunRecord:
     return RunRecord(
         run_id=run.stamp.run_id, schema_version=SCHEMA_VERSION, started_at=done.started_at.isoformat(),
         wall_s=round(done.wall_s, 3),
-        model=ModelInfo(handle=run.handle, num_labels=len(run.labels), mode=cfg.model.model_mode,
-                        model_id=cfg.model.model_id, served=run.served,
-                        runtime="litert" if run.served.endswith(".tflite") else "tf",
-                        frame_labels=frame_labels(cfg, run.handle)),
+        model=ModelInfo(handle=run.model.handle, num_labels=len(run.labels), mode=cfg.model.model_mode,
+                        model_id=cfg.model.model_id, served=run.model.path, runtime=run.model.runtime,
+                        frame_labels=run.model.frame_labels),
         config_hash=run.stamp.config_hash, config=cfg.to_dict(), beam_args=run.beam_args,
         counts={"videos": videos, **counters},
         splits=Splits(ratios=dict(cfg.split.ratios), salt=cfg.split.salt,

@@ -8,6 +8,7 @@ import apache_beam as beam
 
 from beam_pipeline.config import JobConfig
 from beam_pipeline.job.resume import ReadDone
+from beam_pipeline.job.serving import ServedModel
 from models.movinet import Movinet
 from models.pose_lstm import PoseLstm
 from transforms.aggregate import Aggregate, RunStamp
@@ -18,11 +19,10 @@ from transforms.progress import NoteVideos, note_total
 from transforms.records import DEFAULT_DECODER, SamplingSpec
 from transforms.schema import SEGMENTS_SCHEMA, VIDEOS_SCHEMA, frames_schema
 from transforms.segments import SegmentRule
-from transforms.video_handler import ClipWindows, StreamBatch, StreamChunks, VideoHandler
+from transforms.video_handler import ClipWindows, StreamChunks, VideoHandler
 from transforms.write import write_branches
 
-__all__ = ["build_pipeline", "input_mode", "list_videos", "make_handler", "sampling_spec", "stream_batch",
-           "video_rows"]
+__all__ = ["build_pipeline", "input_mode", "list_videos", "make_handler", "sampling_spec", "video_rows"]
 
 
 def input_mode(cfg: JobConfig) -> str:
@@ -30,25 +30,10 @@ def input_mode(cfg: JobConfig) -> str:
     return "stream" if cfg.model.kind == "movinet" and cfg.model.model_mode == "stream" else "base"
 
 
-def stream_batch(cfg: JobConfig, handle: str) -> StreamBatch | None:
-    """How many videos share a model call: ``model.batch_size`` in stream mode on GPU workers
-    (``model.accelerator``) with TensorFlow, else None (one video per call).
-
-    Only a GPU gains from batching: a CPU worker runs one model thread per process,
-    and several videos per call were no faster there. LiteRT (``model.runtime: litert``,
-    a .tflite handle) runs one video per call.
-    """
-    m = cfg.model
-    tensorflow = m.runtime != "litert" and not handle.endswith(".tflite")
-    if not (m.accelerator and m.kind == "movinet" and m.model_mode == "stream" and tensorflow):
-        return None
-    return StreamBatch(m.batch_size, m.max_batch_duration_s)
-
-
-def make_handler(cfg: JobConfig, handle: str, num_labels: int) -> VideoHandler:
+def make_handler(cfg: JobConfig, model: ServedModel, num_labels: int) -> VideoHandler:
     """The ModelHandler for the configured model and mode: ``FrameSource`` in, ``VideoResult`` out, per
-    video; several videos per model call in stream mode on GPU workers (``stream_batch``)."""
-    m, s = cfg.model, cfg.sampling
+    video; several videos per model call where the served model batches (``ServedModel.batch``)."""
+    m, s, handle = cfg.model, cfg.sampling, model.path
     windows = ClipWindows(s.n_frames, s.stride, m.batch_size)
     k = min(m.top_k, num_labels)
     if m.kind == "lstm":
@@ -59,7 +44,7 @@ def make_handler(cfg: JobConfig, handle: str, num_labels: int) -> VideoHandler:
     if m.model_mode == "stream":
         plan = StreamChunks(m.stream_chunk, m.frame_window_s)
         return VideoHandler(movinet, plan, k=k, keep_probs=cfg.output.write_probs,
-                            batch=stream_batch(cfg, handle))
+                            batch=model.batch)
     return VideoHandler(movinet, windows, k=k, keep_probs=cfg.output.write_probs)
 
 
@@ -109,7 +94,7 @@ def list_videos(p: beam.Pipeline, cfg: JobConfig, resume: RunStamp | None = None
     return spread | "AfterTotal" >> beam.Map(lambda ref, _noted: ref, beam.pvalue.AsSingleton(noted))
 
 
-def video_rows(refs, cfg: JobConfig, *, handle: str, labels: Sequence[str], stamp: RunStamp,
+def video_rows(refs, cfg: JobConfig, *, model: ServedModel, labels: Sequence[str], stamp: RunStamp,
                pin_cores: bool = False, decoder: str = DEFAULT_DECODER) -> dict[str, beam.PCollection]:
     """VideoRefs -> DecodeAndSample -> Classify -> Aggregate: each video's ``VideoRows``.
 
@@ -121,7 +106,7 @@ def video_rows(refs, cfg: JobConfig, *, handle: str, labels: Sequence[str], stam
     sources, failed = refs | "DecodeAndSample" >> DecodeAndSample(
         sampling_spec(cfg)._replace(decoder=decoder),
         predecode_max_frames=cfg.sampling.predecode_max_frames if accelerator else None, pin_core=pin_cores)
-    classify = Classify(make_handler(cfg, handle, len(labels)))
+    classify = Classify(make_handler(cfg, model, len(labels)))
     if accelerator:
         # The model step alone runs on accelerator workers: break fusion so that listing and
         # decoding stay on the CPU workers, and hint the accelerator on Classify only.
@@ -138,7 +123,7 @@ def video_rows(refs, cfg: JobConfig, *, handle: str, labels: Sequence[str], stam
     return {name: branch | f"Aggregate/{name}" >> aggregate for name, branch in branches.items()}
 
 
-def build_pipeline(p: beam.Pipeline, cfg: JobConfig, *, handle: str, labels: Sequence[str],
+def build_pipeline(p: beam.Pipeline, cfg: JobConfig, *, model: ServedModel, labels: Sequence[str],
                    stamp: RunStamp, resume: bool = False, progress_dir: str | None = None,
                    pin_cores: bool = False, decoder: str = DEFAULT_DECODER):
     """Adds ListVideos -> DecodeAndSample -> Classify -> Aggregate -> WriteOutputs to ``p``.
@@ -152,7 +137,7 @@ def build_pipeline(p: beam.Pipeline, cfg: JobConfig, *, handle: str, labels: Seq
     Args:
         p: the pipeline (a TestPipeline in tests).
         cfg: the validated job config; ``cfg.input.paths`` must be set.
-        handle: resolved model handle (URL or SavedModel dir).
+        model: the model that serves the run (``job.serving.serve``, or ``ServedModel.of`` a handle).
         labels: class names in the model's output order.
         stamp: model, config hash and run id stamped on video rows.
         resume: ``--resume``: leave out the videos the output already holds done (read by the job).
@@ -171,7 +156,7 @@ def build_pipeline(p: beam.Pipeline, cfg: JobConfig, *, handle: str, labels: Seq
         only the part keys are flattened, into ``WriteOutputs/Finalize``.
     """
     refs = list_videos(p, cfg, stamp if resume else None, progress_dir)
-    rows = video_rows(refs, cfg, handle=handle, labels=labels, stamp=stamp, pin_cores=pin_cores,
+    rows = video_rows(refs, cfg, model=model, labels=labels, stamp=stamp, pin_cores=pin_cores,
                       decoder=decoder)
     out = cfg.output
     if progress_dir is not None:

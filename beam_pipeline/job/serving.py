@@ -9,6 +9,7 @@ and copied to each worker through Beam's filesystems.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 
@@ -19,8 +20,9 @@ from beam_pipeline.config import ConfigError, JobConfig
 from beam_pipeline.job.dataflow import is_dataflow
 from models.movinet_convert import ConversionError, litert_model
 from models.movinet_variants import is_hub_url
+from transforms.video_handler import StreamBatch
 
-__all__ = ["model_runtime", "served_model"]
+__all__ = ["ServedModel", "frame_labels", "model_runtime", "serve"]
 
 
 def model_runtime(cfg: JobConfig, handle: str) -> str:
@@ -56,7 +58,7 @@ def _staged(path: str, options: PipelineOptions) -> str:
     return remote
 
 
-def served_model(cfg: JobConfig, handle: str, num_labels: int, options: PipelineOptions) -> str:
+def _served_path(cfg: JobConfig, handle: str, num_labels: int, options: PipelineOptions) -> str:
     """The model the workers load: ``handle`` itself (TensorFlow, or a .tflite file), or its LiteRT
     conversion (converted now on a cache miss; staged for Dataflow).
 
@@ -76,3 +78,62 @@ def served_model(cfg: JobConfig, handle: str, num_labels: int, options: Pipeline
         print(f"{error}; running it on TensorFlow", file=sys.stderr)
         return handle
     return _staged(converted, options) if is_dataflow(options) else converted
+
+
+def frame_labels(cfg: JobConfig, handle: str) -> str:
+    """What a frame row's prediction is, for ``_run.json``:
+
+    * ``clip``: the output of the clip that holds the frame (base mode, the pose LSTM);
+    * ``window``: stream mode: the head on the mean of the features of the frames in the last
+      ``model.frame_window_s`` seconds up to it;
+    * ``cumulative``: stream mode with ``frame_window_s: 0``: the output over the video up to it;
+    * ``chunk``: TF Hub stream models, which give no per-frame features: the output after the
+      last frame of the frame's chunk (``model.stream_chunk`` frames), window or not.
+    """
+    m = cfg.model
+    if m.kind != "movinet" or m.model_mode != "stream":
+        return "clip"
+    if is_hub_url(handle):
+        return "chunk"
+    return "window" if m.frame_window_s > 0 else "cumulative"
+
+
+@dataclasses.dataclass(frozen=True)
+class ServedModel:
+    """The model that serves a run, decided once on the driver (``serve``) and passed as it is to the
+    model handler (``job.pipeline.make_handler``) and to the run record (``_run.json``'s ``model``).
+
+    Attributes:
+        handle: the resolved model handle, stamped on the rows.
+        path: what the workers load: ``handle``, or its LiteRT conversion.
+        runtime: what runs ``path``: ``litert`` (a .tflite file) or ``tf``.
+        batch: videos per model call (stream mode with an accelerator, on TensorFlow), else None
+            (one video per call: a CPU worker gains nothing from batching videos).
+        frame_labels: what a frame row's prediction is (``frame_labels``).
+    """
+
+    handle: str
+    path: str
+    runtime: str
+    batch: StreamBatch | None
+    frame_labels: str
+
+    @classmethod
+    def of(cls, cfg: JobConfig, handle: str, path: str | None = None) -> ServedModel:
+        """``handle`` served from ``path`` (default: the handle itself, as given)."""
+        path = path or handle
+        m = cfg.model
+        runtime = "litert" if path.endswith(".tflite") or m.runtime == "litert" else "tf"
+        batched = m.accelerator and m.kind == "movinet" and m.model_mode == "stream" and runtime == "tf"
+        batch = StreamBatch(m.batch_size, m.max_batch_duration_s) if batched else None
+        return cls(handle, path, runtime, batch, frame_labels(cfg, handle))
+
+
+def serve(cfg: JobConfig, handle: str, num_labels: int, options: PipelineOptions) -> ServedModel:
+    """The model that serves the run: ``handle`` on the runtime ``model.runtime`` resolves to, converted
+    to LiteRT now on a cache miss (and staged for Dataflow).
+
+    Raises:
+        ConfigError: ``model.runtime: litert`` and the model cannot run on it (one line).
+    """
+    return ServedModel.of(cfg, handle, _served_path(cfg, handle, num_labels, options))

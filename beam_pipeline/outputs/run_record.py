@@ -10,20 +10,16 @@ from __future__ import annotations
 import datetime
 import json
 import secrets
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 from pydantic import BaseModel, ConfigDict
 
-from models.movinet_variants import is_hub_url
 from transforms import metrics
 
-if TYPE_CHECKING:
-    from beam_pipeline.config import JobConfig
-
 __all__ = ["RUN_FILE", "MeanMs", "ModelInfo", "ResumeInfo", "RunRecord", "Splits", "StageSeconds",
-           "Throughput", "Timings", "frame_labels", "new_run_id", "pipeline_metrics"]
+           "Throughput", "Timings", "new_run_id", "pipeline_metrics"]
 
 RUN_FILE = "_run.json"
 
@@ -58,7 +54,7 @@ class _Part(BaseModel):
 class ModelInfo(_Part):
     """The model a run labelled with: resolved handle, number of labels, MoViNet mode and variant,
     what ran it (``runtime``, ``tf`` or ``litert``, on ``served``: the handle, or its LiteRT file),
-    and what a frame's label is (``frame_labels``, see ``frame_labels``)."""
+    and what a frame's label is (``frame_labels``, see ``beam_pipeline.job.serving.frame_labels``)."""
 
     handle: str
     num_labels: int
@@ -67,24 +63,6 @@ class ModelInfo(_Part):
     runtime: str = "tf"
     served: str | None = None
     frame_labels: str = "clip"
-
-
-def frame_labels(cfg: JobConfig, handle: str) -> str:
-    """What a frame row's prediction is, for ``_run.json``:
-
-    * ``clip``: the output of the clip that holds the frame (base mode, the pose LSTM);
-    * ``window``: stream mode: the head on the mean of the features of the frames in the last
-      ``model.frame_window_s`` seconds up to it;
-    * ``cumulative``: stream mode with ``frame_window_s: 0``: the output over the video up to it;
-    * ``chunk``: TF Hub stream models, which give no per-frame features: the output after the
-      last frame of the frame's chunk (``model.stream_chunk`` frames), window or not.
-    """
-    m = cfg.model
-    if m.kind != "movinet" or m.model_mode != "stream":
-        return "clip"
-    if is_hub_url(handle):
-        return "chunk"
-    return "window" if m.frame_window_s > 0 else "cumulative"
 
 
 class Splits(_Part):

@@ -17,6 +17,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from beam_pipeline.config import load_config
 from beam_pipeline.job.pipeline import build_pipeline, list_videos
+from beam_pipeline.job.serving import ServedModel
 from beam_pipeline.outputs.run_record import RunRecord, Splits
 from models.labels import read_labels
 from tests.conftest import REPO
@@ -39,7 +40,8 @@ def test_base_mode_pipeline_writes_one_row_per_video_and_covers_every_frame(tmp_
         "output.write_probs=true", "output.segment_min_s=0.5", "output.segment_min_score=0"])
     labels = read_labels(f"{a0_base}/labels.txt")
     with TestPipeline() as p:
-        groups = build_pipeline(p, cfg, handle=a0_base, labels=labels,
+        groups = build_pipeline(p, cfg, model=ServedModel.of(cfg, a0_base),
+                                labels=labels,
                                 stamp=RunStamp(a0_base, cfg.job_hash(), "test-run"))
         videos = groups | beam.Flatten() | beam.Map(lambda g: g.tables["videos"].to_pylist()[0])
         statuses = videos | beam.Map(lambda r: (r["uri"].rsplit("/", 1)[-1], r["status"]))
@@ -188,7 +190,8 @@ def test_segment_manifest_labels_each_frame_by_its_segment(tmp_path, mixed_video
         "input.background_label=background"])
     labels = read_labels(f"{a0_stream}/labels.txt")
     with TestPipeline() as p:
-        build_pipeline(p, cfg, handle=a0_stream, labels=labels, stamp=RunStamp(a0_stream, "h", "r"))
+        build_pipeline(p, cfg, model=ServedModel.of(cfg, a0_stream),
+                       labels=labels, stamp=RunStamp(a0_stream, "h", "r"))
     (video_row,) = _read(out, "videos").to_pylist()
     assert video_row["label"] is None and video_row["is_error"] is None and video_row["split"] == "test"
     frames = sorted(_read(out, "frames").to_pylist(), key=lambda r: r["timestamp_s"])
@@ -206,7 +209,8 @@ def test_each_video_is_committed_as_it_finishes_not_at_the_end(tmp_path, mixed_v
     cfg = load_config(str(REPO / "configs" / "local.yaml"), [
         f'input.paths=["{mixed_videos["dir"]}/*"]', f'output.path="{tmp_path}"'])
     p = beam.Pipeline()
-    build_pipeline(p, cfg, handle=a0_stream, labels=["x"] * 600, stamp=RunStamp(a0_stream, "h", "r"))
+    build_pipeline(p, cfg, model=ServedModel.of(cfg, a0_stream),
+                   labels=["x"] * 600, stamp=RunStamp(a0_stream, "h", "r"))
     _, stages = fn_runner.FnApiRunner().create_stages(p.to_runner_api())
     (fused,) = [s for s in stages if any("Classify" in t.unique_name for t in s.transforms)]
     names = " ".join(t.unique_name for t in fused.transforms)

@@ -8,7 +8,8 @@ import pytest
 
 from beam_pipeline.config import load_config
 from beam_pipeline.job.resume import ResumeState
-from beam_pipeline.outputs.run_record import RUN_FILE, RunRecord, Timings, frame_labels
+from beam_pipeline.job.serving import frame_labels
+from beam_pipeline.outputs.run_record import RUN_FILE, RunRecord, Timings
 from tests.helpers import COUNTERS, DISTRIBUTIONS, sample_record
 
 

@@ -16,6 +16,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_pipeline.config import load_config
 from beam_pipeline.job.pipeline import build_pipeline
+from beam_pipeline.job.serving import ServedModel
 from beam_pipeline.outputs.run_record import Timings, pipeline_metrics
 from tests import media
 from tests.conftest import REPO, shared_fixture
@@ -52,7 +53,8 @@ def _timed_run(videos, out, handle, labels, overrides):
     cfg = load_config(str(REPO / "configs" / "local.yaml"), [
         f'input.paths=["{videos}/*.mp4"]', f'output.path="{out}"', "sampling.imgz=64", *overrides])
     p = beam.Pipeline(options=PipelineOptions(["--direct_running_mode=in_memory", "--direct_num_workers=1"]))
-    build_pipeline(p, cfg, handle=handle, labels=labels, stamp=RunStamp(handle, cfg.job_hash(), "timed"),
+    build_pipeline(p, cfg, model=ServedModel.of(cfg, handle),
+                   labels=labels, stamp=RunStamp(handle, cfg.job_hash(), "timed"),
                    decoder="tests.slow_decoder:slow")
     start = time.monotonic()
     result = p.run()

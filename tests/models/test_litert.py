@@ -17,7 +17,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_pipeline.config import ConfigError, load_config
 from beam_pipeline.job.pipeline import make_handler, sampling_spec
-from beam_pipeline.job.serving import model_runtime
+from beam_pipeline.job.serving import ServedModel, model_runtime
 from models.movinet import Movinet
 from models.movinet_convert import _content_key
 from tests import media
@@ -99,7 +99,7 @@ def test_workers_that_run_litert_never_import_tensorflow(a0_litert, tmp_path):
         refs = p | ListVideos(cfg.input.paths, extensions=cfg.input.extensions, ratios=cfg.split.ratios,
                               salt=cfg.split.salt)
         sources, _ = refs | DecodeAndSample(sampling_spec(cfg))
-        results, _ = sources | Classify(make_handler(cfg, a0_litert, 600))
+        results, _ = sources | Classify(make_handler(cfg, ServedModel.of(cfg, a0_litert), 600))
         _ = (results | beam.Map(_where_it_ran)
              | beam.io.WriteToText(str(tmp_path / "ran"), shard_name_template="", file_name_suffix=".jsonl"))
     ran = [json.loads(line) for line in (tmp_path / "ran.jsonl").read_text().splitlines()]

@@ -14,6 +14,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from beam_pipeline.config import load_config
 from beam_pipeline.job.pipeline import build_pipeline
+from beam_pipeline.job.serving import ServedModel
 from tests import media
 from tests.conftest import REPO
 from transforms import decoding
@@ -237,7 +238,8 @@ def test_folder_of_every_class_gives_one_correct_row_each(tmp_path, sources, a0_
     expected["missing.mp4"] = ("failed", "open")
     expected["manifest.csv#row=17"] = ("failed", "open")
     with TestPipeline() as p:
-        groups = build_pipeline(p, cfg, handle=a0_stream, labels=[f"c{i}" for i in range(600)],
+        groups = build_pipeline(p, cfg, model=ServedModel.of(cfg, a0_stream),
+                                labels=[f"c{i}" for i in range(600)],
                                 stamp=RunStamp(a0_stream, cfg.job_hash(), "run"))
         videos = groups | beam.Flatten() | beam.Map(lambda g: g.tables["videos"].to_pylist()[0])
         names = videos | beam.Map(lambda r: (r["uri"].rsplit("/", 1)[-1], r))

@@ -18,6 +18,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from beam_pipeline.config import load_config
 from beam_pipeline.job.pipeline import build_pipeline
+from beam_pipeline.job.serving import ServedModel
 from tests import damage, media
 from tests.conftest import REPO
 from transforms.aggregate import RunStamp
@@ -145,7 +146,8 @@ def test_hostile_files_through_the_pipeline_give_one_row_each_and_the_run_goes_o
                 "oom-1.mp4": ("partial", "DecoderOutOfMemory", CHUNK_FRAMES),
                 "raise-1.mp4": ("partial", "AttributeError", damage.GOOD_FRAMES)}
     with TestPipeline() as p:
-        groups = build_pipeline(p, cfg, handle=a0_stream, labels=[f"c{i}" for i in range(600)],
+        groups = build_pipeline(p, cfg, model=ServedModel.of(cfg, a0_stream),
+                                labels=[f"c{i}" for i in range(600)],
                                 stamp=RunStamp(a0_stream, cfg.job_hash(), "run"),
                                 decoder="tests.damage:hostile")
         rows = groups | beam.Flatten()

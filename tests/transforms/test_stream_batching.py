@@ -18,7 +18,8 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that
 
 from beam_pipeline.config import load_config
-from beam_pipeline.job.pipeline import make_handler, stream_batch
+from beam_pipeline.job.pipeline import make_handler
+from beam_pipeline.job.serving import ServedModel
 from models.movinet import Movinet, MovinetStream, _SavedModelSteps
 from tests.conftest import random_frames
 from transforms.classify import Classify
@@ -199,7 +200,8 @@ def test_the_handler_batches_predecoded_and_lazily_decoded_videos(a0_stream, per
 
 def test_batching_knobs_only_for_stream_mode_on_gpu_workers_with_tensorflow():
     def kwargs(*overrides, handle="gs://models/a0_stream"):
-        return make_handler(load_config(None, list(overrides)), handle, 600).batch_elements_kwargs()
+        cfg = load_config(None, list(overrides))
+        return make_handler(cfg, ServedModel.of(cfg, handle), 600).batch_elements_kwargs()
 
     gathered = kwargs(f"model.accelerator={GPU}", "model.batch_size=8", "model.max_batch_duration_s=2")
     assert gathered == {"min_batch_size": 8, "max_batch_size": 8, "max_batch_duration_secs": 2,
@@ -211,8 +213,8 @@ def test_batching_knobs_only_for_stream_mode_on_gpu_workers_with_tensorflow():
     assert kwargs(f"model.accelerator={GPU}", "model.model_mode=base") == one
     assert kwargs(f"model.accelerator={GPU}", "model.runtime=litert") == one
     assert kwargs(f"model.accelerator={GPU}", handle="gs://models/a0.tflite") == one
-    assert stream_batch(load_config(None, [f"model.accelerator={GPU}", "model.batch_size=3"]),
-                        "m") == StreamBatch(3, None)
+    gpu = load_config(None, [f"model.accelerator={GPU}", "model.batch_size=3"])
+    assert ServedModel.of(gpu, "m").batch == StreamBatch(3, None)
 
 
 def test_a_video_length_is_its_sampled_frames_and_unknown_lengths_go_last():
