@@ -45,9 +45,10 @@ def _status_mb(field: str) -> float:
 def child(mode: str, video: str, model: str) -> dict:
     """One measurement in this process; returns the figures."""
     from models.movinet import Movinet
+    from transforms.clips import windows
     from transforms.decoding import DecodeReport, sample_frames
     from transforms.records import FrameSource, SamplingSpec, VideoRef
-    from transforms.video_handler import StreamChunks, VideoHandler, windows
+    from transforms.video_handler import StreamChunks, VideoHandler
 
     spec = SamplingSpec(**SPEC_ARGS)
     handler = VideoHandler(Movinet(model, "stream", num_labels=600, imgz=172, tf_threads=2), StreamChunks(64),

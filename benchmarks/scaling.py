@@ -34,9 +34,9 @@ def child(model_id: str, mode: str, videos: list[str]) -> dict:
     from models.movinet_export import movinet_signatures
     from models.movinet_graph import build_movinet
     from models.movinet_variants import native_imgz
+    from transforms.clips import pad_clip
     from transforms.decoding import DecodeReport, sample_frames
     from transforms.records import SamplingSpec
-    from transforms.video_handler import pad_clip
 
     side = native_imgz(model_id)
     spec = SamplingSpec("fps", 5.0, 16, side, 3840 * 2160, 4 * 3600.0, 600.0)

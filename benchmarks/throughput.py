@@ -161,7 +161,7 @@ def child_naive(videos: list[str], variant: str, model_dir: str) -> dict:
     import tensorflow_hub as hub
 
     from models.movinet_variants import native_imgz
-    from transforms.video_handler import pad_clip
+    from transforms.clips import pad_clip
 
     model_id, mode = variant.split(":")
     side = native_imgz(model_id)

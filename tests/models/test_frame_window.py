@@ -9,7 +9,7 @@ import pytest
 from models.frame_window import FrameWindow
 from models.movinet import Movinet
 from tests.conftest import random_frames
-from transforms.video_handler import stream_prediction, stream_predictions, windowed
+from transforms.streaming import stream_prediction, stream_predictions, windowed
 
 
 def _direct_means(features: np.ndarray, times: np.ndarray, seconds: float) -> np.ndarray:

@@ -25,7 +25,7 @@ from tests.conftest import random_frames
 from transforms.classify import Classify
 from transforms.decode_sample import DecodeAndSample
 from transforms.listing import ListVideos
-from transforms.video_handler import stream_prediction
+from transforms.streaming import stream_prediction
 
 
 def _log_probs(model, frames, chunk: int) -> np.ndarray:

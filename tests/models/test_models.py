@@ -11,16 +11,11 @@ from models.movinet import Movinet
 from models.movinet_variants import hub_handle, native_imgz
 from models.scores import softmax
 from tests.conftest import random_frames as _frames
+from transforms.clips import ModelClock, windows
 from transforms.decoding import DecodeReport, sample_frames
 from transforms.records import ErrorStage, FrameSource, SamplingSpec, VideoRef
-from transforms.video_handler import (
-    ClipWindows,
-    StreamChunks,
-    VideoHandler,
-    _ModelClock,
-    stream_prediction,
-    windows,
-)
+from transforms.streaming import stream_prediction
+from transforms.video_handler import ClipWindows, StreamChunks, VideoHandler
 
 
 def test_kinetics_labels_and_hub_handles():
@@ -121,7 +116,7 @@ def test_base_handler_pads_a_short_last_clip(a0_base):
     model = handler.load_model()
     clips = [c for _, c in windows(_frames(19), 8, 8)]
     assert [len(c.frame_indices) for c in clips] == [8, 8, 3]
-    preds = [p for _, p in handler._clip_outputs(model, _frames(19), _ModelClock())]
+    preds = [p for _, p in handler._clip_outputs(model, _frames(19), ModelClock())]
     assert [p.frame_probs.shape for p in preds] == [(8, 5), (8, 5), (3, 5)]
     assert [p.top_index.shape for p in preds] == [(8, 3), (8, 3), (3, 3)]
     assert preds[2].frame_indices.tolist() == [16, 17, 18]

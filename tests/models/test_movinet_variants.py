@@ -14,7 +14,7 @@ from models.movinet_export import export_movinet, export_movinet_tflite
 from models.movinet_graph import build_movinet
 from models.movinet_tflite import TFLiteMovinet
 from tests.conftest import random_frames as _frames
-from transforms.video_handler import stream_prediction
+from transforms.streaming import stream_prediction
 
 
 def _trainable_millions(model) -> float:

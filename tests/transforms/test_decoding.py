@@ -7,6 +7,7 @@ import pytest
 
 from beam_pipeline.demo.synthetic import motion_frames, write_video
 from tests.conftest import shared_fixture
+from transforms.clips import windows
 from transforms.decoding import (
     DecodeReport,
     PacketScan,
@@ -17,7 +18,6 @@ from transforms.decoding import (
     should_seek,
 )
 from transforms.records import ErrorStage, SamplingSpec
-from transforms.video_handler import windows
 
 SPEC = SamplingSpec(strategy="fps", fps=5.0, n_frames=8, imgz=64, max_pixels=3840 * 2160,
                     max_duration_s=3600.0, decode_timeout_s=60.0)

@@ -24,6 +24,7 @@ from models.movinet import Movinet, MovinetStream, _SavedModelSteps
 from tests.conftest import random_frames
 from transforms.classify import Classify
 from transforms.records import ClipPrediction, FrameSource, SamplingSpec, VideoInfo, VideoMeta, VideoRef
+from transforms.streaming import stream_prediction, stream_predictions
 from transforms.video_handler import (
     LENGTH_BUCKETS,
     ClipWindows,
@@ -31,8 +32,6 @@ from transforms.video_handler import (
     StreamChunks,
     VideoHandler,
     expected_length,
-    stream_prediction,
-    stream_predictions,
 )
 
 SIDE = 64
