@@ -16,15 +16,22 @@ from apache_beam.ml.inference.base import ModelHandler, RunInference
 
 from transforms.records import ErrorStage, VideoError, VideoInfo, VideoResult
 
-__all__ = ["Classify"]
+__all__ = ["Classify", "failed_infos"]
 
 
-def _infer_failures(failure) -> Iterator:
-    """(failed batch of FrameSources, exception) -> one failed VideoResult per video."""
+def failed_infos(failure) -> Iterator[VideoInfo]:
+    """RunInference's dead letter, (failed batch of FrameSources, exception) -> one ``VideoInfo`` per
+    video, with the exception as its ``infer`` error."""
     batch, exc = failure
     error = VideoError.of(ErrorStage.INFER, exc)
     for source in batch:
-        yield VideoResult(VideoInfo(source.ref, source.meta, 0, 0, error), [])
+        yield VideoInfo(source.ref, source.meta, 0, 0, error)
+
+
+def _infer_failures(failure) -> Iterator[VideoResult]:
+    """(failed batch of FrameSources, exception) -> one failed VideoResult per video."""
+    for info in failed_infos(failure):
+        yield VideoResult(info, [])
 
 
 class Classify(beam.PTransform):

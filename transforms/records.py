@@ -27,6 +27,7 @@ __all__ = [
     "VideoInfo",
     "VideoMeta",
     "VideoRef",
+    "VideoExamples",
     "VideoResult",
     "VideoRows",
 ]
@@ -210,12 +211,24 @@ class VideoResult(NamedTuple):
 
     Attributes:
         info: the decode outcome (a probe or inference failure in ``info.error``).
-        clips: ``(clip_index, output)`` in clip order: ``ClipPrediction`` when
-            labelling; a per-clip example array when extracting training features.
+        clips: ``(clip_index, prediction)`` in clip order (stream mode: one, clip 0, over every frame).
     """
 
     info: VideoInfo
-    clips: list[tuple[int, Any]]
+    clips: list[tuple[int, ClipPrediction]]
+
+
+class VideoExamples(NamedTuple):
+    """One video's training examples (``transforms.examples.ExtractExamples``).
+
+    Attributes:
+        info: the decode outcome (a probe or extraction failure in ``info.error``).
+        examples: ``(clip_index, example)`` in clip order, one array per clip, of the example model's
+            dtype and shape (uint8 clips, float32 keypoints or features).
+    """
+
+    info: VideoInfo
+    examples: list[tuple[int, np.ndarray]]
 
 
 class VideoRows(NamedTuple):

@@ -14,7 +14,7 @@ This is where a probed video's frames are decoded and meet the model:
    and ``VideoInfo.decode_s`` its time waiting for decoded frames, so the two never
    overlap;
 4. the video's ``VideoResult``: one ``ClipPrediction`` per clip (stream mode: one,
-   clip 0, over every frame), or one training example per clip.
+   clip 0, over every frame). (Training examples: ``transforms.examples``.)
 
 One video per call, except in stream mode on GPU workers (``StreamBatch``): there
 ``videos`` videos go through each model call together, chunk by chunk, from
@@ -42,7 +42,7 @@ from transforms import metrics
 from transforms.clips import ModelClock, clip_predictions, pad_clip, windows
 from transforms.decoder_process import DecoderProcess
 from transforms.decoding import DecodeReport, SampledFrame
-from transforms.records import FrameSource, VideoResult
+from transforms.records import ClipPrediction, FrameSource, VideoResult
 from transforms.sampling import expected_frames, frames_of
 from transforms.streaming import stream_prediction, stream_predictions, windowed
 
@@ -112,25 +112,20 @@ class VideoHandler(ModelHandler[FrameSource, VideoResult, Any]):
 
     Args:
         model: the model spec; ``load()`` runs once per worker process.
-        plan: ``ClipWindows`` for clip and example models, ``StreamChunks`` for stream models.
+        plan: ``ClipWindows`` for clip models, ``StreamChunks`` for stream models.
         k: classes kept per frame (predictions only).
         keep_probs: also keep every frame's full probability vector.
         keep_keypoints: also keep every frame's keypoints (pose models).
-        examples: the model is an ``ExampleModel``: the result's clips are its examples,
-            one array per clip, not predictions (``videolabel train``).
         batch: stream models whose ``batches`` is true (SavedModels on TensorFlow): how
             many videos share each model call and how Beam gathers them; None: one
             video per call. The outputs are the same either way.
 
     Raises:
-        ValueError: ``batch`` without ``StreamChunks``, or ``examples`` without ``ClipWindows``.
+        ValueError: ``batch`` without ``StreamChunks``.
     """
 
     def __init__(self, model: ModelSpec, plan: ClipWindows | StreamChunks, *, k: int = 1,
-                 keep_probs: bool = False, keep_keypoints: bool = False, examples: bool = False,
-                 batch: StreamBatch | None = None):
-        if examples and not isinstance(plan, ClipWindows):
-            raise ValueError("example models take clips: plan must be ClipWindows")
+                 keep_probs: bool = False, keep_keypoints: bool = False, batch: StreamBatch | None = None):
         if batch is not None and not isinstance(plan, StreamChunks):
             raise ValueError("videos share model calls in stream mode only: batch needs StreamChunks")
         if batch is not None and batch.videos < 1:
@@ -141,7 +136,6 @@ class VideoHandler(ModelHandler[FrameSource, VideoResult, Any]):
         self._k = k
         self._keep_probs = keep_probs
         self._keep_keypoints = keep_keypoints
-        self._examples = examples
         self._batch = batch
         self._model_ms = None
         self._videos_per_call = None
@@ -214,19 +208,17 @@ class VideoHandler(ModelHandler[FrameSource, VideoResult, Any]):
         return [VideoResult(report.info(source.ref), [(0, prediction)])
                 for source, report, prediction in zip(batch, reports, predictions)]
 
-    def _clip_outputs(self, model: Any, frames: Iterable[SampledFrame], clock: ModelClock) -> list:
-        """(clip_index, prediction or example) for every clip of the frames, in order."""
+    def _clip_outputs(self, model: Any, frames: Iterable[SampledFrame],
+                      clock: ModelClock) -> list[tuple[int, ClipPrediction]]:
+        """(clip_index, prediction) for every clip of the frames, in order."""
         n, stride, batch_size = self._plan
         clips = windows(frames, n, stride)
-        outputs: list[tuple[int, Any]] = []
+        outputs: list[tuple[int, ClipPrediction]] = []
         while batch := list(itertools.islice(clips, batch_size)):
             indices, chosen = [i for i, _ in batch], [c for _, c in batch]
             out = clock.call(model, np.stack([pad_clip(c.frames, n) for c in chosen]))
-            if self._examples:
-                outputs.extend(zip(indices, out))
-            else:
-                predictions = clip_predictions(chosen, out, self._k, self._keep_probs, self._keep_keypoints)
-                outputs.extend(zip(indices, predictions))
+            predictions = clip_predictions(chosen, out, self._k, self._keep_probs, self._keep_keypoints)
+            outputs.extend(zip(indices, predictions))
         return outputs
 
     def get_metrics_namespace(self) -> str:

@@ -37,12 +37,12 @@ from models.movinet_variants import is_hub_url
 from models.training import SplitData, fit_classifier
 from models.video_model import RawClips
 from transforms import metrics
-from transforms.classify import Classify
 from transforms.decode_sample import DecodeAndSample
+from transforms.examples import ExtractExamples
 from transforms.progress import NoteVideos
-from transforms.records import VideoResult, VideoRows
+from transforms.records import VideoExamples, VideoResult, VideoRows
 from transforms.schema import record_batch
-from transforms.video_handler import ClipWindows, VideoHandler
+from transforms.video_handler import ClipWindows
 from transforms.write import write_branches
 
 __all__ = ["FEATURES_SCHEMA", "build_features_pipeline", "example_array", "run_train"]
@@ -86,31 +86,27 @@ def _example_model(cfg: JobConfig):
     return RawClips()
 
 
-def _examples(cfg: JobConfig, sources) -> tuple:
-    """``FrameSource`` -> ``VideoResult``s of one example array per clip: (extracted, failed at
-    inference), two PCollections (see ``Classify``)."""
-    s = cfg.sampling
-    handler = VideoHandler(_example_model(cfg), ClipWindows(s.n_frames, s.stride, cfg.model.batch_size),
-                           examples=True)
-    return sources | "DecodeAndExtract" >> Classify(handler)
+def _unread(result: VideoResult) -> VideoExamples:
+    """A video that failed before the model, as a ``VideoExamples`` without examples."""
+    return VideoExamples(result.info, [])
 
 
 class _FeatureRowsFn(beam.DoFn):
-    """VideoResult -> ``VideoRows`` with its ``features`` batch (one row per clip); counts the videos
+    """VideoExamples -> ``VideoRows`` with its ``features`` batch (one row per clip); counts the videos
     used and failed."""
 
     def setup(self) -> None:
         self._used = metrics.counter(metrics.TRAIN_VIDEOS_USED)
         self._failed = metrics.counter(metrics.TRAIN_VIDEOS_FAILED)
 
-    def process(self, result: VideoResult) -> Iterator[VideoRows]:
+    def process(self, result: VideoExamples) -> Iterator[VideoRows]:
         ref = result.info.ref
-        (self._used if result.clips else self._failed).inc()
-        examples = [np.ascontiguousarray(example) for _, example in result.clips]
+        (self._used if result.examples else self._failed).inc()
+        examples = [np.ascontiguousarray(example) for _, example in result.examples]
         n = len(examples)
         features = record_batch({
             "video_id": [ref.video_id] * n, "uri": [ref.uri] * n, "label": [ref.label] * n,
-            "clip_index": [clip_index for clip_index, _ in result.clips],
+            "clip_index": [clip_index for clip_index, _ in result.examples],
             "features": [e.tobytes() for e in examples], "dtype": [e.dtype.name for e in examples],
             "shape": [list(e.shape) for e in examples]}, FEATURES_SCHEMA)
         yield VideoRows(ref.split, {"features": features})
@@ -128,7 +124,10 @@ def build_features_pipeline(p: beam.Pipeline, cfg: JobConfig, output: str, run_i
     there for ``run``'s progress line, as ``build_pipeline`` does."""
     refs = list_videos(p, cfg, progress_dir=progress_dir)
     sources, unread = refs | "DecodeAndSample" >> DecodeAndSample(sampling_spec(cfg))
-    extracted, failed = _examples(cfg, sources)
+    s = cfg.sampling
+    extract = ExtractExamples(_example_model(cfg), ClipWindows(s.n_frames, s.stride, cfg.model.batch_size))
+    extracted, failed = sources | "Examples" >> extract
+    unread = unread | "Unread" >> beam.Map(_unread)
     branches = {"Extracted": extracted, "FailedInference": failed, "FailedBeforeModel": unread}
     rows = {name: branch | f"ToRows/{name}" >> beam.ParDo(_FeatureRowsFn())
             for name, branch in branches.items()}
