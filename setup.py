@@ -34,7 +34,8 @@ setup(
         # MoViNet export (videolabel export-movinet) and the tests that build models.
         "export": ["tf-models-official==2.20.0"],
         # import-linter checks the layers in pyproject.toml (make lint).
-        "test": ["pytest>=8", "ruff>=0.6", "import-linter>=2.17", "duckdb>=1.0",
+        # pytest-xdist: `make test` runs the suite on two test workers (tests/conftest.py).
+        "test": ["pytest>=8", "pytest-xdist>=3.6", "ruff>=0.6", "import-linter>=2.17", "duckdb>=1.0",
                  "gcp-storage-emulator>=2024.8",
                  # tests/app/test_app.py drives `videolabel app` in Debian's chromium + chromedriver.
                  "selenium>=4.20"],

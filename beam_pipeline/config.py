@@ -209,7 +209,8 @@ class ModelConfig(_Section):
             SavedModel in TensorFlow), or ``auto``: LiteRT for stream models on CPU
             workers whose SavedModel gives per-frame outputs (``export-movinet``,
             ``train``) and for .tflite files, TensorFlow otherwise (base mode, an
-            accelerator, TF Hub models). The outputs agree to 1e-4 either way.
+            accelerator, TF Hub models). The outputs agree to 1e-4 either way. ``train``
+            converts the stream model it saves into the cache unless this is ``tf``.
         max_batch_duration_s: stream mode with an accelerator (TensorFlow): Beam's
             ``max_batch_duration_secs``: the ``batch_size`` videos of a call are gathered
             across bundles, those of similar length together (power-of-two buckets of

@@ -23,34 +23,83 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_FIXTURES = REPO.parent / "shared" / "fixtures"
+#: Beam arguments for a small run in this process: one worker, no pickling across processes.
+IN_MEMORY = ["--runner", "DirectRunner", "--direct_running_mode=in_memory", "--direct_num_workers=1"]
 
 #: Fixtures that export, convert or fit a model (or start a browser): a test that uses one is ``slow``.
 MODEL_FIXTURES = frozenset({
-    "a0_stream", "a0_litert", "a0_base", "a1_stream", "tflite_models", "tf_stream", "loaded", "per_frame",
+    "a0_stream", "a0_litert", "a0_base", "tflite_models", "tf_stream", "loaded", "per_frame",
     "last_only", "demo_run", "motion_model", "labelled", "api_folder", "readme_run", "run_output", "app_url",
     "pose_lstm", "tiny_models", "browser"})
 
 
 def pytest_configure(config) -> None:
     """A model cache of this test session's own (``VIDEOLABEL_MODEL_CACHE``), which the workers and
-    children it starts inherit: no test reads a conversion another session left behind."""
-    cache = tempfile.mkdtemp(prefix="videolabel-test-models-")
-    config.stash[_CACHE] = cache
+    children it starts inherit: no test reads a conversion another session left behind. Under
+    pytest-xdist (``make test``: ``-n 2``) the controller makes it and every test worker shares it, so
+    the models below are built once for the whole session (``built_once``); each test worker has a
+    temp folder of its own (``TMPDIR``), so that the runs of two workers are two machines' runs (each
+    pins its worker processes to the cores, ``transforms.cores``)."""
+    worker = getattr(config, "workerinput", None)
+    if worker is None:
+        cache = tempfile.mkdtemp(prefix="videolabel-test-models-")
+        config.stash[_CACHE] = cache
+    else:
+        cache = worker["videolabel_model_cache"]
+        temp = os.path.join(cache, "tmp", worker["workerid"])
+        os.makedirs(temp, exist_ok=True)
+        os.environ["TMPDIR"] = temp
+        tempfile.tempdir = None  # tempfile reads TMPDIR again
     os.environ["VIDEOLABEL_MODEL_CACHE"] = cache
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node) -> None:
+    """pytest-xdist, on the controller: hands each test worker the session's model cache."""
+    node.workerinput["videolabel_model_cache"] = node.config.stash[_CACHE]
 
 
 def pytest_unconfigure(config) -> None:
     shutil.rmtree(config.stash.get(_CACHE, ""), ignore_errors=True)
 
 
+#: Tests that label with the demo's model: one xdist group, scheduled first (the longest chain).
+_DEMO_GROUP = "demo"
+
+
 def pytest_collection_modifyitems(items) -> None:
-    """Marks ``slow`` every test that uses a model fixture, and ``browser`` (and ``slow``) the browser's."""
+    """Marks ``slow`` every test that uses a model fixture, and ``browser`` (and ``slow``) the browser's.
+
+    For pytest-xdist's ``--dist loadgroup``: a test module's tests stay together (its module fixtures
+    are built once), and the modules that use the demo's model form one group that starts first.
+    """
+    demo_modules = {item.module.__name__ for item in items if "demo_run" in getattr(item, "fixturenames", ())}
     for item in items:
         used = set(getattr(item, "fixturenames", ()))
         if used & MODEL_FIXTURES:
             item.add_marker(pytest.mark.slow)
         if "browser" in used:
             item.add_marker(pytest.mark.browser)
+        module = item.module.__name__
+        item.add_marker(pytest.mark.xdist_group(_DEMO_GROUP if module in demo_modules else module))
+    items.sort(key=lambda item: item.module.__name__ not in demo_modules)  # stable: order kept otherwise
+
+
+def built_once(name: str, build) -> Path:
+    """``SESSION_CACHE/fixtures/name``, made by ``build(folder)`` (an empty folder it fills) in the first
+    process of the test session that asks; the others wait for it and share it."""
+    from models.storage import locked
+
+    root = Path(os.environ["VIDEOLABEL_MODEL_CACHE"]) / "fixtures"
+    root.mkdir(parents=True, exist_ok=True)
+    folder, done = root / name, root / f"{name}.built"
+    with locked(str(root / f".{name}.lock")):
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            done.touch()
+    return folder
 
 
 def shared_fixture(*parts: str) -> Path:
@@ -72,8 +121,8 @@ def a0_stream(tmp_path_factory) -> str:
     """MoViNet-A0 stream SavedModel, random weights, 600 Kinetics classes."""
     from models.movinet_export import export_movinet
 
-    return export_movinet(str(tmp_path_factory.mktemp("models") / "a0_stream"),
-                          model_id="a0", mode="stream")
+    return str(built_once("a0_stream", lambda folder: export_movinet(str(folder / "model"), model_id="a0",
+                                                                     mode="stream")) / "model")
 
 
 @pytest.fixture(scope="session")
@@ -89,8 +138,31 @@ def a0_base(tmp_path_factory) -> str:
     """MoViNet-A0 base SavedModel, random weights, 5 classes with named labels."""
     from models.movinet_export import export_movinet
 
-    return export_movinet(str(tmp_path_factory.mktemp("models") / "a0_base"), model_id="a0",
-                          mode="base", num_classes=5, labels=[f"action_{i}" for i in range(5)])
+    return str(built_once("a0_base", lambda folder: export_movinet(
+        str(folder / "model"), model_id="a0", mode="base", num_classes=5,
+        labels=[f"action_{i}" for i in range(5)])) / "model")
+
+
+@pytest.fixture(scope="session")
+def demo_run():
+    """``videolabel demo`` run once for the session: (its folder, its summary, what it printed). Its
+    fine-tuned model (``FOLDER/demo/model``: MoViNet-A0 stream, the four motions, 64x64 frames 0.25 s
+    apart) is the one model of the suite that has learnt something; several modules label with it."""
+    import contextlib
+    import io
+    import json
+
+    from beam_pipeline.demo.run import run_demo
+
+    def build(folder: Path) -> None:
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            summary = run_demo(str(folder / "demo"), IN_MEMORY)
+        (folder / "summary.json").write_text(json.dumps(summary))
+        (folder / "printed.txt").write_text(out.getvalue())
+
+    folder = built_once("demo", build)
+    return folder, json.loads((folder / "summary.json").read_text()), (folder / "printed.txt").read_text()
 
 
 @pytest.fixture(scope="session")

@@ -218,8 +218,8 @@ def _saved_upload(upload) -> str:
 def _model_choices(settings: AppSettings) -> list[str]:
     choices = list(settings.models)
     if settings.output:
-        record = _output(settings.output).run_record() or {}
-        handle = (record.get("model") or {}).get("handle")
+        record = _output(settings.output).run_record()
+        handle = record.model.handle if record else None
         if handle and handle not in choices:
             choices.append(handle)
     return choices
@@ -248,7 +248,8 @@ def _base_sections(settings: AppSettings) -> dict[str, Any]:
     run labelled its videos; its ``input``, ``output`` and ``runner`` sections are the page's."""
     if settings.config or not settings.output:
         return {}
-    config = (_output(settings.output).run_record() or {}).get("config") or {}
+    record = _output(settings.output).run_record()
+    config = record.config if record else {}
     return {name: dict(keys) for name, keys in config.items()
             if name not in _PAGE_SECTIONS and isinstance(keys, dict)}
 

@@ -24,13 +24,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pydantic
 
 from beam_pipeline.config import ConfigError
 from beam_pipeline.outputs.figures import class_metrics, failure_table, judged_videos, split_accuracy
 from beam_pipeline.outputs.ledger import REPORT_WRITES, claim
 from beam_pipeline.outputs.run_output import RunOutput
-from beam_pipeline.outputs.run_record import RUN_FILE, RunRecord
 from models.plots import confusion_matrix, plot_confusion, plot_counts, plot_timeline
 
 __all__ = ["build_report"]
@@ -42,18 +40,6 @@ def _read(output: RunOutput, table: str) -> pd.DataFrame | None:
     """One table of the run (its part files only), or None when the output lacks it."""
     dataset = output.dataset(table)
     return None if dataset is None else dataset.to_table().to_pandas()
-
-
-def _run_id(root: str) -> str | None:
-    """The run id in ``root/_run.json``; None without the file, or with one this version cannot read."""
-    if not os.path.exists(os.path.join(root, RUN_FILE)):
-        return None
-    try:
-        return RunRecord.read(root).run_id
-    except pydantic.ValidationError as exc:
-        _log.warning("%s/%s is not a run record of this version (%d problems); reporting without it",
-                     root, RUN_FILE, exc.error_count())
-        return None
 
 
 def _timeline_videos(videos: pd.DataFrame, count: int) -> pd.DataFrame:
@@ -175,7 +161,8 @@ def build_report(root: str, timelines: int = 6) -> dict[str, Any]:
     claim(root, REPORT_WRITES)  # a user's own report/ folder is refused, never written over
     out = os.path.join(root, "report")
     os.makedirs(out, exist_ok=True)
-    run_id = _run_id(root)
+    record = output.run_record()
+    run_id = record.run_id if record else None
     status = {str(k): int(v) for k, v in videos.status.value_counts().items()}
     report: dict[str, Any] = {
         "output": root, "run_id": run_id, "videos": len(videos), "status": status,

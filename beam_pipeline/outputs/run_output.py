@@ -1,7 +1,8 @@
-"""What ``videolabel app`` reads from a run's output, as plain functions on pyarrow datasets.
+"""The one reader of a run's output: its tables, its typed run record and its labels, local or gs://.
 
-No Streamlit here: the page (``beam_pipeline.app.serve``) calls these and caches them, and the
-tests and ``benchmarks/app_queries.py`` call them without a browser.
+The API, the report, the app, the demo and ``train`` read outputs through ``RunOutput``.
+No Streamlit here: the page (``beam_pipeline.app.page``) calls it and caches the answers, and
+the tests and ``benchmarks/app_queries.py`` call it without a browser.
 
 An output (local or gs://) holds ``videos/``, ``frames/`` and ``segments/``, each
 ``split=<split>/part-*.parquet`` (a Hive partition, see ``transforms.schema``). Every
@@ -18,7 +19,7 @@ and folders the user allowed on the command line; anything else raises ``Refused
 from __future__ import annotations
 
 import dataclasses
-import json
+import logging
 import os
 import posixpath
 import urllib.parse
@@ -30,10 +31,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
+import pydantic
 
 from beam_pipeline.outputs.figures import failure_table, split_accuracy
+from beam_pipeline.outputs.run_record import RUN_FILE, RunRecord
 
 __all__ = ["TABLES", "PathGuard", "RefusedPath", "RunOutput", "VideoDetail", "VideoFilter", "filesystem_for"]
+
+_log = logging.getLogger(__name__)
 
 #: The tables of an output, each ``<table>/split=<split>/part-*.parquet``.
 TABLES = ("videos", "frames", "segments")
@@ -213,10 +218,18 @@ class RunOutput:
         with self.fs.open_input_stream(path) as handle:
             return handle.read().decode("utf-8")
 
-    def run_record(self) -> dict[str, Any] | None:
-        """``_run.json`` as a mapping (None without one)."""
-        text = self._read_text("_run.json")
-        return json.loads(text) if text else None
+    def run_record(self) -> RunRecord | None:
+        """``_run.json`` as its typed record; None without one, or with one this version cannot read
+        (a warning says so)."""
+        text = self._read_text(RUN_FILE)
+        if not text:
+            return None
+        try:
+            return RunRecord.model_validate_json(text)
+        except pydantic.ValidationError as exc:
+            _log.warning("%s is not a run record of this version (%d problems); going on without it",
+                         self._path(RUN_FILE), exc.error_count())
+            return None
 
     def labels(self) -> list[str]:
         """``labels.txt``: the model's classes in index order (empty without the file)."""

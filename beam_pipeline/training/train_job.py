@@ -196,7 +196,8 @@ def _classifier(cfg: JobConfig, backbone, labels: Sequence[str]):
 
     def save(_fitted, path: str) -> None:
         save_movinet(classifier, cfg.model.model_mode, path, labels)
-        if cfg.model.model_mode == "stream":  # the LiteRT model that `videolabel run` loads
+        # the LiteRT model that `videolabel run` loads, unless this config serves it on TensorFlow
+        if cfg.model.model_mode == "stream" and cfg.model.runtime != "tf":
             prime_litert(classifier, path, cfg.imgz, cfg.model.model_id, len(labels))
 
     return model, save

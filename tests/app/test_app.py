@@ -233,7 +233,8 @@ def test_label_videos_gives_the_frames_of_videolabel_run(run_output, labelled_se
         ours, theirs = (table.sort_values(columns[:2])[columns].reset_index(drop=True)
                         for table in (run_output.segments, segments))
         assert ours.equals(theirs)
-    assert os.path.exists(os.path.join(run_output.output, "_run.json"))
+    record = RunOutput(run_output.output).run_record()  # _run.json, typed
+    assert record.counts["videos"] == 5 and record.model.handle == a0_litert
 
 
 def test_label_videos_refuses_a_bad_key_with_the_config_error(labelled_set):

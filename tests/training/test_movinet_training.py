@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
+import subprocess
 
 import numpy as np
 import pyarrow.dataset as ds
@@ -14,11 +13,11 @@ import pytest
 from beam_pipeline.cli import main
 from beam_pipeline.demo.synthetic import MOTIONS, make_labelled_set
 from beam_pipeline.training.train_job import example_array
-from tests.conftest import REPO
+from tests.conftest import IN_MEMORY, REPO
 
-IN_MEMORY = ["--runner", "DirectRunner", "--direct_running_mode=in_memory", "--direct_num_workers=1"]
 SMALL = ["--set", "sampling.strategy=uniform", "--set", "sampling.n_frames=8", "--set", "sampling.imgz=64"]
 CONFIG = str(REPO / "configs" / "movinet_a0_stream.yaml")
+ON_TF = ["--set", "model.runtime=tf"]
 
 
 def test_pretrained_backbone_takes_the_exported_weights_whatever_the_class_count(a0_stream):
@@ -87,8 +86,9 @@ def test_train_a_head_on_a_frozen_backbone_then_run_with_it(tmp_path, a0_stream,
 
     manifest, test_manifest = motion_set
     trained = tmp_path / "trained"
+    # served on TensorFlow (train converts no LiteRT model for it; the demo's test checks that it does)
     code = main(["train", "--config", CONFIG, "--manifest", manifest, "--output", str(trained), *SMALL,
-                 "--set", f"train.checkpoint={a0_stream}", "--set", "train.num_epochs=3", *IN_MEMORY])
+                 "--set", f"train.checkpoint={a0_stream}", "--set", "train.num_epochs=3", *ON_TF, *IN_MEMORY])
     assert code == 0
     assert "training the MoViNet a0 stream (head)" in capsys.readouterr().out
     results = json.loads((trained / "results.json").read_text())
@@ -102,7 +102,7 @@ def test_train_a_head_on_a_frozen_backbone_then_run_with_it(tmp_path, a0_stream,
 
     out = tmp_path / "labelled"
     code = main(["run", "--config", CONFIG, "--input", test_manifest, "--output", str(out),
-                 "--model", str(trained), *SMALL, "--set", "model.top_k=4", *IN_MEMORY])
+                 "--model", str(trained), *SMALL, "--set", "model.top_k=4", *ON_TF, *IN_MEMORY])
     assert code == 0
     videos = ds.dataset(out / "videos", format="parquet", partitioning="hive").to_table().to_pylist()
     assert sorted(v["label"] for v in videos) == sorted(MOTIONS) and {v["status"] for v in videos} == {"ok"}
@@ -130,19 +130,13 @@ def test_training_a_movinet_checks_its_weights_before_reading_videos(tmp_path, a
     assert not (tmp_path / "t").exists()
 
 
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
-    """``videolabel demo`` run once: (its folder, its summary, what it printed)."""
-    from beam_pipeline.demo.run import run_demo
-
-    folder = tmp_path_factory.mktemp("demo")
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        summary = run_demo(str(folder / "demo"), IN_MEMORY)
-    return folder, summary, out.getvalue()
+def _refused(*args, **kwargs):
+    raise AssertionError(f"no child process expected: {args}")
 
 
-def test_demo_fine_tunes_a_model_that_labels_unseen_videos(demo_run):
+def test_demo_fine_tunes_a_model_that_labels_unseen_videos(demo_run, monkeypatch):
+    from models.movinet_convert import litert_model
+
     tmp_path, summary, out = demo_run
     # 20 test clips and 24 unseen videos, 4 classes: 0.75 right by chance (p = 0.25 each) has
     # probability under 1e-5 for 20; a model that learned the motions scores 1.0 here.
@@ -152,6 +146,10 @@ def test_demo_fine_tunes_a_model_that_labels_unseen_videos(demo_run):
     assert (tmp_path / "demo" / "results" / "report" / "index.html").exists() and "report/index.html" in out
     for name in ("results.json", "loss_curve.png", "confusion_matrix.png", "saved_model/saved_model.pb"):
         assert (tmp_path / "demo" / "model" / name).exists(), name
+    # train put the model's LiteRT conversion in the cache: finding it converts nothing (in a child)
+    monkeypatch.setattr(subprocess, "run", _refused)
+    assert litert_model(str(tmp_path / "demo" / "model" / "saved_model"), 64, "a0", 4).endswith(".tflite")
+    monkeypatch.undo()
 
     # Trained on uniform clips (8 frames over 2 s), the model labels the same unseen videos sampled
     # at a fixed rate as well as uniform ones: only the motion tells the classes apart, not where the

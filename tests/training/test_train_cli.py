@@ -9,9 +9,7 @@ import pyarrow.dataset as ds
 import pytest
 
 from beam_pipeline.cli import main
-from tests.conftest import REPO, SHARED_FIXTURES, shared_fixture
-
-IN_MEMORY = ["--runner", "DirectRunner", "--direct_running_mode=in_memory", "--direct_num_workers=1"]
+from tests.conftest import IN_MEMORY, REPO, SHARED_FIXTURES, shared_fixture
 
 
 @pytest.fixture(scope="module")
