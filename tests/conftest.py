@@ -67,6 +67,7 @@ def pytest_unconfigure(config) -> None:
 _DEMO_GROUP = "demo"
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own, which reads the groups
 def pytest_collection_modifyitems(items) -> None:
     """Marks ``slow`` every test that uses a model fixture, and ``browser`` (and ``slow``) the browser's.
 
