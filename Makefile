@@ -30,11 +30,11 @@ system-deps:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
-# Two test workers (pytest-xdist): each test module, and the modules that use the demo's model, run
-# on one worker; the models are built once for both (tests/conftest.py). TEST_WORKERS=0: one process.
+# Two test workers (pytest-xdist), each given whole test modules (so a module's fixtures are built
+# once); the models are built once for both (tests/conftest.py). TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 2
 test: lint system-deps
-	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadgroup
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadscope
 
 # Throughput against the machine's ceilings and the hand-written loop (docs/PERFORMANCE.md).
 bench: $(STAMP)

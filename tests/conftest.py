@@ -63,27 +63,27 @@ def pytest_unconfigure(config) -> None:
     shutil.rmtree(config.stash.get(_CACHE, ""), ignore_errors=True)
 
 
-#: Tests that label with the demo's model: one xdist group, scheduled first (the longest chain).
-_DEMO_GROUP = "demo"
-
-
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own, which reads the groups
 def pytest_collection_modifyitems(items) -> None:
     """Marks ``slow`` every test that uses a model fixture, and ``browser`` (and ``slow``) the browser's.
 
-    For pytest-xdist's ``--dist loadgroup``: a test module's tests stay together (its module fixtures
-    are built once), and the modules that use the demo's model form one group that starts first.
+    For pytest-xdist's ``--dist loadscope`` (``make test``), which hands each worker whole modules in
+    this order: the first module that uses the demo's model runs first (the demo is the longest
+    fixture), the other such modules last, by when the demo is built (``built_once``) for them.
     """
-    demo_modules = {item.module.__name__ for item in items if "demo_run" in getattr(item, "fixturenames", ())}
+    demo_modules = list(dict.fromkeys(item.module.__name__ for item in items
+                                      if "demo_run" in getattr(item, "fixturenames", ())))
     for item in items:
         used = set(getattr(item, "fixturenames", ()))
         if used & MODEL_FIXTURES:
             item.add_marker(pytest.mark.slow)
         if "browser" in used:
             item.add_marker(pytest.mark.browser)
+
+    def place(item) -> int:
         module = item.module.__name__
-        item.add_marker(pytest.mark.xdist_group(_DEMO_GROUP if module in demo_modules else module))
-    items.sort(key=lambda item: item.module.__name__ not in demo_modules)  # stable: order kept otherwise
+        return 1 if module not in demo_modules else 0 if module == demo_modules[0] else 2
+
+    items.sort(key=place)  # stable: the order within each place is kept
 
 
 def built_once(name: str, build) -> Path:
