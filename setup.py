@@ -13,7 +13,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=[f"{top}{sub}" for top in ("beam_pipeline", "transforms", "models")
                                     for sub in ("", ".*")]),
-    package_data={"models": ["labels/*.txt"]},
+    package_data={"models": ["labels/*.txt"], "beam_pipeline.job": ["beam_flags.txt"]},
     install_requires=[
         "apache-beam[gcp]==2.77.0",
         "tensorflow==2.20.0",

@@ -25,6 +25,7 @@ Example::
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -36,6 +37,18 @@ from beam_pipeline.config import ConfigError, JobConfig, apply_overrides, config
 
 __all__ = ["IN_MEMORY_RUNNER", "LabelResult", "LabelVideos", "TrainResult", "job_config", "label_videos",
            "train"]
+
+
+class _BeamNoise(logging.Filter):
+    """Drops the warning RunInference logs on the root logger on every model call where its
+    ``resource`` module did not load ("memory usage cannot be fetched": nothing wrong here)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Resource module is not available for current platform")
+
+
+logging.getLogger().addFilter(_BeamNoise())
+
 
 #: The runner section ``label_videos`` and ``train`` use when none is given: one process, no workers
 #: to start.
@@ -203,8 +216,7 @@ class LabelVideos(beam.PTransform):
         from beam_pipeline.job.launcher import resolved_model
 
         super().__init__()
-        self.cfg = job_config(config, model, sections)
-        self.handle, self.labels, self.stamp = resolved_model(self.cfg)
+        self.cfg, self.handle, self.labels, self.stamp = resolved_model(job_config(config, model, sections))
 
     def expand(self, videos):
         from beam_pipeline.job.pipeline import video_rows

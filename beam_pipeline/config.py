@@ -51,8 +51,10 @@ __all__ = [
     "read_yaml",
 ]
 
+#: What cameras, phones, broadcast and the web write (compared without case: ``.MTS`` is ``.mts``).
 VIDEO_EXTENSIONS = (
     ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".gif", ".flv", ".wmv",
+    ".3gp", ".3g2", ".mts", ".m2ts", ".mxf", ".vob", ".ogv", ".asf", ".f4v", ".dv",
 )
 
 
@@ -92,7 +94,9 @@ class InputConfig(_Section):
     Attributes:
         paths: globs (local or gs://) or manifest files (.csv, .jsonl, .parquet
             with columns ``uri`` and optionally ``label``, ``split``, ``video_id``).
-        extensions: file endings a glob match must have to count as a video.
+        extensions: file endings a glob match must have to count as a video (compared without
+            case); the other matches are counted in the run summary and ``_run.json``
+            (``skipped``). A file named by itself is a video whatever its ending.
         background_label: the label of frames outside every segment of a video
             a segment manifest (``uri,start_s,end_s,label``) describes; null leaves them unlabelled.
     """

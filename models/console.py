@@ -6,10 +6,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
 import sys
+import tempfile
+from collections.abc import Iterator
 from typing import TextIO
 
-__all__ = ["StatusLine", "duration"]
+__all__ = ["StatusLine", "duration", "native_stderr_without"]
 
 
 def duration(seconds: float) -> str:
@@ -34,3 +39,27 @@ class StatusLine:
         else:
             self.stream.write(line + "\n")
         self.stream.flush()
+
+
+@contextlib.contextmanager
+def native_stderr_without(noise: re.Pattern[str]) -> Iterator[None]:
+    """For the ``with`` block, file descriptor 2 (where native code writes) goes to a temporary file;
+    after it, every line written there except those ``noise`` matches is copied to the real fd 2.
+
+    For native calls known to print a note once (LiteRT's XNNPACK delegate), made before a run's
+    progress line is drawn, so the note never lands in it."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            text = capture.read().decode("utf-8", errors="replace")
+            kept = "".join(line for line in text.splitlines(keepends=True) if not noise.search(line))
+            if kept:
+                os.write(2, kept.encode("utf-8"))

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from importlib import resources
-
-from apache_beam.io.filesystems import FileSystems
 
 __all__ = ["KINETICS_600", "LABELS_FILENAME", "labels_beside", "read_labels", "write_labels"]
 
@@ -22,6 +21,8 @@ KINETICS_600: list[str] = _packaged("kinetics_600.txt")
 
 def read_labels(path: str) -> list[str]:
     """Reads a labels file (one name per line, index order; local or gs://)."""
+    from apache_beam.io.filesystems import FileSystems  # Beam loads in a second: only when reading
+
     with FileSystems.open(path) as handle:
         text = handle.read().decode("utf-8")
     labels = [line.strip() for line in text.splitlines() if line.strip()]
@@ -32,6 +33,8 @@ def read_labels(path: str) -> list[str]:
 
 def write_labels(path: str, labels: Sequence[str]) -> None:
     """Writes names one per line, index order (local or gs://)."""
+    from apache_beam.io.filesystems import FileSystems
+
     with FileSystems.create(path) as handle:
         handle.write(("\n".join(labels) + "\n").encode("utf-8"))
 
@@ -40,4 +43,6 @@ def labels_beside(handle: str) -> str:
     """Where a model's own labels file lives: inside a SavedModel folder, beside a .tflite file."""
     if handle.endswith(".tflite"):
         handle = handle.rsplit("/", 1)[0] if "/" in handle else "."
-    return FileSystems.join(handle, LABELS_FILENAME)
+    if "://" in handle:  # gs:// and other object stores: "/"-separated
+        return f"{handle.rstrip('/')}/{LABELS_FILENAME}"
+    return os.path.join(handle, LABELS_FILENAME)

@@ -38,6 +38,7 @@ from models.labels import KINETICS_600, labels_beside, write_labels
 from models.movinet_graph import build_movinet, head_call, stream_call
 from models.movinet_variants import native_imgz
 from models.storage import local_copy
+from models.weights_note import write_note
 
 __all__ = ["export_movinet", "export_movinet_tflite", "movinet_signatures", "save_movinet"]
 
@@ -47,7 +48,8 @@ _log = logging.getLogger(__name__)
 def export_movinet_tflite(path: str, *, model_id: str = "a0", imgz: int | None = None,
                           num_classes: int = 600, checkpoint: str | None = None,
                           labels: Sequence[str] | None = None, quantize: bool = False) -> str:
-    """Converts a MoViNet stream model to LiteRT (``models.movinet_convert``); writes labels.txt beside it.
+    """Converts a MoViNet stream model to LiteRT (``models.movinet_convert``); writes labels.txt beside it,
+    and weights.json (random without ``checkpoint``: ``models.weights_note``).
 
     The file has three signatures (``models.movinet_convert``): ``frames_8`` and ``frames_1``,
     ``image`` float32 [1, frames, imgz, imgz, 3] in [0, 1] plus the state tensors in, the new
@@ -72,6 +74,7 @@ def export_movinet_tflite(path: str, *, model_id: str = "a0", imgz: int | None =
         with open(local, "rb") as content, FileSystems.create(path) as handle:
             handle.write(content.read())
     write_labels(labels_beside(path), labels)
+    write_note(path, random=not checkpoint, checkpoint=checkpoint)
     _log.info("converted MoViNet %s stream (%dx%d, %d classes) to %s",
               model_id, side, side, num_classes, path)
     return path
@@ -113,7 +116,8 @@ def movinet_signatures(model, mode: str) -> dict:
 def export_movinet(output_dir: str, *, model_id: str = "a0", mode: str = "stream",
                    num_classes: int = 600, checkpoint: str | None = None,
                    labels: Sequence[str] | None = None, litert_imgz: int | None = None) -> str:
-    """Builds, optionally restores, and saves a MoViNet classifier; writes labels.txt.
+    """Builds, optionally restores, and saves a MoViNet classifier; writes labels.txt, and weights.json
+    saying whether the weights are random (no ``checkpoint``: ``models.weights_note``).
 
     Args:
         output_dir: SavedModel directory (local or gs://) to create.
@@ -136,6 +140,7 @@ def export_movinet(output_dir: str, *, model_id: str = "a0", mode: str = "stream
         status.assert_existing_objects_matched()
 
     save_movinet(model, mode, output_dir, labels)
+    write_note(output_dir, random=not checkpoint, checkpoint=checkpoint)
     if litert_imgz and mode == "stream":
         from models.movinet_convert import prime_litert
 

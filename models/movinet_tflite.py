@@ -12,9 +12,17 @@ load TensorFlow.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
+from models.console import native_stderr_without
+
 __all__ = ["TFLiteMovinet", "interpreter"]
+
+
+#: What LiteRT prints once per interpreter when it applies its CPU delegate.
+_DELEGATE_NOTE = re.compile(r"^INFO: Created TensorFlow Lite XNNPACK delegate for CPU\.$")
 
 
 def interpreter(content: bytes, threads: int | None = None):
@@ -126,6 +134,19 @@ class TFLiteMovinet:
         has_head = "head" in keys and all(sig.features is not None for sig in found)
         self._head = _Head(self._interpreter.get_signature_runner("head")) if has_head else None
         self.features = self._head is not None
+        self._warm()
+
+    def _warm(self) -> None:
+        """One call of each signature on zeros, now: LiteRT applies its XNNPACK delegate on a signature's
+        first call and says so on fd 2 (kept off, ``_DELEGATE_NOTE``), and the first real video does
+        not pay the allocation."""
+        with native_stderr_without(_DELEGATE_NOTE):
+            for signature in self._by_frames.values():
+                side = int(signature.image["shape"][2])
+                signature(np.zeros((signature.frames, side, side, 3), np.uint8),
+                          {k: np.zeros(v["shape"], v["dtype"]) for k, v in signature.states.items()})
+            if self._head is not None:
+                self._head(np.zeros((1, self._head.input["shape"][1]), np.float32))
 
     @property
     def image_size(self) -> int:

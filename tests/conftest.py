@@ -18,6 +18,7 @@ from beam_pipeline.demo.synthetic import motion_frames, write_video
 from transforms.decoding import SampledFrame
 
 _CACHE = pytest.StashKey[str]()
+_KEEP = pytest.StashKey[bool]()
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -39,11 +40,14 @@ def pytest_configure(config) -> None:
     pytest-xdist (``make test``: ``-n 2``) the controller makes it and every test worker shares it, so
     the models below are built once for the whole session (``built_once``); each test worker has a
     temp folder of its own (``TMPDIR``), so that the runs of two workers are two machines' runs (each
-    pins its worker processes to the cores, ``transforms.cores``)."""
+    pins its worker processes to the cores, ``transforms.cores``). ``VIDEOLABEL_TEST_MODEL_CACHE`` names
+    a folder to use instead, kept afterwards: sessions that repeat tests then share their models."""
     worker = getattr(config, "workerinput", None)
     if worker is None:
-        cache = tempfile.mkdtemp(prefix="videolabel-test-models-")
+        kept = os.environ.get("VIDEOLABEL_TEST_MODEL_CACHE")  # to repeat tests on the same models: kept
+        cache = kept or tempfile.mkdtemp(prefix="videolabel-test-models-")
         config.stash[_CACHE] = cache
+        config.stash[_KEEP] = bool(kept)
     else:
         cache = worker["videolabel_model_cache"]
         temp = os.path.join(cache, "tmp", worker["workerid"])
@@ -60,7 +64,8 @@ def pytest_configure_node(node) -> None:
 
 
 def pytest_unconfigure(config) -> None:
-    shutil.rmtree(config.stash.get(_CACHE, ""), ignore_errors=True)
+    if not config.stash.get(_KEEP, True):
+        shutil.rmtree(config.stash.get(_CACHE, ""), ignore_errors=True)
 
 
 def pytest_collection_modifyitems(items) -> None:

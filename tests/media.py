@@ -115,6 +115,15 @@ def variable_rate(path: Path, times_s) -> Path:
                        time_base=Fraction(1, 1000))
 
 
+def sparse_avi(path: Path, *, frames=69, slots=444, fps=15) -> Path:
+    """A complete variable-rate AVI (MPEG-4 part 2): ``frames`` frames spread over ``slots`` frame periods
+    at ``fps``, the last one in the last slot; the muxer writes the empty slots as dropped frames, so the
+    header counts ``slots`` frames."""
+    pts = [round(i * (slots - 1) / (frames - 1)) for i in range(frames)]
+    images = [np.full((48, 64, 3), (i * 7) % 256, np.uint8) for i in range(frames)]
+    return write_video(path, images, fps=fps, pts=pts, time_base=Fraction(1, fps), codec="mpeg4")
+
+
 def with_alpha(path: Path, n=10) -> Path:
     """A QuickTime RLE (argb) video: left half opaque red, right half fully transparent green."""
     img = np.zeros((16, 32, 4), np.uint8)

@@ -28,6 +28,7 @@ def test_the_sdist_holds_every_module_and_each_imports_from_it(tmp_path):
     installed = sorted(str(p.relative_to(target)) for top in PACKAGES for p in (target / top).rglob("*.py"))
     assert installed == source  # every module of the checkout, sub-packages included
     assert (target / "models" / "labels" / "kinetics_600.txt").exists()
+    assert (target / "beam_pipeline" / "job" / "beam_flags.txt").exists()
 
     modules = [p[:-3].replace("/", ".").removesuffix(".__init__") for p in installed
                if p not in RUN_NOT_IMPORTED]

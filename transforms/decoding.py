@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple
@@ -20,6 +21,7 @@ from typing import Any, NamedTuple
 import av
 import numpy as np
 
+from transforms.opening import container_options, unopenable_message
 from transforms.records import (
     ErrorStage,
     SamplingSpec,
@@ -91,17 +93,33 @@ class TooLong(Exception):
 
 
 def open_container(uri: str, opener: Callable[[str], Any] | None = None):
-    """Opens ``uri`` with PyAV.
+    """Opens ``uri`` with PyAV, reading that file and nothing it names (``transforms.opening``).
 
     Local paths go to FFmpeg directly; other schemes (gs://) are read through
     ``opener`` (default: Beam's ``FileSystems.open``).
     """
     if "://" not in uri:
-        return av.open(uri, mode="r")
+        return av.open(uri, mode="r", container_options=container_options())
+    return av.open(_opener(opener)(uri), mode="r", container_options=container_options())
+
+
+def _opener(opener: Callable[[str], Any] | None) -> Callable[[str], Any]:
     if opener is None:
         from apache_beam.io.filesystems import FileSystems
         opener = FileSystems.open
-    return av.open(opener(uri), mode="r")
+    return opener
+
+
+def _head(uri: str, opener) -> tuple[bytes | None, int | None]:
+    """The first 4 KiB of ``uri`` and its size (None if unknown); (None, None) if it cannot be read."""
+    try:
+        if "://" not in uri:
+            with open(uri, "rb") as handle:
+                return handle.read(4096), os.path.getsize(uri)
+        with _opener(opener)(uri) as handle:
+            return handle.read(4096), None
+    except Exception:  # noqa: BLE001 - only to say more of an input that did not open
+        return None, None
 
 
 def video_stream(container):
@@ -370,8 +388,13 @@ def _seek_frames(container, stream, targets: Iterator[float], scan: PacketScan, 
 
 def _check_complete(report: DecodeReport, clock: _Clock, declared_s: float | None,
                     declared_frames: int) -> None:
-    """Marks a stream that stopped well short of the duration or the frame count its container
-    declares (an AVI cut short keeps its header's count, while FFmpeg shortens its duration).
+    """Marks a stream whose decoded frames end well short of the length its container declares:
+    its duration, or its frame count at the stream's rate (an AVI cut short keeps its header's
+    count, while FFmpeg shortens its duration to what is left).
+
+    Only where the stream ends counts, not how many frames it held: a variable-rate AVI
+    declares an index slot per frame period and leaves most of them empty (dropped
+    frames), and is complete when its last frame reaches the end.
 
     Also lengthens a duration that the decoded frames outrun (no duration, or a
     bitrate estimate as in MPEG-PS), so timestamps always lie within it.
@@ -382,13 +405,15 @@ def _check_complete(report: DecodeReport, clock: _Clock, declared_s: float | Non
     decoded_end = clock.last + (1.0 / meta.fps if meta.fps else 0.0)
     if meta.duration_s is None or decoded_end > meta.duration_s:
         report.meta = meta._replace(duration_s=round(decoded_end, 6))
-    if declared_s and decoded_end < 0.9 * declared_s and declared_s - decoded_end > 0.5:
-        report.fail(ErrorStage.DECODE, "Truncated",
-                    f"stream ends at {decoded_end:.2f}s of the {declared_s:.2f}s its container declares")
-    decoded = report.frames_decoded
-    if declared_frames and decoded < 0.9 * declared_frames and declared_frames - decoded > 2:
-        report.fail(ErrorStage.DECODE, "Truncated",
-                    f"{decoded} frames decoded of the {declared_frames} its container declares")
+    counted_s = declared_frames / meta.fps if declared_frames and meta.fps else None
+    declared = [(declared_s, f"the {declared_s or 0:.2f}s its container declares"),
+                (counted_s, f"the {declared_frames} frames ({counted_s or 0:.2f}s at {meta.fps:g} fps) its "
+                            "container declares")]
+    for length, what in declared:
+        if length and decoded_end < 0.9 * length and length - decoded_end > 0.5:
+            report.fail(ErrorStage.DECODE, "Truncated", f"stream ends at {decoded_end:.2f}s "
+                                                        f"({report.frames_decoded} frames decoded) of {what}")
+            return
 
 
 def _rewound(container, uri: str, opener):
@@ -410,9 +435,11 @@ def _open_and_probe(uri: str, spec: SamplingSpec, report: DecodeReport, opener):
     """
     try:
         container = open_container(uri, opener)
+    except av.error.FFmpegError as exc:  # what it is, when its first bytes tell
+        report.fail(ErrorStage.OPEN, type(exc).__name__, unopenable_message(exc, *_head(uri, opener)))
+        return None
     except Exception as exc:  # FFmpeg, OS and storage errors (a gs:// object missing: NotFound) alike
-        message = str(exc) or repr(exc)
-        report.fail(ErrorStage.OPEN, type(exc).__name__, message.splitlines()[0][:500])
+        report.fail(ErrorStage.OPEN, type(exc).__name__, unopenable_message(exc))
         return None
     if report.meta is not None:
         return container

@@ -159,17 +159,37 @@ class _ReadManifestFn(beam.DoFn):
 
 
 class _RefFromMatchFn(beam.DoFn):
-    def __init__(self, extensions: tuple[str, ...], ratios: Mapping[str, float], salt: str):
-        self._extensions = tuple(e.lower() for e in extensions)
+    """A glob match -> its ``VideoRef``; a match whose ending is not in ``extensions`` is counted
+    (``metrics.skipped_counter``, a few names in ``metrics.SKIPPED_EXAMPLES``) and left out.
+    ``extensions`` None: every match is a video (files named one by one)."""
+
+    #: names of skipped files each DoFn instance reports
+    EXAMPLES = 5
+
+    def __init__(self, extensions: tuple[str, ...] | None, ratios: Mapping[str, float], salt: str):
+        self._extensions = None if extensions is None else tuple(e.lower() for e in extensions)
         self._ratios = dict(ratios)
         self._salt = salt
 
+    def setup(self) -> None:
+        self._examples = metrics.string_set(metrics.SKIPPED_EXAMPLES)
+        self._reported = 0
+
     def process(self, metadata) -> Iterator[VideoRef]:
         path = metadata.path
-        if not path.lower().endswith(self._extensions):
+        if self._extensions is not None and not path.lower().endswith(self._extensions):
+            metrics.skipped_counter(posixpath.splitext(path)[1]).inc()
+            if self._reported < self.EXAMPLES:
+                self._examples.add(path)
+                self._reported += 1
             return
         video_id = stable_video_id(path)
         yield VideoRef(video_id, path, None, hash_split(video_id, self._ratios, self._salt))
+
+
+def is_glob(path: str) -> bool:
+    """Whether ``path`` is a pattern (``*``, ``?`` or ``[``) rather than one file's name."""
+    return any(char in path for char in "*?[")
 
 
 class ListVideos(beam.PTransform):
@@ -178,8 +198,13 @@ class ListVideos(beam.PTransform):
     The output is not reshuffled: a pipeline spreads it across workers itself
     (``beam_pipeline.job.pipeline.list_videos``), after whatever it joins or counts.
 
+    A file named by itself (no ``*``, ``?`` or ``[``) is a video whatever its ending:
+    decoding says what it is. A glob's matches count as videos by their ending; the
+    others are counted by ending and a few named (``metrics.SKIPPED_PREFIX``,
+    ``metrics.SKIPPED_EXAMPLES``), for the run summary and ``_run.json``.
+
     Args:
-        paths: globs (local or gs://) and manifest files.
+        paths: globs and files (local or gs://), and manifest files.
         extensions: endings a glob match needs to count as a video.
         ratios, salt: hash-split settings for videos without a split.
     """
@@ -187,7 +212,8 @@ class ListVideos(beam.PTransform):
     def __init__(self, paths: tuple[str, ...], *, extensions: tuple[str, ...],
                  ratios: Mapping[str, float], salt: str):
         super().__init__()
-        self._globs = [p for p in paths if not is_manifest(p)]
+        self._files = [p for p in paths if not is_manifest(p) and not is_glob(p)]
+        self._globs = [p for p in paths if not is_manifest(p) and is_glob(p)]
         self._manifests = [p for p in paths if is_manifest(p)]
         self._extensions = extensions
         self._ratios = dict(ratios)
@@ -195,12 +221,14 @@ class ListVideos(beam.PTransform):
 
     def expand(self, pbegin):
         sources = []
-        if self._globs:
-            sources.append(
-                pbegin
-                | "Globs" >> beam.Create(self._globs)
-                | "Match" >> fileio.MatchAll()
-                | "ToRefs" >> beam.ParDo(_RefFromMatchFn(self._extensions, self._ratios, self._salt)))
+        listed = (("Files", self._files, None), ("Globs", self._globs, self._extensions))
+        for name, paths, extensions in listed:
+            if paths:
+                sources.append(
+                    pbegin
+                    | name >> beam.Create(paths)
+                    | f"Match{name}" >> fileio.MatchAll()
+                    | f"{name}ToRefs" >> beam.ParDo(_RefFromMatchFn(extensions, self._ratios, self._salt)))
         if self._manifests:
             sources.append(
                 pbegin

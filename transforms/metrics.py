@@ -11,9 +11,10 @@ from apache_beam.metrics import Metrics
 
 __all__ = [
     "DECODE_MS", "ERROR_PREFIX", "FILES_DISCARDED", "FILES_WRITTEN", "FRAMES_DECODED", "FRAMES_SAMPLED",
-    "MANIFEST_BAD_ROWS", "MODEL_MS", "NAMESPACE", "RESUME_DONE_IDS", "SEGMENTS", "SPLIT_PREFIX",
-    "STATUS_PREFIX", "TRAIN_VIDEOS_FAILED", "TRAIN_VIDEOS_USED", "VIDEOS_PER_CALL", "WRITE_MS", "counter",
-    "distribution", "status_counter",
+    "MANIFEST_BAD_ROWS", "MODEL_MS", "NAMESPACE", "RESUME_DONE_IDS", "SEGMENTS", "SKIPPED_EXAMPLES",
+    "SKIPPED_PREFIX", "SPLIT_PREFIX", "STATUS_PREFIX", "TRAIN_VIDEOS_FAILED", "TRAIN_VIDEOS_USED",
+    "VIDEOS_PER_CALL", "WRITE_MS", "counter", "distribution", "skipped_counter", "status_counter",
+    "string_set",
 ]
 
 NAMESPACE = "videolabel"
@@ -31,6 +32,10 @@ TRAIN_VIDEOS_FAILED = "train_videos_failed"  # train: videos that gave none
 STATUS_PREFIX = "videos_"  # + ok | partial | failed: videos by status
 ERROR_PREFIX = "errors_"  # + error_type: failed and partial videos by error
 SPLIT_PREFIX = "videos_split_"  # + split: videos by split
+SKIPPED_PREFIX = "skipped_"  # + extension ("none" without one): glob matches left out by input.extensions
+
+# string sets
+SKIPPED_EXAMPLES = "skipped_examples"  # a few of the files left out by extension (a handful per worker)
 
 # distributions (milliseconds)
 DECODE_MS = "decode_ms"  # per video: opening, decoding and sampling, wherever it ran
@@ -47,6 +52,16 @@ def counter(name: str):
 def distribution(name: str):
     """The ``videolabel`` distribution ``name``."""
     return Metrics.distribution(NAMESPACE, name)
+
+
+def string_set(name: str):
+    """The ``videolabel`` string set ``name``."""
+    return Metrics.string_set(NAMESPACE, name)
+
+
+def skipped_counter(extension: str):
+    """The counter of glob matches left out for their ``extension`` (``.mp3``; empty: none)."""
+    return counter(SKIPPED_PREFIX + (extension.lower() or "none"))
 
 
 def status_counter(status: str):

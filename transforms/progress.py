@@ -169,13 +169,16 @@ class ProgressLine:
         return _counts(_notes(self._folder))
 
     def line(self) -> str:
-        """The progress text for the counts now; the rate is the steady rate once there is one."""
+        """The progress text for the counts now; the rate is the steady rate of the videos that decoded
+        once there is one (a file that fails at open finishes at once, and would make the first rates
+        and ETAs fantasies), else videos done over the time so far."""
         notes = _notes(self._folder)
         counts = _counts(notes)
         done = sum(counts.values())
         total = read_total(self._folder)
         elapsed = time.monotonic() - self._start
-        rate = _steady(notes) or (done / elapsed if elapsed > 0 else 0.0)
+        decoded = [[note for note in noted if note.status != "failed"] for noted in notes]
+        rate = _steady(decoded) or (done / elapsed if elapsed > 0 else 0.0)
         if total is None:
             done_text, eta = f"{done} videos", "--"
         else:

@@ -21,8 +21,9 @@ only when the bundle commits, so a bundle that committed parts and then failed
 After every write (a global combine is the barrier), ``FinalizeParts`` lists this
 run's parts (``part-<run_id>-*``) in every table and deletes those no committed
 bundle passed on, and this run's leftover temporary files (``finalize_parts``;
-idempotent, so a retried finalize is harmless). A run killed before it
-finalizes may hold such duplicates until ``--resume`` trims them.
+idempotent, so a retried finalize is harmless), and writes an empty part into each
+table that holds none, so that every table of a finished run can be queried. A run
+killed before it finalizes may hold such duplicates until ``--resume`` trims them.
 
 A job with several branches of rows (classified videos, videos that failed) commits
 each branch with its own ``CommitParts`` and flattens only their part keys into the
@@ -52,7 +53,7 @@ from transforms import metrics
 from transforms.records import VideoRows
 
 __all__ = ["CommitParts", "FinalizeParts", "finalize_parts", "part_name", "partition_dir", "write_branches",
-           "write_table"]
+           "write_empty_tables", "write_table"]
 
 _log = logging.getLogger(__name__)
 
@@ -131,6 +132,30 @@ def finalize_parts(root: str, tables: Iterable[str], run_id: str, committed: Ite
     return doomed
 
 
+def write_empty_tables(root: str, schemas: Mapping[str, pa.Schema], run_id: str,
+                       committed: Iterable[str]) -> list[str]:
+    """Writes an empty part, with its schema, into each table of ``schemas`` that holds no part at all
+    (a run where no segment formed, say), so that every documented query of it reads zero rows.
+
+    The file goes into the first split this run committed (``split=train`` if none), named
+    ``part-<run_id>-empty-00000.parquet``. Idempotent.
+
+    Returns:
+        The paths written, sorted.
+    """
+    splits = sorted(key.split("/", 1)[0] for key in committed)
+    split_dir = splits[0] if splits else "split=train"
+    written = []
+    for table, schema in schemas.items():
+        folder = FileSystems.join(root, table)
+        if any(match.metadata_list for match in FileSystems.match([f"{folder}/*/part-*.parquet"])):
+            continue
+        path = f"{folder}/{split_dir}/{part_name(run_id, 'empty', 0)}"
+        write_table(path, schema.empty_table())
+        written.append(path)
+    return sorted(written)
+
+
 class _Buffer:
     """One split's buffered record batches per table, and when the first of them arrived."""
 
@@ -192,17 +217,18 @@ class _CommitFn(beam.DoFn):
 
 
 class _FinalizeFn(beam.DoFn):
-    def __init__(self, root: str, tables: Sequence[str], run_id: str):
+    def __init__(self, root: str, schemas: Mapping[str, pa.Schema], run_id: str):
         self._root = root
-        self._tables = tuple(tables)
+        self._schemas = dict(schemas)
         self._run_id = run_id
 
     def setup(self) -> None:
         self._discarded = metrics.counter(metrics.FILES_DISCARDED)
 
     def process(self, committed: list[str]) -> Iterator[str]:
-        doomed = finalize_parts(self._root, self._tables, self._run_id, committed)
+        doomed = finalize_parts(self._root, list(self._schemas), self._run_id, committed)
         self._discarded.inc(len(doomed))
+        write_empty_tables(self._root, self._schemas, self._run_id, committed)
         yield from doomed
 
 
@@ -231,17 +257,18 @@ class CommitParts(beam.PTransform):
 
 class FinalizeParts(beam.PTransform):
     """The keys of every commit (a PCollection of str) -> the paths deleted (a PCollection of str):
-    once every commit is done, this run's parts that no committed bundle passed on (see the module doc).
+    once every commit is done, this run's parts that no committed bundle passed on (see the module doc);
+    then an empty part in every table that holds none (``write_empty_tables``).
 
     Args:
         root: output folder, as given to ``CommitParts``.
-        tables: the tables written.
+        schemas: the tables written and their schemas, as given to ``CommitParts``.
         run_id: this run's id, as given to ``CommitParts``.
     """
 
-    def __init__(self, root: str, tables: Iterable[str], *, run_id: str):
+    def __init__(self, root: str, schemas: Mapping[str, pa.Schema], *, run_id: str):
         super().__init__()
-        self._fn = _FinalizeFn(root, list(tables), run_id)
+        self._fn = _FinalizeFn(root, schemas, run_id)
 
     def expand(self, committed):
         return (committed
@@ -261,4 +288,4 @@ def write_branches(branches: Mapping[str, beam.PCollection], label: str, root: s
                          flush_s=flush_s)
     return ([rows | f"{label}/{name}" >> commit for name, rows in branches.items()]
             | f"{label}/Committed" >> beam.Flatten()
-            | f"{label}/Finalize" >> FinalizeParts(root, list(schemas), run_id=run_id))
+            | f"{label}/Finalize" >> FinalizeParts(root, schemas, run_id=run_id))

@@ -26,10 +26,12 @@ import pandas as pd
 import streamlit as st
 import yaml
 
+from beam_pipeline.app.preview import browser_plays, preview_mp4
 from beam_pipeline.app.serve import AppSettings
 from beam_pipeline.config import VIDEO_EXTENSIONS, ConfigError
 from beam_pipeline.outputs.run_output import PathGuard, RefusedPath, RunOutput, VideoDetail, VideoFilter
 from models.movinet_variants import is_hub_url
+from models.weights_note import random_weights_warning
 
 _log = logging.getLogger("beam_pipeline.app.serve")
 _VIEWS = {"label": "Label a video", "browse": "Browse the run", "failures": "Failures"}
@@ -136,19 +138,34 @@ def timeline_chart(frames: pd.DataFrame, segments: pd.DataFrame) -> alt.VConcatC
     return chart.configure_legend(orient="bottom", columns=4)
 
 
+@st.cache_data(show_spinner="making a preview the browser can play...", max_entries=32)
+def _preview(uri: str, _changed: float | None) -> bytes | None:
+    """``uri`` as H.264 in MP4 when the browser cannot play it as it is, else None (``app.preview``);
+    cached by uri and modification time."""
+    return None if browser_plays(uri) else preview_mp4(uri)
+
+
 def _play(uri: str, guard: PathGuard) -> None:
     try:
         guard.check(uri, "video")
     except RefusedPath as exc:
         st.error(str(exc))
         return
-    mime = _MIME.get(os.path.splitext(uri)[1].lower(), "video/mp4")
-    if uri.startswith("gs://"):
-        st.video(_video_bytes(uri), format=mime)
-    elif os.path.exists(uri):
-        st.video(uri, format=mime)
-    else:
+    remote = uri.startswith("gs://")
+    if not remote and not os.path.exists(uri):
         st.warning(f"{uri} is not there any more: the rows are shown without the video")
+        return
+    try:
+        preview = _preview(uri, None if remote else os.path.getmtime(uri))
+    except Exception as exc:  # a video that decodes for the pipeline but not for a preview: say so
+        _log.warning("no preview of %s: %s", uri, exc)
+        preview = None
+    if preview is not None:
+        st.caption("a preview (H.264 in MP4): the browser cannot play this file's own format")
+        st.video(preview, format="video/mp4")
+        return
+    mime = _MIME.get(os.path.splitext(uri)[1].lower(), "video/mp4")
+    st.video(_video_bytes(uri) if remote else uri, format=mime)
 
 
 def _row_table(row: dict[str, Any]) -> pd.DataFrame:
@@ -205,7 +222,7 @@ def _safe_name(name: str) -> str:
 def _saved_upload(upload) -> str:
     """Writes an upload into a new private folder; returns its path."""
     name = _safe_name(upload.name)
-    if not name.endswith(VIDEO_EXTENSIONS):
+    if not name.lower().endswith(VIDEO_EXTENSIONS):
         raise ConfigError(f"upload {upload.name!r}: not a video file name "
                           f"(one of {', '.join(VIDEO_EXTENSIONS)})")
     folder = tempfile.mkdtemp(prefix="upload-", dir=_upload_dir())
@@ -311,12 +328,20 @@ def label_view(settings: AppSettings) -> None:
     _show_labelled(out, guard)
 
 
+def _warn_if_random(output: RunOutput) -> None:
+    """One line above the labels of a run whose model has random weights (``models.weights_note``)."""
+    record = output.run_record()
+    if record and record.model.random_weights:
+        st.warning(random_weights_warning(record.model.handle))
+
+
 def _show_labelled(out: str, guard: PathGuard) -> None:
     output = RunOutput(out)
     page, _ = output.videos(limit=1)
     if page.empty:
         st.error("the run wrote no video row")
         return
+    _warn_if_random(output)
     detail = output.video(page.video_id[0])
     show_video(detail, PathGuard((*guard.roots, out), guard.named))
 
@@ -344,6 +369,7 @@ def _summary_section(root: str) -> dict[str, Any]:
     summary = _summary(root)
     st.header("Browse the run")
     st.caption(f"{root} — {summary['videos']:,} videos")
+    _warn_if_random(_output(root))
     left, right = st.columns(2)
     with left:
         st.markdown("**Videos per split and status**")

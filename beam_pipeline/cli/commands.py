@@ -8,6 +8,7 @@ start with one line.
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
 import os
 import sys
@@ -23,7 +24,8 @@ def _run_parser(sub) -> None:
     run.add_argument("--input", action="append", metavar="GLOB_OR_MANIFEST",
                      help="video glob or manifest (.csv/.jsonl/.parquet); repeatable; replaces input.paths")
     run.add_argument("--output", help="output folder (local or gs://); replaces output.path")
-    run.add_argument("--model", help="TF Hub URL or SavedModel dir; replaces model.handle")
+    run.add_argument("--model", help="a SavedModel folder (export-movinet), a `videolabel train` output, "
+                                      "a .tflite file (local or gs://) or a TF Hub URL; sets model.handle")
     run.add_argument("--runner", help="Beam runner, e.g. DirectRunner or DataflowRunner")
     run.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                      help="override one config key, e.g. --set sampling.fps=2; repeatable")
@@ -36,12 +38,22 @@ def _run_parser(sub) -> None:
 
 
 def _export_parser(sub) -> None:
-    exp = sub.add_parser("export-movinet", help="build a MoViNet SavedModel offline")
-    exp.add_argument("--model-id", default="a0", choices=["a0", "a1", "a2", "a3", "a4", "a5"])
-    exp.add_argument("--mode", default="stream", choices=["base", "stream"])
+    exp = sub.add_parser("export-movinet", help="build a MoViNet SavedModel offline",
+                         description="Build a MoViNet classifier with tf-models-official and save it as a "
+                                     "SavedModel folder (or a .tflite file) that `videolabel run --model` "
+                                     "takes, with its labels.txt. Real weights come from --checkpoint; "
+                                     "without it they are random (its labels mean nothing).")
+    exp.add_argument("--model-id", default="a0", choices=["a0", "a1", "a2", "a3", "a4", "a5"],
+                     help="the MoViNet variant: a0 smallest and fastest, a5 largest (default a0)")
+    exp.add_argument("--mode", default="stream", choices=["base", "stream"],
+                     help="stream: frame by frame with carried state, fast on CPU (default); base: whole "
+                          "clips, 3D convolutions")
     exp.add_argument("--output", required=True, help="SavedModel directory to create")
-    exp.add_argument("--checkpoint", help="tf.train.Checkpoint prefix to restore (default: random weights)")
-    exp.add_argument("--num-classes", type=int, default=600)
+    exp.add_argument("--checkpoint", help="tf.train.Checkpoint prefix of the variant's MoViNet weights "
+                                          "(the MoViNet release's checkpoints); without it the weights are "
+                                          "random and the labels mean nothing")
+    exp.add_argument("--num-classes", type=int, default=600,
+                     help="classes of the head (default 600: Kinetics-600, as the published checkpoints)")
     exp.add_argument("--labels", help="labels file for the classes (default: Kinetics-600 for 600)")
     exp.add_argument("--tflite", action="store_true",
                      help="write a TFLite stream model (--output is the .tflite file)")
@@ -118,8 +130,13 @@ def _cmd_run(args, beam_args: list[str]) -> int:
     if args.runner:
         beam_args = [f"--runner={args.runner}", *beam_args]
     summary = run_job(cfg, beam_args, overwrite=args.overwrite, resume=args.resume)
-    if isinstance(summary, RunRecord):  # a dry run printed what it built, and ran nothing
-        print_summary(summary, cfg.output.path)
+    if not isinstance(summary, RunRecord):  # a dry run printed what it built, and ran nothing
+        return 0
+    print_summary(summary, cfg.output.path)
+    if summary.counts["videos"] == 0 and summary.resume is None:
+        skipped = f" ({summary.skipped.count} left out by their ending)" if summary.skipped else ""
+        print(f"videolabel: nothing was labelled: the inputs gave no video{skipped}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -149,9 +166,13 @@ def _cmd_export(args, beam_args: list[str]) -> int:
     from models.movinet_export import export_movinet, export_movinet_tflite  # TensorFlow: after the checks
     from models.movinet_variants import native_imgz
 
+    if args.tflite and (args.mode != "stream" or not args.output.endswith(".tflite")):
+        raise ConfigError("--tflite: exports stream models only, to an --output ending in .tflite")
+    weights = f"the weights of {args.checkpoint}" if args.checkpoint else "RANDOM weights (no --checkpoint)"
+    print(f"building MoViNet {args.model_id} {args.mode} with {weights}, then saving"
+          f"{' and converting' if args.tflite or args.mode == 'stream' else ''} it: a minute or two",
+          flush=True)
     if args.tflite:
-        if args.mode != "stream" or not args.output.endswith(".tflite"):
-            raise ConfigError("--tflite: exports stream models only, to an --output ending in .tflite")
         export_movinet_tflite(args.output, model_id=args.model_id, imgz=args.image_size,
                               num_classes=args.num_classes, checkpoint=args.checkpoint, labels=labels,
                               quantize=args.quantize)
@@ -160,6 +181,10 @@ def _cmd_export(args, beam_args: list[str]) -> int:
                        num_classes=args.num_classes, checkpoint=args.checkpoint, labels=labels,
                        litert_imgz=args.image_size or native_imgz(args.model_id))
     print(f"exported MoViNet {args.model_id} {args.mode} ({args.num_classes} classes) to {args.output}")
+    if not args.checkpoint:
+        from models.weights_note import random_weights_warning
+
+        print(f"warning: {random_weights_warning(args.output)}", file=sys.stderr)
     return 0
 
 
@@ -215,6 +240,24 @@ def _cmd_demo(args, beam_args: list[str]) -> int:
     return 0
 
 
+def _check_flags(command: argparse.ArgumentParser, beam_args: Sequence[str]) -> None:
+    """The flags left for Beam: a typo of one of the command's own (``--ouput``) is named as such,
+    before Beam's many flags could suggest another (``--update``); a credential, or a flag Beam does
+    not know, is refused from Beam's listed flags (``job.flags``), before Beam loads. Exit 2, one line."""
+    from beam_pipeline.config import ConfigError
+    from beam_pipeline.job.flags import refused_flag
+
+    own = [flag for action in command._actions for flag in action.option_strings if flag.startswith("--")]
+    for arg in beam_args:
+        name = arg.split("=", 1)[0]
+        close = difflib.get_close_matches(name, own, n=1, cutoff=0.8) if name.startswith("--") else []
+        if close:
+            raise ConfigError(f"{name}: not a videolabel or Beam pipeline option (did you mean {close[0]}?)")
+    refused = refused_flag(beam_args)
+    if refused:
+        raise ConfigError(refused)
+
+
 def console_main() -> None:
     """The ``videolabel`` command: ``main`` with the known noise of TensorFlow and Beam filtered off
     stderr (``beam_pipeline.cli.quiet``)."""
@@ -247,6 +290,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = {"run": _cmd_run, "export-movinet": _cmd_export, "train": _cmd_train, "report": _cmd_report,
                 "app": _cmd_app, "demo": _cmd_demo}
     try:
+        _check_flags(sub.choices[args.command], beam_args)
         return commands[args.command](args, beam_args)
     except ConfigError as exc:
         print(f"videolabel: error: {exc}", file=sys.stderr)

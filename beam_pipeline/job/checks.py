@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Sequence
 
 from apache_beam.io.filesystems import FileSystems
 
-from beam_pipeline.config import ConfigError, JobConfig
+from beam_pipeline.config import ConfigError, JobConfig, ModelConfig
 from models.labels import KINETICS_600, labels_beside, read_labels
 from models.movinet_variants import hub_handle, is_hub_url
 from models.storage import local_copy
 from transforms.listing import is_manifest, manifest_columns
 
-__all__ = ["check_inputs", "check_output_location", "check_pose_handle", "resolve_handle",
+__all__ = ["check_inputs", "check_output_location", "check_pose_handle", "fitted_to_model", "resolve_handle",
            "resolve_labels"]
 
 def check_inputs(paths: Sequence[str]) -> None:
@@ -58,10 +59,10 @@ def resolve_handle(cfg: JobConfig) -> str:
 
     A local or gs:// handle must be a SavedModel directory or a `videolabel train`
     output folder (its ``saved_model``, checked against the config it was trained
-    with). A URL cannot be checked offline; it is loaded by each worker.
+    with). A URL is returned as it is: the launcher fetches it once (``job.serving``).
     """
     m = cfg.model
-    trained = bool(m.handle) and FileSystems.exists(
+    trained = bool(m.handle) and not is_hub_url(m.handle) and FileSystems.exists(
         FileSystems.join(m.handle, "saved_model", "saved_model.pb"))
     if trained:
         _check_trained_like(m.handle, cfg)
@@ -82,14 +83,30 @@ def resolve_handle(cfg: JobConfig) -> str:
         if m.model_mode != "stream":
             raise ConfigError(f"--model: {handle!r} is a TFLite model, which runs in stream mode only "
                               f"(model.model_mode is {m.model_mode!r})")
-        if m.frame_window_s > 0 and not _has_head(handle):
-            raise ConfigError(f"model.frame_window_s: {handle!r} has no frame features (no head signature): "
-                              "convert it again with videolabel export-movinet --tflite, or set "
-                              "model.frame_window_s=0 for cumulative frame labels")
         return handle
     if not FileSystems.exists(FileSystems.join(handle, "saved_model.pb")):
         raise ConfigError(f"--model: {handle!r} is not a SavedModel directory (no saved_model.pb)")
     return handle
+
+
+def fitted_to_model(cfg: JobConfig, handle: str) -> JobConfig:
+    """``cfg`` as ``handle`` can honour it: a .tflite stream model without frame features (MoViNet's own
+    one-frame layout, no ``head`` signature) gives cumulative frame labels (``model.frame_window_s`` 0)
+    when the window is the default, said once on stderr; ``_run.json`` records it.
+
+    Raises:
+        ConfigError: a window other than the default was asked of such a model.
+    """
+    window = cfg.model.frame_window_s
+    if not handle.endswith(".tflite") or window == 0 or _has_head(handle):
+        return cfg
+    if window != ModelConfig.model_fields["frame_window_s"].default:
+        raise ConfigError(f"model.frame_window_s: {handle!r} has no frame features (no head signature), "
+                          f"so it cannot give {window} s windows: convert it again with videolabel "
+                          "export-movinet --tflite, or set model.frame_window_s=0 for cumulative labels")
+    print(f"{handle} has no frame features (no head signature): each frame is labelled with the output "
+          "over the video so far (cumulative), not over a window", file=sys.stderr)
+    return cfg.model_copy(update={"model": cfg.model.model_copy(update={"frame_window_s": 0.0})})
 
 
 def _check_trained_like(folder: str, cfg: JobConfig) -> None:

@@ -18,7 +18,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from importlib import metadata
-from typing import Any
+from typing import Any, NamedTuple
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -30,10 +30,12 @@ from beam_pipeline.config import ConfigError, JobConfig
 from beam_pipeline.job.checks import (
     check_inputs,
     check_output_location,
+    fitted_to_model,
     resolve_handle,
     resolve_labels,
 )
 from beam_pipeline.job.dataflow import check_dataflow, dry_run_summary, is_dataflow, is_dry_run
+from beam_pipeline.job.local_runner import loopback_off_proxies
 from beam_pipeline.job.options import pipeline_options
 from beam_pipeline.job.pipeline import build_pipeline
 from beam_pipeline.job.resume import ResumeState, prepare_resume
@@ -43,13 +45,16 @@ from beam_pipeline.outputs.run_record import (
     ModelInfo,
     ResumeInfo,
     RunRecord,
+    SkippedFiles,
     Splits,
     Throughput,
     Timings,
     new_run_id,
     pipeline_metrics,
+    pipeline_strings,
 )
 from models.labels import write_labels
+from models.weights_note import random_weights_warning
 from transforms import metrics
 from transforms.aggregate import RunStamp
 from transforms.progress import ProgressLine, worker_summary
@@ -60,7 +65,7 @@ __all__ = ["ExecutedRun", "PreparedRun", "execute", "prepare", "record", "resolv
 
 _log = logging.getLogger(__name__)
 _LOCAL_RUNNERS = ("DirectRunner", "SwitchingDirectRunner", "BundleBasedDirectRunner", "PrismRunner",
-                  "direct", "prism")
+                  "LocalRunner", "FnApiRunner", "direct", "prism")
 _PACKAGES = ("apache-beam", "tensorflow", "tf-keras", "tensorflow-hub", "ai-edge-litert", "av", "pyarrow",
              "numpy")
 
@@ -103,6 +108,7 @@ class ExecutedRun:
         counters: the ``videolabel`` counters, name -> total.
         distributions: the ``videolabel`` distributions, name -> (count, sum).
         workers: local runs: ``transforms.progress.worker_summary`` of the worker processes; else None.
+        skipped_examples: a few of the glob matches left out by their ending (``metrics.SKIPPED_EXAMPLES``).
     """
 
     started_at: datetime.datetime
@@ -110,6 +116,7 @@ class ExecutedRun:
     counters: dict[str, int]
     distributions: dict[str, tuple[int, int]]
     workers: dict[str, Any] | None
+    skipped_examples: tuple[str, ...] = ()
 
 
 def _versions() -> dict[str, str | None]:
@@ -174,15 +181,27 @@ def _dry_run(run: PreparedRun) -> dict[str, Any]:
     return summary
 
 
-def resolved_model(cfg: JobConfig) -> tuple[str, tuple[str, ...], RunStamp]:
-    """The model handle (checked), its labels, and a new run's stamp (model, config hash, run id).
+class ResolvedModel(NamedTuple):
+    """The config as the model can honour it (``checks.fitted_to_model``), the model handle (checked),
+    its labels, and a new run's stamp (model, config hash, run id)."""
+
+    cfg: JobConfig
+    handle: str
+    labels: tuple[str, ...]
+    stamp: RunStamp
+
+
+def resolved_model(cfg: JobConfig) -> ResolvedModel:
+    """Resolves and checks the model of ``cfg`` (``ResolvedModel``).
 
     Raises:
         ConfigError: the model handle or the labels file cannot be used.
     """
     handle = resolve_handle(cfg)
+    cfg = fitted_to_model(cfg, handle)
     labels = tuple(resolve_labels(cfg, handle))
-    return handle, labels, RunStamp(model=handle, config_hash=cfg.job_hash(), run_id=new_run_id())
+    return ResolvedModel(cfg, handle, labels, RunStamp(model=handle, config_hash=cfg.job_hash(),
+                                                       run_id=new_run_id()))
 
 
 _AGAIN = ", --resume to finish it"  # what else a refused earlier run can do
@@ -212,8 +231,10 @@ def _checked(cfg: JobConfig, beam_args: Sequence[str], *, overwrite: bool, resum
     check_inputs(cfg.input.paths)
     check_output_location(cfg.output.path)
     check_output(cfg.output.path, RUN_WRITES, overwrite=overwrite, resume=resume, again=_AGAIN)
-    handle, labels, stamp = resolved_model(cfg)
+    cfg, handle, labels, stamp = resolved_model(cfg)
     model = serve(cfg, handle, len(labels), options)
+    if model.random_weights:
+        _log.warning(random_weights_warning(handle))
     return PreparedRun(cfg, tuple(beam_args), options, model, labels, stamp, resume)
 
 
@@ -260,7 +281,8 @@ def run_with_progress(options: PipelineOptions, build: Callable[[beam.Pipeline, 
     Returns:
         The finished pipeline's result, and ``worker_summary`` of its workers (None when not local).
     """
-    with _progress_folder(_is_local(options)) as folder:
+    local = _is_local(options)
+    with _progress_folder(local) as folder, loopback_off_proxies() if local else contextlib.nullcontext():
         p = beam.Pipeline(options=options)
         build(p, folder)
         with ProgressLine(folder) if folder else contextlib.nullcontext():
@@ -279,7 +301,8 @@ def execute(run: PreparedRun) -> ExecutedRun:
         p, run.cfg, model=run.model, labels=run.labels, stamp=run.stamp, resume=run.resume,
         progress_dir=folder, pin_cores=_pins_cores(run.cfg, run.options)))
     counters, distributions = pipeline_metrics(result)
-    return ExecutedRun(started, time.monotonic() - t0, counters, distributions, workers)
+    skipped = tuple(pipeline_strings(result, metrics.SKIPPED_EXAMPLES))
+    return ExecutedRun(started, time.monotonic() - t0, counters, distributions, workers, skipped)
 
 
 def _per_s(count: int, wall_s: float) -> float | None:
@@ -304,22 +327,27 @@ def record(run: PreparedRun, done: ExecutedRun) -> RunRecord:
     resuming kept."""
     cfg, counters, kept = run.cfg, done.counters, run.kept
     videos = sum(counters.get(f"videos_{s}", 0) for s in ("ok", "partial", "failed"))
-    resumed = {} if kept is None else {"resume": ResumeInfo(
-        kept_videos=len(kept.done), dropped_rows=kept.dropped_rows, removed_files=kept.removed_files,
-        previous_runs=kept.previous_runs)}
+    optional: dict[str, Any] = {}  # written only when set (``RunRecord``)
+    if kept is not None:
+        optional["resume"] = ResumeInfo(kept_videos=len(kept.done), dropped_rows=kept.dropped_rows,
+                                        removed_files=kept.removed_files, previous_runs=kept.previous_runs)
+    skipped = SkippedFiles.of(counters, list(done.skipped_examples))
+    if skipped is not None:
+        optional["skipped"] = skipped
     return RunRecord(
         run_id=run.stamp.run_id, schema_version=SCHEMA_VERSION, started_at=done.started_at.isoformat(),
         wall_s=round(done.wall_s, 3),
         model=ModelInfo(handle=run.model.handle, num_labels=len(run.labels), mode=cfg.model.model_mode,
                         model_id=cfg.model.model_id, served=run.model.path, runtime=run.model.runtime,
-                        frame_labels=run.model.frame_labels),
+                        frame_labels=run.model.frame_labels,
+                        **({"weights": "random"} if run.model.random_weights else {})),
         config_hash=run.stamp.config_hash, config=cfg.to_dict(), beam_args=run.beam_args,
         counts={"videos": videos, **counters},
         splits=Splits(ratios=dict(cfg.split.ratios), salt=cfg.split.salt,
                       videos={k[len(metrics.SPLIT_PREFIX):]: v for k, v in sorted(counters.items())
                               if k.startswith(metrics.SPLIT_PREFIX)}),
         timings=Timings.from_distributions(done.distributions), throughput=_throughput(done, videos),
-        versions=_versions(), **resumed)
+        versions=_versions(), **optional)
 
 
 def run_job(cfg: JobConfig, beam_args: Sequence[str] = (), *, overwrite: bool = False,

@@ -6,14 +6,14 @@ import difflib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from beam_pipeline.config import ConfigError
+from beam_pipeline.job.flags import credential_flag
+from beam_pipeline.job.local_runner import LOCAL_RUNNER
 
 __all__ = ["pipeline_options", "runner_flags"]
 
-# Flag names that would carry a secret; Beam's own options never do (it uses ADC).
-_CREDENTIAL_WORDS = ("credential", "key_file", "keyfile", "private_key", "token", "secret", "password")
 
 
 def runner_flags(runner: Mapping[str, Any]) -> list[str]:
@@ -30,17 +30,15 @@ def runner_flags(runner: Mapping[str, Any]) -> list[str]:
 
 def pipeline_options(runner: Mapping[str, Any], beam_args: Sequence[str]) -> PipelineOptions:
     """PipelineOptions from the config's runner section, then the CLI's Beam flags (which win).
+    ``DirectRunner`` (or no runner) means ``job.local_runner.LocalRunner``.
 
     Raises:
         ConfigError: a flag no PipelineOptions class knows, naming the closest known one.
     """
     flags = runner_flags(runner) + list(beam_args)
-    for flag in flags:
-        name = flag.lstrip("-").split("=", 1)[0].lower()
-        if any(word in name for word in _CREDENTIAL_WORDS):
-            raise ConfigError(f"--{name}: credentials do not go in configs or flags; videolabel uses "
-                              "Application Default Credentials (gcloud auth application-default login, "
-                              "or the workers' service account)")
+    credential = credential_flag(flags)
+    if credential:
+        raise ConfigError(credential)
     options = PipelineOptions(flags)
     parsers = []
     options.get_all_options(add_extra_args_fn=parsers.append)
@@ -54,4 +52,7 @@ def pipeline_options(runner: Mapping[str, Any], beam_args: Sequence[str]) -> Pip
         close = difflib.get_close_matches(name, known, n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
         raise ConfigError(f"{name}: not a videolabel or Beam pipeline option{hint}")
+    standard = options.view_as(StandardOptions)
+    if standard.runner in (None, "DirectRunner", "direct"):  # named: no PrismRunner download attempt
+        standard.runner = LOCAL_RUNNER
     return options

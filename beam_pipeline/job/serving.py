@@ -18,8 +18,10 @@ from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOpt
 
 from beam_pipeline.config import ConfigError, JobConfig
 from beam_pipeline.job.dataflow import is_dataflow
+from models.hub_fetch import HubUnavailable, hub_local
 from models.movinet_convert import ConversionError, litert_model
 from models.movinet_variants import is_hub_url
+from models.weights_note import is_random
 from transforms.video_handler import StreamBatch
 
 __all__ = ["ServedModel", "frame_labels", "model_runtime", "serve"]
@@ -48,19 +50,41 @@ def model_runtime(cfg: JobConfig, handle: str) -> str:
     return "tf"
 
 
-def _staged(path: str, options: PipelineOptions) -> str:
-    """A Dataflow job's copy of the local file ``path`` under ``--temp_location`` (uploaded once)."""
+def _staged(path: str, options: PipelineOptions, folder: str = "videolabel-litert") -> str:
+    """A Dataflow job's copy of the local file or folder ``path`` under ``--temp_location/folder``
+    (each file uploaded once)."""
     temp = options.view_as(GoogleCloudOptions).temp_location.rstrip("/")
-    remote = f"{temp}/videolabel-litert/{os.path.basename(path)}"
-    if not FileSystems.exists(remote):
-        with open(path, "rb") as source, FileSystems.create(remote) as target:
-            target.write(source.read())
+    remote = f"{temp}/{folder}/{os.path.basename(path.rstrip('/'))}"
+    if os.path.isfile(path):
+        files = {path: remote}
+    else:
+        files = {os.path.join(root, name): f"{remote}/{os.path.relpath(os.path.join(root, name), path)}"
+                 for root, _, names in os.walk(path) for name in names}
+    for local, target in sorted(files.items()):
+        if not FileSystems.exists(target):
+            with open(local, "rb") as source, FileSystems.create(target) as out:
+                out.write(source.read())
     return remote
 
 
+def _fetched(handle: str, options: PipelineOptions) -> str:
+    """A TF Hub model's local folder (fetched now, once per machine), staged for Dataflow.
+
+    Raises:
+        ConfigError: it cannot be fetched (one line).
+    """
+    try:
+        local = hub_local(handle)
+    except HubUnavailable as exc:
+        raise ConfigError(f"--model: {exc} (no network? export a model instead: videolabel export-movinet "
+                          "--checkpoint ...)") from None
+    return _staged(local, options, "videolabel-models") if is_dataflow(options) else local
+
+
 def _served_path(cfg: JobConfig, handle: str, num_labels: int, options: PipelineOptions) -> str:
-    """The model the workers load: ``handle`` itself (TensorFlow, or a .tflite file), or its LiteRT
-    conversion (converted now on a cache miss; staged for Dataflow).
+    """The model the workers load: ``handle`` itself (TensorFlow, or a .tflite file), its LiteRT
+    conversion (converted now on a cache miss; staged for Dataflow), or for a TF Hub URL the model
+    fetched now into the cache (``models.hub_fetch``; staged for Dataflow): workers never call TF Hub.
 
     Under ``auto``, a SavedModel that does not convert (not written by videolabel)
     stays on TensorFlow, with a note on stderr.
@@ -68,6 +92,8 @@ def _served_path(cfg: JobConfig, handle: str, num_labels: int, options: Pipeline
     Raises:
         ConfigError: ``model.runtime: litert`` and the model does not convert (one line).
     """
+    if is_hub_url(handle):
+        return _fetched(handle, options)
     if handle.endswith(".tflite") or model_runtime(cfg, handle) == "tf":
         return handle
     try:
@@ -110,6 +136,7 @@ class ServedModel:
         batch: videos per model call (stream mode with an accelerator, on TensorFlow), else None
             (one video per call: a CPU worker gains nothing from batching videos).
         frame_labels: what a frame row's prediction is (``frame_labels``).
+        random_weights: the model was exported with random weights (``models.weights_note``).
     """
 
     handle: str
@@ -117,6 +144,7 @@ class ServedModel:
     runtime: str
     batch: StreamBatch | None
     frame_labels: str
+    random_weights: bool = False
 
     @classmethod
     def of(cls, cfg: JobConfig, handle: str, path: str | None = None) -> ServedModel:
@@ -126,7 +154,7 @@ class ServedModel:
         runtime = "litert" if path.endswith(".tflite") or m.runtime == "litert" else "tf"
         batched = m.accelerator and m.kind == "movinet" and m.model_mode == "stream" and runtime == "tf"
         batch = StreamBatch(m.batch_size, m.max_batch_duration_s) if batched else None
-        return cls(handle, path, runtime, batch, frame_labels(cfg, handle))
+        return cls(handle, path, runtime, batch, frame_labels(cfg, handle), is_random(handle))
 
 
 def serve(cfg: JobConfig, handle: str, num_labels: int, options: PipelineOptions) -> ServedModel:

@@ -30,6 +30,7 @@ from beam_pipeline.outputs.figures import class_metrics, failure_table, judged_v
 from beam_pipeline.outputs.ledger import REPORT_WRITES, claim
 from beam_pipeline.outputs.run_output import RunOutput
 from models.plots import confusion_matrix, plot_confusion, plot_counts, plot_timeline
+from models.weights_note import random_weights_warning
 
 __all__ = ["build_report"]
 
@@ -73,7 +74,8 @@ def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
 _STYLE = ("body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;"
           "margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}"
           "th{background:#f0f0f0}img{max-width:100%;border:1px solid #ddd;margin:.3em 0}"
-          "figure{margin:0 0 1.2em}figcaption{font-size:90%;color:#444}")
+          "figure{margin:0 0 1.2em}figcaption{font-size:90%;color:#444}"
+          ".warning{background:#fff3cd;border:1px solid #e0c36c;padding:.5em .8em}")
 # Records in <body data-images="loaded/total"> whether every plot loaded (read by tests and scripts).
 _IMAGE_CHECK = ("<script>window.addEventListener('load',()=>{const i=[...document.images];"
                 "document.body.dataset.images="
@@ -163,14 +165,17 @@ def build_report(root: str, timelines: int = 6) -> dict[str, Any]:
     os.makedirs(out, exist_ok=True)
     record = output.run_record()
     run_id = record.run_id if record else None
+    warning = random_weights_warning(record.model.handle) if record and record.model.random_weights else None
     status = {str(k): int(v) for k, v in videos.status.value_counts().items()}
     report: dict[str, Any] = {
         "output": root, "run_id": run_id, "videos": len(videos), "status": status,
         "accuracy_by_split": split_accuracy(videos), "classes": class_metrics(videos),
-        "failures": failure_table(videos), "timelines": [], "images": []}
+        "failures": failure_table(videos), "timelines": [], "images": [], "warning": warning}
     summary = f"{root}: {len(videos)} videos; " + ", ".join(f"{k} {v}" for k, v in status.items())
     sections = [f"<h1>videolabel report</h1><p>{html.escape(summary)}"
                 + (f"; run {html.escape(run_id)}" if run_id else "") + "</p>"]
+    if warning:
+        sections.append(f"<p class='warning'>{html.escape(warning)}</p>")
     judged = judged_videos(videos)
     sections.append(_labelled_section(judged, report, out) if len(judged)
                     else _distribution_section(videos, report, out))

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict
 from transforms import metrics
 
 __all__ = ["RUN_FILE", "MeanMs", "ModelInfo", "ResumeInfo", "RunRecord", "Splits", "StageSeconds",
-           "Throughput", "Timings", "new_run_id", "pipeline_metrics"]
+           "SkippedFiles", "Throughput", "Timings", "new_run_id", "pipeline_metrics", "pipeline_strings"]
 
 RUN_FILE = "_run.json"
 
@@ -47,6 +47,16 @@ def pipeline_metrics(result) -> tuple[dict[str, int], dict[str, tuple[int, int]]
     return counters, distributions
 
 
+def pipeline_strings(result, name: str) -> list[str]:
+    """The strings of the ``videolabel`` string set ``name`` of a finished ``PipelineResult``, sorted."""
+    found: set[str] = set()
+    for string_set in result.metrics().query(MetricsFilter().with_namespace(metrics.NAMESPACE)
+                                             .with_name(name))["string_sets"]:
+        value = string_set.committed if string_set.committed is not None else string_set.attempted
+        found.update(getattr(value, "string_set", value) or ())
+    return sorted(found)
+
+
 class _Part(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -54,7 +64,9 @@ class _Part(BaseModel):
 class ModelInfo(_Part):
     """The model a run labelled with: resolved handle, number of labels, MoViNet mode and variant,
     what ran it (``runtime``, ``tf`` or ``litert``, on ``served``: the handle, or its LiteRT file),
-    and what a frame's label is (``frame_labels``, see ``beam_pipeline.job.serving.frame_labels``)."""
+    and what a frame's label is (``frame_labels``, see ``beam_pipeline.job.serving.frame_labels``).
+    ``weights`` is ``random`` for a model exported with random weights (``models.weights_note``),
+    written only then."""
 
     handle: str
     num_labels: int
@@ -63,6 +75,11 @@ class ModelInfo(_Part):
     runtime: str = "tf"
     served: str | None = None
     frame_labels: str = "clip"
+    weights: str | None = None
+
+    @property
+    def random_weights(self) -> bool:
+        return self.weights == "random"
 
 
 class Splits(_Part):
@@ -125,6 +142,23 @@ class Throughput(_Part):
     pinned_cores: tuple[int, ...] | None = None
 
 
+class SkippedFiles(_Part):
+    """Glob matches left out because ``input.extensions`` does not hold their ending."""
+
+    count: int
+    extensions: dict[str, int]  # ending (".mp3"; "none": no ending) -> files
+    examples: tuple[str, ...]  # a few of them, sorted
+
+    @classmethod
+    def of(cls, counters: dict[str, int], examples: list[str]) -> SkippedFiles | None:
+        """From the run's counters (``metrics.SKIPPED_PREFIX``) and names; None if nothing was skipped."""
+        extensions = {name[len(metrics.SKIPPED_PREFIX):]: count for name, count in sorted(counters.items())
+                      if name.startswith(metrics.SKIPPED_PREFIX) and count}
+        if not extensions:
+            return None
+        return cls(count=sum(extensions.values()), extensions=extensions, examples=tuple(examples[:10]))
+
+
 class ResumeInfo(_Part):
     """What ``--resume`` kept of the output, and the earlier runs it kept rows of."""
 
@@ -137,9 +171,9 @@ class ResumeInfo(_Part):
 class RunRecord(_Part):
     """``OUTPUT/_run.json``: one finished ``videolabel run``.
 
-    Fields with a default (``throughput``'s local figures, ``resume``) are written
-    only when set, so a remote run's file has no worker figures and a fresh run's
-    none of ``resume``.
+    Fields with a default (``throughput``'s local figures, ``resume``, ``skipped``) are
+    written only when set, so a remote run's file has no worker figures, a fresh run's
+    none of ``resume``, and a run that left no file out by its ending no ``skipped``.
     """
 
     run_id: str
@@ -156,6 +190,7 @@ class RunRecord(_Part):
     throughput: Throughput
     versions: dict[str, str | None]
     resume: ResumeInfo | None = None
+    skipped: SkippedFiles | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON mapping ``_run.json`` holds (plain lists, dicts, numbers, strings)."""

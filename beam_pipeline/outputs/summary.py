@@ -1,17 +1,55 @@
-"""Human-readable end-of-run summary from a run's ``RunRecord``."""
+"""Human-readable end-of-run summary from a run's ``RunRecord``, and what its tables found."""
 
 from __future__ import annotations
 
+import logging
+import os
+
+from beam_pipeline.outputs.run_output import TABLES, RunOutput
 from beam_pipeline.outputs.run_record import RUN_FILE, RunRecord
+from models.weights_note import random_weights_warning
 from transforms import metrics
 
-__all__ = ["print_summary"]
+__all__ = ["found_lines", "print_summary"]
+
+_log = logging.getLogger(__name__)
+
+#: A run of at most this many videos lists each video's prediction; a larger one, labels and counts.
+SMALL_RUN = 10
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def found_lines(output: str) -> list[str]:
+    """What a run found, from its ``videos`` table: each video's prediction for a small run, else the
+    predicted labels with their video counts (the ten most frequent)."""
+    dataset = RunOutput(output).dataset("videos")
+    if dataset is None:
+        return []
+    rows = dataset.to_table(columns=["uri", "status", "prediction", "score"]).to_pylist()
+    if not rows:
+        return ["  found: nothing (no video row)"]
+    if len(rows) <= SMALL_RUN:
+        width = max(len(os.path.basename(r["uri"])) for r in rows)
+        return ["  found:"] + [
+            f"    {os.path.basename(r['uri']):{width}s}  " + (f"{r['prediction']} ({r['score']:.3f})"
+                                                            if r["prediction"] else r["status"])
+            for r in sorted(rows, key=lambda r: r["uri"])]
+    counts: dict[str, int] = {}
+    for row in rows:
+        if row["prediction"]:
+            counts[row["prediction"]] = counts.get(row["prediction"], 0) + 1
+    top = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:10]
+    more = f", and {len(counts) - len(top)} more labels" if len(counts) > len(top) else ""
+    return ["  found (videos per predicted label): " + ", ".join(f"{k} {v}" for k, v in top) + more]
 
 
 def print_summary(run: RunRecord, output: str) -> None:
-    """Prints counts, throughput and where the output is."""
+    """Prints counts, throughput, where the output is, and what it found."""
     c = run.counts
-    print(f"videolabel run {run.run_id}: {c['videos']} videos in {run.wall_s:.1f}s "
+    print(f"videolabel run {run.run_id}: {_plural(c['videos'], 'video')} in {run.wall_s:.1f}s "
           f"({run.throughput.videos_per_s or 0:.2f} videos/s)")
     print(f"  ok {c.get('videos_ok', 0)}, partial {c.get('videos_partial', 0)}, "
           f"failed {c.get('videos_failed', 0)}; frames decoded {c.get('frames_decoded', 0)}, "
@@ -21,5 +59,21 @@ def print_summary(run: RunRecord, output: str) -> None:
         print("  errors by type: " + ", ".join(f"{k} {v}" for k, v in sorted(errors.items())))
     if run.resume is not None:
         print(f"  kept from earlier runs: {run.resume.kept_videos} videos")
+    if run.skipped is not None:
+        endings = ", ".join(f"{ending} {count}" for ending, count in run.skipped.extensions.items())
+        print(f"  left out by their ending: {run.skipped.count} files ({endings}), e.g. "
+              f"{', '.join(run.skipped.examples[:3])}; add the ending to input.extensions, or name a "
+              "file itself to label it whatever its ending")
     print(f"  model {run.model.handle} ({run.model.num_labels} labels)")
-    print(f"  output {output}/videos, {output}/frames, {output}/{RUN_FILE}")
+    if run.model.random_weights:
+        print(f"  warning: {random_weights_warning(run.model.handle)}")
+    written = {"videos": True, "frames": run.config["output"].get("write_frames", True),
+               "segments": run.config["output"].get("write_segments", True)}
+    tables = ", ".join(f"{output}/{table}" for table in TABLES if written[table])
+    segments = f" ({_plural(c.get(metrics.SEGMENTS, 0), 'segment')})" if written["segments"] else ""
+    print(f"  output {tables}, {output}/{RUN_FILE}{segments}")
+    try:
+        for line in found_lines(output):
+            print(line)
+    except Exception as exc:  # noqa: BLE001 - a summary that cannot read its tables still says the rest
+        _log.warning("cannot read %s/videos for the summary: %s", output, exc)

@@ -173,3 +173,13 @@ def test_label_videos_leaves_out_the_tables_it_is_told_to(api_folder, readme_run
                           output={"write_segments": False})
     assert len(result.videos) == 1 and len(result.frames) == 8 and result.segments.empty
     assert ds.dataset(os.path.join(result.output, "videos"), format="parquet").count_rows() == 1
+
+
+def test_the_api_keeps_runinferences_memory_notice_off_the_log(caplog):
+    import logging
+
+    import beam_pipeline.api  # noqa: F401 - its filter on the root logger
+
+    logging.warning("Resource module is not available for current platform, memory usage cannot be fetched.")
+    logging.warning("a real warning")
+    assert "Resource module" not in caplog.text and "a real warning" in caplog.text

@@ -499,3 +499,30 @@ def test_label_an_uploaded_video_through_the_page(browser, app_url, a0_litert, t
     _wait(browser, lambda: any("refused video '/etc/passwd'" in el.text
                                for el in _by_css(browser, '[data-testid="stAlert"]')))
     _no_exception(browser)
+
+
+@pytest.mark.parametrize("name, codec", [("msmpeg4.avi", "msmpeg4v2"), ("mpeg2.mpg", "mpeg2video")])
+def test_a_video_the_browser_cannot_play_is_shown_as_a_preview_that_plays(browser, app_url, tmp_path, name,
+                                                                          codec):
+    from selenium.webdriver.common.by import By
+
+    video = tmp_path / name
+    write_video(video, motion_frames("moving_right", num_frames=45, width=160, height=120,
+                                     rng=np.random.default_rng(7)), fps=15, codec=codec)
+    browser.get(f"{app_url}/?view=label")
+    _wait(browser, lambda: _by_css(browser, 'input[type="file"]'))
+    _by_css(browser, 'input[type="file"]')[0].send_keys(str(video))
+    _wait(browser, lambda: name in browser.find_element(By.TAG_NAME, "body").text)
+    button = next(b for b in _by_css(browser, '[data-testid="stBaseButton-primary"]') if b.text == "Label")
+    _wait(browser, button.is_enabled)
+    button.click()
+    _into_view(browser, name, timeout=180)
+    _wait(browser, lambda: "a preview (H.264 in MP4)" in browser.find_element(By.TAG_NAME, "body").text)
+    player = _wait(browser, lambda: next((v for v in _by_css(browser, "video") if v.get_attribute("src")),
+                                         None))
+    # the browser loads it and plays it: frames decoded, time advancing, no MediaError
+    browser.execute_script("arguments[0].muted = true; arguments[0].play();", player)
+    _wait(browser, lambda: browser.execute_script(
+        "const v = arguments[0]; return !v.error && v.readyState >= 2 && v.currentTime > 0.3;", player))
+    assert browser.execute_script("return arguments[0].duration;", player) == pytest.approx(3.0, abs=0.2)
+    _no_exception(browser)

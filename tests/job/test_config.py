@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -237,7 +240,12 @@ def test_job_hash_ignores_runner_output_and_inputs_but_not_sampling():
 def test_beam_flags_pass_through_and_unknown_flags_fail():
     options = pipeline_options({"runner": "DirectRunner"}, ["--direct_num_workers=3", "--job_name=x"])
     assert options.get_all_options()["direct_num_workers"] == 3
-    assert options.get_all_options()["runner"] == "DirectRunner"
+    # DirectRunner (or none) means Beam's FnApiRunner, named (no PrismRunner download attempt)
+    local = "beam_pipeline.job.local_runner.LocalRunner"
+    assert options.get_all_options()["runner"] == local
+    assert pipeline_options({}, []).get_all_options()["runner"] == local
+    bundles = pipeline_options({"runner": "BundleBasedDirectRunner"}, [])
+    assert bundles.get_all_options()["runner"] == "BundleBasedDirectRunner"
     with pytest.raises(ConfigError, match="--direct_num_wrokers: not a videolabel or Beam.*did you mean"):
         pipeline_options({}, ["--direct_num_wrokers=2"])
 
@@ -248,6 +256,33 @@ def test_cli_bad_flag_fails_before_reading_videos(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert err.count("\n") == 0 and "--no_such_flag" in err
+
+
+def test_the_listed_beam_flags_are_the_installed_beams():
+    import beam_pipeline.job.launcher  # noqa: F401 - every module a run loads, with their option classes
+    from beam_pipeline.job.flags import beam_flag_names, known_flags
+
+    assert sorted(known_flags()) == beam_flag_names(), \
+        "beam_flags.txt is stale: python -m beam_pipeline.job.flags > beam_pipeline/job/beam_flags.txt"
+
+
+def test_a_bad_flag_is_refused_before_beam_loads():
+    code = ("import sys; from beam_pipeline.cli import main; "
+            "rc = main(['run', '--input', 'x/*.mp4', '--direct_num_wrokers=2']); "
+            "print(rc, 'apache_beam' in sys.modules, 'tensorflow' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["2", "False", "False"]
+    said = ("--direct_num_wrokers: not a videolabel or Beam pipeline option "
+            "(did you mean --direct_num_workers?)")
+    assert done.stderr.strip() == f"videolabel: error: {said}"
+
+
+def test_a_typo_of_videolabels_own_flag_names_it_not_a_beam_flag(tmp_path, capsys):
+    for typo, meant in (("--ouput", "--output"), ("--inptu", "--input"), ("--overwite", "--overwrite")):
+        code = main(["run", "--input", str(tmp_path / "*.mp4"), typo, "x"])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and err.count("\n") == 0
+        assert err.endswith(f"{typo}: not a videolabel or Beam pipeline option (did you mean {meant}?)")
 
 
 def test_cli_paths_reach_the_config_as_typed(tmp_path, monkeypatch):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -84,6 +85,10 @@ def test_cli_run_end_to_end(tmp_path, mixed_videos, a0_stream):
     assert "ok 4, partial 0, failed 1" in proc.stdout
     assert "videolabel: 5/5 videos (100%), 1 failed" in proc.stderr  # the progress line, not a terminal
     assert "errors by type: InvalidDataError 1" in proc.stdout
+    # a0_stream was exported without --checkpoint: said at start (a log line), in the summary, in _run.json
+    warning = f"{a0_stream} has random weights (export-movinet without --checkpoint): its labels mean nothing"
+    assert warning in proc.stderr and f"warning: {warning}" in proc.stdout
+    assert json.loads((out / "_run.json").read_text())["model"]["weights"] == "random"
 
     videos, frames = _read(out, "videos"), _read(out, "frames")
     # columns and types are the declared schema, plus the split partition

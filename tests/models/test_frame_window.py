@@ -111,17 +111,28 @@ def test_a_window_needs_frame_features_where_frames_have_their_own_outputs():
     assert not windowed(_NoFeatures(per_frame=False), 2.0)  # TF Hub: per chunk, window or not
 
 
-def test_a_tflite_model_without_frame_features_fails_at_start_when_a_window_is_asked(tmp_path):
+def test_a_tflite_model_without_frame_features_gives_cumulative_labels_unless_a_window_is_asked(
+        tmp_path, capsys):
     import tensorflow as tf
 
     from beam_pipeline.config import ConfigError, load_config
-    from beam_pipeline.job.checks import resolve_handle
+    from beam_pipeline.job.launcher import resolved_model
+    from beam_pipeline.job.serving import ServedModel
 
     spec = tf.TensorSpec([1, 4], tf.float32, name="x")
     double = tf.function(lambda x: {"y": x * 2}, input_signature=[spec])
     converter = tf.lite.TFLiteConverter.from_concrete_functions([double.get_concrete_function()], double)
     old = tmp_path / "old.tflite"
     old.write_bytes(converter.convert())
-    with pytest.raises(ConfigError, match="has no frame features.*frame_window_s=0"):
-        resolve_handle(load_config(None, [f'model.handle="{old}"']))
-    assert resolve_handle(load_config(None, [f'model.handle="{old}"', "model.frame_window_s=0"])) == str(old)
+    # MoViNet's own layout (no head signature) with the default window: cumulative labels, said once
+    resolved = resolved_model(load_config(None, [f'model.handle="{old}"']))
+    assert resolved.handle == str(old) and resolved.cfg.model.frame_window_s == 0
+    assert ServedModel.of(resolved.cfg, resolved.handle).frame_labels == "cumulative"  # _run.json's
+    assert "has no frame features (no head signature): each frame is labelled with the output over the " \
+           "video so far (cumulative)" in capsys.readouterr().err
+    assert resolved.stamp.config_hash == resolved.cfg.job_hash()
+    # a window asked for explicitly, which the model cannot give: at start, in one line
+    with pytest.raises(ConfigError, match="no frame features.*cannot give 1.5 s windows.*frame_window_s=0"):
+        resolved_model(load_config(None, [f'model.handle="{old}"', "model.frame_window_s=1.5"]))
+    explicit = resolved_model(load_config(None, [f'model.handle="{old}"', "model.frame_window_s=0"]))
+    assert explicit.cfg.model.frame_window_s == 0 and capsys.readouterr().err == ""

@@ -10,6 +10,7 @@ from models.labels import KINETICS_600, read_labels
 from models.movinet import Movinet
 from models.movinet_variants import hub_handle, native_imgz
 from models.scores import softmax
+from models.weights_note import is_random
 from tests.conftest import random_frames as _frames
 from transforms.clips import ModelClock, windows
 from transforms.decoding import DecodeReport, sample_frames
@@ -34,6 +35,7 @@ def test_exports_have_hub_signatures_and_labels(a0_stream, a0_base):
     base = tf.saved_model.load(a0_base)
     assert set(base.signatures) == {"serving_default"}
     assert read_labels(f"{a0_base}/labels.txt") == [f"action_{i}" for i in range(5)]
+    assert is_random(a0_stream) and is_random(a0_base)  # exported without --checkpoint
 
 
 def _stream(handle, num_labels=600, stream_chunk=4):

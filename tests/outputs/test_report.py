@@ -84,6 +84,19 @@ def test_report_figures_are_computed_from_the_parquet(tmp_path, capsys):
         assert (tmp_path / "report" / name).stat().st_size > 1000, name
 
 
+def test_the_labels_of_a_model_with_random_weights_come_with_a_warning(tmp_path):
+    from beam_pipeline.outputs.report import build_report
+
+    _write_output(tmp_path)
+    assert build_report(str(tmp_path))["warning"] is None
+    record = sample_record()
+    random = record.model_copy(update={"model": record.model.model_copy(update={"weights": "random"})})
+    random.write(str(tmp_path))
+    report = build_report(str(tmp_path))
+    assert report["warning"].startswith("model-dir has random weights (export-movinet without --checkpoint)")
+    assert "class='warning'>model-dir has random weights" in (tmp_path / "report" / "index.html").read_text()
+
+
 def test_unlabelled_output_reports_the_label_distribution(tmp_path):
     from beam_pipeline.outputs.report import build_report
 

@@ -109,6 +109,20 @@ def test_avi_cut_short_is_truncated_by_its_declared_frame_count(tmp_path):
     assert whole_report.error is None and whole_report.frames_decoded == 200
 
 
+def test_a_variable_rate_avi_that_fills_few_of_its_slots_is_complete(tmp_path):
+    path = media.sparse_avi(tmp_path / "vfr.avi", frames=69, slots=444, fps=15)
+    import av
+    with av.open(str(path)) as c:  # the header counts a frame per slot; 69 of them hold one
+        assert c.streams.video[0].frames == 444
+    frames, report = _sample(path)
+    assert report.error is None and report.frames_decoded == 69
+    assert report.meta.duration_s == pytest.approx(444 / 15, abs=0.01) and frames[-1].time_s > 29.4
+    # the same file cut short is still truncated, by where it ends
+    _, cut = _sample(media.cut_short(path, tmp_path / "cut.avi", keep=0.5))
+    assert 0 < cut.frames_decoded < 69 and cut.error.type == "Truncated"
+    assert "of the 444 frames (29.60s at 15 fps) its container declares" in cut.error.message
+
+
 def test_missing_and_unreadable_paths_fail_at_open(tmp_path):
     _, missing = _sample(tmp_path / "nope.mp4")
     assert missing.error.stage == ErrorStage.OPEN and missing.error.type == "FileNotFoundError"

@@ -68,6 +68,19 @@ def test_steady_rate_sums_each_workers_rate_after_its_first_video(tmp_path, monk
     assert line == "videolabel: 6/12 videos (50%), 0 failed, 3.00 videos/s, ETA 0m02s"
 
 
+def test_files_that_fail_at_once_do_not_make_the_rate(tmp_path, monkeypatch):
+    now = [0.0]
+    monkeypatch.setattr(progress_module.time, "time", lambda: now[0])
+    # broken files fail at open within milliseconds, then videos decode at 1 a second
+    notes = [(10.0, "failed"), (10.005, "failed"), (10.01, "failed"), (12.0, "ok"), (13.0, "ok"),
+             (14.0, "ok")]
+    for now[0], status in notes:
+        note_video(str(tmp_path), status)
+    note_total(str(tmp_path), 13)
+    line = ProgressLine(str(tmp_path), stream=io.StringIO()).line()
+    assert line == "videolabel: 6/13 videos (46%), 3 failed, 1.00 videos/s, ETA 0m07s"
+
+
 def test_done_counts_show_without_a_total_until_the_job_notes_it(tmp_path):
     folder = str(tmp_path)
     progress = ProgressLine(folder, stream=io.StringIO())

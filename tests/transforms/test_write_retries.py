@@ -12,8 +12,9 @@ from beam_pipeline.job.launcher import run_job
 from tests.conftest import REPO
 from tests.helpers import check_segments
 from transforms import write
+from transforms.schema import SEGMENTS_SCHEMA, VIDEOS_SCHEMA
 from transforms.segments import SegmentRule
-from transforms.write import finalize_parts, part_name
+from transforms.write import finalize_parts, part_name, write_empty_tables
 
 
 def _touch(path):
@@ -43,6 +44,26 @@ def test_finalize_deletes_only_this_runs_uncommitted_parts_and_temp_files(tmp_pa
     assert all(p.exists() for p in keep)
     # an output with no parts at all (a run that wrote nothing)
     assert finalize_parts(str(tmp_path / "empty"), ["videos"], run, []) == []
+
+
+def test_a_table_with_no_part_gets_an_empty_one_that_queries_read_as_zero_rows(tmp_path):
+    import duckdb
+
+    run = "20260101T000000Z-aaaaaa"
+    name = part_name(run, "0a1b2c3d", 0)
+    write.write_table(str(tmp_path / "videos" / "split=test" / name), VIDEOS_SCHEMA.empty_table())
+    schemas = {"segments": SEGMENTS_SCHEMA, "videos": VIDEOS_SCHEMA}
+    written = write_empty_tables(str(tmp_path), schemas, run, ["split=test/" + name])
+    assert written == [str(tmp_path / "segments" / "split=test" / part_name(run, "empty", 0))]
+    assert write_empty_tables(str(tmp_path), schemas, run, ["split=test/" + name]) == []  # idempotent
+    # docs/OUTPUT.md's way of reading a table: zero rows, every column of the schema, no error
+    segments = f"read_parquet('{tmp_path}/segments/*/*.parquet', hive_partitioning = true)"
+    query = duckdb.sql(f"SELECT * FROM {segments}")
+    assert query.fetchall() == [] and query.columns == [*SEGMENTS_SCHEMA.names, "split"]
+    assert ds.dataset(tmp_path / "segments", partitioning="hive").schema.names[:-1] == SEGMENTS_SCHEMA.names
+    # a run that committed nothing at all: every table, in split=train
+    assert write_empty_tables(str(tmp_path / "none"), schemas, run, []) == sorted(
+        str(tmp_path / "none" / t / "split=train" / part_name(run, "empty", 0)) for t in schemas)
 
 
 def test_a_retried_bundle_leaves_one_row_per_video(tmp_path, monkeypatch, a0_stream):

@@ -1,0 +1,78 @@
+"""Beam's flag names, listed once from the pinned Beam, so that a bad flag is refused before Beam loads.
+
+Importing Beam's options takes one to two seconds; a typo should not. ``beam_flags.txt``
+(beside this module) lists every flag of Beam's ``PipelineOptions`` for the Beam version
+in ``requirements.lock``; ``unknown_flag`` checks the flags a command passes on against
+it without importing Beam. ``job.options.pipeline_options`` still checks them with Beam
+itself when the run builds its options. ``tests/job/test_config.py`` checks the list
+against the installed Beam.
+
+    python -m beam_pipeline.job.flags > beam_pipeline/job/beam_flags.txt
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+from collections.abc import Sequence
+from importlib import resources
+
+__all__ = ["beam_flag_names", "credential_flag", "known_flags", "refused_flag", "unknown_flag"]
+
+# Flag names that would carry a secret; Beam's own options never do (it uses ADC).
+_CREDENTIAL_WORDS = ("credential", "key_file", "keyfile", "private_key", "token", "secret", "password")
+
+
+@functools.cache
+def known_flags() -> frozenset[str]:
+    """The flags of ``beam_flags.txt`` (``--runner``, ``--direct_num_workers``, ...)."""
+    text = resources.files("beam_pipeline.job").joinpath("beam_flags.txt").read_text(encoding="utf-8")
+    return frozenset(line.strip() for line in text.splitlines() if line.strip())
+
+
+def credential_flag(flags: Sequence[str]) -> str | None:
+    """The refusal of the first of ``flags`` whose name says it carries a secret (never echoing its
+    value), or None."""
+    for flag in flags:
+        name = flag.lstrip("-").split("=", 1)[0].lower()
+        if any(word in name for word in _CREDENTIAL_WORDS):
+            return (f"--{name}: credentials do not go in configs or flags; videolabel uses Application "
+                    "Default Credentials (gcloud auth application-default login, or the workers' service "
+                    "account)")
+    return None
+
+
+def refused_flag(flags: Sequence[str]) -> str | None:
+    """Why ``flags`` cannot run, in one line (a credential, then a flag Beam does not know), or None."""
+    return credential_flag(flags) or unknown_flag(flags)
+
+
+def unknown_flag(flags: Sequence[str]) -> str | None:
+    """The first of ``flags`` (``--name=value`` or ``--name``) that Beam does not know, as the one-line
+    refusal (with the closest known flag); None when Beam knows them all. Values are not read."""
+    known = known_flags()
+    for flag in flags:
+        if not flag.startswith("--"):
+            continue
+        name = flag.split("=", 1)[0]
+        if name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            return f"{name}: not a videolabel or Beam pipeline option{hint}"
+    return None
+
+
+def beam_flag_names() -> list[str]:
+    """Every flag of the installed Beam's ``PipelineOptions`` classes loaded in this process (a class
+    registers as its module loads; ``apache_beam.options.pipeline_options`` holds those a run uses),
+    sorted."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    parsers = []
+    PipelineOptions([]).get_all_options(add_extra_args_fn=parsers.append)
+    return sorted({flag for action in parsers[0]._actions for flag in action.option_strings
+                   if flag.startswith("--")})
+
+
+if __name__ == "__main__":
+    print("\n".join(beam_flag_names()))
