@@ -34,6 +34,10 @@ MODEL_FIXTURES = frozenset({
     "pose_lstm", "tiny_models", "browser"})
 
 
+#: Fixtures that take minutes (a fit): their modules start first under pytest-xdist.
+LONG_FIXTURES = frozenset({"demo_run", "motion_model"})
+
+
 def pytest_configure(config) -> None:
     """A model cache of this test session's own (``VIDEOLABEL_MODEL_CACHE``), which the workers and
     children it starts inherit: no test reads a conversion another session left behind. Under
@@ -72,11 +76,14 @@ def pytest_collection_modifyitems(items) -> None:
     """Marks ``slow`` every test that uses a model fixture, and ``browser`` (and ``slow``) the browser's.
 
     For pytest-xdist's ``--dist loadscope`` (``make test``), which hands each worker whole modules in
-    this order: the first module that uses the demo's model runs first (the demo is the longest
-    fixture), the other such modules last, by when the demo is built (``built_once``) for them.
+    this order: the modules of the longest fixtures first (``LONG_FIXTURES``: the first module that
+    uses the demo's model, and those that fit a model of their own), so that both workers start on
+    one; the other modules that use the demo's model last, by when it is built (``built_once``).
     """
     demo_modules = list(dict.fromkeys(item.module.__name__ for item in items
                                       if "demo_run" in getattr(item, "fixturenames", ())))
+    long_modules = {item.module.__name__ for item in items
+                    if LONG_FIXTURES & set(getattr(item, "fixturenames", ()))} - set(demo_modules[1:])
     for item in items:
         used = set(getattr(item, "fixturenames", ()))
         if used & MODEL_FIXTURES:
@@ -86,7 +93,7 @@ def pytest_collection_modifyitems(items) -> None:
 
     def place(item) -> int:
         module = item.module.__name__
-        return 1 if module not in demo_modules else 0 if module == demo_modules[0] else 2
+        return 0 if module in long_modules else 2 if module in demo_modules else 1
 
     items.sort(key=place)  # stable: the order within each place is kept
 
