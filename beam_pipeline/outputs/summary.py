@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 
+import pyarrow.compute as pc
+
 from beam_pipeline.outputs.run_output import TABLES, RunOutput
 from beam_pipeline.outputs.run_record import RUN_FILE, RunRecord
 from models.weights_note import random_weights_warning
@@ -24,26 +26,26 @@ def _plural(count: int, noun: str) -> str:
 
 def found_lines(output: str) -> list[str]:
     """What a run found, from its ``videos`` table: each video's prediction for a small run, else the
-    predicted labels with their video counts (the ten most frequent)."""
+    predicted labels with their video counts (the ten most frequent, counted by Arrow over the
+    ``prediction`` column alone: an archive's table is not read whole for a summary)."""
     dataset = RunOutput(output).dataset("videos")
     if dataset is None:
         return []
-    rows = dataset.to_table(columns=["uri", "status", "prediction", "score"]).to_pylist()
-    if not rows:
+    videos = dataset.count_rows()
+    if videos == 0:
         return ["  found: nothing (no video row)"]
-    if len(rows) <= SMALL_RUN:
+    if videos <= SMALL_RUN:
+        rows = sorted(dataset.to_table(columns=["uri", "status", "prediction", "score"]).to_pylist(),
+                      key=lambda r: r["uri"])
         width = max(len(os.path.basename(r["uri"])) for r in rows)
         return ["  found:"] + [
             f"    {os.path.basename(r['uri']):{width}s}  " + (f"{r['prediction']} ({r['score']:.3f})"
                                                             if r["prediction"] else r["status"])
-            for r in sorted(rows, key=lambda r: r["uri"])]
-    counts: dict[str, int] = {}
-    for row in rows:
-        if row["prediction"]:
-            counts[row["prediction"]] = counts.get(row["prediction"], 0) + 1
-    top = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:10]
-    more = f", and {len(counts) - len(top)} more labels" if len(counts) > len(top) else ""
-    return ["  found (videos per predicted label): " + ", ".join(f"{k} {v}" for k, v in top) + more]
+            for r in rows]
+    counted = pc.value_counts(dataset.to_table(columns=["prediction"]).column("prediction").drop_null())
+    counts = sorted(((v["values"], v["counts"]) for v in counted.to_pylist()), key=lambda kv: (-kv[1], kv[0]))
+    more = f", and {len(counts) - 10} more labels" if len(counts) > 10 else ""
+    return ["  found (videos per predicted label): " + ", ".join(f"{k} {v}" for k, v in counts[:10]) + more]
 
 
 def print_summary(run: RunRecord, output: str) -> None:

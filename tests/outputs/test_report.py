@@ -143,3 +143,22 @@ def test_index_html_renders_with_its_plots_in_headless_chromium(tmp_path):
     pixels = matplotlib.image.imread(shot)
     assert pixels.shape[:2] == (1600, 1200)
     assert (pixels[..., :3] < 0.5).mean() > 0.01  # text and plots drawn, not a blank page
+
+
+def test_the_summary_ends_with_what_the_run_found(tmp_path):
+    import pyarrow.dataset as ds
+
+    from beam_pipeline.outputs.summary import found_lines
+    from benchmarks.app_queries import write_synthetic_output
+
+    _write_output(tmp_path / "small")  # 7 videos: each with its prediction, the failed one by its status
+    lines = found_lines(str(tmp_path / "small"))
+    assert lines[0] == "  found:" and len(lines) == 8
+    assert lines[1].split() == ["bad.mp4", "failed"] and lines[2].split()[:2] == ["v0.mp4", "jump"]
+    # a larger run: labels and their counts, the most frequent first, from the prediction column
+    root = write_synthetic_output(tmp_path / "large", videos=60, frames_per_video=2, videos_per_file=20)
+    table = ds.dataset(f"{root}/videos", partitioning="hive").to_table().to_pandas()
+    counts = sorted(table.prediction.value_counts().items(), key=lambda kv: (-kv[1], kv[0]))
+    (line,) = found_lines(str(root))
+    shown = ", ".join(f"{label} {count}" for label, count in counts[:10])
+    assert line == f"  found (videos per predicted label): {shown}, and {len(counts) - 10} more labels"
