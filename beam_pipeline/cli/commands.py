@@ -245,14 +245,13 @@ def _check_flags(command: argparse.ArgumentParser, beam_args: Sequence[str]) -> 
     before Beam's many flags could suggest another (``--update``); a credential, or a flag Beam does
     not know, is refused from Beam's listed flags (``job.flags``), before Beam loads. Exit 2, one line."""
     from beam_pipeline.config import ConfigError
-    from beam_pipeline.job.flags import refused_flag
+    from beam_pipeline.job.flags import not_an_option, refused_flag
 
     own = [flag for action in command._actions for flag in action.option_strings if flag.startswith("--")]
     for arg in beam_args:
         name = arg.split("=", 1)[0]
-        close = difflib.get_close_matches(name, own, n=1, cutoff=0.8) if name.startswith("--") else []
-        if close:
-            raise ConfigError(f"{name}: not a videolabel or Beam pipeline option (did you mean {close[0]}?)")
+        if name.startswith("--") and difflib.get_close_matches(name, own, n=1, cutoff=0.8):
+            raise ConfigError(not_an_option(name, own, cutoff=0.8))
     refused = refused_flag(beam_args)
     if refused:
         raise ConfigError(refused)

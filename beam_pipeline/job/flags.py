@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import difflib
 import functools
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from importlib import resources
 
-__all__ = ["beam_flag_names", "credential_flag", "known_flags", "refused_flag", "unknown_flag"]
+__all__ = ["beam_flag_names", "credential_flag", "known_flags", "not_an_option", "refused_flag",
+           "unknown_flag"]
 
 # Flag names that would carry a secret; Beam's own options never do (it uses ADC).
 _CREDENTIAL_WORDS = ("credential", "key_file", "keyfile", "private_key", "token", "secret", "password")
@@ -56,10 +57,16 @@ def unknown_flag(flags: Sequence[str]) -> str | None:
             continue
         name = flag.split("=", 1)[0]
         if name not in known:
-            close = difflib.get_close_matches(name, sorted(known), n=1)
-            hint = f" (did you mean {close[0]}?)" if close else ""
-            return f"{name}: not a videolabel or Beam pipeline option{hint}"
+            return not_an_option(name, known)
     return None
+
+
+def not_an_option(name: str, options: Iterable[str], cutoff: float = 0.6) -> str:
+    """The one-line refusal of flag ``name``, naming the closest of ``options`` (at ``difflib``'s
+    ``cutoff``) where one is close."""
+    close = difflib.get_close_matches(name, sorted(options), n=1, cutoff=cutoff)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    return f"{name}: not a videolabel or Beam pipeline option{hint}"
 
 
 def beam_flag_names() -> list[str]:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from beam_pipeline.config import ConfigError
-from beam_pipeline.job.flags import credential_flag
+from beam_pipeline.job.flags import credential_flag, not_an_option
 from beam_pipeline.job.local_runner import LOCAL_RUNNER
 
 __all__ = ["pipeline_options", "runner_flags"]
@@ -47,11 +46,8 @@ def pipeline_options(runner: Mapping[str, Any], beam_args: Sequence[str]) -> Pip
     for arg in unknown:
         if not arg.startswith("--"):
             continue
-        name = arg.split("=", 1)[0]
         known = [opt for action in parser._actions for opt in action.option_strings]
-        close = difflib.get_close_matches(name, known, n=1)
-        hint = f" (did you mean {close[0]}?)" if close else ""
-        raise ConfigError(f"{name}: not a videolabel or Beam pipeline option{hint}")
+        raise ConfigError(not_an_option(arg.split("=", 1)[0], known))
     standard = options.view_as(StandardOptions)
     if standard.runner in (None, "DirectRunner", "direct"):  # named: no PrismRunner download attempt
         standard.runner = LOCAL_RUNNER
