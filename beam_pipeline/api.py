@@ -12,8 +12,9 @@ a bad key raises the same one-line ``ConfigError`` as ``--set``, before any vide
 * ``train(manifest, output_dir, **sections)``: runs ``videolabel train``; returns results.json
   and the trained model's folder.
 
-Without a ``runner`` section, ``label_videos`` and ``train`` run on DirectRunner
-``in_memory`` in this process, which starts fastest for a few videos.
+Without a ``runner`` section, ``label_videos`` and ``train`` run locally with
+``direct_running_mode: auto``: a few videos in this process, which starts fastest,
+an archive on one worker process per core (``beam_pipeline.job.local_mode``).
 
 Example::
 
@@ -35,7 +36,7 @@ import pandas as pd
 
 from beam_pipeline.config import ConfigError, JobConfig, apply_overrides, config_from_dict, read_yaml
 
-__all__ = ["IN_MEMORY_RUNNER", "LabelResult", "LabelVideos", "TrainResult", "job_config", "label_videos",
+__all__ = ["DEFAULT_RUNNER", "LabelResult", "LabelVideos", "TrainResult", "job_config", "label_videos",
            "train"]
 
 
@@ -50,10 +51,9 @@ class _BeamNoise(logging.Filter):
 logging.getLogger().addFilter(_BeamNoise())
 
 
-#: The runner section ``label_videos`` and ``train`` use when none is given: one process, no workers
-#: to start.
-IN_MEMORY_RUNNER: Mapping[str, Any] = {"runner": "DirectRunner", "direct_running_mode": "in_memory",
-                                       "direct_num_workers": 1}
+#: The runner section ``label_videos`` and ``train`` use when none is given: a few videos in this
+#: process, more on a worker process per core.
+DEFAULT_RUNNER: Mapping[str, Any] = {"runner": "DirectRunner", "direct_running_mode": "auto", "direct_num_workers": 0}
 
 
 def _section_values(sections: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
@@ -150,7 +150,7 @@ def label_videos(paths: str | Sequence[str], model: str | Mapping[str, Any] | No
     output_dir = output_dir or tempfile.mkdtemp(prefix="videolabel-")
     inputs = [paths] if isinstance(paths, str) else list(paths)
     cfg = job_config(config, model, sections, {"input": {"paths": inputs}, "output": {"path": output_dir}},
-                     IN_MEMORY_RUNNER)
+                     DEFAULT_RUNNER)
     run_job(cfg, (), overwrite=overwrite)
     videos, frames, segments = RunOutput(output_dir).read_tables()
     return LabelResult(videos, frames, segments, output_dir)
@@ -267,6 +267,6 @@ def train(manifest: str, output_dir: str | None = None, *, config: str | JobConf
     from beam_pipeline.training.train_job import run_train
 
     output_dir = output_dir or tempfile.mkdtemp(prefix="videolabel-train-")
-    cfg = job_config(config, None, sections, default_runner=IN_MEMORY_RUNNER)
+    cfg = job_config(config, None, sections, default_runner=DEFAULT_RUNNER)
     results = run_train(cfg, manifest, output_dir, overwrite=overwrite)
     return TrainResult(results, output_dir)

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.dataset as ds
 
-from beam_pipeline.api import IN_MEMORY_RUNNER, job_config
+from beam_pipeline.api import DEFAULT_RUNNER, job_config
 from beam_pipeline.demo.synthetic import make_labelled_set
 from beam_pipeline.job.launcher import run_with_progress
 from beam_pipeline.job.options import pipeline_options
@@ -114,7 +114,7 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--out", default="benchmarks/results/training_accuracy.json")
     args = parser.parse_args()
-    cfg = job_config(None, None, SETTINGS, default_runner=IN_MEMORY_RUNNER)
+    cfg = job_config(None, None, SETTINGS, default_runner=DEFAULT_RUNNER)
     runs = []
     with tempfile.TemporaryDirectory(prefix="videolabel-bench-train-") as work:
         for set_name in args.sets:

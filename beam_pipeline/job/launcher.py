@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import DebugOptions, DirectOptions, PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import DebugOptions, DirectOptions, PipelineOptions
 from apache_beam.runners.runner import PipelineResult
 from google.protobuf import json_format
 
@@ -35,6 +35,7 @@ from beam_pipeline.job.checks import (
     resolve_labels,
 )
 from beam_pipeline.job.dataflow import check_dataflow, dry_run_summary, is_dataflow, is_dry_run
+from beam_pipeline.job.local_mode import LocalMode, is_local, job_work, resolve
 from beam_pipeline.job.local_runner import loopback_off_proxies
 from beam_pipeline.job.options import pipeline_options
 from beam_pipeline.job.pipeline import build_pipeline
@@ -64,8 +65,6 @@ __all__ = ["ExecutedRun", "PreparedRun", "execute", "prepare", "record", "resolv
            "run_with_progress"]
 
 _log = logging.getLogger(__name__)
-_LOCAL_RUNNERS = ("DirectRunner", "SwitchingDirectRunner", "BundleBasedDirectRunner", "PrismRunner",
-                  "LocalRunner", "FnApiRunner", "direct", "prism")
 _PACKAGES = ("apache-beam", "tensorflow", "tf-keras", "tensorflow-hub", "ai-edge-litert", "av", "pyarrow",
              "numpy")
 
@@ -84,6 +83,7 @@ class PreparedRun:
         labels: the class names in the model's output order.
         stamp: model, config hash and this run's id, stamped on video rows.
         resume: ``--resume``: the job leaves out the videos the output holds done.
+        local: how a local run uses the machine (``job.local_mode``); None for a remote runner.
         kept: what resuming found and kept in the output (None before ``prepare`` made the output
             ready, and when not resuming).
     """
@@ -95,6 +95,7 @@ class PreparedRun:
     labels: tuple[str, ...]
     stamp: RunStamp
     resume: bool
+    local: LocalMode | None = None
     kept: ResumeState | None = None
 
 
@@ -129,17 +130,11 @@ def _versions() -> dict[str, str | None]:
     return found
 
 
-def _is_local(options: PipelineOptions) -> bool:
-    """Whether the runner runs the workers on this machine."""
-    runner = options.view_as(StandardOptions).runner
-    return runner is None or runner.split(".")[-1] in _LOCAL_RUNNERS
-
-
 def _pins_cores(cfg: JobConfig, options: PipelineOptions) -> bool:
     """Whether the workers are local processes of one TF and one FFmpeg thread each, to pin to a core each."""
     mode = options.view_as(DirectOptions).direct_running_mode
     return (cfg.model.pin_workers and cfg.model.tf_threads == 1 and cfg.sampling.decode_threads == 1
-            and _is_local(options) and mode == "multi_processing")
+            and is_local(options) and mode == "multi_processing")
 
 
 def _write_job_file(result, path: str) -> None:
@@ -229,13 +224,14 @@ def _checked(cfg: JobConfig, beam_args: Sequence[str], *, overwrite: bool, resum
     options = pipeline_options(cfg.runner, beam_args)
     check_dataflow(cfg, options)
     check_inputs(cfg.input.paths)
+    local = resolve(options, lambda: job_work(cfg))
     check_output_location(cfg.output.path)
     check_output(cfg.output.path, RUN_WRITES, overwrite=overwrite, resume=resume, again=_AGAIN)
     cfg, handle, labels, stamp = resolved_model(cfg)
     model = serve(cfg, handle, len(labels), options)
     if model.random_weights:
         _log.warning(random_weights_warning(handle))
-    return PreparedRun(cfg, tuple(beam_args), options, model, labels, stamp, resume)
+    return PreparedRun(cfg, tuple(beam_args), options, model, labels, stamp, resume, local)
 
 
 def prepare(run: PreparedRun, *, overwrite: bool) -> PreparedRun:
@@ -281,7 +277,7 @@ def run_with_progress(options: PipelineOptions, build: Callable[[beam.Pipeline, 
     Returns:
         The finished pipeline's result, and ``worker_summary`` of its workers (None when not local).
     """
-    local = _is_local(options)
+    local = is_local(options)
     with _progress_folder(local) as folder, loopback_off_proxies() if local else contextlib.nullcontext():
         p = beam.Pipeline(options=options)
         build(p, folder)
@@ -295,8 +291,8 @@ def execute(run: PreparedRun) -> ExecutedRun:
     """Builds and runs the job to completion, with the progress line on local runners."""
     started = datetime.datetime.now(datetime.timezone.utc)
     t0 = time.monotonic()
-    _log.info("run %s: model %s, %d labels, output %s", run.stamp.run_id, run.model.handle, len(run.labels),
-              run.cfg.output.path)
+    _log.info("run %s: model %s, %d labels, output %s%s", run.stamp.run_id, run.model.handle, len(run.labels),
+              run.cfg.output.path, f"; {run.local}" if run.local else "")
     result, workers = run_with_progress(run.options, lambda p, folder: build_pipeline(
         p, run.cfg, model=run.model, labels=run.labels, stamp=run.stamp, resume=run.resume,
         progress_dir=folder, pin_cores=_pins_cores(run.cfg, run.options)))
@@ -309,15 +305,17 @@ def _per_s(count: int, wall_s: float) -> float | None:
     return round(count / wall_s, 3) if wall_s else None
 
 
-def _throughput(done: ExecutedRun, videos: int) -> Throughput:
+def _throughput(done: ExecutedRun, videos: int, mode: LocalMode | None) -> Throughput:
     """Videos and frames per wall second; local runs add the rate once the workers are up, the time to
-    the first finished video, and the worker processes (with their pinned cores)."""
-    local = {}
+    the first finished video, the worker processes (with their pinned cores) and the running mode."""
+    local: dict[str, Any] = {}
+    if mode is not None:
+        local = {"running_mode": mode.mode, "running_mode_reason": mode.reason}
     if done.workers is not None:
         first, steady = done.workers["first_done_at"], done.workers["steady_videos_per_s"]
-        local = {"steady_videos_per_s": round(steady, 3) if steady else None,
-                 "startup_s": round(first - done.started_at.timestamp(), 3) if first else None,
-                 "worker_processes": done.workers["processes"], "pinned_cores": done.workers["pinned_cores"]}
+        local |= {"steady_videos_per_s": round(steady, 3) if steady else None,
+                  "startup_s": round(first - done.started_at.timestamp(), 3) if first else None,
+                  "worker_processes": done.workers["processes"], "pinned_cores": done.workers["pinned_cores"]}
     return Throughput(videos_per_s=_per_s(videos, done.wall_s),
                       frames_per_s=_per_s(done.counters.get(metrics.FRAMES_SAMPLED, 0), done.wall_s), **local)
 
@@ -346,7 +344,7 @@ def record(run: PreparedRun, done: ExecutedRun) -> RunRecord:
         splits=Splits(ratios=dict(cfg.split.ratios), salt=cfg.split.salt,
                       videos={k[len(metrics.SPLIT_PREFIX):]: v for k, v in sorted(counters.items())
                               if k.startswith(metrics.SPLIT_PREFIX)}),
-        timings=Timings.from_distributions(done.distributions), throughput=_throughput(done, videos),
+        timings=Timings.from_distributions(done.distributions), throughput=_throughput(done, videos, run.local),
         versions=_versions(), **optional)
 
 

@@ -5,15 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 from beam_pipeline.config import ConfigError
 from beam_pipeline.job.flags import credential_flag, not_an_option
+from beam_pipeline.job.local_mode import AUTO
 from beam_pipeline.job.local_runner import LOCAL_RUNNER
 
 __all__ = ["pipeline_options", "runner_flags"]
-
-
 
 def runner_flags(runner: Mapping[str, Any]) -> list[str]:
     """The config's ``runner`` mapping as Beam flags (``--key=value``; lists repeat the flag)."""
@@ -27,14 +26,34 @@ def runner_flags(runner: Mapping[str, Any]) -> list[str]:
     return flags
 
 
+def _without_auto(flags: Sequence[str]) -> tuple[list[str], bool]:
+    """``flags`` less every ``--direct_running_mode`` of value ``auto`` (Beam does not know it), and
+    whether the last running mode given was ``auto``."""
+    kept: list[str] = []
+    auto = False
+    items = iter(flags)
+    for flag in items:
+        name, has_value, value = flag.partition("=")
+        if name != "--direct_running_mode":
+            kept.append(flag)
+            continue
+        if not has_value:
+            value = next(items, "")
+        auto = value == AUTO
+        if not auto:
+            kept.append(f"{name}={value}")
+    return kept, auto
+
+
 def pipeline_options(runner: Mapping[str, Any], beam_args: Sequence[str]) -> PipelineOptions:
     """PipelineOptions from the config's runner section, then the CLI's Beam flags (which win).
-    ``DirectRunner`` (or no runner) means ``job.local_runner.LocalRunner``.
+    ``DirectRunner`` (or no runner) means ``job.local_runner.LocalRunner``; a running mode of
+    ``auto`` is kept as it is, for ``job.local_mode.resolve`` to decide from the work.
 
     Raises:
         ConfigError: a flag no PipelineOptions class knows, naming the closest known one.
     """
-    flags = runner_flags(runner) + list(beam_args)
+    flags, auto = _without_auto(runner_flags(runner) + list(beam_args))
     credential = credential_flag(flags)
     if credential:
         raise ConfigError(credential)
@@ -51,4 +70,6 @@ def pipeline_options(runner: Mapping[str, Any], beam_args: Sequence[str]) -> Pip
     standard = options.view_as(StandardOptions)
     if standard.runner in (None, "DirectRunner", "direct"):  # named: no PrismRunner download attempt
         standard.runner = LOCAL_RUNNER
+    if auto:
+        options.view_as(DirectOptions).direct_running_mode = AUTO
     return options

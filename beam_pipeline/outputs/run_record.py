@@ -140,6 +140,8 @@ class Throughput(_Part):
     startup_s: float | None = None
     worker_processes: int | None = None
     pinned_cores: tuple[int, ...] | None = None
+    running_mode: str | None = None  # Beam's direct_running_mode of a local run
+    running_mode_reason: str | None = None  # "set", or what ``direct_running_mode: auto`` measured
 
 
 class SkippedFiles(_Part):

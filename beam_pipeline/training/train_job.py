@@ -28,6 +28,7 @@ import pyarrow as pa
 from beam_pipeline.config import ConfigError, JobConfig
 from beam_pipeline.job.checks import check_inputs, check_pose_handle
 from beam_pipeline.job.launcher import run_with_progress
+from beam_pipeline.job.local_mode import job_work, resolve
 from beam_pipeline.job.options import pipeline_options
 from beam_pipeline.job.pipeline import list_videos, sampling_spec
 from beam_pipeline.outputs.ledger import TRAIN_WRITES, check_output, check_output_apart, prepare_output
@@ -236,6 +237,7 @@ def run_train(cfg: JobConfig, manifest: str, output: str, beam_args: Sequence[st
                                             else None])
     options = pipeline_options(cfg.runner, beam_args)
     check_inputs([manifest])
+    resolve(options, lambda: job_work(cfg, [manifest]))
     check_output(output, TRAIN_WRITES, overwrite=overwrite)
     backbone = _check_start(cfg)
     run_id = new_run_id()

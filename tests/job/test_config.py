@@ -19,7 +19,7 @@ def test_local_yaml_loads_with_native_imgz_and_runner():
     cfg = load_config(str(REPO / "configs" / "local.yaml"))
     assert cfg.model.model_mode == "stream"
     assert cfg.imgz == 172
-    assert cfg.runner["direct_num_workers"] == 2
+    assert (cfg.runner["direct_running_mode"], cfg.runner["direct_num_workers"]) == ("auto", 0)
     with pytest.raises(ValidationError, match="frozen"):
         cfg.model.top_k = 3
 
