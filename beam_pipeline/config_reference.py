@@ -99,7 +99,7 @@ def render() -> str:
             out.append(f"\n## `{name}`\n\nBeam / Dataflow pipeline options, as the flags of the same "
                        "names (`direct_num_workers: 2`, `project: my-project`); flags given on the command "
                        "line win. On a local runner `direct_running_mode: auto` (the shipped configs) is "
-                       "videolabel's own value: a few videos (up to 6 MB, 64 files; one video for a "
+                       "videolabel's own value: a few videos (up to 4 MB, 64 files; one video for a "
                        "base-mode MoViNet) run in this process (`in_memory`), more on "
                        "`direct_num_workers` worker processes (`multi_processing`; `0`: one per usable "
                        "core); `_run.json` `throughput.running_mode` says which and why.\n")

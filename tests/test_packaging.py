@@ -41,3 +41,14 @@ def test_the_sdist_holds_every_module_and_each_imports_from_it(tmp_path):
                           timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert int(done.stdout.split()[-1]) == len(modules) > 60
+
+
+def test_a_folder_with_its_own_models_and_transforms_folders_does_not_hide_the_packages(tmp_path):
+    """Worker and decoder processes start as ``python -m ...`` in the user's folder, whose own ``models/``
+    (a folder of model files) must not become the ``models`` package (``make install``'s editable mode)."""
+    for name in PACKAGES:
+        (tmp_path / name).mkdir()
+    script = "import importlib\nfor name in %r:\n    print(importlib.import_module(name).__file__)" % (PACKAGES,)
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.split() == [str(REPO / name / "__init__.py") for name in PACKAGES]

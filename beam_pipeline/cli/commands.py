@@ -123,13 +123,18 @@ def _flag_values(args) -> dict[str, dict[str, str | list[str]]]:
 
 def _cmd_run(args, beam_args: list[str]) -> int:
     from beam_pipeline.config import load_config
-    from beam_pipeline.job.launcher import run_job
-    from beam_pipeline.outputs.run_record import RunRecord
-    from beam_pipeline.outputs.summary import print_summary
+    from beam_pipeline.job import warm_workers
 
     cfg = load_config(args.config, args.set, _flag_values(args))
     if args.runner:
         beam_args = [f"--runner={args.runner}", *beam_args]
+    if warm_workers.wanted(cfg.runner, beam_args):
+        warm_workers.start()  # imports the workers' modules while this process imports Beam
+
+    from beam_pipeline.job.launcher import run_job
+    from beam_pipeline.outputs.run_record import RunRecord
+    from beam_pipeline.outputs.summary import print_summary
+
     summary = run_job(cfg, beam_args, overwrite=args.overwrite, resume=args.resume)
     if not isinstance(summary, RunRecord):  # a dry run printed what it built, and ran nothing
         return 0

@@ -17,8 +17,12 @@ import functools
 from collections.abc import Iterable, Sequence
 from importlib import resources
 
-__all__ = ["beam_flag_names", "credential_flag", "known_flags", "not_an_option", "refused_flag",
-           "unknown_flag"]
+__all__ = ["LOCAL_RUNNERS", "beam_flag_names", "credential_flag", "flag_value", "known_flags", "not_an_option",
+           "refused_flag", "runs_here", "unknown_flag"]
+
+#: Runners (the last dotted part of ``--runner``) that run the workers on this machine.
+LOCAL_RUNNERS = ("DirectRunner", "SwitchingDirectRunner", "BundleBasedDirectRunner", "PrismRunner", "LocalRunner",
+                 "FnApiRunner", "direct", "prism")
 
 # Flag names that would carry a secret; Beam's own options never do (it uses ADC).
 _CREDENTIAL_WORDS = ("credential", "key_file", "keyfile", "private_key", "token", "secret", "password")
@@ -29,6 +33,22 @@ def known_flags() -> frozenset[str]:
     """The flags of ``beam_flags.txt`` (``--runner``, ``--direct_num_workers``, ...)."""
     text = resources.files("beam_pipeline.job").joinpath("beam_flags.txt").read_text(encoding="utf-8")
     return frozenset(line.strip() for line in text.splitlines() if line.strip())
+
+
+def runs_here(runner: str | None) -> bool:
+    """Whether ``runner`` (a ``--runner`` value; None: Beam's default) runs the workers on this machine."""
+    return runner is None or runner.split(".")[-1] in LOCAL_RUNNERS
+
+
+def flag_value(flags: Sequence[str], name: str) -> str | None:
+    """The value the last ``--name=VALUE`` or ``--name VALUE`` of ``flags`` gives, or None."""
+    value = None
+    for index, flag in enumerate(flags):
+        if flag.startswith(f"{name}="):
+            value = flag.split("=", 1)[1]
+        elif flag == name and index + 1 < len(flags):
+            value = flags[index + 1]
+    return value
 
 
 def credential_flag(flags: Sequence[str]) -> str | None:

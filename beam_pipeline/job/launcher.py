@@ -35,6 +35,7 @@ from beam_pipeline.job.checks import (
     resolve_labels,
 )
 from beam_pipeline.job.dataflow import check_dataflow, dry_run_summary, is_dataflow, is_dry_run
+from beam_pipeline.job import warm_workers
 from beam_pipeline.job.local_mode import LocalMode, is_local, job_work, resolve
 from beam_pipeline.job.local_runner import loopback_off_proxies
 from beam_pipeline.job.options import pipeline_options
@@ -225,6 +226,10 @@ def _checked(cfg: JobConfig, beam_args: Sequence[str], *, overwrite: bool, resum
     check_dataflow(cfg, options)
     check_inputs(cfg.input.paths)
     local = resolve(options, lambda: job_work(cfg))
+    if local is not None and local.mode == "multi_processing":
+        warm_workers.start()  # the CLI started it already, as early as it could
+    else:
+        warm_workers.stop()
     check_output_location(cfg.output.path)
     check_output(cfg.output.path, RUN_WRITES, overwrite=overwrite, resume=resume, again=_AGAIN)
     cfg, handle, labels, stamp = resolved_model(cfg)
@@ -366,6 +371,10 @@ def run_job(cfg: JobConfig, beam_args: Sequence[str] = (), *, overwrite: bool = 
     if is_dry_run(run.options):
         return _dry_run(run)
     run = prepare(run, overwrite=overwrite)
-    summary = record(run, execute(run))
+    try:
+        done = execute(run)
+    finally:
+        warm_workers.stop()
+    summary = record(run, done)
     summary.write(cfg.output.path)
     return summary

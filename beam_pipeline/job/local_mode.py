@@ -10,13 +10,14 @@ start, from the work: the inputs are listed up to a bound and their bytes summed
 - More: ``multi_processing`` with ``direct_num_workers`` worker processes (``0``: one per
   usable core).
 
-Why bytes: ``multi_processing`` costs about 2 s more to start and stop than
-``in_memory`` (each worker process imports Beam, loads the model, and is shut down
-at the end), then runs about 1.7x faster on two cores. On the 2-core machine of
-docs/PERFORMANCE.md the two broke even at about 11 MB of 10-s 360p clips (48 of
-them) and at 6.6 MB of 139-s 768x432 footage (2 videos), while 16 short 640x480
-clips (1.6 MB) took 3.2 s in process against 4.7 s on workers: decoding work
-follows the bytes far more closely than the number of files.
+Why bytes: ``multi_processing`` costs about 0.6 s more to start and stop than
+``in_memory`` (worker processes forked warm, ``job.warm_workers``, each loading the
+model; 2 s when each imported Beam itself), then runs about 1.7x faster on two
+cores. On the 2-core machine of docs/PERFORMANCE.md 16 short 640x480 clips (2.8 MB)
+took 2.8 s in process against 3.5 s on workers, while 24 10-s 360p clips (5.3 MB)
+took 4.2 s against 3.8 s and two 139-s 768x432 videos (6.6 MB) 5.5 s against 5.0 s:
+decoding work follows the bytes far more closely than the number of files, and the
+two modes break even at 3-5 MB.
 """
 
 from __future__ import annotations
@@ -29,18 +30,16 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 from beam_pipeline.config import JobConfig
+from beam_pipeline.job.flags import runs_here
 from transforms.listing import is_glob, is_manifest, manifest_rows, ref_from_row
 
-__all__ = ["AUTO", "IN_PROCESS_MAX_BYTES", "IN_PROCESS_MAX_VIDEOS", "LOCAL_RUNNERS", "LocalMode", "LocalWork",
+__all__ = ["AUTO", "IN_PROCESS_MAX_BYTES", "IN_PROCESS_MAX_VIDEOS", "LocalMode", "LocalWork",
            "choose", "is_local", "job_work", "measure_work", "resolve", "usable_cores"]
 
 #: ``direct_running_mode`` value that lets the work decide
 AUTO = "auto"
-IN_PROCESS_MAX_BYTES = 6 * 2**20
+IN_PROCESS_MAX_BYTES = 4 * 2**20
 IN_PROCESS_MAX_VIDEOS = 64
-#: runners (last dotted part) that run the workers on this machine
-LOCAL_RUNNERS = ("DirectRunner", "SwitchingDirectRunner", "BundleBasedDirectRunner", "PrismRunner", "LocalRunner",
-                 "FnApiRunner", "direct", "prism")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,8 +164,7 @@ def choose(work: LocalWork, workers: int) -> LocalMode:
 
 def is_local(options: PipelineOptions) -> bool:
     """Whether the runner runs the workers on this machine."""
-    runner = options.view_as(StandardOptions).runner
-    return runner is None or runner.split(".")[-1] in LOCAL_RUNNERS
+    return runs_here(options.view_as(StandardOptions).runner)
 
 
 def resolve(options: PipelineOptions, work: Callable[[], LocalWork]) -> LocalMode | None:

@@ -31,17 +31,32 @@ _NO_PROXY = ("NO_PROXY", "no_proxy", "no_grpc_proxy")
 
 
 class LocalRunner(PipelineRunner):
-    """Beam's FnApiRunner with this run's options as its provision info (as ``DirectRunner`` makes it)."""
+    """Beam's FnApiRunner with this run's options as its provision info (as ``DirectRunner`` makes it);
+    ``multi_processing`` workers come warm from ``job.warm_workers`` when its process is running."""
 
     def run_pipeline(self, pipeline, options):
+        from apache_beam.options.pipeline_options import DirectOptions
         from apache_beam.portability.api import beam_provision_api_pb2
         from apache_beam.runners.portability.fn_api_runner import fn_runner
         from apache_beam.runners.portability.portable_runner import JobServiceHandle
+        from apache_beam.transforms.environments import SubprocessSDKEnvironment
+
+        from beam_pipeline.job import warm_workers
 
         encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
         info = beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)
         provision = fn_runner.ExtendedProvisionInfo(info)
-        return fn_runner.FnApiRunner(provision_info=provision).run_pipeline(pipeline, options)
+        direct, warm = options.view_as(DirectOptions), warm_workers.current()
+        if warm is None or direct.direct_running_mode != "multi_processing":
+            return fn_runner.FnApiRunner(provision_info=provision).run_pipeline(pipeline, options)
+        environment = SubprocessSDKEnvironment.from_command_string(warm.command)
+        runner = fn_runner.FnApiRunner(default_environment=environment, provision_info=provision)
+        # FnApiRunner puts its own worker command in place of ours for "multi_processing" only
+        direct.direct_running_mode = "warm_multi_processing"
+        try:
+            return runner.run_pipeline(pipeline, options)
+        finally:
+            direct.direct_running_mode = "multi_processing"
 
 
 @contextlib.contextmanager

@@ -62,7 +62,7 @@ def test_over_the_byte_bound_the_listing_stops_and_the_job_is_not_small(tmp_path
     folder = _files(tmp_path / "in", [half, half, half])
     work = measure_work([str(folder / "*.mp4")], EXTENSIONS)
     assert work.bytes > IN_PROCESS_MAX_BYTES and not work.small
-    assert "over 6 MB" in str(work)
+    assert "over 4 MB" in str(work)
     one = measure_work([str(folder / "v000.mp4")], EXTENSIONS, max_bytes=10)  # a named file, any size
     assert (one.videos, one.small) == (1, True)  # one video: workers cannot share it out
 

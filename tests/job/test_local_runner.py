@@ -3,6 +3,7 @@ that accepts connections and never answers, a two-worker run finishes and the pr
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -56,3 +57,7 @@ def test_a_two_worker_run_behind_a_silent_proxy_finishes_without_touching_it(tmp
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "ok 1, partial 0, failed 0" in proc.stdout
     assert proxy.accepted == []  # no PrismRunner download, no worker dialling localhost through it
+    throughput = json.loads((tmp_path / "out" / "_run.json").read_text())["throughput"]
+    # the worker that labelled the video: a process of its own (forked warm), pinned to a core of its own
+    assert (throughput["running_mode"], throughput["running_mode_reason"]) == ("multi_processing", "set")
+    assert throughput["worker_processes"] == 1 and len(throughput["pinned_cores"]) == 1

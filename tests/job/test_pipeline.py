@@ -138,9 +138,9 @@ def test_cli_run_end_to_end(tmp_path, mixed_videos, a0_stream):
     # after start-up: faster than over the whole run, which start-up (TF import, model load) dominates
     assert throughput.steady_videos_per_s > throughput.videos_per_s
     assert 0 < throughput.startup_s < run.wall_s
-    # local.yaml: two single-threaded worker processes, each pinned to a core of its own
-    assert throughput.worker_processes in (1, 2)
-    assert len(throughput.pinned_cores) == throughput.worker_processes
+    # local.yaml, five small videos: in this process (direct_running_mode auto), not pinned to one core
+    assert (throughput.running_mode, throughput.worker_processes, throughput.pinned_cores) == ("in_memory", 1, ())
+    assert throughput.running_mode_reason == "auto: 5 videos, 0.4 MB"
     stages = run.timings.stage_s
     assert stages.decode > 0 and stages.model > 0 and stages.write > 0
     assert stages.decode + stages.model < run.wall_s * 2  # two workers at most
