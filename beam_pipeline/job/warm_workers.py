@@ -22,6 +22,9 @@ Lifetimes, so that nothing outlives the run:
 * a client that finds no warm process (not started yet, failed, stopped) runs
   Beam's worker in its own process, as Beam would have.
 
+``VIDEOLABEL_WARM_WORKERS=0`` in the environment turns this off: Beam starts its own
+workers (``benchmarks/startup.py`` measures both).
+
 The warm process imports no TensorFlow (a worker on ``model.runtime: tf`` imports
 it after the fork, as before) and is single-threaded in Python when it forks.
 """
@@ -45,10 +48,11 @@ from typing import Any
 
 from beam_pipeline.job.flags import flag_value, runs_here
 
-__all__ = ["WarmWorkers", "current", "start", "stop", "wanted"]
+__all__ = ["OFF_SWITCH", "WarmWorkers", "current", "start", "stop", "wanted"]
 
 #: What the warm process imports before it forks: Beam's worker and every module the job's DoFns use.
 PRELOAD = ("apache_beam.runners.worker.sdk_worker_main", "beam_pipeline.job.pipeline", "models.movinet_tflite")
+OFF_SWITCH = "VIDEOLABEL_WARM_WORKERS"
 _FORKED = b"F"  # sent to the client once its worker is forked
 _LENGTH = struct.Struct(">I")
 
@@ -72,14 +76,11 @@ class WarmWorkers:
         return f"{sys.executable} -m {__name__} connect {self.socket_path}"
 
     def stop(self) -> None:
-        """Ends the warm process (workers already forked run on until Beam stops them)."""
-        if self._proc.poll() is None:
-            self._proc.stdin.close()
-            try:
-                self._proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
+        """Ends the warm process at once, importing or not: it holds nothing (workers already forked run
+        on until Beam stops them)."""
+        self._proc.kill()
+        self._proc.wait()
+        self._proc.stdin.close()
         shutil.rmtree(self._folder, ignore_errors=True)
 
 
@@ -98,9 +99,12 @@ def wanted(runner: Mapping[str, Any], beam_args: Sequence[str]) -> bool:
             and str(value("direct_num_workers")) != "1" and len(os.sched_getaffinity(0)) > 1)
 
 
-def start() -> WarmWorkers:
-    """Starts this process's warm process (once; later calls return it)."""
+def start() -> WarmWorkers | None:
+    """Starts this process's warm process (once; later calls return it); None when
+    ``VIDEOLABEL_WARM_WORKERS=0`` turns warm workers off."""
     global _current
+    if os.environ.get(OFF_SWITCH) == "0":
+        return None
     if _current is None:
         _current = WarmWorkers()
         atexit.register(stop)

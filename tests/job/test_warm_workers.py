@@ -22,12 +22,14 @@ from tests.media import good
 
 
 def _note_parent(element: int, folder: str) -> int:
-    Path(folder, f"{element}-{os.getpid()}-{os.getppid()}").touch()
+    warm = b"beam_pipeline.job.warm_workers\0serve\0" in Path(f"/proc/{os.getppid()}/cmdline").read_bytes()
+    Path(folder, f"{element}-{os.getpid()}-{os.getppid() if warm else 0}").touch()
     return element
 
 
 def _run_noting_parents(folder: Path) -> list[tuple[int, int]]:
-    """A two-worker ``multi_processing`` run on ``LocalRunner``; each worker notes its pid and parent."""
+    """A two-worker ``multi_processing`` run on ``LocalRunner``; each worker notes its pid and its parent's
+    (0 where the parent is not a warm process)."""
     options = PipelineOptions([f"--runner={LOCAL_RUNNER}", "--direct_running_mode=multi_processing",
                                "--direct_num_workers=2"])
     with beam.Pipeline(options=options) as p:
@@ -48,6 +50,13 @@ def test_workers_are_forked_from_the_warm_process(tmp_path):
     assert warm_workers.current() is None
 
 
+def test_the_off_switch_leaves_the_workers_to_beam(tmp_path, monkeypatch):
+    monkeypatch.setenv(warm_workers.OFF_SWITCH, "0")
+    assert warm_workers.start() is None and warm_workers.current() is None
+    workers = _run_noting_parents(tmp_path)
+    assert {parent for _, parent in workers} == {0}  # Beam's own workers
+
+
 def test_a_client_that_finds_no_warm_process_runs_beams_worker_itself(tmp_path):
     warm = warm_workers.start()
     try:
@@ -56,7 +65,7 @@ def test_a_client_that_finds_no_warm_process_runs_beams_worker_itself(tmp_path):
         workers = _run_noting_parents(tmp_path)
     finally:
         warm_workers.stop()
-    assert workers and warm.pid not in {parent for _, parent in workers}
+    assert workers and {parent for _, parent in workers} == {0}
 
 
 def _processes_of(marker: str) -> list[int]:
