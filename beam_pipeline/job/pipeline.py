@@ -37,7 +37,7 @@ def make_handler(cfg: JobConfig, model: ServedModel, num_labels: int) -> VideoHa
     windows = ClipWindows(s.n_frames, s.stride, m.batch_size)
     k = min(m.top_k, num_labels)
     if m.kind == "lstm":
-        lstm = PoseLstm(handle, cfg.pose.handle, cfg.pose.threshold, num_labels, s.n_frames, m.tf_threads)
+        lstm = PoseLstm(handle, model.pose, cfg.pose.threshold, num_labels, s.n_frames, m.tf_threads)
         return VideoHandler(lstm, windows, k=k, keep_probs=cfg.output.write_probs,
                             keep_keypoints=cfg.output.write_keypoints)
     movinet = Movinet(handle, m.model_mode, num_labels, cfg.imgz, m.tf_threads)

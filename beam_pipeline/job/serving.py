@@ -24,7 +24,7 @@ from models.movinet_variants import is_hub_url
 from models.weights_note import is_random
 from transforms.video_handler import StreamBatch
 
-__all__ = ["ServedModel", "frame_labels", "model_runtime", "serve"]
+__all__ = ["ServedModel", "frame_labels", "model_runtime", "serve", "served_pose"]
 
 
 def model_runtime(cfg: JobConfig, handle: str) -> str:
@@ -67,18 +67,33 @@ def _staged(path: str, options: PipelineOptions, folder: str = "videolabel-liter
     return remote
 
 
-def _fetched(handle: str, options: PipelineOptions) -> str:
+def _fetched(handle: str, options: PipelineOptions, what: str = "--model",
+             instead: str = "export a model instead: videolabel export-movinet --checkpoint ...") -> str:
     """A TF Hub model's local folder (fetched now, once per machine), staged for Dataflow.
 
     Raises:
-        ConfigError: it cannot be fetched (one line).
+        ConfigError: it cannot be fetched (one line naming ``what`` and what to do ``instead``).
     """
     try:
         local = hub_local(handle)
     except HubUnavailable as exc:
-        raise ConfigError(f"--model: {exc} (no network? export a model instead: videolabel export-movinet "
-                          "--checkpoint ...)") from None
+        raise ConfigError(f"{what}: {exc} (no network? {instead})") from None
     return _staged(local, options, "videolabel-models") if is_dataflow(options) else local
+
+
+def served_pose(cfg: JobConfig, options: PipelineOptions) -> str | None:
+    """The MoveNet the workers load (``model.kind: lstm``, else None): ``pose.handle``, or for a TF Hub
+    URL its copy fetched now into the cache (staged for Dataflow), as for the classifier.
+
+    Raises:
+        ConfigError: a TF Hub pose model that cannot be fetched (one line).
+    """
+    handle = cfg.pose.handle
+    if cfg.model.kind != "lstm" or not handle:
+        return None
+    if is_hub_url(handle):
+        return _fetched(handle, options, "pose.handle", "use a MoveNet .tflite file or SavedModel folder")
+    return handle
 
 
 def _served_path(cfg: JobConfig, handle: str, num_labels: int, options: PipelineOptions) -> str:
@@ -137,6 +152,7 @@ class ServedModel:
             (one video per call: a CPU worker gains nothing from batching videos).
         frame_labels: what a frame row's prediction is (``frame_labels``).
         random_weights: the model was exported with random weights (``models.weights_note``).
+        pose: the MoveNet the workers load before the LSTM (``served_pose``); None for MoViNet.
     """
 
     handle: str
@@ -145,23 +161,28 @@ class ServedModel:
     batch: StreamBatch | None
     frame_labels: str
     random_weights: bool = False
+    pose: str | None = None
 
     @classmethod
-    def of(cls, cfg: JobConfig, handle: str, path: str | None = None) -> ServedModel:
-        """``handle`` served from ``path`` (default: the handle itself, as given)."""
+    def of(cls, cfg: JobConfig, handle: str, path: str | None = None, pose: str | None = None) -> ServedModel:
+        """``handle`` served from ``path`` (default: the handle itself, as given), with the MoveNet
+        ``pose`` (default: ``pose.handle`` of an lstm config)."""
         path = path or handle
         m = cfg.model
         runtime = "litert" if path.endswith(".tflite") or m.runtime == "litert" else "tf"
         batched = m.accelerator and m.kind == "movinet" and m.model_mode == "stream" and runtime == "tf"
         batch = StreamBatch(m.batch_size, m.max_batch_duration_s) if batched else None
-        return cls(handle, path, runtime, batch, frame_labels(cfg, handle), is_random(handle))
+        pose = pose or (cfg.pose.handle if m.kind == "lstm" else None)
+        return cls(handle, path, runtime, batch, frame_labels(cfg, handle), is_random(handle), pose)
 
 
 def serve(cfg: JobConfig, handle: str, num_labels: int, options: PipelineOptions) -> ServedModel:
     """The model that serves the run: ``handle`` on the runtime ``model.runtime`` resolves to, converted
-    to LiteRT now on a cache miss (and staged for Dataflow).
+    to LiteRT now on a cache miss (and staged for Dataflow); TF Hub models (the classifier, the pose
+    model) fetched now.
 
     Raises:
-        ConfigError: ``model.runtime: litert`` and the model cannot run on it (one line).
+        ConfigError: ``model.runtime: litert`` and the model cannot run on it, or a TF Hub model that
+            cannot be fetched (one line).
     """
-    return ServedModel.of(cfg, handle, _served_path(cfg, handle, num_labels, options))
+    return ServedModel.of(cfg, handle, _served_path(cfg, handle, num_labels, options), served_pose(cfg, options))

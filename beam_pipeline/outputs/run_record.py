@@ -66,7 +66,7 @@ class ModelInfo(_Part):
     what ran it (``runtime``, ``tf`` or ``litert``, on ``served``: the handle, or its LiteRT file),
     and what a frame's label is (``frame_labels``, see ``beam_pipeline.job.serving.frame_labels``).
     ``weights`` is ``random`` for a model exported with random weights (``models.weights_note``),
-    written only then."""
+    written only then; ``pose``, for the pose LSTM, the MoveNet its workers loaded."""
 
     handle: str
     num_labels: int
@@ -76,6 +76,7 @@ class ModelInfo(_Part):
     served: str | None = None
     frame_labels: str = "clip"
     weights: str | None = None
+    pose: str | None = None  # model.kind lstm: the MoveNet the workers loaded (a TF Hub model's copy)
 
     @property
     def random_weights(self) -> bool:

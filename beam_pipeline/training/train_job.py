@@ -31,6 +31,7 @@ from beam_pipeline.job.launcher import run_with_progress
 from beam_pipeline.job.local_mode import job_work, resolve
 from beam_pipeline.job.options import pipeline_options
 from beam_pipeline.job.pipeline import list_videos, sampling_spec
+from beam_pipeline.job.serving import served_pose
 from beam_pipeline.outputs.ledger import TRAIN_WRITES, check_output, check_output_apart, prepare_output
 from beam_pipeline.outputs.run_output import RunOutput
 from beam_pipeline.outputs.run_record import new_run_id, pipeline_metrics
@@ -73,13 +74,14 @@ def _what(cfg: JobConfig) -> str:
     return "frozen MoViNet features" if cfg.train.method == "head" else "clips"
 
 
-def _example_model(cfg: JobConfig):
-    """The model whose output per clip is a training example (see the module doc)."""
+def _example_model(cfg: JobConfig, pose: str | None):
+    """The model whose output per clip is a training example (see the module doc); ``pose``: the MoveNet
+    the workers load (``job.serving.served_pose``)."""
     m = cfg.model
     if m.kind == "lstm":
         from models.pose_lstm import PoseKeypoints
 
-        return PoseKeypoints(cfg.pose.handle, cfg.pose.threshold, m.tf_threads)
+        return PoseKeypoints(pose or cfg.pose.handle, cfg.pose.threshold, m.tf_threads)
     if cfg.train.method == "head":
         from models.movinet_training import MovinetFeatures
 
@@ -119,14 +121,15 @@ def _feature_status(rows: VideoRows) -> str:
 
 
 def build_features_pipeline(p: beam.Pipeline, cfg: JobConfig, output: str, run_id: str = "features",
-                            progress_dir: str | None = None):
+                            progress_dir: str | None = None, pose: str | None = None):
     """Adds listing, decoding, the per-clip examples and the features Parquet to ``p``; returns the
     paths the finalize deleted (see ``transforms.write``). With ``progress_dir``, the videos are noted
-    there for ``run``'s progress line, as ``build_pipeline`` does."""
+    there for ``run``'s progress line, as ``build_pipeline`` does; ``pose``: the MoveNet the workers
+    load (default ``pose.handle``)."""
     refs = list_videos(p, cfg, progress_dir=progress_dir)
     sources, unread = refs | "DecodeAndSample" >> DecodeAndSample(sampling_spec(cfg))
     s = cfg.sampling
-    extract = ExtractExamples(_example_model(cfg), ClipWindows(s.n_frames, s.stride, cfg.model.batch_size))
+    extract = ExtractExamples(_example_model(cfg, pose), ClipWindows(s.n_frames, s.stride, cfg.model.batch_size))
     extracted, failed = sources | "Examples" >> extract
     unread = unread | "Unread" >> beam.Map(_unread)
     branches = {"Extracted": extracted, "FailedInference": failed, "FailedBeforeModel": unread}
@@ -240,12 +243,13 @@ def run_train(cfg: JobConfig, manifest: str, output: str, beam_args: Sequence[st
     resolve(options, lambda: job_work(cfg, [manifest]))
     check_output(output, TRAIN_WRITES, overwrite=overwrite)
     backbone = _check_start(cfg)
+    pose = served_pose(cfg, options)
     run_id = new_run_id()
     prepare_output(output, TRAIN_WRITES, run_id, overwrite=overwrite)
     cfg = cfg.with_inputs((manifest,))
     print(f"1/2 extracting {_what(cfg)} of {manifest} into {output}/features")
     result, _ = run_with_progress(options, lambda p, folder: build_features_pipeline(
-        p, cfg, output, run_id=run_id, progress_dir=folder))
+        p, cfg, output, run_id=run_id, progress_dir=folder, pose=pose))
     counts, _ = pipeline_metrics(result)
     failed = counts.get(metrics.TRAIN_VIDEOS_FAILED, 0)
     print(f"    {counts.get(metrics.TRAIN_VIDEOS_USED, 0)} videos used, {failed} failed to decode"
