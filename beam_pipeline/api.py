@@ -161,7 +161,7 @@ def _as_ref(element, cfg: JobConfig):
     anything else -> a VideoRef whose ``error`` says what it was (a failed row)."""
     from transforms.listing import ref_from_row
     from transforms.records import VideoRef
-    from transforms.splits import hash_split, stable_video_id
+    from transforms.splits import UNLABELLED, stable_video_id
 
     if isinstance(element, VideoRef):
         return element
@@ -170,7 +170,7 @@ def _as_ref(element, cfg: JobConfig):
     # Not a video: a failed row that says so, never a failed pipeline.
     shown = repr(element)[:200]
     video_id = stable_video_id(shown)
-    return VideoRef(video_id, shown, None, hash_split(video_id, cfg.split.ratios, cfg.split.salt),
+    return VideoRef(video_id, shown, None, UNLABELLED,
                     error=f"LabelVideos input {shown}: not a video URI (str) or VideoRef "
                           f"({type(element).__name__})")
 

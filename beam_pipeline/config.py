@@ -107,10 +107,11 @@ class InputConfig(_Section):
 
 
 class SplitConfig(_Section):
-    """How each video gets its split when the manifest does not give one.
+    """How a labelled video gets its split when the manifest does not give one.
 
     A stable hash of ``salt`` and ``video_id`` picks the split, so a video lands
-    in the same split on every run.
+    in the same split on every run. A video with no label and no split given is
+    ``unlabelled``: it can be neither trained nor tested on (``transforms.splits``).
 
     Attributes:
         ratios: share of each split, non-negative, summing to 1.

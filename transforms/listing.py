@@ -23,7 +23,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from transforms import metrics
 from transforms.records import VideoRef
-from transforms.splits import hash_split, stable_video_id
+from transforms.splits import UNLABELLED, split_of, stable_video_id
 
 __all__ = ["ListVideos", "bad_row_ref", "is_manifest", "manifest_columns", "manifest_rows", "ref_from_row"]
 
@@ -93,7 +93,7 @@ def _clean(column: str, value: Any) -> str | None:
 
 def ref_from_row(row: Mapping[str, Any], manifest: str, ratios: Mapping[str, float],
                  salt: str) -> VideoRef:
-    """A manifest row as a VideoRef; split from the row, else from the id hash.
+    """A manifest row as a VideoRef; split from the row, else ``transforms.splits.split_of``.
 
     Raises:
         ValueError: the row has no uri, or a cell holds something that is not a value.
@@ -106,8 +106,8 @@ def ref_from_row(row: Mapping[str, Any], manifest: str, ratios: Mapping[str, flo
     if "://" not in uri and not posixpath.isabs(uri):
         uri = FileSystems.join(posixpath.dirname(manifest) or ".", uri)
     video_id = _clean("video_id", row.get("video_id")) or stable_video_id(uri)
-    split = _clean("split", row.get("split")) or hash_split(video_id, ratios, salt)
     label = _clean("label", row.get("label"))
+    split = _clean("split", row.get("split")) or split_of(video_id, label, ratios, salt)
     segment = _segment(row, label)
     return VideoRef(video_id, uri, label, split, segments=(segment,) if segment else ())
 
@@ -138,8 +138,8 @@ def bad_row_ref(row: Mapping[str, Any], number: int, manifest: str, reason: str,
         return value.strip() or None if isinstance(value, str) else None
 
     video_id = stable_video_id(where)
-    return VideoRef(video_id, text("uri") or where, text("label"),
-                    text("split") or hash_split(video_id, ratios, salt), error=f"{where}: {reason}")
+    split = text("split") or split_of(video_id, text("label"), ratios, salt)
+    return VideoRef(video_id, text("uri") or where, text("label"), split, error=f"{where}: {reason}")
 
 
 class _ReadManifestFn(beam.DoFn):
@@ -166,10 +166,8 @@ class _RefFromMatchFn(beam.DoFn):
     #: names of skipped files each DoFn instance reports
     EXAMPLES = 5
 
-    def __init__(self, extensions: tuple[str, ...] | None, ratios: Mapping[str, float], salt: str):
+    def __init__(self, extensions: tuple[str, ...] | None):
         self._extensions = None if extensions is None else tuple(e.lower() for e in extensions)
-        self._ratios = dict(ratios)
-        self._salt = salt
 
     def setup(self) -> None:
         self._examples = metrics.string_set(metrics.SKIPPED_EXAMPLES)
@@ -184,7 +182,7 @@ class _RefFromMatchFn(beam.DoFn):
                 self._reported += 1
             return
         video_id = stable_video_id(path)
-        yield VideoRef(video_id, path, None, hash_split(video_id, self._ratios, self._salt))
+        yield VideoRef(video_id, path, None, UNLABELLED)
 
 
 def is_glob(path: str) -> bool:
@@ -228,7 +226,7 @@ class ListVideos(beam.PTransform):
                     pbegin
                     | name >> beam.Create(paths)
                     | f"Match{name}" >> fileio.MatchAll()
-                    | f"{name}ToRefs" >> beam.ParDo(_RefFromMatchFn(extensions, self._ratios, self._salt)))
+                    | f"{name}ToRefs" >> beam.ParDo(_RefFromMatchFn(extensions)))
         if self._manifests:
             sources.append(
                 pbegin

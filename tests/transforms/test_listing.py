@@ -18,7 +18,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from beam_pipeline.config import ConfigError
 from beam_pipeline.job.checks import check_inputs
 from transforms.listing import ListVideos, ref_from_row
-from transforms.splits import hash_split, stable_video_id
+from transforms.splits import UNLABELLED, hash_split, stable_video_id
 
 RATIOS = {"train": 0.8, "valid": 0.1, "test": 0.1}
 
@@ -58,7 +58,7 @@ def test_manifest_rows_become_refs_and_bad_rows_become_error_refs(tmp_path, kind
     ]
     if kind == "jsonl":
         row4 = stable_video_id(f"{path}#row=4")
-        expected.append((row4, f"{path}#row=4", None, hash_split(row4, RATIOS, "s"), "is not JSON"))
+        expected.append((row4, f"{path}#row=4", None, UNLABELLED, "is not JSON"))
 
     def shown(ref):  # the error reduced to the phrase that says what is wrong
         reason = next((p for p in ("has no uri", "is not JSON") if ref.error and p in ref.error), None)
@@ -74,6 +74,22 @@ def test_bad_cells_are_clear_errors():
         ref_from_row({"label": "x"}, "m.csv", RATIOS, "s")
     with pytest.raises(ValueError, match=r"label=\['a', 'b'\] is not a single value"):
         ref_from_row({"uri": "a.mp4", "label": ["a", "b"]}, "m.jsonl", RATIOS, "s")
+
+
+def test_a_video_without_a_label_or_a_given_split_is_unlabelled_and_gets_its_hash_split_once_labelled(
+        tmp_path, mixed_videos):
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("uri,label,split\nx.mp4,,\ny.mp4,,valid\nz.mp4,walk,\n")
+    with TestPipeline() as p:
+        refs = p | ListVideos((str(manifest), f"{mixed_videos['dir']}/*"), extensions=(".mp4", ".mkv"),
+                              ratios=RATIOS, salt="s")
+        shown = refs | beam.Map(lambda r: (r.uri.rsplit("/", 1)[-1], r.split))
+        globbed = sorted(list(mixed_videos["good"]) + [mixed_videos["corrupt"]])
+        z_split = hash_split(stable_video_id(str(tmp_path / "z.mp4")), RATIOS, "s")
+        assert_that(shown, equal_to([("x.mp4", UNLABELLED), ("y.mp4", "valid"), ("z.mp4", z_split),
+                                     *((name, UNLABELLED) for name in globbed)]))
+    labelled = ref_from_row({"uri": str(tmp_path / "x.mp4"), "label": "walk"}, str(manifest), RATIOS, "s")
+    assert labelled.split == hash_split(stable_video_id(str(tmp_path / "x.mp4")), RATIOS, "s")
 
 
 def test_hash_split_is_stable_and_follows_ratios():
