@@ -2,18 +2,19 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-# The checkout itself on sys.path (a .pth line), not setuptools' import finder: that finder comes after
-# the current folder, so a run started in a folder that has its own models/ or transforms/ (a common
-# name for a folder of model files) imported that folder as the package, in each worker process.
-EDITABLE := --config-settings editable_mode=compat
-STAMP := $(VENV)/.installed-$(shell (cat setup.py requirements.lock; echo '$(EDITABLE)') | cksum | cut -d' ' -f1)
+# The checkout itself on sys.path (CHECKOUT_PTH), before setuptools' editable import finder: that finder
+# comes after the current folder, so a run started in a folder with its own models/ or transforms/ (a
+# common name for a folder of model files) imported that folder as the package, in each worker process.
+CHECKOUT_PTH := import os, site; open(os.path.join(site.getsitepackages()[0], "videolabel-checkout.pth"), "w").write(os.getcwd() + "\n")
+STAMP := $(VENV)/.installed-$(shell (cat setup.py requirements.lock; echo '$(CHECKOUT_PTH)') | cksum | cut -d' ' -f1)
 
 .PHONY: install system-deps demo test lint bench image clean
 
 $(STAMP): setup.py requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip wheel "setuptools<81"
-	$(PY) -m pip install --quiet -c requirements.lock $(EDITABLE) -e ".[export,test,app]"
+	$(PY) -m pip install --quiet -c requirements.lock -e ".[export,test,app]"
+	$(PY) -c '$(CHECKOUT_PTH)'
 	rm -f $(VENV)/.installed-*
 	touch $@
 
@@ -42,7 +43,7 @@ test: lint system-deps
 
 # Throughput against the machine's ceilings and the hand-written loop (docs/PERFORMANCE.md).
 bench: $(STAMP)
-	$(PY) -m pip install --quiet -c requirements.lock $(EDITABLE) -e ".[export,test,app,bench]"
+	$(PY) -m pip install --quiet -c requirements.lock -e ".[export,test,app,bench]"
 	$(PY) -m benchmarks.throughput
 
 # The Dataflow worker image (Dockerfile): Beam's SDK image + TensorFlow with CUDA + this project.

@@ -53,7 +53,8 @@ logging.getLogger().addFilter(_BeamNoise())
 
 #: The runner section ``label_videos`` and ``train`` use when none is given: a few videos in this
 #: process, more on a worker process per core.
-DEFAULT_RUNNER: Mapping[str, Any] = {"runner": "DirectRunner", "direct_running_mode": "auto", "direct_num_workers": 0}
+DEFAULT_RUNNER: Mapping[str, Any] = {"runner": "DirectRunner", "direct_running_mode": "auto",
+                                     "direct_num_workers": 0}
 
 
 def _section_values(sections: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:

@@ -117,11 +117,13 @@ def main(argv: list[str] | None = None) -> dict:
         samples["refuse_flag_s"].append(_timed([*_VIDEOLABEL, "run", "--ouput", "x"], expect=2))
         samples["one_clip_s"].append(_timed(_run(clip, workdir / "one", model)))
         samples["one_clip_multi_processing_s"].append(_timed(_run(
-            clip, workdir / "one", model, "--direct_running_mode=multi_processing", "--direct_num_workers=2")))
+            clip, workdir / "one", model, "--direct_running_mode=multi_processing",
+            "--direct_num_workers=2")))
         samples["startup_s"].append(_first_video_s(archive, workdir / "many", model, dict(os.environ)))
         samples["startup_beam_workers_s"].append(_first_video_s(archive, workdir / "many", model, cold))
     figures = {key: round(statistics.median(values), 2) for key, values in samples.items()}
-    figures.update({key: round(value, 2) for key, value in _label_videos(clip, model, 1 + args.repeats).items()})
+    api = _label_videos(clip, model, 1 + args.repeats)
+    figures.update({key: round(value, 2) for key, value in api.items()})
 
     rows = [[key, f"{value:.2f} s", f"<= {TARGETS[key]:g} s" if key in TARGETS else "",
              ("met" if value <= TARGETS[key] else "missed") if key in TARGETS else ""]

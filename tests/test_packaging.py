@@ -48,7 +48,7 @@ def test_a_folder_with_its_own_models_and_transforms_folders_does_not_hide_the_p
     (a folder of model files) must not become the ``models`` package (``make install``'s editable mode)."""
     for name in PACKAGES:
         (tmp_path / name).mkdir()
-    script = "import importlib\nfor name in %r:\n    print(importlib.import_module(name).__file__)" % (PACKAGES,)
+    script = f"import importlib\nfor name in {PACKAGES!r}:\n    print(importlib.import_module(name).__file__)"
     done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
                           check=True)
     assert done.stdout.split() == [str(REPO / name / "__init__.py") for name in PACKAGES]

@@ -17,12 +17,12 @@ import functools
 from collections.abc import Iterable, Sequence
 from importlib import resources
 
-__all__ = ["LOCAL_RUNNERS", "beam_flag_names", "credential_flag", "flag_value", "known_flags", "not_an_option",
-           "refused_flag", "runs_here", "unknown_flag"]
+__all__ = ["LOCAL_RUNNERS", "beam_flag_names", "credential_flag", "flag_value", "known_flags",
+           "not_an_option", "refused_flag", "runs_here", "unknown_flag"]
 
 #: Runners (the last dotted part of ``--runner``) that run the workers on this machine.
-LOCAL_RUNNERS = ("DirectRunner", "SwitchingDirectRunner", "BundleBasedDirectRunner", "PrismRunner", "LocalRunner",
-                 "FnApiRunner", "direct", "prism")
+LOCAL_RUNNERS = ("DirectRunner", "SwitchingDirectRunner", "BundleBasedDirectRunner", "PrismRunner",
+                 "LocalRunner", "FnApiRunner", "direct", "prism")
 
 # Flag names that would carry a secret; Beam's own options never do (it uses ADC).
 _CREDENTIAL_WORDS = ("credential", "key_file", "keyfile", "private_key", "token", "secret", "password")

@@ -27,6 +27,7 @@ from apache_beam.runners.runner import PipelineResult
 from google.protobuf import json_format
 
 from beam_pipeline.config import ConfigError, JobConfig
+from beam_pipeline.job import warm_workers
 from beam_pipeline.job.checks import (
     check_inputs,
     check_output_location,
@@ -35,7 +36,6 @@ from beam_pipeline.job.checks import (
     resolve_labels,
 )
 from beam_pipeline.job.dataflow import check_dataflow, dry_run_summary, is_dataflow, is_dry_run
-from beam_pipeline.job import warm_workers
 from beam_pipeline.job.local_mode import LocalMode, is_local, job_work, resolve
 from beam_pipeline.job.local_runner import loopback_off_proxies
 from beam_pipeline.job.options import pipeline_options
@@ -350,7 +350,8 @@ def record(run: PreparedRun, done: ExecutedRun) -> RunRecord:
         splits=Splits(ratios=dict(cfg.split.ratios), salt=cfg.split.salt,
                       videos={k[len(metrics.SPLIT_PREFIX):]: v for k, v in sorted(counters.items())
                               if k.startswith(metrics.SPLIT_PREFIX)}),
-        timings=Timings.from_distributions(done.distributions), throughput=_throughput(done, videos, run.local),
+        timings=Timings.from_distributions(done.distributions),
+        throughput=_throughput(done, videos, run.local),
         versions=_versions(), **optional)
 
 

@@ -180,8 +180,9 @@ def resolve(options: PipelineOptions, work: Callable[[], LocalWork]) -> LocalMod
             direct.direct_running_mode = "in_memory"  # Beam's default; not used off this machine
         return None
     if direct.direct_running_mode != AUTO:
-        workers = 1 if direct.direct_running_mode == "in_memory" else direct.direct_num_workers or usable_cores()
-        return LocalMode(direct.direct_running_mode, workers, "set")
+        set_mode = direct.direct_running_mode
+        workers = 1 if set_mode == "in_memory" else direct.direct_num_workers or usable_cores()
+        return LocalMode(set_mode, workers, "set")
     mode = choose(work(), direct.direct_num_workers)
     direct.direct_running_mode, direct.direct_num_workers = mode.mode, mode.workers
     return mode

@@ -185,4 +185,5 @@ def serve(cfg: JobConfig, handle: str, num_labels: int, options: PipelineOptions
         ConfigError: ``model.runtime: litert`` and the model cannot run on it, or a TF Hub model that
             cannot be fetched (one line).
     """
-    return ServedModel.of(cfg, handle, _served_path(cfg, handle, num_labels, options), served_pose(cfg, options))
+    path = _served_path(cfg, handle, num_labels, options)
+    return ServedModel.of(cfg, handle, path, served_pose(cfg, options))

@@ -51,7 +51,8 @@ from beam_pipeline.job.flags import flag_value, runs_here
 __all__ = ["OFF_SWITCH", "WarmWorkers", "current", "start", "stop", "wanted"]
 
 #: What the warm process imports before it forks: Beam's worker and every module the job's DoFns use.
-PRELOAD = ("apache_beam.runners.worker.sdk_worker_main", "beam_pipeline.job.pipeline", "models.movinet_tflite")
+PRELOAD = ("apache_beam.runners.worker.sdk_worker_main", "beam_pipeline.job.pipeline",
+           "models.movinet_tflite")
 OFF_SWITCH = "VIDEOLABEL_WARM_WORKERS"
 _FORKED = b"F"  # sent to the client once its worker is forked
 _LENGTH = struct.Struct(">I")

@@ -129,7 +129,8 @@ def build_features_pipeline(p: beam.Pipeline, cfg: JobConfig, output: str, run_i
     refs = list_videos(p, cfg, progress_dir=progress_dir)
     sources, unread = refs | "DecodeAndSample" >> DecodeAndSample(sampling_spec(cfg))
     s = cfg.sampling
-    extract = ExtractExamples(_example_model(cfg, pose), ClipWindows(s.n_frames, s.stride, cfg.model.batch_size))
+    windows = ClipWindows(s.n_frames, s.stride, cfg.model.batch_size)
+    extract = ExtractExamples(_example_model(cfg, pose), windows)
     extracted, failed = sources | "Examples" >> extract
     unread = unread | "Unread" >> beam.Map(_unread)
     branches = {"Extracted": extracted, "FailedInference": failed, "FailedBeforeModel": unread}

@@ -11,7 +11,13 @@ from apache_beam.options.pipeline_options import DirectOptions
 
 from beam_pipeline.api import job_config
 from beam_pipeline.job import local_mode
-from beam_pipeline.job.local_mode import IN_PROCESS_MAX_BYTES, IN_PROCESS_MAX_VIDEOS, job_work, measure_work, resolve
+from beam_pipeline.job.local_mode import (
+    IN_PROCESS_MAX_BYTES,
+    IN_PROCESS_MAX_VIDEOS,
+    job_work,
+    measure_work,
+    resolve,
+)
 from beam_pipeline.job.options import pipeline_options
 from tests.conftest import REPO
 from tests.media import good
@@ -78,8 +84,9 @@ def test_more_files_than_the_bound_are_not_listed_to_the_end(tmp_path):
 
 def test_a_base_mode_movinet_labels_only_a_single_video_in_process(tmp_path):
     folder = _files(tmp_path / "in", [1000, 1000])
-    stream = job_config(None, None, {"input": {"paths": [str(folder / "*.mp4")]}})
-    base = job_config(None, None, {"input": {"paths": [str(folder / "*.mp4")]}, "model": {"model_mode": "base"}})
+    inputs = {"input": {"paths": [str(folder / "*.mp4")]}}
+    stream = job_config(None, None, inputs)
+    base = job_config(None, None, {**inputs, "model": {"model_mode": "base"}})
     assert job_work(stream).small
     assert not job_work(base).small
     assert job_work(base, [str(folder / "v000.mp4")]).small
@@ -128,8 +135,8 @@ def test_the_shipped_config_labels_one_video_in_process_and_more_on_workers(tmp_
     assert throughput["worker_processes"] == 1
 
     monkeypatch.setattr(local_mode, "IN_PROCESS_MAX_BYTES", 1000)  # three small clips are an archive here
-    three = job_config(str(REPO / "configs" / "local.yaml"), None, base,
-                       {"input": {"paths": [str(tmp_path / "clip*.mp4")]}, "output": {"path": str(tmp_path / "3")}})
+    paths = {"input": {"paths": [str(tmp_path / "clip*.mp4")]}, "output": {"path": str(tmp_path / "3")}}
+    three = job_config(str(REPO / "configs" / "local.yaml"), None, base, paths)
     record = run_job(three)
     assert record.counts["videos_ok"] == 3
     throughput = json.loads((tmp_path / "3" / "_run.json").read_text())["throughput"]

@@ -96,7 +96,8 @@ def _decoding(marker: str) -> bool:
 def test_a_killed_launcher_leaves_no_warm_process_worker_or_decoder_behind(tmp_path, a0_litert):
     temp = tmp_path / "tmp"
     temp.mkdir()
-    videos = [good(tmp_path / f"v{i}.mp4", n=400, seed=i) for i in range(6)]
+    for i in range(6):
+        good(tmp_path / f"v{i}.mp4", n=400, seed=i)
     cmd = [sys.executable, "-m", "beam_pipeline", "run", "--config", str(REPO / "configs" / "local.yaml"),
            "--input", str(tmp_path / "v*.mp4"), "--output", str(tmp_path / "out"), "--model", a0_litert,
            "--set", "sampling.imgz=64", "--set", "sampling.strategy=all",
