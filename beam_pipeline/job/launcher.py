@@ -229,7 +229,7 @@ def _checked(cfg: JobConfig, beam_args: Sequence[str], *, overwrite: bool, resum
     if local is not None and local.mode == "multi_processing":
         warm_workers.start()  # the CLI started it already, as early as it could
     else:
-        warm_workers.stop()
+        warm_workers.stop(at_once=True)
     check_output_location(cfg.output.path)
     check_output(cfg.output.path, RUN_WRITES, overwrite=overwrite, resume=resume, again=_AGAIN)
     cfg, handle, labels, stamp = resolved_model(cfg)

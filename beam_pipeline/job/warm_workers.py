@@ -54,6 +54,7 @@ __all__ = ["OFF_SWITCH", "WarmWorkers", "current", "start", "stop", "wanted"]
 PRELOAD = ("apache_beam.runners.worker.sdk_worker_main", "beam_pipeline.job.pipeline",
            "models.movinet_tflite")
 OFF_SWITCH = "VIDEOLABEL_WARM_WORKERS"
+STOP_WAIT_S = 10  # the longest a run's end waits for forked workers to exit
 _FORKED = b"F"  # sent to the client once its worker is forked
 _LENGTH = struct.Struct(">I")
 
@@ -76,12 +77,20 @@ class WarmWorkers:
         """The worker command line for Beam's ``SubprocessSDKEnvironment`` (run through ``/bin/sh``)."""
         return f"{sys.executable} -m {__name__} connect {self.socket_path}"
 
-    def stop(self) -> None:
-        """Ends the warm process at once, importing or not: it holds nothing (workers already forked run
-        on until Beam stops them)."""
+    def stop(self, at_once: bool = False) -> None:
+        """Ends the warm process. By default it first waits for the workers it forked to exit (up to
+        ``STOP_WAIT_S``), so that their CPU time and memory count among this process's children, as
+        Beam's own workers' do; ``at_once`` kills it, importing or not (it holds nothing)."""
+        if not at_once and self._proc.poll() is None:
+            self._proc.stdin.close()
+            try:
+                self._proc.wait(timeout=STOP_WAIT_S)
+            except subprocess.TimeoutExpired:
+                pass
         self._proc.kill()
         self._proc.wait()
-        self._proc.stdin.close()
+        if not self._proc.stdin.closed:
+            self._proc.stdin.close()
         shutil.rmtree(self._folder, ignore_errors=True)
 
 
@@ -108,7 +117,7 @@ def start() -> WarmWorkers | None:
         return None
     if _current is None:
         _current = WarmWorkers()
-        atexit.register(stop)
+        atexit.register(stop, at_once=True)
     return _current
 
 
@@ -117,11 +126,11 @@ def current() -> WarmWorkers | None:
     return _current
 
 
-def stop() -> None:
-    """Stops this process's warm process, if any."""
+def stop(at_once: bool = False) -> None:
+    """Stops this process's warm process, if any (``WarmWorkers.stop``)."""
     global _current
     if _current is not None:
-        _current.stop()
+        _current.stop(at_once)
         _current = None
 
 
@@ -142,7 +151,7 @@ def _worker(conn: socket.socket, environ: dict[str, str]) -> None:
     soon as the client's connection closes."""
     import threading
 
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the warm process reaps by ignoring; workers wait
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the warm process's reaper is not the worker's
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.close(devnull)
@@ -174,6 +183,14 @@ def _worker(conn: socket.socket, environ: dict[str, str]) -> None:
         os._exit(code)
 
 
+def _reap(*_) -> None:
+    """SIGCHLD: waits for every forked worker that has exited (its usage then counts as this process's
+    children's, and so as the launcher's)."""
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+
+
 def serve(socket_path: str) -> None:
     """The warm process: listens first (clients queue while it imports), imports ``PRELOAD``, then forks
     a worker per client until stdin closes."""
@@ -184,11 +201,15 @@ def serve(socket_path: str) -> None:
     listener.listen(64)
     for name in PRELOAD:
         importlib.import_module(name)
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # forked workers are reaped by the kernel
+    signal.signal(signal.SIGCHLD, _reap)
     while True:
         ready, _, _ = select.select([listener, sys.stdin], [], [])
-        if sys.stdin in ready:
-            return  # the launcher closed its pipe, or died
+        if sys.stdin in ready:  # the launcher closed its pipe, or died: wait for the workers still exiting
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            with contextlib.suppress(ChildProcessError):
+                while True:
+                    os.waitpid(-1, 0)
+            return
         conn, _ = listener.accept()
         environ = json.loads(_receive(conn))
         if os.fork() == 0:

@@ -5,6 +5,7 @@ behind."""
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -27,13 +28,20 @@ def _note_parent(element: int, folder: str) -> int:
     return element
 
 
-def _run_noting_parents(folder: Path) -> list[tuple[int, int]]:
+def _busy(element: int, seconds: float) -> int:
+    end = time.process_time() + seconds
+    while time.process_time() < end:
+        pass
+    return element
+
+
+def _run_noting_parents(folder: Path, busy_s: float = 0.0) -> list[tuple[int, int]]:
     """A two-worker ``multi_processing`` run on ``LocalRunner``; each worker notes its pid and its parent's
-    (0 where the parent is not a warm process)."""
+    (0 where the parent is not a warm process), after ``busy_s`` of CPU time per element."""
     options = PipelineOptions([f"--runner={LOCAL_RUNNER}", "--direct_running_mode=multi_processing",
                                "--direct_num_workers=2"])
     with beam.Pipeline(options=options) as p:
-        _ = (p | beam.Create(range(8)) | beam.Reshuffle()
+        _ = (p | beam.Create(range(8)) | beam.Reshuffle() | beam.Map(_busy, busy_s)
              | beam.Map(_note_parent, str(folder)))
     notes = [name.split("-") for name in os.listdir(folder)]
     assert sorted(int(n[0]) for n in notes) == list(range(8))
@@ -48,6 +56,22 @@ def test_workers_are_forked_from_the_warm_process(tmp_path):
         warm_workers.stop()
     assert workers and {parent for _, parent in workers} == {warm.pid}
     assert warm_workers.current() is None
+
+
+def test_the_forked_workers_cpu_time_counts_as_the_launchers_childrens(tmp_path):
+    """What measures a run from outside (``benchmarks.throughput``: the children's CPU time and peak
+    memory) sees the forked workers as it sees Beam's own."""
+    def children_cpu_s() -> float:
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_utime + usage.ru_stime
+
+    before = children_cpu_s()
+    warm_workers.start()
+    try:
+        _run_noting_parents(tmp_path, busy_s=0.5)  # 4 s of CPU time in the workers
+    finally:
+        warm_workers.stop()
+    assert children_cpu_s() - before >= 4.0  # lost, the warm process's own import alone was 1.5-2 s
 
 
 def test_the_off_switch_leaves_the_workers_to_beam(tmp_path, monkeypatch):
