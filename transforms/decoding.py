@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 import av
 import numpy as np
 
-from transforms.opening import container_options, unopenable_message
+from transforms.opening import container_options, unopenable_message, without_errno
 from transforms.records import (
     ErrorStage,
     SamplingSpec,
@@ -76,8 +76,9 @@ class DecodeReport:
         self.decode_s = 0.0
 
     def fail(self, stage: ErrorStage, exc_type: str, message: str) -> None:
+        """Keeps the video's first error (FFmpeg's errno number left out of its message)."""
         if self.error is None:
-            self.error = VideoError(stage, exc_type, message)
+            self.error = VideoError(stage, exc_type, without_errno(message))
 
     def info(self, ref: VideoRef) -> VideoInfo:
         """What this report knows of ``ref``'s video, as the record the output is made from."""
@@ -346,7 +347,9 @@ def _decoded_frames(container, stream, report: DecodeReport, clock: _Clock, max_
         try:
             frames = packet.decode()
         except av.error.FFmpegError as exc:
-            report.fail(ErrorStage.DECODE, type(exc).__name__, str(exc))
+            report.fail(ErrorStage.DECODE, type(exc).__name__,
+                        f"data FFmpeg cannot decode after frame {index} (damaged, or cut short): "
+                        f"{without_errno(str(exc))}")
             continue
         for frame in frames:
             t = clock.time_of(frame)

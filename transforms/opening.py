@@ -19,7 +19,7 @@ import struct
 
 import av
 
-__all__ = ["REFERRING_DEMUXERS", "container_options", "unopenable_message"]
+__all__ = ["REFERRING_DEMUXERS", "container_options", "unopenable_message", "without_errno"]
 
 #: Demuxers that read other files or URLs an input names: playlists, manifests, concat lists, filter
 #: graphs, image sequences, network sessions.
@@ -83,10 +83,15 @@ def _what_it_is(head: bytes, size: int | None) -> str | None:
     return "a text file, not a video"
 
 
+def without_errno(message: str) -> str:
+    """``message`` less the errno number PyAV puts before FFmpeg's own words (``[Errno 1094995529] ``)."""
+    return _ERRNO.sub("", message)
+
+
 def unopenable_message(exc: Exception, head: bytes | None = None, size: int | None = None) -> str:
     """The error message of an input that could not be opened: what it is when its first bytes tell
     (``head``: up to its first 4 KiB, None if not read; ``size``: its length in bytes, if known),
     then the error's own message without FFmpeg's errno number."""
-    said = _ERRNO.sub("", (str(exc) or repr(exc)).splitlines()[0])[:500]
+    said = without_errno((str(exc) or repr(exc)).splitlines()[0])[:500]
     known = None if head is None else _what_it_is(head[:_HEAD_BYTES], size)
     return f"{known} ({said})" if known else said

@@ -5,12 +5,14 @@ what they are too (empty, text, an MP4 cut before its index)."""
 from __future__ import annotations
 
 import http.server
+import re
 import threading
 from pathlib import Path
 
 import pytest
 
 from tests import media
+from tests.conftest import shared_fixture
 from transforms.decoding import DecodeReport, probe_video, sample_frames
 from transforms.records import ErrorStage, SamplingSpec
 
@@ -91,3 +93,17 @@ def test_files_that_are_not_video_say_what_they_are_without_an_errno(tmp_path):
         assert report.error.type == "InvalidDataError" and "Errno" not in report.error.message
     noise = _opened(media.random_bytes(tmp_path / "noise.mp4")).error
     assert noise.type == "InvalidDataError" and noise.message.startswith("Invalid data found when processing")
+
+
+def test_real_footage_cut_mid_stream_is_partial_and_says_where_without_an_errno(tmp_path):
+    source = shared_fixture("videos", "one-by-one-person-detection.mp4")
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(source.read_bytes()[:200_000])  # its index is at the front: the frames after are gone
+    report = DecodeReport()
+    frames = list(sample_frames(str(cut), SPEC, report))
+    assert frames and report.error is not None
+    assert (report.error.stage, report.error.type) == (ErrorStage.DECODE, "InvalidDataError")
+    said = re.match(r"data FFmpeg cannot decode after frame (\d+) \(damaged, or cut short\): Invalid data",
+                    report.error.message)
+    assert said and 0 < int(said[1]) <= report.frames_decoded, report.error.message
+    assert "Errno" not in report.error.message
