@@ -25,7 +25,8 @@ from transforms import metrics
 from transforms.records import VideoRef
 from transforms.splits import UNLABELLED, split_of, stable_video_id
 
-__all__ = ["ListVideos", "bad_row_ref", "is_manifest", "manifest_columns", "manifest_rows", "ref_from_row"]
+__all__ = ["ListVideos", "bad_row_ref", "is_manifest", "manifest_columns", "manifest_rows", "manifest_uri",
+           "ref_from_row"]
 
 _MANIFEST_EXTENSIONS = (".csv", ".jsonl", ".parquet")
 _log = logging.getLogger(__name__)
@@ -91,12 +92,11 @@ def _clean(column: str, value: Any) -> str | None:
     return text or None
 
 
-def ref_from_row(row: Mapping[str, Any], manifest: str, ratios: Mapping[str, float],
-                 salt: str) -> VideoRef:
-    """A manifest row as a VideoRef; split from the row, else ``transforms.splits.split_of``.
+def manifest_uri(row: Mapping[str, Any], manifest: str) -> str:
+    """A manifest row's video uri, a relative one resolved against the manifest's folder.
 
     Raises:
-        ValueError: the row has no uri, or a cell holds something that is not a value.
+        ValueError: the row is not a row (``_bad``), or has no uri.
     """
     if "_bad" in row:
         raise ValueError(row["_bad"])
@@ -105,6 +105,17 @@ def ref_from_row(row: Mapping[str, Any], manifest: str, ratios: Mapping[str, flo
         raise ValueError(f"row {dict(row)} has no uri")
     if "://" not in uri and not posixpath.isabs(uri):
         uri = FileSystems.join(posixpath.dirname(manifest) or ".", uri)
+    return uri
+
+
+def ref_from_row(row: Mapping[str, Any], manifest: str, ratios: Mapping[str, float],
+                 salt: str) -> VideoRef:
+    """A manifest row as a VideoRef; split from the row, else ``transforms.splits.split_of``.
+
+    Raises:
+        ValueError: the row has no uri, or a cell holds something that is not a value.
+    """
+    uri = manifest_uri(row, manifest)
     video_id = _clean("video_id", row.get("video_id")) or stable_video_id(uri)
     label = _clean("label", row.get("label"))
     split = _clean("split", row.get("split")) or split_of(video_id, label, ratios, salt)

@@ -31,7 +31,7 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 
 from beam_pipeline.config import JobConfig
 from beam_pipeline.job.flags import runs_here
-from transforms.listing import is_glob, is_manifest, manifest_rows, ref_from_row
+from transforms.listing import is_glob, is_manifest, manifest_rows, manifest_uri
 
 __all__ = ["AUTO", "IN_PROCESS_MAX_BYTES", "IN_PROCESS_MAX_VIDEOS", "LocalMode", "LocalWork",
            "choose", "is_local", "job_work", "measure_work", "resolve", "usable_cores"]
@@ -99,7 +99,7 @@ def _manifest_uris(path: str, limit: int) -> tuple[list[str], bool]:
         if len(uris) == limit:
             return uris, True
         try:
-            uris.append(ref_from_row(row, path, {"train": 1.0}, "").uri)
+            uris.append(manifest_uri(row, path))
         except ValueError:
             continue
     return uris, False
