@@ -348,8 +348,7 @@ def _decoded_frames(container, stream, report: DecodeReport, clock: _Clock, max_
             frames = packet.decode()
         except av.error.FFmpegError as exc:
             report.fail(ErrorStage.DECODE, type(exc).__name__,
-                        f"data FFmpeg cannot decode after frame {index} (damaged, or cut short): "
-                        f"{without_errno(str(exc))}")
+                        f"data FFmpeg cannot decode after frame {index} (damaged, or cut short): {exc}")
             continue
         for frame in frames:
             t = clock.time_of(frame)

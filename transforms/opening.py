@@ -26,7 +26,7 @@ __all__ = ["REFERRING_DEMUXERS", "container_options", "unopenable_message", "wit
 REFERRING_DEMUXERS = frozenset({"concat", "dash", "hls", "imf", "lavfi", "image2", "rtp", "rtsp", "sap",
                                 "sdp", "webm_dash_manifest"})
 
-_ERRNO = re.compile(r"^\[Errno -?\d+\]\s*")
+_ERRNO = re.compile(r"\[Errno -?\d+\]\s*")
 _HEAD_BYTES = 4096
 
 
@@ -84,7 +84,8 @@ def _what_it_is(head: bytes, size: int | None) -> str | None:
 
 
 def without_errno(message: str) -> str:
-    """``message`` less the errno number PyAV puts before FFmpeg's own words (``[Errno 1094995529] ``)."""
+    """``message`` less the errno number PyAV puts before FFmpeg's own words (``[Errno 1094995529] ``),
+    wherever in it that stands."""
     return _ERRNO.sub("", message)
 
 

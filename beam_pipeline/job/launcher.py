@@ -372,8 +372,8 @@ def run_job(cfg: JobConfig, beam_args: Sequence[str] = (), *, overwrite: bool = 
     run = _checked(cfg, beam_args, overwrite=overwrite, resume=resume)
     if is_dry_run(run.options):
         return _dry_run(run)
-    run = prepare(run, overwrite=overwrite)
     try:
+        run = prepare(run, overwrite=overwrite)
         done = execute(run)
     finally:
         warm_workers.stop()
