@@ -13,7 +13,8 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=[f"{top}{sub}" for top in ("beam_pipeline", "transforms", "models")
                                     for sub in ("", ".*")]),
-    package_data={"models": ["labels/*.txt"], "beam_pipeline.job": ["beam_flags.txt"]},
+    package_data={"models": ["labels/*.txt"], "beam_pipeline.job": ["beam_flags.txt"],
+                  "beam_pipeline.job.flink": ["pom.xml", "jars.sha256", "flink_flags.txt"]},
     install_requires=[
         "apache-beam[gcp]==2.77.0",
         "tensorflow==2.20.0",
@@ -44,5 +45,7 @@ setup(
         # benchmarks.ray_peer: the same job on Ray Data, which `make bench` runs beside videolabel.
         "bench": ["ray[data]==2.60.0"],
     },
-    entry_points={"console_scripts": ["videolabel=beam_pipeline.cli:console_main"]},
+    entry_points={"console_scripts": ["videolabel=beam_pipeline.cli:console_main",
+                                    # the SDK worker boot Flink starts (beam_pipeline/job/flink/sdk_boot.py)
+                                    "videolabel-sdk-worker=beam_pipeline.job.flink.sdk_boot:main"]},
 )

@@ -17,7 +17,7 @@ import functools
 from collections.abc import Iterable, Sequence
 from importlib import resources
 
-__all__ = ["LOCAL_RUNNERS", "beam_flag_names", "credential_flag", "flag_value", "known_flags",
+__all__ = ["LOCAL_RUNNERS", "beam_flag_names", "credential_flag", "flag_value", "flink_flags", "known_flags",
            "not_an_option", "refused_flag", "runs_here", "unknown_flag"]
 
 #: Runners (the last dotted part of ``--runner``) that run the workers on this machine.
@@ -28,11 +28,23 @@ LOCAL_RUNNERS = ("DirectRunner", "SwitchingDirectRunner", "BundleBasedDirectRunn
 _CREDENTIAL_WORDS = ("credential", "key_file", "keyfile", "private_key", "token", "secret", "password")
 
 
+def _listed(package: str, name: str) -> frozenset[str]:
+    text = resources.files(package).joinpath(name).read_text(encoding="utf-8")
+    return frozenset(line.strip() for line in text.splitlines() if line.strip())
+
+
 @functools.cache
 def known_flags() -> frozenset[str]:
     """The flags of ``beam_flags.txt`` (``--runner``, ``--direct_num_workers``, ...)."""
-    text = resources.files("beam_pipeline.job").joinpath("beam_flags.txt").read_text(encoding="utf-8")
-    return frozenset(line.strip() for line in text.splitlines() if line.strip())
+    return _listed("beam_pipeline.job", "beam_flags.txt")
+
+
+@functools.cache
+def flink_flags() -> frozenset[str]:
+    """The options Beam's Flink job server adds to the Python SDK's (``--number_of_execution_retries``,
+    ``--max_bundle_size``, ...): ``flink/flink_flags.txt``, from ``python -m
+    beam_pipeline.job.flink.jobserver flags``."""
+    return _listed("beam_pipeline.job.flink", "flink_flags.txt")
 
 
 def runs_here(runner: str | None) -> bool:
@@ -69,9 +81,10 @@ def refused_flag(flags: Sequence[str]) -> str | None:
 
 
 def unknown_flag(flags: Sequence[str]) -> str | None:
-    """The first of ``flags`` (``--name=value`` or ``--name``) that Beam does not know, as the one-line
-    refusal (with the closest known flag); None when Beam knows them all. Values are not read."""
-    known = known_flags()
+    """The first of ``flags`` (``--name=value`` or ``--name``) that Beam does not know (its Flink job
+    server's options included), as the one-line refusal (with the closest known flag); None when Beam
+    knows them all. Values are not read."""
+    known = known_flags() | flink_flags()
     for flag in flags:
         if not flag.startswith("--"):
             continue

@@ -36,7 +36,8 @@ from beam_pipeline.job.checks import (
     resolve_labels,
 )
 from beam_pipeline.job.dataflow import check_dataflow, dry_run_summary, is_dataflow, is_dry_run
-from beam_pipeline.job.local_mode import LocalMode, is_local, job_work, resolve
+from beam_pipeline.job.flink.checks import check_flink, workers_here
+from beam_pipeline.job.local_mode import LocalMode, is_local, job_work, resolve, usable_cores
 from beam_pipeline.job.local_runner import loopback_off_proxies
 from beam_pipeline.job.options import pipeline_options
 from beam_pipeline.job.pipeline import build_pipeline
@@ -224,6 +225,7 @@ def _checked(cfg: JobConfig, beam_args: Sequence[str], *, overwrite: bool, resum
     check_output_apart(cfg.output.path, cfg.input.paths, _read_paths(cfg))
     options = pipeline_options(cfg.runner, beam_args)
     check_dataflow(cfg, options)
+    check_flink(options, usable_cores())
     check_inputs(cfg.input.paths)
     local = resolve(options, lambda: job_work(cfg))
     if local is not None and local.mode == "multi_processing":
@@ -274,15 +276,16 @@ def _progress_folder(local: bool) -> Iterator[str | None]:
 def run_with_progress(options: PipelineOptions, build: Callable[[beam.Pipeline, str | None], Any]
                       ) -> tuple[PipelineResult, dict | None]:
     """Builds a pipeline with ``build(p, progress_dir)`` and runs it to completion, showing the progress
-    line (``transforms.progress.ProgressLine``) on local runners.
+    line (``transforms.progress.ProgressLine``) where the workers run on this machine (local runners,
+    Flink embedded or on loopback).
 
-    ``progress_dir`` is the folder the workers note the total and each finished video in (local
-    runners), else None.
+    ``progress_dir`` is the folder the workers note the total and each finished video in (workers on
+    this machine), else None.
 
     Returns:
         The finished pipeline's result, and ``worker_summary`` of its workers (None when not local).
     """
-    local = is_local(options)
+    local = is_local(options) or workers_here(options)
     with _progress_folder(local) as folder, loopback_off_proxies() if local else contextlib.nullcontext():
         p = beam.Pipeline(options=options)
         build(p, folder)

@@ -8,7 +8,8 @@ from typing import Any
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 from beam_pipeline.config import ConfigError
-from beam_pipeline.job.flags import credential_flag, not_an_option
+from beam_pipeline.job.flags import credential_flag, flink_flags, not_an_option
+from beam_pipeline.job.flink.checks import is_flink
 from beam_pipeline.job.local_mode import AUTO
 from beam_pipeline.job.local_runner import LOCAL_RUNNER
 
@@ -46,7 +47,8 @@ def _without_auto(flags: Sequence[str]) -> tuple[list[str], bool]:
 
 
 def pipeline_options(runner: Mapping[str, Any], beam_args: Sequence[str]) -> PipelineOptions:
-    """PipelineOptions from the config's runner section, then the CLI's Beam flags (which win).
+    """PipelineOptions from the config's runner section, then the CLI's Beam flags (which win); a Flink
+    run also takes the options of Beam's Flink job server (``job.flags.flink_flags``).
     ``DirectRunner`` (or no runner) means ``job.local_runner.LocalRunner``; a running mode of
     ``auto`` is kept as it is, for ``job.local_mode.resolve`` to decide from the work.
 
@@ -65,8 +67,13 @@ def pipeline_options(runner: Mapping[str, Any], beam_args: Sequence[str]) -> Pip
     for arg in unknown:
         if not arg.startswith("--"):
             continue
+        name = arg.split("=", 1)[0]
+        if name in flink_flags():  # Beam's PortableRunner gets these from the job server when it runs
+            if is_flink(options):
+                continue
+            raise ConfigError(f"{name}: an option of Beam's Flink runner; it needs --runner=FlinkRunner")
         known = [opt for action in parser._actions for opt in action.option_strings]
-        raise ConfigError(not_an_option(arg.split("=", 1)[0], known))
+        raise ConfigError(not_an_option(name, known))
     standard = options.view_as(StandardOptions)
     if standard.runner in (None, "DirectRunner", "direct"):  # named: no PrismRunner download attempt
         standard.runner = LOCAL_RUNNER
