@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 CHECKOUT_PTH := import os, site; open(os.path.join(site.getsitepackages()[0], "videolabel-checkout.pth"), "w").write(os.getcwd() + "\n")
 STAMP := $(VENV)/.installed-$(shell (cat setup.py requirements.lock; echo '$(CHECKOUT_PTH)') | cksum | cut -d' ' -f1)
 
-.PHONY: install system-deps demo test lint bench image clean
+.PHONY: install system-deps flink demo test lint bench image clean
 
 $(STAMP): setup.py requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,10 +35,16 @@ system-deps:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
+# Beam's Flink job server (configs/flink.yaml): Maven fetches the jars pom.xml pins into the user cache
+# (~/.cache/videolabel/flink), each checked against jars.sha256; a run never downloads. Needs a JDK and
+# Maven (mvn); the tests run Flink from these jars too.
+flink: $(STAMP)
+	$(PY) -m beam_pipeline.job.flink.jobserver fetch
+
 # Two test workers (pytest-xdist), each given whole test modules (so a module's fixtures are built
 # once); the models are built once for both (tests/conftest.py). TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 2
-test: lint system-deps
+test: lint system-deps flink
 	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadscope
 
 # Throughput against the machine's ceilings and the hand-written loop (docs/PERFORMANCE.md).

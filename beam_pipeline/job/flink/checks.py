@@ -6,10 +6,11 @@ the JobManager's REST address). The Python work runs in SDK worker processes tha
 TaskManagers start (``PROCESS``: the boot command ``videolabel-sdk-worker`` of this install) or ask
 a worker pool beside each TaskManager to start (``EXTERNAL``: ``environment_config`` names the pool,
 as a sidecar on Kubernetes). ``check_flink`` fills what a run can fill (the fetched job server jar,
-the boot command, one slot and one SDK worker process per usable core on an embedded Flink) and refuses, in one line, what
-cannot work: no jar, no ``java``, workers as threads of the launcher (``LOOPBACK``), an ``EXTERNAL``
-environment with no pool, an uber jar submission (it needs Beam's shaded job server jar, which
-Maven Central does not serve for this Beam).
+the boot command, one slot and one SDK worker process per usable core on an embedded Flink) and
+refuses, in one line, what cannot work: stateful batching across bundles
+(``model.max_batch_duration_s``), no jar, no ``java``, workers as threads of the launcher
+(``LOOPBACK``), an ``EXTERNAL`` environment with no pool, an uber jar submission (it needs Beam's
+shaded job server jar, which Maven Central does not serve for this Beam).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from apache_beam.options.pipeline_options import (
     StandardOptions,
 )
 
-from beam_pipeline.config import ConfigError
+from beam_pipeline.config import ConfigError, JobConfig
 from beam_pipeline.job.flink import jobserver
 
 __all__ = ["BOOT", "EMBEDDED", "boot_command", "check_flink", "is_flink", "workers_here"]
@@ -74,7 +75,7 @@ def _environment(portable: PortableOptions) -> None:
     kind = (portable.environment_type or "PROCESS").upper()
     if kind == "LOOPBACK":
         raise ConfigError("--environment_type=LOOPBACK: on Flink the SDK workers would be threads of this "
-                          "process, on one core; use PROCESS (configs/flink.yaml) or EXTERNAL with a worker pool")
+                          "process, on one core; use PROCESS (configs/flink.yaml) or EXTERNAL (a worker pool)")
     portable.environment_type = kind
     if kind == "PROCESS" and not (portable.environment_config
                                   or portable.lookup_environment_option("process_command")):
@@ -86,10 +87,17 @@ def _environment(portable: PortableOptions) -> None:
                           f"--container_executable={BOOT} --service_port=50000; docs/SCALING.md)")
 
 
-def check_flink(options: PipelineOptions, cores: int) -> None:
+def check_flink(cfg: JobConfig, options: PipelineOptions, cores: int) -> None:
     """Settles a Flink run's options in place (see the module doc); nothing for another runner.
 
+    ``model.max_batch_duration_s`` is refused: Beam's Flink runner runs a batch job's stateful DoFn
+    (Beam's ``BatchElements`` across bundles, on state and timers) on each key's whole input after a
+    sort, so its timers never cut a batch short and every video's frames would wait in memory for the
+    last video (measured: 23 videos held for the whole run, then written at once). Batches within a
+    bundle (the setting left null) work as on any runner.
+
     Args:
+        cfg: the run's config.
         options: the run's options.
         cores: the slots an embedded Flink gets when ``--parallelism`` is not set (a cluster's own
             default applies to a cluster); ``--sdk_worker_parallelism`` 0 then means one SDK worker
@@ -100,15 +108,19 @@ def check_flink(options: PipelineOptions, cores: int) -> None:
     """
     if not is_flink(options):
         return
+    if cfg.model.max_batch_duration_s is not None:
+        raise ConfigError("model.max_batch_duration_s: on Flink's batch mode its state and timers hold every "
+                          "video's frames until the input ends; leave it null (batches form within a bundle)")
     flink = options.view_as(FlinkRunnerOptions)
     if flink.flink_submit_uber_jar:
         raise ConfigError("--flink_submit_uber_jar: needs Beam's shaded Flink job server jar, which Maven "
-                          "Central does not serve for this Beam; leave it off (the job server submits the job)")
+                          "Central does not serve for this Beam; leave it off (the job server submits jobs)")
     if not flink.flink_job_server_jar:
         jar = jobserver.job_server_jar()
         if jar is None:
-            raise ConfigError(f"FlinkRunner: Beam's Flink job server is not fetched to {jobserver.cache_dir()}; "
-                              "run `make flink` (needs a JDK and Maven) or pass --flink_job_server_jar=PATH")
+            raise ConfigError(f"FlinkRunner: Beam's Flink job server is not fetched to "
+                              f"{jobserver.cache_dir()}; run `make flink` (needs a JDK and Maven) or pass "
+                              "--flink_job_server_jar=PATH")
         flink.flink_job_server_jar = str(jar)
     elif not Path(flink.flink_job_server_jar).is_file():
         raise ConfigError(f"--flink_job_server_jar: {flink.flink_job_server_jar!r} is not a file")
@@ -122,5 +134,5 @@ def check_flink(options: PipelineOptions, cores: int) -> None:
     if flink.flink_master.strip() in EMBEDDED:
         if flink.parallelism < 1:
             flink.parallelism = cores
-        if not portable.sdk_worker_parallelism:  # Flink's own choice is one process for all slots
+        if int(portable.sdk_worker_parallelism or 0) == 0:  # Flink's own choice: one process for all slots
             portable.sdk_worker_parallelism = flink.parallelism

@@ -49,7 +49,8 @@ def _here() -> Path:
 def versions() -> tuple[str, str]:
     """(Beam's Java version, Flink's minor version) that ``pom.xml`` pins, e.g. ``("2.62.0", "1.19")``."""
     props = ET.parse(_here() / "pom.xml").getroot().find("m:properties", _POM_NS)
-    return props.findtext("m:beam.version", namespaces=_POM_NS), props.findtext("m:flink.version", namespaces=_POM_NS)
+    beam = props.findtext("m:beam.version", namespaces=_POM_NS)
+    return beam, props.findtext("m:flink.version", namespaces=_POM_NS)
 
 
 def cache_dir() -> Path:
@@ -78,7 +79,7 @@ def _sha256(path: Path) -> str:
 def _header(name: str, value: str) -> bytes:
     """One manifest header, wrapped as the JAR spec asks: lines of at most 72 bytes, each continuation
     starting with one space."""
-    line = f"{name}: {value}".encode("utf-8")
+    line = f"{name}: {value}".encode()
     lines = [line[:72]] + [b" " + line[i:i + 71] for i in range(72, len(line), 71)]
     return b"\r\n".join(lines) + b"\r\n"
 
@@ -95,7 +96,9 @@ def _copy_dependencies(into: Path) -> None:
     mvn = shutil.which("mvn")
     if mvn is None:
         sys.exit("make flink: Maven (mvn) is not on PATH; install a JDK and Maven (apt-get install maven)")
-    subprocess.run([mvn, "-q", "-B", "-C", "-f", str(_here() / "pom.xml"), _MAVEN_PLUGIN,
+    print(f"fetching Beam's Flink job server {versions()[0]} (Flink {versions()[1]}) with Maven: about 150 MB, "
+          "once", file=sys.stderr)
+    subprocess.run([mvn, "-q", "-B", "-C", "-Dstyle.color=never", "-f", str(_here() / "pom.xml"), _MAVEN_PLUGIN,
                     f"-DoutputDirectory={into}", "-DincludeScope=runtime"], check=True)
 
 
