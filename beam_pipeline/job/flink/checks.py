@@ -75,7 +75,7 @@ def _environment(portable: PortableOptions) -> None:
     kind = (portable.environment_type or "PROCESS").upper()
     if kind == "LOOPBACK":
         raise ConfigError("--environment_type=LOOPBACK: on Flink the SDK workers would be threads of this "
-                          "process, on one core; use PROCESS (configs/flink.yaml) or EXTERNAL (a worker pool)")
+                          "process, on one core; use PROCESS (configs/flink.yaml) or EXTERNAL (a pool)")
     portable.environment_type = kind
     if kind == "PROCESS" and not (portable.environment_config
                                   or portable.lookup_environment_option("process_command")):

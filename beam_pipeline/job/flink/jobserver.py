@@ -96,10 +96,11 @@ def _copy_dependencies(into: Path) -> None:
     mvn = shutil.which("mvn")
     if mvn is None:
         sys.exit("make flink: Maven (mvn) is not on PATH; install a JDK and Maven (apt-get install maven)")
-    print(f"fetching Beam's Flink job server {versions()[0]} (Flink {versions()[1]}) with Maven: about 150 MB, "
-          "once", file=sys.stderr)
-    subprocess.run([mvn, "-q", "-B", "-C", "-Dstyle.color=never", "-f", str(_here() / "pom.xml"), _MAVEN_PLUGIN,
-                    f"-DoutputDirectory={into}", "-DincludeScope=runtime"], check=True)
+    beam, flink = versions()
+    print(f"fetching Beam's Flink job server {beam} (Flink {flink}) with Maven: about 150 MB, once",
+          file=sys.stderr)
+    subprocess.run([mvn, "-q", "-B", "-C", "-Dstyle.color=never", "-f", str(_here() / "pom.xml"),
+                    _MAVEN_PLUGIN, f"-DoutputDirectory={into}", "-DincludeScope=runtime"], check=True)
 
 
 def _verified(folder: Path, pins: dict[str, str]) -> list[str]:
