@@ -225,7 +225,7 @@ def _checked(cfg: JobConfig, beam_args: Sequence[str], *, overwrite: bool, resum
     check_output_apart(cfg.output.path, cfg.input.paths, _read_paths(cfg))
     options = pipeline_options(cfg.runner, beam_args)
     check_dataflow(cfg, options)
-    check_flink(cfg, options, usable_cores())
+    options = check_flink(cfg, options, usable_cores())
     check_inputs(cfg.input.paths)
     local = resolve(options, lambda: job_work(cfg))
     if local is not None and local.mode == "multi_processing":

@@ -129,8 +129,7 @@ def _run_and_break(cluster: FlinkCluster, archive: dict, out: Path, model: str, 
     command = [sys.executable, "-m", "beam_pipeline", "run", "--config", str(REPO / "configs" / "flink.yaml"),
                "--input", archive["glob"], "--output", str(out), "--model", model,
                *[arg for s in SETTINGS for arg in ("--set", s)],
-               f"--flink_master={cluster.master}", "--parallelism=2", "--sdk_worker_parallelism=2",
-               "--number_of_execution_retries=3", "--execution_retry_delay=500"]
+               f"--flink_master={cluster.master}", "--parallelism=2", "--sdk_worker_parallelism=2"]
     log = out.parent / f"{out.name}.log"
     with open(log, "w") as stderr:
         run = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)

@@ -31,10 +31,12 @@ from apache_beam.options.pipeline_options import (
 from beam_pipeline.config import ConfigError, JobConfig
 from beam_pipeline.job.flink import jobserver
 
-__all__ = ["BOOT", "EMBEDDED", "boot_command", "check_flink", "is_flink", "workers_here"]
+__all__ = ["BOOT", "EMBEDDED", "EMBEDDED_CONF", "boot_command", "check_flink", "is_flink", "workers_here"]
 
 #: ``--flink_master`` values that run Flink inside the job server, on this machine.
 EMBEDDED = ("[local]", "[auto]")
+#: The Flink configuration of an embedded Flink (its restart strategy).
+EMBEDDED_CONF = Path(__file__).with_name("conf")
 #: The SDK worker boot command (``beam_pipeline.job.flink.sdk_boot``), installed beside ``python``.
 BOOT = "videolabel-sdk-worker"
 _LOOPBACK = ("localhost", "127.0.0.1", "::1")
@@ -87,8 +89,11 @@ def _environment(portable: PortableOptions) -> None:
                           f"--container_executable={BOOT} --service_port=50000; docs/SCALING.md)")
 
 
-def check_flink(cfg: JobConfig, options: PipelineOptions, cores: int) -> None:
-    """Settles a Flink run's options in place (see the module doc); nothing for another runner.
+def check_flink(cfg: JobConfig, options: PipelineOptions, cores: int) -> PipelineOptions:
+    """A Flink run's options, settled (see the module doc); ``options`` as they are for another runner.
+
+    An embedded Flink gets ``--flink_conf_dir`` (unless given): ``conf/flink-conf.yaml`` beside this
+    module, whose restart strategy restarts a lost task (Beam's Flink runner sets none for a batch job).
 
     ``model.max_batch_duration_s`` is refused: Beam's Flink runner runs a batch job's stateful DoFn
     (Beam's ``BatchElements`` across bundles, on state and timers) on each key's whole input after a
@@ -107,7 +112,7 @@ def check_flink(cfg: JobConfig, options: PipelineOptions, cores: int) -> None:
         ConfigError: the first setting that cannot work, in one line.
     """
     if not is_flink(options):
-        return
+        return options
     if cfg.model.max_batch_duration_s is not None:
         raise ConfigError("model.max_batch_duration_s: on Flink's batch mode its state and timers hold every "
                           "video's frames until the input ends; leave it null (batches form within a bundle)")
@@ -136,3 +141,7 @@ def check_flink(cfg: JobConfig, options: PipelineOptions, cores: int) -> None:
             flink.parallelism = cores
         if int(portable.sdk_worker_parallelism or 0) == 0:  # Flink's own choice: one process for all slots
             portable.sdk_worker_parallelism = flink.parallelism
+        settled = options.get_all_options(drop_default=True, retain_unknown_options=True)
+        if not settled.get("flink_conf_dir"):  # a Java option of the job server's: Python keeps it as given
+            return PipelineOptions.from_dictionary({**settled, "flink_conf_dir": str(EMBEDDED_CONF)})
+    return options
