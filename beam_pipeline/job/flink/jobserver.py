@@ -127,8 +127,9 @@ def fetch() -> Path:
         problems = _verified(staging, pinned())
         if problems:
             sys.exit("make flink: the fetched jars do not match jars.sha256:\n  " + "\n  ".join(problems))
+        jars = [p.name for p in staging.glob("*.jar")]
         with zipfile.ZipFile(staging / JAR_NAME, "w") as composite:
-            composite.writestr("META-INF/MANIFEST.MF", manifest([p.name for p in staging.glob("*.jar")]))
+            composite.writestr("META-INF/MANIFEST.MF", manifest(jars))
         staging.rename(target)  # whole or not at all: a fetch cut short leaves no folder that looks done
     return jar
 
