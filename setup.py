@@ -14,7 +14,8 @@ setup(
     packages=find_packages(include=[f"{top}{sub}" for top in ("beam_pipeline", "transforms", "models")
                                     for sub in ("", ".*")]),
     package_data={"models": ["labels/*.txt"], "beam_pipeline.job": ["beam_flags.txt"],
-                  "beam_pipeline.job.flink": ["pom.xml", "jars.sha256", "flink_flags.txt", "conf/flink-conf.yaml"]},
+                  "beam_pipeline.job.flink": ["pom.xml", "jars.sha256", "flink_flags.txt",
+                                              "conf/flink-conf.yaml"]},
     install_requires=[
         "apache-beam[gcp]==2.77.0",
         "tensorflow==2.20.0",

@@ -34,8 +34,9 @@ MODEL_FIXTURES = frozenset({
     "pose_lstm", "tiny_models", "browser"})
 
 
-#: Fixtures that take minutes (a fit): their modules start first under pytest-xdist.
-LONG_FIXTURES = frozenset({"demo_run", "motion_model"})
+#: Fixtures that take minutes (a fit; a Flink cluster and its runs): their modules start first under
+#: pytest-xdist.
+LONG_FIXTURES = frozenset({"demo_run", "motion_model", "flink_cluster"})
 
 
 def pytest_configure(config) -> None:

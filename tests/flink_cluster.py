@@ -148,6 +148,11 @@ class FlinkCluster:
                 pass
         self.taskmanagers[index].wait()
 
+    def replace_taskmanager(self, index: int) -> None:
+        """A new TaskManager in place of (killed) ``index``, registered before this returns."""
+        self.taskmanagers[index] = self._spawn("taskmanager", len(self.taskmanagers) + index)
+        self.wait_ready()
+
     def stop(self) -> None:
         for process in [*self.taskmanagers, self.jobmanager]:
             if process is not None and process.poll() is None:

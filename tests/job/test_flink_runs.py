@@ -91,23 +91,24 @@ def test_flink_gives_the_rows_the_direct_runner_gives(mixed_inputs, a0_stream, a
             else:
                 assert _plain(b[column]) == _plain(a[column]), f"{name}.{column}"
         if name != "segments":
-            scores = np.stack(b.top_k_scores.dropna().to_numpy()) - np.stack(a.top_k_scores.dropna().to_numpy())
-            assert np.abs(scores).max() <= 1e-5
+            top_a, top_b = (np.stack(t.top_k_scores.dropna().to_numpy()) for t in (a, b))
+            assert np.abs(top_b - top_a).max() <= 1e-5
     videos = _table(flink, "videos")
     broken = {Path(u).name for u in videos[videos.status != "ok"].uri}
     assert broken == {"empty.mp4", "noise.mp4", "cut.mp4"} and summary.counts["videos_ok"] == len(videos) - 3
-    assert videos[videos.status != "ok"].error_message.str.len().min() > 10  # compared with DirectRunner's above
+    assert videos[videos.status != "ok"].error_message.str.len().min() > 10  # as DirectRunner's (above)
     frames = _table(flink, "frames")
     assert set(frames.label.dropna()) == {"moving_up", "moving_down"}  # the segment manifest's labels
 
     again = run_job(_config("flink.yaml", mixed_inputs["paths"], flink, a0_stream), [], resume=True)
     assert again.resume.kept_videos == mixed_inputs["videos"] - 3  # all but the three broken files
     assert again.counts["videos"] == 3 and again.counts["resume_done_ids"] == mixed_inputs["videos"] - 3
-    assert _table(flink, "videos").video_id.is_unique and len(_table(flink, "videos")) == mixed_inputs["videos"]
+    resumed = _table(flink, "videos")
+    assert resumed.video_id.is_unique and len(resumed) == mixed_inputs["videos"]
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
+def flink_cluster(tmp_path_factory):
     with FlinkCluster(tmp_path_factory.mktemp("flink_cluster"), taskmanagers=2, slots=2) as running:
         yield running
 
@@ -136,7 +137,7 @@ def _run_and_break(cluster: FlinkCluster, archive: dict, out: Path, model: str, 
         deadline = time.monotonic() + 240
         while _committed(out) < 2 and run.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert run.poll() is None and 2 <= _committed(out), "the run ended before the fault: " + log.read_text()
+        assert run.poll() is None and 2 <= _committed(out), "ended before the fault: " + log.read_text()
         fault()
         code = run.wait(timeout=300)
     return code, log.read_text()
@@ -148,7 +149,8 @@ def _check_exactly_once(out: Path, archive: dict) -> dict:
     assert len(videos) == archive["videos"] and videos.video_id.is_unique and set(videos.status) == {"ok"}
     frames = _table(out, "frames")
     assert not frames.duplicated(["video_id", "frame_index"]).any()
-    assert frames.groupby("video_id").size().to_dict() == videos.set_index("video_id").frames_sampled.to_dict()
+    per_video = frames.groupby("video_id").size().to_dict()
+    assert per_video == videos.set_index("video_id").frames_sampled.to_dict()
     segments = check_segments(out, SegmentRule(min_s=0.0, min_score=0.0))
     assert not list(out.glob("*/*/.*.tmp"))
     return {"videos": len(videos), "frames": len(frames), "segments": len(segments)}
@@ -164,33 +166,34 @@ def _finish(code: int, log: str, out: Path, archive: dict, model: str) -> str:
     return "finished by --resume"
 
 
-def test_a_taskmanager_killed_mid_run_leaves_one_row_per_video(cluster, archive, a0_stream, a0_litert, tmp_path):
+def test_a_taskmanager_killed_mid_run_leaves_one_row_per_video(flink_cluster, archive, a0_stream, a0_litert,
+                                                                tmp_path):
     out = tmp_path / "out"
     killed = {}
 
     def kill():
         killed["parts"] = _committed(out)
-        cluster.kill_taskmanager(0)
+        flink_cluster.kill_taskmanager(0)
 
-    code, log = _run_and_break(cluster, archive, out, a0_stream, kill)
+    code, log = _run_and_break(flink_cluster, archive, out, a0_stream, kill)
     how = _finish(code, log, out, archive, a0_stream)
     counts = _check_exactly_once(out, archive)
     print(f"\nTaskManager killed after {killed['parts']} videos parts: {how}; rows {counts}")
-    cluster.taskmanagers[0] = cluster._spawn("taskmanager", 2)  # back to two for the next test
-    cluster.wait_ready()
+    flink_cluster.replace_taskmanager(0)  # back to two for the next test
 
 
-def test_an_sdk_worker_killed_mid_run_leaves_one_row_per_video(cluster, archive, a0_stream, a0_litert, tmp_path):
+def test_an_sdk_worker_killed_mid_run_leaves_one_row_per_video(flink_cluster, archive, a0_stream, a0_litert,
+                                                               tmp_path):
     out = tmp_path / "out"
     killed = {}
 
     def kill():
-        workers = cluster.sdk_workers()
+        workers = flink_cluster.sdk_workers()
         assert workers, "no SDK worker process under the TaskManagers"
         killed["parts"], killed["pid"] = _committed(out), workers[0]
         subprocess.run(["kill", "-9", str(workers[0])], check=True)
 
-    code, log = _run_and_break(cluster, archive, out, a0_stream, kill)
+    code, log = _run_and_break(flink_cluster, archive, out, a0_stream, kill)
     how = _finish(code, log, out, archive, a0_stream)
     counts = _check_exactly_once(out, archive)
     print(f"\nSDK worker {killed['pid']} killed after {killed['parts']} videos parts: {how}; rows {counts}")
