@@ -42,7 +42,7 @@ TARGETS = {"refuse_flag_s": 1.0, "startup_s": 3.0, "label_videos_warm_s": 1.5}
 _VIDEOLABEL = [sys.executable, "-m", "beam_pipeline"]
 
 
-def _model(workdir: Path) -> str:
+def a0_stream_model(workdir: Path) -> str:
     """MoViNet-A0 stream exported (random weights) and converted to LiteRT once in ``workdir``."""
     from models.movinet_convert import litert_model
 
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     workdir = Path(args.workdir)
     (workdir / "set").mkdir(parents=True, exist_ok=True)
-    model = _model(workdir)
+    model = a0_stream_model(workdir)
     clip = str(panning_video(workdir / "clip.mp4", seconds=10, width=340, height=256, fps=30, gop=30))
     for i in range(24):
         link = workdir / "set" / f"v{i:02d}.mp4"

@@ -1,0 +1,126 @@
+"""The same job on Flink and on DirectRunner, on the same cores and the same videos.
+
+``make bench``'s clip (10 s, 340x256, 30 fps, H.264), ``--videos`` copies of it, MoViNet-A0
+stream on LiteRT at 5 fps, two cores:
+
+- ``direct``: ``configs/local.yaml`` on two worker processes (``multi_processing``).
+- ``flink``: ``configs/flink.yaml``: Beam's Flink job server running Flink itself (``[local]``),
+  two slots, two SDK worker processes, kept between stages (``environment_cache_millis``).
+- ``flink_worker_per_stage``: the same with ``--environment_cache_millis=0`` (Beam's default): a
+  new SDK worker process for each stage of the job, which is where Flink's start-up went before.
+- ``job_server_start_s``: ``java -jar`` of the job server to its port answering.
+
+For each run: launch to exit, launch to the first finished video (``start-up``), the steady rate
+(``_run.json``'s ``steady_videos_per_s``) and CPU seconds per video (the launcher and every process
+under it). Prints a table and writes ``benchmarks/results/flink.json``.
+
+    .venv/bin/python -m benchmarks.flink [--videos 96] [--workdir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from beam_pipeline.job.flink import jobserver
+from benchmarks.common import machine, panning_video, print_table, write_json
+from benchmarks.startup import a0_stream_model
+
+RESULTS = Path(__file__).parent / "results"
+REPO = Path(__file__).resolve().parents[1]
+RUNS = {
+    "direct": ("local.yaml", ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]),
+    "flink": ("flink.yaml", ["--parallelism=2"]),
+    "flink_worker_per_stage": ("flink.yaml", ["--parallelism=2", "--environment_cache_millis=0"]),
+}
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _run(name: str, inputs: str, out: Path, model: str) -> dict:
+    config, extra = RUNS[name]
+    cpu, launched = _children_cpu_s(), time.time()
+    command = [sys.executable, "-m", "beam_pipeline", "run", "--config", str(REPO / "configs" / config),
+               "--input", inputs, "--output", str(out), "--model", model, "--overwrite", *extra]
+    proc = subprocess.run(command, capture_output=True, text=True)
+    wall = time.time() - launched
+    if proc.returncode:
+        raise RuntimeError(f"{name} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+    record = json.loads((out / "_run.json").read_text())
+    started = datetime.datetime.fromisoformat(record["started_at"]).timestamp()
+    videos = record["counts"]["videos"]
+    first_video_s = started - launched + record["throughput"]["startup_s"]
+    return {"wall_s": round(wall, 2), "startup_s": round(first_video_s, 2),
+            "steady_videos_per_s": record["throughput"]["steady_videos_per_s"],
+            "cpu_s_per_video": round((_children_cpu_s() - cpu) / videos, 3), "videos": videos,
+            "worker_processes": record["throughput"]["worker_processes"]}
+
+
+def _job_server_start_s() -> float:
+    """``java -jar`` of the fetched job server until its job port accepts a connection."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    start = time.perf_counter()
+    server = subprocess.Popen(["java", "-jar", str(jobserver.job_server_jar()), "--flink-master", "[local]",
+                               "--job-port", str(port), "--artifact-port", "0", "--expansion-port", "0"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                return round(time.perf_counter() - start, 2)
+            except OSError:
+                time.sleep(0.02)
+    finally:
+        server.kill()
+        server.wait()
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--videos", type=int, default=96)
+    parser.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "videolabel-bench-flink"))
+    args = parser.parse_args(argv)
+    if jobserver.job_server_jar() is None:
+        sys.exit("benchmarks.flink: Beam's Flink job server is not fetched; run `make flink`")
+    workdir = Path(args.workdir)
+    (workdir / "set").mkdir(parents=True, exist_ok=True)
+    model = a0_stream_model(workdir)
+    clip = panning_video(workdir / "clip.mp4", seconds=10, width=340, height=256, fps=30, gop=250)
+    for i in range(args.videos):
+        link = workdir / "set" / f"v{i:03d}.mp4"
+        if not link.exists():
+            link.symlink_to(clip)
+    inputs = str(workdir / "set" / "*.mp4")
+    runs = {name: _run(name, inputs, workdir / name, model) for name in RUNS}
+    direct = runs["direct"]
+    for figures in runs.values():
+        figures["steady_vs_direct"] = round(figures["steady_videos_per_s"] / direct["steady_videos_per_s"], 3)
+        figures["startup_over_direct_s"] = round(figures["startup_s"] - direct["startup_s"], 2)
+    job_server = _job_server_start_s()
+    columns = ["run", "launch to exit", "start-up", "steady videos/s", "vs direct", "CPU s/video", "workers"]
+    rows = [[name, f"{r['wall_s']} s", f"{r['startup_s']} s", r["steady_videos_per_s"], r["steady_vs_direct"],
+             r["cpu_s_per_video"], r["worker_processes"]] for name, r in runs.items()]
+    print_table(f"{args.videos} videos, A0 stream (LiteRT) at 5 fps, two cores", columns, rows)
+    print(f"\nBeam's Flink job server alone: {job_server} s from `java -jar` to its port answering")
+    result = {"runs": runs, "job_server_start_s": job_server, "videos": args.videos,
+              "beam_java": jobserver.versions()[0], "flink": jobserver.versions()[1], "machine": machine()}
+    write_json(RESULTS / "flink.json", result)
+    return result
+
+
+if __name__ == "__main__":
+    main()
