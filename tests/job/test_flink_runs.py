@@ -1,5 +1,5 @@
 """The whole job on Apache Flink (Beam's portable Flink runner, SDK workers in processes of their own):
-the rows DirectRunner gives, and exactly one row per video after a TaskManager or an SDK worker is
+the rows DirectRunner gives, and exactly one row per video after an SDK worker and a TaskManager are
 killed mid-run on a session cluster of its own processes (``tests.flink_cluster``)."""
 
 from __future__ import annotations
@@ -116,31 +116,45 @@ def flink_cluster(tmp_path_factory):
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory) -> dict:
     folder = tmp_path_factory.mktemp("archive")
-    make_labelled_set(str(folder), per_class=20, seconds=1.0, sizes=((64, 48),), rates=(10,))
-    return {"glob": f"{folder}/*.mp4", "videos": 80}
+    make_labelled_set(str(folder), per_class=25, seconds=1.0, sizes=((64, 48),), rates=(10,))
+    return {"glob": f"{folder}/*.mp4", "videos": 100}
 
 
 def _committed(out: Path) -> int:
     return len(list((out / "videos").glob("split=*/part-*.parquet")))
 
 
-def _run_and_break(cluster: FlinkCluster, archive: dict, out: Path, model: str, fault) -> tuple[int, str]:
-    """``videolabel run`` on the cluster; ``fault()`` once two videos parts are committed. Returns the run's
-    exit code and stderr."""
+def _rows_on_disk(out: Path) -> dict:
+    """What the committed videos parts hold at this moment: parts, rows, distinct videos."""
+    parts = list((out / "videos").glob("split=*/part-*.parquet"))
+    ids = []
+    if parts:
+        ids = ds.dataset(parts, format="parquet").to_table(columns=["video_id"]).column(0).to_pylist()
+    return {"parts": len(parts), "rows": len(ids), "videos": len(set(ids))}
+
+
+def _run_and_break(cluster: FlinkCluster, archive: dict, out: Path, model: str,
+                   faults) -> tuple[int, str, list]:
+    """``videolabel run`` on the cluster; each of ``faults`` (name, callable) once two more videos parts
+    are committed. Returns the run's exit code, its stderr, and what the output held at each fault."""
     command = [sys.executable, "-m", "beam_pipeline", "run", "--config", str(REPO / "configs" / "flink.yaml"),
                "--input", archive["glob"], "--output", str(out), "--model", model,
                *[arg for s in SETTINGS for arg in ("--set", s)],
                f"--flink_master={cluster.master}", "--parallelism=2", "--sdk_worker_parallelism=2"]
     log = out.parent / f"{out.name}.log"
+    seen, wanted = [], 2
     with open(log, "w") as stderr:
         run = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
-        deadline = time.monotonic() + 240
-        while _committed(out) < 2 and run.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert run.poll() is None and 2 <= _committed(out), "ended before the fault: " + log.read_text()
-        fault()
+        deadline = time.monotonic() + 300
+        for name, fault in faults:
+            while _committed(out) < wanted and run.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert run.poll() is None and _committed(out) >= wanted, f"ended before {name}: {log.read_text()}"
+            seen.append({"fault": name, **_rows_on_disk(out)})
+            fault()
+            wanted = _committed(out) + 2
         code = run.wait(timeout=300)
-    return code, log.read_text()
+    return code, log.read_text(), seen
 
 
 def _check_exactly_once(out: Path, archive: dict) -> dict:
@@ -166,34 +180,23 @@ def _finish(code: int, log: str, out: Path, archive: dict, model: str) -> str:
     return "finished by --resume"
 
 
-def test_a_taskmanager_killed_mid_run_leaves_one_row_per_video(flink_cluster, archive, a0_stream, a0_litert,
-                                                                tmp_path):
+def test_an_sdk_worker_then_a_taskmanager_killed_mid_run_leave_one_row_per_video(
+        flink_cluster, archive, a0_stream, a0_litert, tmp_path):
+    """On a session cluster (one JobManager, two TaskManagers): an SDK worker killed once two videos parts
+    are committed, then a TaskManager (with the SDK workers it started) once two more are. Flink restarts
+    what it lost (or, if it gives up, ``--resume`` finishes); each table then holds one row per video."""
     out = tmp_path / "out"
-    killed = {}
 
-    def kill():
-        killed["parts"] = _committed(out)
-        flink_cluster.kill_taskmanager(0)
-
-    code, log = _run_and_break(flink_cluster, archive, out, a0_stream, kill)
-    how = _finish(code, log, out, archive, a0_stream)
-    counts = _check_exactly_once(out, archive)
-    print(f"\nTaskManager killed after {killed['parts']} videos parts: {how}; rows {counts}")
-    flink_cluster.replace_taskmanager(0)  # back to two for the next test
-
-
-def test_an_sdk_worker_killed_mid_run_leaves_one_row_per_video(flink_cluster, archive, a0_stream, a0_litert,
-                                                               tmp_path):
-    out = tmp_path / "out"
-    killed = {}
-
-    def kill():
+    def kill_sdk_worker():
         workers = flink_cluster.sdk_workers()
         assert workers, "no SDK worker process under the TaskManagers"
-        killed["parts"], killed["pid"] = _committed(out), workers[0]
         subprocess.run(["kill", "-9", str(workers[0])], check=True)
 
-    code, log = _run_and_break(flink_cluster, archive, out, a0_stream, kill)
+    faults = [("SDK worker killed", kill_sdk_worker),
+              ("TaskManager killed", lambda: flink_cluster.kill_taskmanager(0))]
+    code, log, seen = _run_and_break(flink_cluster, archive, out, a0_stream, faults)
     how = _finish(code, log, out, archive, a0_stream)
     counts = _check_exactly_once(out, archive)
-    print(f"\nSDK worker {killed['pid']} killed after {killed['parts']} videos parts: {how}; rows {counts}")
+    assert len(seen) == 2 and all(moment["rows"] < archive["videos"] for moment in seen)
+    print("\n" + "\n".join(f"{m['fault']} with {m['parts']} videos parts committed ({m['rows']} rows, "
+                            f"{m['videos']} videos)" for m in seen) + f"\nthen {how}; rows {counts}")
