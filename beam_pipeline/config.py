@@ -204,8 +204,8 @@ class ModelConfig(_Section):
             (max then renormalised to sum to 1).
         tf_threads: threads of the model's runtime per worker process: TensorFlow's intra-op
             threads, or LiteRT's (XNNPACK) threads for a model served on LiteRT; 0 lets it decide.
-        pin_workers: local ``multi_processing`` runs with one TF and one FFmpeg thread
-            per worker: pin each worker process to a core of its own.
+        pin_workers: local ``multi_processing`` runs and Flink's SDK workers, with one TF and
+            one FFmpeg thread per worker: pin each worker process to a core of its own.
         accelerator: a Beam accelerator resource hint for the Classify step alone, e.g.
             ``type:nvidia-l4;count:1;install-nvidia-driver`` (Dataflow "right fitting"):
             listing and decoding stay on the CPU workers, before a fusion break.

@@ -36,7 +36,7 @@ from beam_pipeline.job.checks import (
     resolve_labels,
 )
 from beam_pipeline.job.dataflow import check_dataflow, dry_run_summary, is_dataflow, is_dry_run
-from beam_pipeline.job.flink.checks import check_flink, workers_here
+from beam_pipeline.job.flink.checks import check_flink, is_flink, workers_here
 from beam_pipeline.job.local_mode import LocalMode, is_local, job_work, resolve, usable_cores
 from beam_pipeline.job.local_runner import loopback_off_proxies
 from beam_pipeline.job.options import pipeline_options
@@ -133,10 +133,12 @@ def _versions() -> dict[str, str | None]:
 
 
 def _pins_cores(cfg: JobConfig, options: PipelineOptions) -> bool:
-    """Whether the workers are local processes of one TF and one FFmpeg thread each, to pin to a core each."""
+    """Whether the workers are processes of one TF and one FFmpeg thread each, to pin to a core each: local
+    ``multi_processing`` workers, and Flink's SDK workers (a process per slot, a slot per core; each
+    machine's cores are claimed on that machine, ``transforms.cores``)."""
     mode = options.view_as(DirectOptions).direct_running_mode
     return (cfg.model.pin_workers and cfg.model.tf_threads == 1 and cfg.sampling.decode_threads == 1
-            and is_local(options) and mode == "multi_processing")
+            and (is_local(options) and mode == "multi_processing" or is_flink(options)))
 
 
 def _write_job_file(result, path: str) -> None:
