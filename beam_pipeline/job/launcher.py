@@ -22,8 +22,8 @@ from typing import Any, NamedTuple
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics.metric import MetricResults
 from apache_beam.options.pipeline_options import DebugOptions, DirectOptions, PipelineOptions
-from apache_beam.runners.runner import PipelineResult
 from google.protobuf import json_format
 
 from beam_pipeline.config import ConfigError, JobConfig
@@ -37,6 +37,7 @@ from beam_pipeline.job.checks import (
 )
 from beam_pipeline.job.dataflow import check_dataflow, dry_run_summary, is_dataflow, is_dry_run
 from beam_pipeline.job.flink.checks import check_flink, is_flink, workers_here
+from beam_pipeline.job.flink.runner import FlinkRunner
 from beam_pipeline.job.local_mode import LocalMode, is_local, job_work, resolve, usable_cores
 from beam_pipeline.job.local_runner import loopback_off_proxies
 from beam_pipeline.job.options import pipeline_options
@@ -276,7 +277,7 @@ def _progress_folder(local: bool) -> Iterator[str | None]:
 
 
 def run_with_progress(options: PipelineOptions, build: Callable[[beam.Pipeline, str | None], Any]
-                      ) -> tuple[PipelineResult, dict | None]:
+                      ) -> tuple[MetricResults, dict | None]:
     """Builds a pipeline with ``build(p, progress_dir)`` and runs it to completion, showing the progress
     line (``transforms.progress.ProgressLine``) where the workers run on this machine (local runners,
     Flink embedded or on loopback).
@@ -285,16 +286,22 @@ def run_with_progress(options: PipelineOptions, build: Callable[[beam.Pipeline, 
     this machine), else None.
 
     Returns:
-        The finished pipeline's result, and ``worker_summary`` of its workers (None when not local).
+        The finished run's metrics (``PipelineResult.metrics()``, read before a Flink run's job server
+        stops with the run), and ``worker_summary`` of its workers (None when not local).
     """
     local = is_local(options) or workers_here(options)
     with _progress_folder(local) as folder, loopback_off_proxies() if local else contextlib.nullcontext():
         p = beam.Pipeline(options=options)
         build(p, folder)
-        with ProgressLine(folder) if folder else contextlib.nullcontext():
-            result = p.run()
-            result.wait_until_finish()
-        return result, worker_summary(folder) if folder else None
+        try:
+            with ProgressLine(folder) if folder else contextlib.nullcontext():
+                result = p.run()
+                result.wait_until_finish()
+            finished = result.metrics()
+        finally:
+            if isinstance(p.runner, FlinkRunner):
+                p.runner.stop_job_server()
+        return finished, worker_summary(folder) if folder else None
 
 
 def execute(run: PreparedRun) -> ExecutedRun:
@@ -303,11 +310,11 @@ def execute(run: PreparedRun) -> ExecutedRun:
     t0 = time.monotonic()
     _log.info("run %s: model %s, %d labels, output %s%s", run.stamp.run_id, run.model.handle, len(run.labels),
               run.cfg.output.path, f"; {run.local}" if run.local else "")
-    result, workers = run_with_progress(run.options, lambda p, folder: build_pipeline(
+    finished, workers = run_with_progress(run.options, lambda p, folder: build_pipeline(
         p, run.cfg, model=run.model, labels=run.labels, stamp=run.stamp, resume=run.resume,
         progress_dir=folder, pin_cores=_pins_cores(run.cfg, run.options)))
-    counters, distributions = pipeline_metrics(result)
-    skipped = tuple(pipeline_strings(result, metrics.SKIPPED_EXAMPLES))
+    counters, distributions = pipeline_metrics(finished)
+    skipped = tuple(pipeline_strings(finished, metrics.SKIPPED_EXAMPLES))
     return ExecutedRun(started, time.monotonic() - t0, counters, distributions, workers, skipped)
 
 

@@ -10,6 +10,7 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 from beam_pipeline.config import ConfigError
 from beam_pipeline.job.flags import credential_flag, flink_flags, not_an_option
 from beam_pipeline.job.flink.checks import is_flink
+from beam_pipeline.job.flink.runner import FLINK_RUNNER
 from beam_pipeline.job.local_mode import AUTO
 from beam_pipeline.job.local_runner import LOCAL_RUNNER
 
@@ -49,7 +50,8 @@ def _without_auto(flags: Sequence[str]) -> tuple[list[str], bool]:
 def pipeline_options(runner: Mapping[str, Any], beam_args: Sequence[str]) -> PipelineOptions:
     """PipelineOptions from the config's runner section, then the CLI's Beam flags (which win); a Flink
     run also takes the options of Beam's Flink job server (``job.flags.flink_flags``).
-    ``DirectRunner`` (or no runner) means ``job.local_runner.LocalRunner``; a running mode of
+    ``DirectRunner`` (or no runner) means ``job.local_runner.LocalRunner``, ``FlinkRunner``
+    ``job.flink.runner.FlinkRunner``; a running mode of
     ``auto`` is kept as it is, for ``job.local_mode.resolve`` to decide from the work.
 
     Raises:
@@ -77,6 +79,8 @@ def pipeline_options(runner: Mapping[str, Any], beam_args: Sequence[str]) -> Pip
     standard = options.view_as(StandardOptions)
     if standard.runner in (None, "DirectRunner", "direct"):  # named: no PrismRunner download attempt
         standard.runner = LOCAL_RUNNER
+    elif standard.runner in ("FlinkRunner", "flink"):  # stops its job server when the run ends
+        standard.runner = FLINK_RUNNER
     if auto:
         options.view_as(DirectOptions).direct_running_mode = AUTO
     return options

@@ -30,10 +30,11 @@ def new_run_id() -> str:
     return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
 
 
-def pipeline_metrics(result) -> tuple[dict[str, int], dict[str, tuple[int, int]]]:
+def pipeline_metrics(results) -> tuple[dict[str, int], dict[str, tuple[int, int]]]:
     """The ``videolabel`` counters (name -> total) and distributions (name -> (count, sum)) of a
-    finished Beam ``PipelineResult``, summed over all steps (committed values where the runner has them)."""
-    queried = result.metrics().query(MetricsFilter().with_namespace(metrics.NAMESPACE))
+    finished run's ``MetricResults`` (``PipelineResult.metrics()``), summed over all steps (committed
+    values where the runner has them)."""
+    queried = results.query(MetricsFilter().with_namespace(metrics.NAMESPACE))
     counters: dict[str, int] = {}
     for counter in queried["counters"]:
         value = counter.committed if counter.committed is not None else counter.attempted
@@ -47,11 +48,11 @@ def pipeline_metrics(result) -> tuple[dict[str, int], dict[str, tuple[int, int]]
     return counters, distributions
 
 
-def pipeline_strings(result, name: str) -> list[str]:
-    """The strings of the ``videolabel`` string set ``name`` of a finished ``PipelineResult``, sorted."""
+def pipeline_strings(results, name: str) -> list[str]:
+    """The strings of the ``videolabel`` string set ``name`` of a finished run's ``MetricResults``, sorted."""
     found: set[str] = set()
-    for string_set in result.metrics().query(MetricsFilter().with_namespace(metrics.NAMESPACE)
-                                             .with_name(name))["string_sets"]:
+    for string_set in results.query(MetricsFilter().with_namespace(metrics.NAMESPACE)
+                                    .with_name(name))["string_sets"]:
         value = string_set.committed if string_set.committed is not None else string_set.attempted
         found.update(getattr(value, "string_set", value) or ())
     return sorted(found)

@@ -249,9 +249,9 @@ def run_train(cfg: JobConfig, manifest: str, output: str, beam_args: Sequence[st
     prepare_output(output, TRAIN_WRITES, run_id, overwrite=overwrite)
     cfg = cfg.with_inputs((manifest,))
     print(f"1/2 extracting {_what(cfg)} of {manifest} into {output}/features")
-    result, _ = run_with_progress(options, lambda p, folder: build_features_pipeline(
+    finished, _ = run_with_progress(options, lambda p, folder: build_features_pipeline(
         p, cfg, output, run_id=run_id, progress_dir=folder, pose=pose))
-    counts, _ = pipeline_metrics(result)
+    counts, _ = pipeline_metrics(finished)
     failed = counts.get(metrics.TRAIN_VIDEOS_FAILED, 0)
     print(f"    {counts.get(metrics.TRAIN_VIDEOS_USED, 0)} videos used, {failed} failed to decode"
           + (" (left out of training)" if failed else ""))

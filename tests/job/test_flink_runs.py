@@ -4,6 +4,7 @@ killed mid-run on a session cluster of its own processes (``tests.flink_cluster`
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -30,6 +31,20 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(
 # Small frames, a videos part per two videos (many commits to kill between), every run of a label a segment.
 SETTINGS = ["sampling.imgz=64", "output.videos_per_file=2", "output.segment_min_s=0",
             "output.segment_min_score=0"]
+
+
+def _job_servers() -> list[int]:
+    """Process ids of the job server JVMs this process started and that still run."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (entry / "cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue
+        if ppid == os.getpid() and jobserver.JAR_NAME.encode() in cmdline:
+            found.append(int(entry.name))
+    return found
 
 
 def _plain(column: pd.Series) -> list:
@@ -73,6 +88,7 @@ def test_flink_gives_the_rows_the_direct_runner_gives(mixed_inputs, a0_stream, a
     direct, flink = tmp_path / "direct", tmp_path / "flink"
     run_job(_config("local.yaml", mixed_inputs["paths"], direct, a0_stream), IN_MEMORY)
     summary = run_job(_config("flink.yaml", mixed_inputs["paths"], flink, a0_stream), [])
+    assert _job_servers() == []  # stopped with the run, not at this process's exit
 
     assert summary.beam_args == () and summary.throughput.worker_processes == 2
     assert summary.counts["videos"] == mixed_inputs["videos"]

@@ -50,8 +50,8 @@ def test_named_files_are_videos_whatever_their_ending_and_skipped_matches_are_co
                 equal_to(["00001.MTS", "clip.mp4", "voice.m4a", "readme.txt"]))
     result = p.run()
     result.wait_until_finish()
-    counters, _ = pipeline_metrics(result)
-    examples = pipeline_strings(result, metrics.SKIPPED_EXAMPLES)
+    counters, _ = pipeline_metrics(result.metrics())
+    examples = pipeline_strings(result.metrics(), metrics.SKIPPED_EXAMPLES)
     skipped = SkippedFiles.of(counters, examples)
     assert skipped.count == 3 and skipped.extensions == {".m4a": 1, ".txt": 1, "none": 1}
     assert examples == sorted(str(folder / name) for name in ("song.m4a", "notes.txt", "README"))

@@ -60,7 +60,7 @@ def _timed_run(videos, out, handle, labels, overrides):
     result = p.run()
     result.wait_until_finish()
     wall = time.monotonic() - start
-    counts, distributions = pipeline_metrics(result)
+    counts, distributions = pipeline_metrics(result.metrics())
     assert counts["videos_ok"] == VIDEOS and counts["frames_sampled"] == VIDEOS * FRAMES
     return Timings.from_distributions(distributions), wall
 
