@@ -139,7 +139,9 @@ def test_hostile_files_through_the_pipeline_give_one_row_each_and_the_run_goes_o
         media.good(d / name, n=100, fps=25, seed=i)
     cfg = load_config(str(REPO / "configs" / "local.yaml"), [
         f'input.paths=["{d}/*"]', f'output.path="{tmp_path / "out"}"', "sampling.imgz=64",
-        "sampling.decode_timeout_s=3", "sampling.decoder_memory_mb=1024"])
+        # 6 s: room for the oom child to fill 1 GiB on a loaded 2-core machine (at 3 s it once timed out
+        # first, beside the Flink tests), and for the hang child to be cut off
+        "sampling.decode_timeout_s=6", "sampling.decoder_memory_mb=1024"])
     expected = {"good-1.mp4": ("ok", None, 20), "good-2.mkv": ("ok", None, 20),
                 "segfault-1.mp4": ("partial", "DecoderCrashed", CHUNK_FRAMES),
                 "hang-1.mp4": ("partial", "DecodeTimeout", CHUNK_FRAMES),
