@@ -35,6 +35,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from apache_beam.utils.subprocess_server import pick_port
+
 from beam_pipeline.job.flink import jobserver
 from benchmarks.common import machine, panning_video, print_table, write_json
 from benchmarks.startup import a0_stream_model
@@ -147,12 +149,9 @@ def _run(name: str, inputs: str, out: Path, model: str) -> dict:
 
 def _job_server_start_s() -> float:
     """``java -jar`` of the fetched job server until its job port accepts a connection."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port, = pick_port(None)
     start = time.perf_counter()
-    server = subprocess.Popen(["java", "-jar", str(jobserver.job_server_jar()), "--flink-master", "[local]",
-                               "--job-port", str(port), "--artifact-port", "0", "--expansion-port", "0"],
+    server = subprocess.Popen(jobserver.server_command(jobserver.job_server_jar(), port),
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         while True:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -19,6 +18,7 @@ from pathlib import Path
 
 from beam_pipeline.job.flink import jobserver
 from beam_pipeline.job.flink.checks import EMBEDDED_CONF
+from tests.conftest import free_port
 
 _ENTRY = {"jobmanager": "org.apache.flink.runtime.entrypoint.StandaloneSessionClusterEntrypoint",
           "taskmanager": "org.apache.flink.runtime.taskexecutor.TaskManagerRunner"}
@@ -41,12 +41,6 @@ _RESTARTS = dict(line.split(": ", 1) for line in (EMBEDDED_CONF / "flink-conf.ya
                  if line.startswith("restart-strategy."))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class FlinkCluster:
     """Start with ``start()`` (or ``with``); ``master`` is the ``--flink_master`` of a run on it.
 
@@ -58,7 +52,7 @@ class FlinkCluster:
 
     def __init__(self, root: Path, taskmanagers: int = 2, slots: int = 2):
         self.root, self.slots = root, slots
-        self.rest_port = _free_port()
+        self.rest_port = free_port()
         self.jobmanager: subprocess.Popen | None = None
         self.taskmanagers: list[subprocess.Popen] = []
         self._wanted = taskmanagers
@@ -72,7 +66,7 @@ class FlinkCluster:
         conf.mkdir(parents=True, exist_ok=True)
         (self.root / "tmp").mkdir(exist_ok=True)
         settings = {
-            "jobmanager.rpc.address": "localhost", "jobmanager.rpc.port": _free_port(),
+            "jobmanager.rpc.address": "localhost", "jobmanager.rpc.port": free_port(),
             "jobmanager.bind-host": "localhost", "rest.address": "localhost",
             "rest.bind-address": "localhost", "rest.port": self.rest_port,
             "taskmanager.host": "localhost", "taskmanager.bind-host": "localhost",

@@ -41,8 +41,8 @@ def known_flags() -> frozenset[str]:
 
 @functools.cache
 def flink_flags() -> frozenset[str]:
-    """The options Beam's Flink job server adds to the Python SDK's (``--number_of_execution_retries``,
-    ``--max_bundle_size``, ...): ``flink/flink_flags.txt``, from ``python -m
+    """The options Beam's Flink job server adds to the Python SDK's (``--max_bundle_size``,
+    ``--flink_conf_dir``, ...): ``flink/flink_flags.txt``, from ``python -m
     beam_pipeline.job.flink.jobserver flags``."""
     return _listed("beam_pipeline.job.flink", "flink_flags.txt")
 

@@ -22,11 +22,12 @@ from collections.abc import Iterator
 
 from apache_beam.runners.runner import PipelineRunner
 
-__all__ = ["LOCAL_RUNNER", "LocalRunner", "loopback_off_proxies"]
+__all__ = ["LOCAL_RUNNER", "LOOPBACK", "LocalRunner", "loopback_off_proxies"]
 
 #: What ``--runner`` is set to for a local run (``DirectRunner``, or no runner, in the config).
 LOCAL_RUNNER = "beam_pipeline.job.local_runner.LocalRunner"
-_LOOPBACK = ("localhost", "127.0.0.1", "::1")
+#: The names of this machine's loopback interface.
+LOOPBACK = ("localhost", "127.0.0.1", "::1")
 _NO_PROXY = ("NO_PROXY", "no_proxy", "no_grpc_proxy")
 
 
@@ -66,7 +67,7 @@ def loopback_off_proxies() -> Iterator[None]:
     before = {name: os.environ.get(name) for name in _NO_PROXY}
     for name in _NO_PROXY:
         hosts = [h for h in (before[name] or "").split(",") if h.strip()]
-        os.environ[name] = ",".join(hosts + [h for h in _LOOPBACK if h not in hosts])
+        os.environ[name] = ",".join(hosts + [h for h in LOOPBACK if h not in hosts])
     try:
         yield
     finally:

@@ -30,6 +30,7 @@ from apache_beam.options.pipeline_options import (
 
 from beam_pipeline.config import ConfigError, JobConfig
 from beam_pipeline.job.flink import jobserver
+from beam_pipeline.job.local_runner import LOOPBACK
 
 __all__ = ["BOOT", "EMBEDDED", "EMBEDDED_CONF", "boot_command", "check_flink", "is_flink", "workers_here"]
 
@@ -39,7 +40,6 @@ EMBEDDED = ("[local]", "[auto]")
 EMBEDDED_CONF = Path(__file__).with_name("conf")
 #: The SDK worker boot command (``beam_pipeline.job.flink.sdk_boot``), installed beside ``python``.
 BOOT = "videolabel-sdk-worker"
-_LOOPBACK = ("localhost", "127.0.0.1", "::1")
 
 
 def is_flink(options: PipelineOptions) -> bool:
@@ -56,7 +56,7 @@ def workers_here(options: PipelineOptions) -> bool:
     if master in EMBEDDED:
         return True
     host = urlparse(master if "://" in master else f"http://{master}").hostname
-    return host in _LOOPBACK
+    return host in LOOPBACK
 
 
 def boot_command() -> str:

@@ -32,7 +32,7 @@ from importlib import resources
 from pathlib import Path
 
 __all__ = ["DRIVER", "JAR_NAME", "cache_dir", "cluster_classpath", "fetch", "job_server_jar",
-           "manifest", "pinned", "runner_flag_names", "versions"]
+           "manifest", "pinned", "runner_flag_names", "server_command", "versions"]
 
 #: Beam's job server entry point (in beam-runners-flink).
 DRIVER = "org.apache.beam.runners.flink.FlinkJobServerDriver"
@@ -151,6 +151,13 @@ def job_server_jar() -> Path | None:
     return jar if jar.exists() else None
 
 
+def server_command(jar: Path, port: int) -> list[str]:
+    """The command that starts the job server ``jar`` on its own, running Flink itself (``[local]``), its
+    job service on ``port`` and its other services on free ports."""
+    return ["java", "-jar", str(jar), "--flink-master", "[local]", "--job-port", str(port),
+            "--artifact-port", "0", "--expansion-port", "0"]
+
+
 def runner_flag_names(jar: Path) -> list[str]:
     """The options the job server ``jar`` describes (``DescribePipelineOptions``) that the installed
     Python SDK does not define, as ``--name``, sorted. Starts the job server for the call."""
@@ -161,9 +168,7 @@ def runner_flag_names(jar: Path) -> list[str]:
     from beam_pipeline.job.flags import beam_flag_names
 
     port, = pick_port(None)
-    server = subprocess.Popen(["java", "-jar", str(jar), "--flink-master", "[local]", "--job-port", str(port),
-                               "--artifact-port", "0", "--expansion-port", "0"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(server_command(jar, port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         with grpc.insecure_channel(f"localhost:{port}") as channel:
             grpc.channel_ready_future(channel).result(timeout=60)
