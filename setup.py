@@ -29,6 +29,9 @@ setup(
         "numpy>=1.26",
         "PyYAML>=6",
         "pydantic>=2.6,<3",  # the config models (beam_pipeline.config, models.training)
+        # nearest neighbours of embeddings: near-duplicates, more like this (beam_pipeline.outputs.similar)
+        "faiss-cpu>=1.8",
+        "scipy>=1.10",  # groups of near-duplicates: connected components of the neighbour graph
         # tensorflow-hub 0.16 imports pkg_resources, which setuptools 81 removed.
         "setuptools<81",
     ],

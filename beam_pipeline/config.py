@@ -311,6 +311,10 @@ class OutputConfig(_Section):
         segment_min_s: the shortest segment kept; another label must hold for longer than
             this to close a segment, so one odd frame neither splits a segment nor opens one.
         segment_min_score: a segment opens only on a frame whose score is at least this.
+        write_embeddings: add ``embedding`` to ``videos`` and ``segments``: an L2-normalised
+            fixed-size float32 vector per video and per segment, the mean of its frames' features
+            (MoViNet: the head's projection, 480 floats for A0; the pose LSTM: its last layer,
+            128), for near-duplicates and "more like this" (``transforms.embeddings``).
     """
 
     path: Annotated[str, Field(min_length=1)] = "output"
@@ -322,6 +326,7 @@ class OutputConfig(_Section):
     write_segments: bool = True
     segment_min_s: Annotated[Number, Field(ge=0)] = 1.0
     segment_min_score: Annotated[Number, Field(ge=0, le=1)] = 0.5
+    write_embeddings: bool = False
 
 
 #: The config keys that cannot change an output row, the one place ``JobConfig.job_hash``
@@ -410,7 +415,7 @@ class JobConfig(_Section):
         clip_stride, imgz, and the max_duration_s / max_pixels guards, which make a
         video a failed row whatever the machine), input.background_label, the split
         ratios and salt, the written columns (write_frames, write_probs,
-        write_keypoints), and the ``pose`` section when ``model.kind`` is lstm.
+        write_keypoints, write_embeddings), and the ``pose`` section when ``model.kind`` is lstm.
 
         Returns:
             16 hex digits.

@@ -10,9 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["POSE_FEATURES", "build_pose_lstm"]
+__all__ = ["EMBEDDING_LAYER", "POSE_FEATURES", "build_pose_lstm"]
 
 POSE_FEATURES = 17 * 3
+
+#: The layer whose output is a window's embedding (``output.write_embeddings``): the last LSTM's
+#: state after the window's last frame, batch-normalised, float32 [units[-1]] (128 by default).
+EMBEDDING_LAYER = "embedding"
 
 
 def build_pose_lstm(num_classes: int, *, n_frames: int = 9, features: int = POSE_FEATURES,
@@ -39,7 +43,8 @@ def build_pose_lstm(num_classes: int, *, n_frames: int = 9, features: int = POSE
     for i, width in enumerate(units):
         last = i == len(units) - 1
         layers.append(keras.layers.LSTM(width, return_sequences=not last, name=f"lstm_{i}"))
-        layers.append(keras.layers.BatchNormalization(momentum=bn_momentum, name=f"norm_{i}"))
+        layers.append(keras.layers.BatchNormalization(momentum=bn_momentum,
+                                                      name=EMBEDDING_LAYER if last else f"norm_{i}"))
         layers.append(keras.layers.Dropout(head_dropout if last else dropout, name=f"dropout_{i}"))
     layers.append(keras.layers.Dense(dense, activation="relu", name="dense"))
     layers.append(keras.layers.Dense(num_classes, activation="softmax", name="probs"))

@@ -56,23 +56,27 @@ def limit_tf_threads(threads: int) -> None:
 
 
 class MovinetClips:
-    """A loaded base-mode MoViNet (``serving_default``): a ``ClipModel``."""
+    """A loaded base-mode MoViNet (``serving_default``): a ``ClipModel``; with ``embed``, its ``embed``
+    signature (videolabel's exports), which also gives each clip's pooled features."""
 
-    def __init__(self, loaded: Any):
+    def __init__(self, loaded: Any, embed: bool = False):
         self._loaded = loaded
-        self._serve = loaded.signatures["serving_default"]
+        self._serve = loaded.signatures["embed" if embed else "serving_default"]
+        self._embed = embed
 
-    def logits(self, images: np.ndarray) -> np.ndarray:
-        """images float32 [b, frames, h, w, 3] in [0, 1] -> logits float32 [b, classes]."""
+    def outputs(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """images float32 [b, frames, h, w, 3] in [0, 1] -> (logits float32 [b, classes], features float32
+        [b, F] with ``embed``, else None)."""
         import tensorflow as tf
 
         out = self._serve(image=tf.constant(images))
         logits = out["logits"] if "logits" in out else next(iter(out.values()))
-        return logits.numpy()
+        return logits.numpy(), (out["features"].numpy() if self._embed else None)
 
     def __call__(self, clips: np.ndarray) -> ClipScores:
-        """uint8 [b, n_frames, h, w, 3] -> probabilities float32 [b, classes]."""
-        return ClipScores(softmax(self.logits(clips.astype(np.float32) / 255.0)))
+        """uint8 [b, n_frames, h, w, 3] -> probabilities float32 [b, classes] (and features)."""
+        logits, features = self.outputs(clips.astype(np.float32) / 255.0)
+        return ClipScores(softmax(logits), features=features)
 
 
 class _SavedModelSteps:
@@ -207,6 +211,8 @@ class Movinet:
         imgz: input side, for the load-time check call.
         tf_threads: model threads per process (TensorFlow intra-op, or LiteRT); 0: TF decides,
             LiteRT takes every core.
+        embed: the model must also give features (``output.write_embeddings``): per frame in
+            stream mode (``features``), per clip in base mode (the ``embed`` signature).
     """
 
     handle: str
@@ -214,6 +220,7 @@ class Movinet:
     num_labels: int
     imgz: int
     tf_threads: int = 0
+    embed: bool = False
 
     def load(self) -> MovinetClips | MovinetStream:
         """The loaded model, its output width checked against ``num_labels``.
@@ -233,6 +240,8 @@ class Movinet:
                 model = self._load_saved_model(path)
         except KeyError as exc:
             wanted = "call and init_states" if self.mode == "stream" else "serving_default"
+            if self.embed and self.mode != "stream":
+                wanted += " and embed (for output.write_embeddings: export it again with export-movinet)"
             raise ValueError(f"model {self.handle} has no {exc} signature; a {self.mode}-mode "
                              f"MoViNet needs {wanted}") from None
         except ValueError:
@@ -244,6 +253,9 @@ class Movinet:
             raise ValueError(
                 f"model {self.handle} outputs {width} classes but the labels list has "
                 f"{self.num_labels}; pass the model's labels file with --set model.labels=PATH")
+        if self.embed and isinstance(model, MovinetStream) and not model.features:
+            raise ValueError(f"model {self.handle} gives no frame features, so no embeddings: export it "
+                             "again with videolabel export-movinet, or leave output.write_embeddings off")
         if isinstance(model, MovinetClips):
             self._warn_on_cpu()
         return model
@@ -254,7 +266,7 @@ class Movinet:
         limit_tf_threads(self.tf_threads)
         if self.mode == "stream":
             return MovinetStream(_SavedModelSteps(hub.load(path)))
-        return MovinetClips(hub.load(path))
+        return MovinetClips(hub.load(path), self.embed)
 
     def _load_tflite(self, path: str) -> MovinetStream:
         from models.movinet_tflite import TFLiteMovinet
@@ -266,7 +278,7 @@ class Movinet:
 
     def _output_width(self, model: MovinetClips | MovinetStream) -> int:
         if isinstance(model, MovinetClips):
-            return model.logits(np.zeros((1, 1, self.imgz, self.imgz, 3), np.float32)).shape[-1]
+            return model.outputs(np.zeros((1, 1, self.imgz, self.imgz, 3), np.float32))[0].shape[-1]
         probs, _ = model.step(np.zeros((1, self.imgz, self.imgz, 3), np.uint8), model.init_states(self.imgz))
         return probs.shape[-1]
 

@@ -4,7 +4,10 @@ Signatures match the TF Hub Kinetics-600 classifiers, so the same model handler
 loads either:
 
 * base: ``serving_default(image) -> {"logits"}``, image float32
-  [batch, frames, height, width, 3] in [0, 1], logits float32 [batch, num_classes].
+  [batch, frames, height, width, 3] in [0, 1], logits float32 [batch, num_classes];
+  and (beyond TF Hub's) ``embed(image) -> {"logits", "features"}``, features float32
+  [batch, F] each clip's pooled features (the head's projection averaged over the clip),
+  for ``output.write_embeddings``.
 * stream: ``init_states(input_shape) -> states`` with input_shape int32 [5], and
   ``call(image, **states) -> {"logits", "frame_logits", "frame_features", **states}``
   with the same image layout; logits float32 [batch, num_classes] after the clip's
@@ -35,7 +38,7 @@ import tempfile
 from collections.abc import Sequence
 
 from models.labels import KINETICS_600, labels_beside, write_labels
-from models.movinet_graph import build_movinet, head_call, stream_call
+from models.movinet_graph import base_embed_call, build_movinet, head_call, stream_call
 from models.movinet_variants import native_imgz
 from models.storage import local_copy
 from models.weights_note import write_note
@@ -102,7 +105,7 @@ def movinet_signatures(model, mode: str) -> dict:
         def serve(image):
             return {"logits": model({"image": image}, training=False)}
 
-        return {"serving_default": serve}
+        return {"serving_default": serve, "embed": base_embed_call(model)}
 
     call = stream_call(model, [None, None, None, None, 3])
 

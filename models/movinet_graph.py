@@ -19,7 +19,8 @@ from typing import Any, NamedTuple
 
 from models.movinet_variants import MODEL_IDS, MODEL_MODES
 
-__all__ = ["HeadParts", "build_movinet", "causal_head_parts", "classifier_on", "head_call", "stream_call"]
+__all__ = ["HeadParts", "base_embed_call", "build_movinet", "causal_head_parts", "classifier_head",
+           "classifier_on", "head_call", "pooled_features", "stream_call"]
 
 
 def build_movinet(model_id: str, mode: str, num_classes: int = 600, *, conv_type: str | None = None,
@@ -184,3 +185,46 @@ def head_call(model, rows: int | None = None):
         return {"logits": parts.classifier(flat, training=False)}
 
     return head
+
+
+def pooled_features(classifier, images):
+    """images float32 [batch, frames, h, w, 3] in [0, 1] -> the backbone's pooled features [batch, C].
+
+    These are what the classifier head sees: the mean over the clip's frames of
+    the last convolution's output.
+    """
+    import tensorflow as tf
+
+    inputs = {"image": images}
+    if classifier.backbone.use_external_states:
+        inputs.update(classifier.init_states(tf.shape(images)))
+    endpoints, _ = classifier.backbone(inputs, training=False)
+    pooled = endpoints["head"]  # [batch, 1, 1, 1, C]
+    return tf.reshape(pooled, [tf.shape(pooled)[0], pooled.shape[-1]])
+
+
+def classifier_head(classifier):
+    """The ClassifierHead layer of a MovinetClassifier: pooled features float32 [n, 1, 1, 1, F] -> logits
+    float32 [n, classes]."""
+    from official.projects.movinet.modeling import movinet_layers
+
+    (head,) = [layer for layer in classifier.layers if isinstance(layer, movinet_layers.ClassifierHead)]
+    return head
+
+
+def base_embed_call(model):
+    """The ``embed`` tf.function of a base MovinetClassifier: ``embed(image)`` with image float32
+    [batch, frames, h, w, 3] in [0, 1] -> ``{"logits": float32 [batch, classes], "features": float32
+    [batch, F]}``, the clip's pooled features (``pooled_features``) and the head's output on them, from
+    one pass of the backbone."""
+    import tensorflow as tf
+
+    head = classifier_head(model)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, None, 3], tf.float32, name="image")])
+    def embed(image):
+        features = pooled_features(model, image)
+        return {"logits": head(tf.reshape(features, [-1, 1, 1, 1, features.shape[-1]]), training=False),
+                "features": features}
+
+    return embed

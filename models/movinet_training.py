@@ -25,7 +25,7 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
 from models.movinet import limit_tf_threads
-from models.movinet_graph import build_movinet, classifier_on
+from models.movinet_graph import build_movinet, classifier_head, classifier_on, pooled_features
 from models.storage import local_copy
 
 __all__ = [
@@ -34,7 +34,6 @@ __all__ = [
     "MovinetFeatures",
     "finetune_model",
     "head_model",
-    "pooled_features",
     "pretrained_backbone",
     "weights_prefix",
 ]
@@ -110,29 +109,6 @@ def pretrained_backbone(model_id: str, mode: str, source: str | None, *, norm_mo
     return model.backbone
 
 
-def pooled_features(classifier, images):
-    """images float32 [batch, frames, h, w, 3] in [0, 1] -> the backbone's pooled features [batch, C].
-
-    These are what the classifier head sees: the mean over the clip's frames of
-    the last convolution's output.
-    """
-    import tensorflow as tf
-
-    inputs = {"image": images}
-    if classifier.backbone.use_external_states:
-        inputs.update(classifier.init_states(tf.shape(images)))
-    endpoints, _ = classifier.backbone(inputs, training=False)
-    pooled = endpoints["head"]  # [batch, 1, 1, 1, C]
-    return tf.reshape(pooled, [tf.shape(pooled)[0], pooled.shape[-1]])
-
-
-def _classifier_head(classifier):
-    from official.projects.movinet.modeling import movinet_layers
-
-    (head,) = [layer for layer in classifier.layers if isinstance(layer, movinet_layers.ClassifierHead)]
-    return head
-
-
 def head_model(classifier):
     """tf_keras model: pooled features float32 [batch, C] -> probabilities [batch, classes].
 
@@ -141,7 +117,7 @@ def head_model(classifier):
     """
     import tf_keras as keras
 
-    head = _classifier_head(classifier)
+    head = classifier_head(classifier)
     channels = int(head.weights[0].shape[-2])  # first 1x1x1 kernel: [..., C, head_filters]
     features = keras.Input([channels], name="features")
     x = keras.layers.Reshape([1, 1, 1, channels])(features)

@@ -61,21 +61,26 @@ class PoseKeypoints:
 class LoadedPoseLstm:
     """MoveNet and the trained LSTM, loaded: a ``ClipModel``."""
 
-    def __init__(self, movenet: MoveNet, serve: Any, threshold: float):
+    def __init__(self, movenet: MoveNet, serve: Any, threshold: float, embed: bool = False):
         self._movenet = movenet
         self._serve = serve
         self._threshold = threshold
+        self._embed = embed
 
-    def classify(self, windows: np.ndarray) -> np.ndarray:
-        """Keypoint windows float32 [b, n_frames, 51] -> probabilities float32 [b, C]."""
+    def classify(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Keypoint windows float32 [b, n_frames, 51] -> (probabilities float32 [b, C], with ``embed`` the
+        windows' embeddings float32 [b, E] (``models.lstm.EMBEDDING_LAYER``), else None)."""
         import tensorflow as tf
 
-        return self._serve(features=tf.constant(windows))["probs"].numpy()
+        out = self._serve(features=tf.constant(windows))
+        return out["probs"].numpy(), (out["embedding"].numpy() if self._embed else None)
 
     def __call__(self, clips: np.ndarray) -> ClipScores:
-        """uint8 [b, n_frames, h, w, 3] -> probabilities, and the keypoints float32 [b, n_frames, 17, 3]."""
+        """uint8 [b, n_frames, h, w, 3] -> probabilities, the keypoints float32 [b, n_frames, 17, 3], and
+        with ``embed`` the embeddings."""
         keypoints = _keypoints(self._movenet, clips, self._threshold)
-        return ClipScores(self.classify(np.stack([lstm_window(k) for k in keypoints])), keypoints)
+        probs, features = self.classify(np.stack([lstm_window(k) for k in keypoints]))
+        return ClipScores(probs, keypoints, features)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +93,7 @@ class PoseLstm:
         num_labels: checked against the LSTM's output at load.
         n_frames: the window length the LSTM must take.
         threads: TF threads per process; 0 lets TF decide.
+        embed: also give each window's embedding (the ``embed`` signature of this version's ``train``).
     """
 
     handle: str
@@ -96,13 +102,17 @@ class PoseLstm:
     num_labels: int
     n_frames: int
     threads: int = 0
+    embed: bool = False
 
     def load(self) -> LoadedPoseLstm:
         import tensorflow as tf
 
         try:
             saved = tf.saved_model.load(local_copy(f"{self.handle.rstrip('/')}/saved_model"))
-            serve = saved.signatures["serving_default"]
+            serve = saved.signatures["embed" if self.embed else "serving_default"]
+        except KeyError:
+            raise ValueError(f"the LSTM in {self.handle} gives no embeddings (no embed signature): train it "
+                             "again with this version, or leave output.write_embeddings off") from None
         except Exception as exc:
             raise ValueError(f"cannot load the LSTM in {self.handle}: {type(exc).__name__}: {exc}") from exc
         (spec,) = serve.structured_input_signature[1].values()
@@ -113,4 +123,5 @@ class PoseLstm:
         if width != self.num_labels:
             raise ValueError(f"the LSTM in {self.handle} outputs {width} classes but the labels list "
                              f"has {self.num_labels}")
-        return LoadedPoseLstm(_load_movenet(self.pose_handle, self.threads), serve, self.threshold)
+        movenet = _load_movenet(self.pose_handle, self.threads)
+        return LoadedPoseLstm(movenet, serve, self.threshold, self.embed)

@@ -74,16 +74,32 @@ def _now() -> str:
 
 
 def save_features_model(model, path: str) -> None:
-    """Saves ``model`` with ``serving_default(features) -> {"probs"}``, features float32 [batch, ...]."""
+    """Saves ``model`` with ``serving_default(features) -> {"probs"}``, features float32 [batch, ...];
+    a model with an ``embedding`` layer (``models.lstm.EMBEDDING_LAYER``) also with ``embed(features) ->
+    {"probs", "embedding"}``, embedding float32 [batch, E] that layer's output, from the same pass."""
     import tensorflow as tf
+    import tf_keras as keras
+
+    from models.lstm import EMBEDDING_LAYER
 
     serving_shape = [None, *model.input_shape[1:]]
+    spec = tf.TensorSpec(serving_shape, tf.float32, name="features")
 
-    @tf.function(input_signature=[tf.TensorSpec(serving_shape, tf.float32, name="features")])
+    @tf.function(input_signature=[spec])
     def serve(features):
         return {"probs": model(features, training=False)}
 
-    tf.saved_model.save(model, path, signatures={"serving_default": serve})
+    signatures = {"serving_default": serve}
+    if EMBEDDING_LAYER in {layer.name for layer in model.layers}:
+        both = keras.Model(model.inputs, [model.output, model.get_layer(EMBEDDING_LAYER).output])
+
+        @tf.function(input_signature=[spec])
+        def embed(features):
+            probs, embedding = both(features, training=False)
+            return {"probs": probs, "embedding": embedding}
+
+        signatures["embed"] = embed
+    tf.saved_model.save(model, path, signatures=signatures)
 
 
 def _batch_norms(model) -> list:

@@ -16,6 +16,10 @@ arrive as uint8 RGB arrays, already sampled, squared and, for clips, padded.
 * ``ExampleModel``: clips uint8 [b, n_frames, h, w, 3] -> one training example
   per clip, an array [b, ...] (``videolabel train``'s features).
 
+Embeddings (``output.write_embeddings``) come from the same calls: a clip model loaded with
+``embed`` adds each clip's features to its ``ClipScores``, and a ``WindowStreamModel``'s
+``step_with_features`` gives each frame's own.
+
 Adding a model is one small class: a spec with ``load()`` returning one of these.
 """
 
@@ -35,10 +39,14 @@ class ClipScores(NamedTuple):
     Attributes:
         probs: float32 [b, num_classes], each row summing to 1.
         keypoints: float32 [b, n_frames, 17, 3] (y, x, score) for pose models, else None.
+        features: float32 [b, F], each clip's features (base MoViNet: its pooled head projection;
+            the pose LSTM: its last LSTM layer's normalised output), from a model loaded with
+            ``embed``; else None.
     """
 
     probs: np.ndarray
     keypoints: np.ndarray | None = None
+    features: np.ndarray | None = None
 
 
 class ClipModel(Protocol):

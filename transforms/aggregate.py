@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 
 from models.scores import top_k_arrays
 from transforms import metrics
+from transforms.embeddings import embedding_column, span_embeddings
 from transforms.records import (
     ClipPrediction,
     ErrorStage,
@@ -33,7 +34,14 @@ from transforms.records import (
     VideoResult,
     VideoRows,
 )
-from transforms.schema import SCHEMA_VERSION, VIDEOS_SCHEMA, frames_schema, record_batch
+from transforms.schema import (
+    EMBEDDING,
+    SCHEMA_VERSION,
+    VIDEOS_SCHEMA,
+    frames_schema,
+    record_batch,
+    videos_schema,
+)
 from transforms.segments import SegmentRule, segment_rows, truth_spans
 
 __all__ = [
@@ -108,9 +116,19 @@ def video_probs(clip_probs: Sequence[np.ndarray], mode: str, pool: str = "mean")
     return stacked.mean(axis=0).astype(np.float32)
 
 
+def _features(ordered: Sequence[tuple[int, ClipPrediction]]) -> np.ndarray | None:
+    """The frames' features float32 [n, F] in time order, or None (no frames, or none kept)."""
+    if not ordered or any(c.features is None for _, c in ordered):
+        return None
+    return np.concatenate([c.features for _, c in ordered])
+
+
 def video_batch(info: VideoInfo, clips: Sequence[tuple[int, ClipPrediction]], mode: str,
-                labels: Sequence[str], k: int, stamp: RunStamp, pool: str = "mean") -> pa.RecordBatch:
-    """The video's one ``videos`` row (``VIDEOS_SCHEMA``); ``clips``: (clip_index, prediction), any order."""
+                labels: Sequence[str], k: int, stamp: RunStamp, pool: str = "mean",
+                embedding_width: int | None = None) -> pa.RecordBatch:
+    """The video's one ``videos`` row (``videos_schema(embedding_width)``); ``clips``: (clip_index,
+    prediction), any order. With ``embedding_width``, ``embedding`` is the normalised mean of its
+    frames' features (``transforms.embeddings``), null for a video without frames."""
     ordered = sorted(clips, key=lambda c: c[0])
     status, error = _status(info, bool(ordered))
     ref, meta = info.ref, info.meta
@@ -139,8 +157,13 @@ def video_batch(info: VideoInfo, clips: Sequence[tuple[int, ClipPrediction]], mo
         "run_id": stamp.run_id,
         "schema_version": SCHEMA_VERSION,
     }
-    return record_batch({**{name: [value] for name, value in scalars.items()}, "label": label, **prediction,
-                         "is_error": _is_error(prediction["prediction"], label)}, VIDEOS_SCHEMA)
+    columns = {**{name: [value] for name, value in scalars.items()}, "label": label, **prediction,
+               "is_error": _is_error(prediction["prediction"], label)}
+    if embedding_width is not None:
+        features = _features(ordered)
+        vector = None if features is None else span_embeddings(features, [0], [len(features)])
+        columns[EMBEDDING] = embedding_column(vector, 1, embedding_width)
+    return record_batch(columns, videos_schema(embedding_width))
 
 
 def frames_batch(info: VideoInfo, clips: Sequence[tuple[int, ClipPrediction]], labels: Sequence[str], k: int,
@@ -182,11 +205,14 @@ def frames_batch(info: VideoInfo, clips: Sequence[tuple[int, ClipPrediction]], l
 
 
 def segments_batch(info: VideoInfo, clips: Sequence[tuple[int, ClipPrediction]], labels: Sequence[str],
-                   rule: SegmentRule, *, background: str | None = None) -> pa.RecordBatch:
-    """The video's ``segments`` rows (``SEGMENTS_SCHEMA``) from its frames' top-1 predictions, in time
-    (clip) order; ``clips`` are (clip_index, prediction) in any order. The true labels are the
-    manifest's segments (``background`` between them), else the video label (``truth_spans``)."""
-    preds = [clip for _, clip in sorted(clips, key=lambda c: c[0])]
+                   rule: SegmentRule, *, background: str | None = None,
+                   embedding_width: int | None = None) -> pa.RecordBatch:
+    """The video's ``segments`` rows (``segments_schema(embedding_width)``) from its frames' top-1
+    predictions, in time (clip) order; ``clips`` are (clip_index, prediction) in any order. The true
+    labels are the manifest's segments (``background`` between them), else the video label
+    (``truth_spans``). With ``embedding_width``, each segment's ``embedding`` is over its frames."""
+    ordered = sorted(clips, key=lambda c: c[0])
+    preds = [clip for _, clip in ordered]
     ref = info.ref
     if preds:
         arrays = (np.concatenate([c.timestamps_s for c in preds]),
@@ -196,13 +222,15 @@ def segments_batch(info: VideoInfo, clips: Sequence[tuple[int, ClipPrediction]],
         arrays = (np.zeros(0, np.float64), np.zeros(0, np.int32), np.zeros(0, np.float32))
     return segment_rows(ref.video_id, ref.uri, *arrays, labels, rule,
                         duration_s=info.meta.duration_s if info.meta else None,
-                        truth=truth_spans(ref.segments, ref.label, background))
+                        truth=truth_spans(ref.segments, ref.label, background),
+                        features=_features(ordered), embedding_width=embedding_width)
 
 
 class _RowsFn(beam.DoFn):
     def __init__(self, *, mode: str, labels: Sequence[str], k: int, write_frames: bool, write_probs: bool,
                  write_keypoints: bool, stamp: RunStamp, pool: str, background: str | None,
-                 segments: SegmentRule | None):
+                 segments: SegmentRule | None, embedding_width: int | None):
+        self._embedding_width = embedding_width
         self._background = background
         self._segments = segments
         self._mode = mode
@@ -245,14 +273,15 @@ class _RowsFn(beam.DoFn):
         segments, ``segments``."""
         clips = [(index, pred) for index, pred in outputs if len(pred.frame_indices)]
         labels, k = self._labels, self._k
-        tables = {"videos": video_batch(info, clips, self._mode, labels, k, self._stamp, self._pool)}
+        width = self._embedding_width
+        tables = {"videos": video_batch(info, clips, self._mode, labels, k, self._stamp, self._pool, width)}
         if self._write_frames:
             tables["frames"] = frames_batch(info, clips, labels, k, write_probs=self._write_probs,
                                             write_keypoints=self._write_keypoints,
                                             background=self._background)
         if self._segments is not None:
             tables["segments"] = segments_batch(info, clips, labels, self._segments,
-                                                background=self._background)
+                                                background=self._background, embedding_width=width)
         return tables
 
     def _count(self, name: str) -> None:
@@ -270,17 +299,20 @@ class Aggregate(beam.PTransform):
 
     ``write_probs`` and ``write_keypoints`` add the ``probs`` and ``keypoints`` frame columns
     (``transforms.schema.frames_schema``). ``background`` labels the frames outside every
-    segment of a segmented video, and is the true label there for ``segments``. Counts videos
-    by status, split and error type, frames, and segments.
+    segment of a segmented video, and is the true label there for ``segments``.
+    ``embedding_width`` (``output.write_embeddings``) adds the ``embedding`` column of
+    ``videos`` and ``segments``, from the clips' features. Counts videos by status, split
+    and error type, frames, and segments.
     """
 
     def __init__(self, *, mode: str, labels: Sequence[str], k: int, write_frames: bool, write_probs: bool,
                  stamp: RunStamp, pool: str = "mean", write_keypoints: bool = False,
-                 background: str | None = None, segments: SegmentRule | None = None):
+                 background: str | None = None, segments: SegmentRule | None = None,
+                 embedding_width: int | None = None):
         super().__init__()
         self._fn = _RowsFn(mode=mode, labels=labels, k=k, write_frames=write_frames, write_probs=write_probs,
                            write_keypoints=write_keypoints, stamp=stamp, pool=pool, background=background,
-                           segments=segments)
+                           segments=segments, embedding_width=embedding_width)
 
     def expand(self, results):
         return results | "ToRows" >> beam.ParDo(self._fn)

@@ -72,8 +72,9 @@ def clip_predictions(batch: Sequence[Clip], scores: ClipScores, k: int, keep_pro
 
     Args:
         batch: the clips, in the order of ``scores``' rows.
-        scores: probabilities float32 [len(batch), num_classes], and keypoints float32
-            [len(batch), n_frames, 17, 3] or None.
+        scores: probabilities float32 [len(batch), num_classes], keypoints float32
+            [len(batch), n_frames, 17, 3] or None, and features float32 [len(batch), F] or None
+            (every frame a clip writes gets its clip's features).
         k: classes kept per frame.
         keep_probs: also keep the full vectors per frame.
         keep_keypoints: also keep the keypoints of the frames each clip writes.
@@ -87,7 +88,8 @@ def clip_predictions(batch: Sequence[Clip], scores: ClipScores, k: int, keep_pro
         out.append(ClipPrediction(
             clip.frame_indices[owned], clip.timestamps_s[owned], np.repeat(index[np.newaxis], n, 0),
             np.repeat(score[np.newaxis], n, 0), p, np.repeat(p[np.newaxis], n, 0) if keep_probs else None,
-            None if keypoints is None else keypoints[row, owned]))
+            None if keypoints is None else keypoints[row, owned],
+            None if scores.features is None else np.repeat(scores.features[row:row + 1], n, 0)))
     return out
 
 

@@ -53,11 +53,13 @@ class _ExampleHandler(ModelHandler[FrameSource, VideoExamples, Any]):
         n, stride, batch_size = self._plan
         clips = windows(frames_of(source, report), n, stride)
         examples: list[tuple[int, np.ndarray]] = []
+        middles: list[float] = []
         while batch := list(itertools.islice(clips, batch_size)):
             out = clock.call(model, np.stack([pad_clip(clip.frames, n) for _, clip in batch]))
             examples.extend(zip((index for index, _ in batch), out))
+            middles.extend(float(clip.timestamps_s[[0, -1]].mean()) for _, clip in batch)
         self._model_ms.update(int(clock.seconds * 1000))
-        return VideoExamples(report.info(source.ref), examples)
+        return VideoExamples(report.info(source.ref), examples, tuple(middles))
 
     def get_metrics_namespace(self) -> str:
         return metrics.NAMESPACE

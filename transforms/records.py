@@ -195,6 +195,9 @@ class ClipPrediction(NamedTuple):
         frame_probs: float32 [n, num_classes] with ``write_probs``, else None.
         keypoints: float32 [n, 17, 3] pose keypoints (y, x, score) with
             ``write_keypoints`` (pose LSTM only), else None.
+        features: float32 [n, F] with ``write_embeddings``: each frame's own features (stream
+            mode) or its clip's (clip models), which the video's and its segments' embeddings
+            average; else None.
     """
 
     frame_indices: np.ndarray
@@ -204,6 +207,7 @@ class ClipPrediction(NamedTuple):
     clip_probs: np.ndarray | None
     frame_probs: np.ndarray | None = None
     keypoints: np.ndarray | None = None
+    features: np.ndarray | None = None
 
 
 class VideoResult(NamedTuple):
@@ -225,10 +229,13 @@ class VideoExamples(NamedTuple):
         info: the decode outcome (a probe or extraction failure in ``info.error``).
         examples: ``(clip_index, example)`` in clip order, one array per clip, of the example model's
             dtype and shape (uint8 clips, float32 keypoints or features).
+        middles_s: each clip's middle time in seconds (between its first and last frame), in the same
+            order: where a segment manifest's label for the clip is read (``VideoRef.label_at``).
     """
 
     info: VideoInfo
     examples: list[tuple[int, np.ndarray]]
+    middles_s: tuple[float, ...] = ()
 
 
 class VideoRows(NamedTuple):

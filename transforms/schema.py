@@ -1,7 +1,7 @@
 """The output schema, declared once: pyarrow schemas for the videos, frames and segments tables.
 
 ``SCHEMA_VERSION`` changes whenever a column is added, removed or retyped, or a table
-is added (2: the ``segments`` table).
+is added (2: the ``segments`` table; 3: the ``embedding`` column of ``output.write_embeddings``).
 ``split`` is a Hive partition (``split=<name>/`` directories), so it is not a
 column inside the files; readers that use the partitioning see it as one.
 ``record_batch`` builds a table's rows against its schema, by column name.
@@ -14,10 +14,10 @@ from typing import Any
 
 import pyarrow as pa
 
-__all__ = ["FRAMES_SCHEMA", "SCHEMA_VERSION", "SEGMENTS_SCHEMA", "VIDEOS_SCHEMA", "frames_schema",
-           "record_batch"]
+__all__ = ["EMBEDDING", "FRAMES_SCHEMA", "SCHEMA_VERSION", "SEGMENTS_SCHEMA", "VIDEOS_SCHEMA",
+           "frames_schema", "record_batch", "segments_schema", "videos_schema"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _PREDICTION = [
     pa.field("prediction", pa.string()),
@@ -78,6 +78,28 @@ SEGMENTS_SCHEMA = pa.schema([
 
 _PROBS = pa.field("probs", pa.list_(pa.float32()))
 _KEYPOINTS = pa.field("keypoints", pa.list_(pa.float32()))
+
+
+#: The column of ``output.write_embeddings`` in ``videos`` and ``segments``.
+EMBEDDING = "embedding"
+
+
+def _with_embedding(schema: pa.Schema, width: int | None) -> pa.Schema:
+    """``schema`` plus ``embedding``: a fixed-size list of ``width`` float32 (an L2-normalised vector;
+    null for a video without frames), which DuckDB reads as ``FLOAT[width]``; ``width`` None: as it is."""
+    if width is None:
+        return schema
+    return schema.append(pa.field(EMBEDDING, pa.list_(pa.float32(), width)))
+
+
+def videos_schema(embedding_width: int | None = None) -> pa.Schema:
+    """The videos schema, with ``embedding`` (``embedding_width`` floats) when embeddings are written."""
+    return _with_embedding(VIDEOS_SCHEMA, embedding_width)
+
+
+def segments_schema(embedding_width: int | None = None) -> pa.Schema:
+    """The segments schema, with ``embedding`` (``embedding_width`` floats) when embeddings are written."""
+    return _with_embedding(SEGMENTS_SCHEMA, embedding_width)
 
 
 def frames_schema(write_probs: bool, write_keypoints: bool = False) -> pa.Schema:

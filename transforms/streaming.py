@@ -24,16 +24,20 @@ __all__ = ["stream_prediction", "stream_predictions", "windowed"]
 
 class _StreamRows:
     """One video's stream outputs as they come, chunk by chunk: the top ``k`` per frame (and every
-    probability with ``keep_probs``), and the output after the last frame."""
+    probability with ``keep_probs``, every frame's own features with ``keep_features``), and the
+    output after the last frame."""
 
-    def __init__(self, k: int, keep_probs: bool):
-        self._k, self._keep_probs = k, keep_probs
+    def __init__(self, k: int, keep_probs: bool, keep_features: bool = False):
+        self._k, self._keep_probs, self._keep_features = k, keep_probs, keep_features
         self._indices, self._times, self._top_index, self._top_score, self._kept = [], [], [], [], []
+        self._features: list[np.ndarray] = []
         self._last: np.ndarray | None = None
 
-    def add(self, frames: Sequence[SampledFrame], probs: np.ndarray, last: np.ndarray | None = None) -> None:
+    def add(self, frames: Sequence[SampledFrame], probs: np.ndarray, last: np.ndarray | None = None,
+            features: np.ndarray | None = None) -> None:
         """``probs`` float32 [len(frames), C]: row i the output for ``frames[i]``; ``last`` float32 [C]
-        the video's output after the last of them, when it is not ``probs[-1]`` (frame windows)."""
+        the video's output after the last of them, when it is not ``probs[-1]`` (frame windows);
+        ``features`` float32 [len(frames), F] their own features (kept with ``keep_features``)."""
         index, score = top_k_arrays(probs, self._k)
         self._indices.append(np.array([f.index for f in frames], dtype=np.int64))
         self._times.append(times_of(frames))
@@ -41,6 +45,8 @@ class _StreamRows:
         self._top_score.append(score)
         if self._keep_probs:
             self._kept.append(probs)
+        if self._keep_features:
+            self._features.append(np.asarray(features, np.float32))
         self._last = probs[-1] if last is None else last
 
     def prediction(self) -> ClipPrediction:
@@ -49,7 +55,8 @@ class _StreamRows:
                                   np.zeros((0, self._k), np.float32), None)
         return ClipPrediction(np.concatenate(self._indices), np.concatenate(self._times),
                               np.concatenate(self._top_index), np.concatenate(self._top_score), self._last,
-                              np.concatenate(self._kept) if self._keep_probs else None)
+                              np.concatenate(self._kept) if self._keep_probs else None,
+                              features=np.concatenate(self._features) if self._keep_features else None)
 
 
 
@@ -70,14 +77,16 @@ def windowed(model: StreamModel, window_s: float) -> bool:
 
 def stream_prediction(model: StreamModel, frames: Iterable[SampledFrame], *, chunk: int, imgz: int, k: int,
                       keep_probs: bool = False, clock: ModelClock | None = None,
-                      window_s: float = 0.0) -> ClipPrediction:
+                      window_s: float = 0.0, keep_features: bool = False) -> ClipPrediction:
     """Runs frames through a stream model in chunks of ``chunk``, carrying its state.
 
     Per frame only the top ``k`` classes are kept (and the full vector with
     ``keep_probs``), so memory grows by a few bytes per frame, plus one chunk.
     ``clock``, if given, adds up the time spent in the model's calls. With
     ``window_s`` > 0 (``windowed``), row i is the model's head on the mean of the
-    features of the frames in the ``window_s`` seconds up to frame i.
+    features of the frames in the ``window_s`` seconds up to frame i. With
+    ``keep_features`` (a model whose ``features`` is true), each frame's own features
+    are kept too (``ClipPrediction.features``), 4 F bytes a frame.
 
     Returns:
         A ClipPrediction over all frames: row i is the causal output after frame i
@@ -88,16 +97,20 @@ def stream_prediction(model: StreamModel, frames: Iterable[SampledFrame], *, chu
     clock = clock or ModelClock()
     window = FrameWindow(window_s) if windowed(model, window_s) else None
     states = clock.call(model.init_states, imgz)
-    rows = _StreamRows(k, keep_probs)
+    rows = _StreamRows(k, keep_probs, keep_features)
     frames = iter(frames)
     while batch := list(itertools.islice(frames, chunk)):
         images = np.stack([f.image for f in batch])
-        if window is None:
+        if window is None and not keep_features:
             probs, states = clock.call(model.step, images, states)
             rows.add(batch, probs)
+            continue
+        probs, features, states = clock.call(model.step_with_features, images, states)
+        if window is None:
+            rows.add(batch, probs, features=features)
         else:
-            probs, features, states = clock.call(model.step_with_features, images, states)
-            rows.add(batch, clock.call(model.head, window.means(features, times_of(batch))), probs[-1])
+            rows.add(batch, clock.call(model.head, window.means(features, times_of(batch))), probs[-1],
+                     features)
     return rows.prediction()
 
 
@@ -118,7 +131,7 @@ def _padded(chunks: Sequence[list[SampledFrame]], last: list[np.ndarray | None],
 
 def stream_predictions(model: BatchStreamModel, videos: Sequence[Iterable[SampledFrame]], *, chunk: int,
                        imgz: int, k: int, keep_probs: bool = False, clock: ModelClock | None = None,
-                       window_s: float = 0.0) -> list[ClipPrediction]:
+                       window_s: float = 0.0, keep_features: bool = False) -> list[ClipPrediction]:
     """Runs several videos through a stream model together: all of them in each call, ``chunk`` frames
     of each per call, from their first frame on.
 
@@ -137,7 +150,7 @@ def stream_predictions(model: BatchStreamModel, videos: Sequence[Iterable[Sample
     Args:
         model: a model whose ``batches`` is true (a SavedModel).
         videos: each video's sampled frames, uint8 [imgz, imgz, 3] each, in order.
-        chunk, imgz, k, keep_probs, clock, window_s: as ``stream_prediction``; ``clock``
+        chunk, imgz, k, keep_probs, clock, window_s, keep_features: as ``stream_prediction``; ``clock``
             adds up the whole batch's time in the model; each video has its own window.
 
     Returns:
@@ -145,7 +158,7 @@ def stream_predictions(model: BatchStreamModel, videos: Sequence[Iterable[Sample
     """
     clock = clock or ModelClock()
     streams = [iter(frames) for frames in videos]
-    rows = [_StreamRows(k, keep_probs) for _ in streams]
+    rows = [_StreamRows(k, keep_probs, keep_features) for _ in streams]
     windows = [FrameWindow(window_s) for _ in streams] if windowed(model, window_s) else None
     ended = [False] * len(streams)
     last: list[np.ndarray | None] = [None] * len(streams)
@@ -161,14 +174,17 @@ def stream_predictions(model: BatchStreamModel, videos: Sequence[Iterable[Sample
         images = _padded(chunks, last, span)
         if states is None:
             states = clock.call(model.init_states, imgz, len(streams))
-        if windows is not None:
+        if windows is not None or keep_features:  # models with features give one output per frame
             probs, features, states = clock.call(model.step_with_features, images, states)
-            means = [w.means(features[video, :n], times_of(frames))
-                     for video, (w, frames, n) in enumerate(zip(windows, chunks, counts))]
-            now = np.split(clock.call(model.head, np.concatenate(means)), np.cumsum(counts)[:-1])
+            if windows is not None:
+                means = [w.means(features[video, :n], times_of(frames))
+                         for video, (w, frames, n) in enumerate(zip(windows, chunks, counts))]
+                now = np.split(clock.call(model.head, np.concatenate(means)), np.cumsum(counts)[:-1])
             for video, (frames, n) in enumerate(zip(chunks, counts)):
-                if n:
-                    rows[video].add(frames, now[video], probs[video, n - 1])
+                if n and windows is not None:
+                    rows[video].add(frames, now[video], probs[video, n - 1], features[video, :n])
+                elif n:
+                    rows[video].add(frames, probs[video, :n], features=features[video, :n])
             continue
         cuts = [span] if model.per_frame else sorted({n for n in counts if 0 < n < span} | {span})
         parts, start = [], 0

@@ -116,6 +116,8 @@ class VideoHandler(ModelHandler[FrameSource, VideoResult, Any]):
         k: classes kept per frame (predictions only).
         keep_probs: also keep every frame's full probability vector.
         keep_keypoints: also keep every frame's keypoints (pose models).
+        keep_features: also keep every frame's features (``output.write_embeddings``): a stream
+            model's own per frame, a clip model's (loaded with ``embed``) per clip.
         batch: stream models whose ``batches`` is true (SavedModels on TensorFlow): how
             many videos share each model call and how Beam gathers them; None: one
             video per call. The outputs are the same either way.
@@ -125,7 +127,8 @@ class VideoHandler(ModelHandler[FrameSource, VideoResult, Any]):
     """
 
     def __init__(self, model: ModelSpec, plan: ClipWindows | StreamChunks, *, k: int = 1,
-                 keep_probs: bool = False, keep_keypoints: bool = False, batch: StreamBatch | None = None):
+                 keep_probs: bool = False, keep_keypoints: bool = False, keep_features: bool = False,
+                 batch: StreamBatch | None = None):
         if batch is not None and not isinstance(plan, StreamChunks):
             raise ValueError("videos share model calls in stream mode only: batch needs StreamChunks")
         if batch is not None and batch.videos < 1:
@@ -136,6 +139,7 @@ class VideoHandler(ModelHandler[FrameSource, VideoResult, Any]):
         self._k = k
         self._keep_probs = keep_probs
         self._keep_keypoints = keep_keypoints
+        self._keep_features = keep_features
         self._batch = batch
         self._model_ms = None
         self._videos_per_call = None
@@ -167,7 +171,8 @@ class VideoHandler(ModelHandler[FrameSource, VideoResult, Any]):
         if isinstance(self._plan, StreamChunks):
             outputs = [(0, stream_prediction(model, frames, chunk=self._plan.size, imgz=source.spec.imgz,
                                              k=self._k, keep_probs=self._keep_probs, clock=clock,
-                                             window_s=self._plan.window_s))]
+                                             window_s=self._plan.window_s,
+                                             keep_features=self._keep_features))]
         else:
             outputs = self._clip_outputs(model, frames, clock)
         self._model_ms.update(int(clock.seconds * 1000))
@@ -197,7 +202,7 @@ class VideoHandler(ModelHandler[FrameSource, VideoResult, Any]):
             clock = ModelClock()
             predictions = stream_predictions(model, videos, chunk=self._plan.size, imgz=batch[0].spec.imgz,
                                              k=self._k, keep_probs=self._keep_probs, clock=clock,
-                                             window_s=self._plan.window_s)
+                                             window_s=self._plan.window_s, keep_features=self._keep_features)
         finally:
             for decoder in own:
                 decoder.stop()

@@ -15,6 +15,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from beam_pipeline.cli import review
+
 __all__ = ["main"]
 
 
@@ -289,6 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _report_parser(sub)
     _app_parser(sub)
     _demo_parser(sub)
+    review.add_parsers(sub)
     args, beam_args = parser.parse_known_args(argv)
     if args.command not in ("run", "train") and beam_args:
         parser.error(f"unrecognized arguments: {' '.join(beam_args)}")
@@ -300,10 +303,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     from beam_pipeline.config import ConfigError
 
     commands = {"run": _cmd_run, "export-movinet": _cmd_export, "train": _cmd_train, "report": _cmd_report,
-                "app": _cmd_app, "demo": _cmd_demo}
+                "app": _cmd_app, "demo": _cmd_demo, **review.COMMANDS}
     try:
         _check_flags(sub.choices[args.command], beam_args)
         return commands[args.command](args, beam_args)
     except ConfigError as exc:
+        print(f"videolabel: error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # the review commands' one-line errors (a run without what they need)
+        if args.command not in review.COMMANDS:
+            raise
         print(f"videolabel: error: {exc}", file=sys.stderr)
         return 2

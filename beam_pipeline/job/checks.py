@@ -14,8 +14,8 @@ from models.movinet_variants import hub_handle, is_hub_url
 from models.storage import local_copy
 from transforms.listing import is_manifest, manifest_columns
 
-__all__ = ["check_inputs", "check_output_location", "check_pose_handle", "fitted_to_model", "resolve_handle",
-           "resolve_labels"]
+__all__ = ["check_inputs", "check_output_location", "check_pose_handle", "fitted_to_model",
+           "has_frame_features", "resolve_handle", "resolve_labels"]
 
 def check_inputs(paths: Sequence[str]) -> None:
     """Every glob matches at least one file; every manifest exists and has a ``uri`` column.
@@ -98,7 +98,7 @@ def fitted_to_model(cfg: JobConfig, handle: str) -> JobConfig:
         ConfigError: a window other than the default was asked of such a model.
     """
     window = cfg.model.frame_window_s
-    if not handle.endswith(".tflite") or window == 0 or _has_head(handle):
+    if not handle.endswith(".tflite") or window == 0 or has_frame_features(handle):
         return cfg
     if window != ModelConfig.model_fields["frame_window_s"].default:
         raise ConfigError(f"model.frame_window_s: {handle!r} has no frame features (no head signature), "
@@ -123,7 +123,7 @@ def _check_trained_like(folder: str, cfg: JobConfig) -> None:
                               f"{key} {trained[key]!r}; run it with the config it was trained with")
 
 
-def _has_head(tflite: str) -> bool:
+def has_frame_features(tflite: str) -> bool:
     """Whether a .tflite MoViNet has the ``head`` signature that frame windows need (LiteRT reads the
     file's signature list; TensorFlow is not imported)."""
     from models.movinet_tflite import interpreter

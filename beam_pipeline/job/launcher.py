@@ -356,7 +356,9 @@ def record(run: PreparedRun, done: ExecutedRun) -> RunRecord:
                         model_id=cfg.model.model_id, served=run.model.path, runtime=run.model.runtime,
                         frame_labels=run.model.frame_labels,
                         **({"weights": "random"} if run.model.random_weights else {}),
-                        **({"pose": run.model.pose} if run.model.pose else {})),
+                        **({"pose": run.model.pose} if run.model.pose else {}),
+                        **({"embedding_width": run.model.embedding_width}
+                           if run.model.embedding_width else {})),
         config_hash=run.stamp.config_hash, config=cfg.to_dict(), beam_args=run.beam_args,
         counts={"videos": videos, **counters},
         splits=Splits(ratios=dict(cfg.split.ratios), salt=cfg.split.salt,

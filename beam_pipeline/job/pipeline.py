@@ -17,7 +17,7 @@ from transforms.decode_sample import DecodeAndSample
 from transforms.listing import ListVideos
 from transforms.progress import NoteVideos, note_total
 from transforms.records import DEFAULT_DECODER, SamplingSpec
-from transforms.schema import SEGMENTS_SCHEMA, VIDEOS_SCHEMA, frames_schema
+from transforms.schema import frames_schema, segments_schema, videos_schema
 from transforms.segments import SegmentRule
 from transforms.video_handler import ClipWindows, StreamChunks, VideoHandler
 from transforms.write import write_branches
@@ -36,14 +36,15 @@ def make_handler(cfg: JobConfig, model: ServedModel, num_labels: int) -> VideoHa
     m, s, handle = cfg.model, cfg.sampling, model.path
     windows = ClipWindows(s.n_frames, s.stride, m.batch_size)
     k = min(m.top_k, num_labels)
+    embed = model.embedding_width is not None
     if m.kind == "lstm":
-        lstm = PoseLstm(handle, model.pose, cfg.pose.threshold, num_labels, s.n_frames, m.tf_threads)
+        lstm = PoseLstm(handle, model.pose, cfg.pose.threshold, num_labels, s.n_frames, m.tf_threads, embed)
         return VideoHandler(lstm, windows, k=k, keep_probs=cfg.output.write_probs,
                             keep_keypoints=cfg.output.write_keypoints)
-    movinet = Movinet(handle, m.model_mode, num_labels, cfg.imgz, m.tf_threads)
+    movinet = Movinet(handle, m.model_mode, num_labels, cfg.imgz, m.tf_threads, embed)
     if m.model_mode == "stream":
         plan = StreamChunks(m.stream_chunk, m.frame_window_s)
-        return VideoHandler(movinet, plan, k=k, keep_probs=cfg.output.write_probs,
+        return VideoHandler(movinet, plan, k=k, keep_probs=cfg.output.write_probs, keep_features=embed,
                             batch=model.batch)
     return VideoHandler(movinet, windows, k=k, keep_probs=cfg.output.write_probs)
 
@@ -119,7 +120,8 @@ def video_rows(refs, cfg: JobConfig, *, model: ServedModel, labels: Sequence[str
     aggregate = Aggregate(mode=input_mode(cfg), labels=labels, k=min(cfg.model.top_k, len(labels)),
                           write_frames=out.write_frames, write_probs=out.write_probs,
                           write_keypoints=out.write_keypoints, stamp=stamp, pool=cfg.model.video_pool,
-                          background=cfg.input.background_label, segments=segments)
+                          background=cfg.input.background_label, segments=segments,
+                          embedding_width=model.embedding_width)
     return {name: branch | f"Aggregate/{name}" >> aggregate for name, branch in branches.items()}
 
 
@@ -162,9 +164,10 @@ def build_pipeline(p: beam.Pipeline, cfg: JobConfig, *, model: ServedModel, labe
     if progress_dir is not None:
         for name, branch_rows in rows.items():
             _ = branch_rows | f"NoteProgress/{name}" >> NoteVideos(progress_dir)
-    schemas = {"videos": VIDEOS_SCHEMA}  # committed in this order, videos last (transforms.write)
+    # committed in this order, videos last (transforms.write)
+    schemas = {"videos": videos_schema(model.embedding_width)}
     if out.write_segments:
-        schemas = {"segments": SEGMENTS_SCHEMA, **schemas}
+        schemas = {"segments": segments_schema(model.embedding_width), **schemas}
     if out.write_frames:
         schemas = {"frames": frames_schema(out.write_probs, out.write_keypoints), **schemas}
     sort_keys = {"videos": ("video_id",), "frames": ("video_id", "frame_index"),

@@ -10,6 +10,7 @@ and copied to each worker through Beam's filesystems.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import sys
 
@@ -17,14 +18,15 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
 
 from beam_pipeline.config import ConfigError, JobConfig
+from beam_pipeline.job.checks import has_frame_features
 from beam_pipeline.job.dataflow import is_dataflow
 from models.hub_fetch import HubUnavailable, hub_local
 from models.movinet_convert import ConversionError, litert_model
-from models.movinet_variants import is_hub_url
+from models.movinet_variants import feature_width, is_hub_url
 from models.weights_note import is_random
 from transforms.video_handler import StreamBatch
 
-__all__ = ["ServedModel", "frame_labels", "model_runtime", "serve", "served_pose"]
+__all__ = ["ServedModel", "embedding_width", "frame_labels", "model_runtime", "serve", "served_pose"]
 
 
 def model_runtime(cfg: JobConfig, handle: str) -> str:
@@ -139,6 +141,36 @@ def frame_labels(cfg: JobConfig, handle: str) -> str:
     return "window" if m.frame_window_s > 0 else "cumulative"
 
 
+def embedding_width(cfg: JobConfig, handle: str, path: str) -> int | None:
+    """F, the width of the run's embeddings (``output.write_embeddings``), else None: a MoViNet's
+    feature width (``models.movinet_variants.feature_width``: 480 for A0), a pose LSTM's as its
+    ``results.json`` records it.
+
+    Raises:
+        ConfigError: a model that gives no features: TF Hub's classifiers, a .tflite without frame
+            features, a pose LSTM trained before embeddings (one line naming the fix).
+    """
+    if not cfg.output.write_embeddings:
+        return None
+    if is_hub_url(handle):
+        raise ConfigError("output.write_embeddings: TF Hub's MoViNet classifiers give no features; run a "
+                          "model of videolabel export-movinet or videolabel train")
+    if path.endswith(".tflite") and not has_frame_features(path):
+        raise ConfigError(f"output.write_embeddings: {path} has no frame features; convert it again with "
+                          "videolabel export-movinet --tflite")
+    if cfg.model.kind != "lstm":
+        return feature_width(cfg.model.model_id)
+    results = FileSystems.join(handle, "results.json")
+    width = None
+    if FileSystems.exists(results):
+        with FileSystems.open(results) as stored:
+            width = json.loads(stored.read()).get("config", {}).get("embedding_width")
+    if width is None:
+        raise ConfigError(f"output.write_embeddings: the LSTM in {handle} was trained before embeddings; "
+                          "train it again with this version")
+    return int(width)
+
+
 @dataclasses.dataclass(frozen=True)
 class ServedModel:
     """The model that serves a run, decided once on the driver (``serve``) and passed as it is to the
@@ -153,6 +185,8 @@ class ServedModel:
         frame_labels: what a frame row's prediction is (``frame_labels``).
         random_weights: the model was exported with random weights (``models.weights_note``).
         pose: the MoveNet the workers load before the LSTM (``served_pose``); None for MoViNet.
+        embedding_width: F, the width of each embedding with ``output.write_embeddings``
+            (``embedding_width``), else None.
     """
 
     handle: str
@@ -162,6 +196,7 @@ class ServedModel:
     frame_labels: str
     random_weights: bool = False
     pose: str | None = None
+    embedding_width: int | None = None
 
     @classmethod
     def of(cls, cfg: JobConfig, handle: str, path: str | None = None, pose: str | None = None) -> ServedModel:
@@ -173,7 +208,8 @@ class ServedModel:
         batched = m.accelerator and m.kind == "movinet" and m.model_mode == "stream" and runtime == "tf"
         batch = StreamBatch(m.batch_size, m.max_batch_duration_s) if batched else None
         pose = pose or (cfg.pose.handle if m.kind == "lstm" else None)
-        return cls(handle, path, runtime, batch, frame_labels(cfg, handle), is_random(handle), pose)
+        return cls(handle, path, runtime, batch, frame_labels(cfg, handle), is_random(handle), pose,
+                   embedding_width(cfg, handle, path))
 
 
 def serve(cfg: JobConfig, handle: str, num_labels: int, options: PipelineOptions) -> ServedModel:

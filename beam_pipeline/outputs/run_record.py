@@ -67,7 +67,8 @@ class ModelInfo(_Part):
     what ran it (``runtime``, ``tf`` or ``litert``, on ``served``: the handle, or its LiteRT file),
     and what a frame's label is (``frame_labels``, see ``beam_pipeline.job.serving.frame_labels``).
     ``weights`` is ``random`` for a model exported with random weights (``models.weights_note``),
-    written only then; ``pose``, for the pose LSTM, the MoveNet its workers loaded."""
+    written only then; ``pose``, for the pose LSTM, the MoveNet its workers loaded;
+    ``embedding_width``, with ``output.write_embeddings``, the floats in each ``embedding``."""
 
     handle: str
     num_labels: int
@@ -78,6 +79,7 @@ class ModelInfo(_Part):
     frame_labels: str = "clip"
     weights: str | None = None
     pose: str | None = None  # model.kind lstm: the MoveNet the workers loaded (a TF Hub model's copy)
+    embedding_width: int | None = None
 
     @property
     def random_weights(self) -> bool:

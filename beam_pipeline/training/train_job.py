@@ -1,7 +1,9 @@
 """``videolabel train``: extract features with the Beam pipeline, then fit a classifier with Keras.
 
 Each video of a labelled manifest is sampled into clips of ``n_frames`` frames
-(``sampling``), and each clip becomes one example in ``OUTPUT/features/split=*/``:
+(``sampling``), and each clip becomes one example in ``OUTPUT/features/split=*/``, labelled
+with its video's label, or, from a segment manifest (``uri,start_s,end_s,label,split``, as
+``videolabel import-annotations`` writes), with the label of the segment holding its middle:
 
 * ``model.kind: lstm``: MoveNet keypoints, float32 [n_frames, 51];
 * ``model.kind: movinet``, ``train.method: head``: the frozen backbone's pooled
@@ -35,7 +37,7 @@ from beam_pipeline.job.serving import served_pose
 from beam_pipeline.outputs.ledger import TRAIN_WRITES, check_output, check_output_apart, prepare_output
 from beam_pipeline.outputs.run_output import RunOutput
 from beam_pipeline.outputs.run_record import new_run_id, pipeline_metrics
-from models.movinet_variants import is_hub_url
+from models.movinet_variants import feature_width, is_hub_url
 from models.training import SplitData, fit_classifier
 from models.video_model import RawClips
 from transforms import metrics
@@ -96,7 +98,14 @@ def _unread(result: VideoResult) -> VideoExamples:
 
 class _FeatureRowsFn(beam.DoFn):
     """VideoExamples -> ``VideoRows`` with its ``features`` batch (one row per clip); counts the videos
-    used and failed."""
+    used and failed.
+
+    A clip's label is the video's, or with a segment manifest the label of the segment holding the
+    clip's middle (``background`` outside every segment; None, so left out of training, without one).
+    """
+
+    def __init__(self, background: str | None = None):
+        self._background = background
 
     def setup(self) -> None:
         self._used = metrics.counter(metrics.TRAIN_VIDEOS_USED)
@@ -108,7 +117,9 @@ class _FeatureRowsFn(beam.DoFn):
         examples = [np.ascontiguousarray(example) for _, example in result.examples]
         n = len(examples)
         features = record_batch({
-            "video_id": [ref.video_id] * n, "uri": [ref.uri] * n, "label": [ref.label] * n,
+            "video_id": [ref.video_id] * n, "uri": [ref.uri] * n,
+            "label": [ref.label_at(t, self._background) for t in result.middles_s] if ref.segments
+            else [ref.label] * n,
             "clip_index": [clip_index for clip_index, _ in result.examples],
             "features": [e.tobytes() for e in examples], "dtype": [e.dtype.name for e in examples],
             "shape": [list(e.shape) for e in examples]}, FEATURES_SCHEMA)
@@ -134,7 +145,7 @@ def build_features_pipeline(p: beam.Pipeline, cfg: JobConfig, output: str, run_i
     extracted, failed = sources | "Examples" >> extract
     unread = unread | "Unread" >> beam.Map(_unread)
     branches = {"Extracted": extracted, "FailedInference": failed, "FailedBeforeModel": unread}
-    rows = {name: branch | f"ToRows/{name}" >> beam.ParDo(_FeatureRowsFn())
+    rows = {name: branch | f"ToRows/{name}" >> beam.ParDo(_FeatureRowsFn(cfg.input.background_label))
             for name, branch in branches.items()}
     if progress_dir is not None:
         for name, branch_rows in rows.items():
@@ -208,6 +219,16 @@ def _classifier(cfg: JobConfig, backbone, labels: Sequence[str]):
     return model, save
 
 
+def _embedding_width(cfg: JobConfig, model) -> int:
+    """The width of the fitted model's embeddings (``output.write_embeddings`` of a run with it): the pose
+    LSTM's embedding layer, a MoViNet's features."""
+    if cfg.model.kind == "lstm":
+        from models.lstm import EMBEDDING_LAYER
+
+        return int(model.get_layer(EMBEDDING_LAYER).output.shape[-1])
+    return feature_width(cfg.model.model_id)
+
+
 def _finetunes(cfg: JobConfig) -> bool:
     """Whether ``train`` fits every weight of a MoViNet on decoded clips (else features computed once)."""
     return cfg.model.kind == "movinet" and cfg.train.method == "finetune"
@@ -268,7 +289,8 @@ def run_train(cfg: JobConfig, manifest: str, output: str, beam_args: Sequence[st
           f"examples ({len(labels)} classes; {dropped} without a train label skipped)")
     results = fit_classifier(model, data, labels, _fit_settings(cfg), output,
                              config={"job": cfg.to_dict(), "manifest": manifest, "features_skipped": dropped,
-                                     "videos_failed": failed},
+                                     "videos_failed": failed,
+                                     "embedding_width": _embedding_width(cfg, model)},
                              save=save, augment=_augmentation(cfg))
     accuracy = results["test_accuracy"]
     print(f"test accuracy {accuracy:.3f}" if accuracy is not None else "no test split: see results.json")

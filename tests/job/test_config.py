@@ -112,6 +112,7 @@ RESULT_CHANGING = {
     "output.write_segments": False,
     "output.segment_min_s": 3,
     "output.segment_min_score": 0.9,
+    "output.write_embeddings": True,
     "output.write_keypoints": True,  # model.kind lstm only (tested on the lstm config)
 }
 EXECUTION_ONLY = {

@@ -108,7 +108,7 @@ def test_base_handler_decodes_a_video_into_padded_clips_in_batches(a0_base, mixe
     # each frame row is written by the latest clip starting at or before it: 3 + 3 + 2 rows
     assert [p.frame_indices.tolist() for p in preds] == [[0, 6, 12], [18, 24, 30], [36, 42]]
     frames = np.stack([f.image for f in sample_frames(ref.uri, spec, DecodeReport())])
-    expected = softmax(model.logits(frames[None, :4].astype(np.float32) / 255.0))
+    expected = softmax(model.outputs(frames[None, :4].astype(np.float32) / 255.0)[0])
     np.testing.assert_allclose(preds[0].clip_probs, expected[0], atol=1e-5)
     assert handler.batch_elements_kwargs()["max_batch_size"] == 1
 
@@ -124,7 +124,7 @@ def test_base_handler_pads_a_short_last_clip(a0_base):
     assert preds[2].frame_indices.tolist() == [16, 17, 18]
     # the padded short clip equals the clip with its last frame repeated to 8
     padded = np.concatenate([clips[2].frames, np.repeat(clips[2].frames[-1:], 5, axis=0)])
-    expected = softmax(model.logits(padded[None].astype(np.float32) / 255.0))
+    expected = softmax(model.outputs(padded[None].astype(np.float32) / 255.0)[0])
     np.testing.assert_allclose(preds[2].clip_probs, expected[0], atol=1e-5)
 
 

@@ -23,8 +23,8 @@ ON_TF = ["--set", "model.runtime=tf"]
 def test_pretrained_backbone_takes_the_exported_weights_whatever_the_class_count(a0_stream):
     import tensorflow as tf
 
-    from models.movinet_graph import classifier_on
-    from models.movinet_training import finetune_model, head_model, pooled_features, pretrained_backbone
+    from models.movinet_graph import classifier_on, pooled_features
+    from models.movinet_training import finetune_model, head_model, pretrained_backbone
 
     backbone = pretrained_backbone("a0", "stream", a0_stream)  # 600 classes in, 3 out below
     source = {v.name: v.numpy() for v in tf.saved_model.load(a0_stream).model.variables}

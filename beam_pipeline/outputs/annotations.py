@@ -1,0 +1,102 @@
+"""``videolabel import-annotations``: a Label Studio export of corrected tasks -> a segment manifest.
+
+Reads Label Studio's JSON export (``GET /api/projects/{id}/export?exportType=JSON``, or Export ->
+JSON in its interface) of tasks that ``videolabel export --format label-studio`` made. For each task
+a person annotated, its latest annotation that was not cancelled gives one manifest row per
+timeline region: ``uri,start_s,end_s,label,split``, with ``uri`` and ``split`` from the task's data
+and the region's frames ([start, end], counted from 1 at the task's ``fps``) as seconds
+[(start - 1) / fps, end / fps). ``videolabel train --manifest`` takes the file as it is: each
+clip is labelled by the segment holding its middle. Tasks nobody annotated are left out (their
+labels are still the model's).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable
+from typing import Any, NamedTuple
+
+from apache_beam.io.filesystems import FileSystems
+
+__all__ = ["MANIFEST_COLUMNS", "Imported", "import_annotations", "segment_rows"]
+
+MANIFEST_COLUMNS = ("uri", "start_s", "end_s", "label", "split")
+
+
+class Imported(NamedTuple):
+    """What an import found: manifest ``rows`` (dicts of ``MANIFEST_COLUMNS``), and the tasks read,
+    annotated and changed from their prediction."""
+
+    rows: list[dict[str, Any]]
+    tasks: int
+    annotated: int
+    changed: int
+
+
+def _latest(annotations: Iterable[dict]) -> dict | None:
+    kept = [a for a in annotations if not a.get("was_cancelled")]
+    return max(kept, key=lambda a: (a.get("updated_at") or a.get("created_at") or "", a.get("id") or 0),
+               default=None)
+
+
+def _regions(result: Iterable[dict]) -> list[tuple[int, int, str]]:
+    """(start frame, end frame, label) of each timeline range of a result."""
+    found = []
+    for region in result:
+        value = region.get("value", {})
+        labels = value.get("timelinelabels") or []
+        for span in value.get("ranges", []) if labels else []:
+            found.append((int(span["start"]), int(span["end"]), str(labels[0])))
+    return sorted(found)
+
+
+def segment_rows(task: dict) -> list[dict[str, Any]] | None:
+    """One task's manifest rows from its latest annotation; None when nobody annotated it.
+
+    Raises:
+        ValueError: a task without the ``uri`` or ``fps`` that videolabel's export gives it.
+    """
+    annotation = _latest(task.get("annotations") or [])
+    if annotation is None:
+        return None
+    data = task.get("data", {})
+    if "uri" not in data or not data.get("fps"):
+        raise ValueError(f"task {task.get('id')} has no uri or fps in its data: was it made by "
+                         "videolabel export --format label-studio?")
+    fps = float(data["fps"])
+    return [{"uri": data["uri"], "start_s": round((start - 1) / fps, 6), "end_s": round(end / fps, 6),
+             "label": label, "split": data.get("split") or ""}
+            for start, end, label in _regions(annotation.get("result", [])) if end >= start]
+
+
+def import_annotations(export_path: str, manifest_path: str) -> Imported:
+    """Reads a Label Studio JSON export (local or gs://) and writes the segment manifest csv.
+
+    Raises:
+        ValueError: the file is not a JSON list of tasks, or a task lacks videolabel's data (one line).
+    """
+    with FileSystems.open(export_path) as handle:
+        try:
+            tasks = json.loads(handle.read())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{export_path} is not JSON ({exc}): export the project as JSON") from None
+    if not isinstance(tasks, list):
+        raise ValueError(f"{export_path} is not a list of tasks: export the project as JSON (not JSON_MIN)")
+    rows, annotated, changed = [], 0, 0
+    for task in tasks:
+        found = segment_rows(task)
+        if found is None:
+            continue
+        annotated += 1
+        predicted = [_regions(p.get("result", [])) for p in task.get("predictions") or []]
+        changed += not predicted or _regions(_latest(task["annotations"])["result"]) != predicted[-1]
+        rows.extend(found)
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    with FileSystems.create(manifest_path) as raw:
+        raw.write(text.getvalue().encode("utf-8"))
+    return Imported(rows, len(tasks), annotated, changed)
