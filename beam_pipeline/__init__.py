@@ -1,7 +1,8 @@
 """videolabel: label every video (and frame) of an archive with a Beam pipeline.
 
-The Python API, ``from beam_pipeline import LabelVideos, label_videos, train`` (``beam_pipeline.api``),
-is imported on first use, so ``import beam_pipeline`` stays cheap (no Beam, TensorFlow or pandas import).
+The Python API, ``from beam_pipeline import LabelVideos, label_videos, train`` (``beam_pipeline.api``)
+and ``more_like_this``, ``near_duplicates`` (``beam_pipeline.outputs.similar``), is imported on first
+use, so ``import beam_pipeline`` stays cheap (no Beam, TensorFlow or pandas import).
 """
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ import importlib
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["LabelVideos", "label_videos", "train"]
+__all__ = ["LabelVideos", "label_videos", "more_like_this", "near_duplicates", "train"]
 
 #: Public names and the module each is imported from when first used.
-_LAZY = {name: "beam_pipeline.api" for name in __all__}
+_LAZY = {**{name: "beam_pipeline.api" for name in ("LabelVideos", "label_videos", "train")},
+         **{name: "beam_pipeline.outputs.similar" for name in ("more_like_this", "near_duplicates")}}
 
 
 def __getattr__(name: str) -> Any:

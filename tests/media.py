@@ -169,3 +169,20 @@ def marker(path: Path, w=160, h=96) -> Path:
     img = np.zeros((h, w, 3), np.uint8)
     img[:20, :20] = 255
     return write_video(path, [img] * 5, fps=5)
+
+
+def reencoded(source: Path, path: Path, *, scale: float = 1.0, codec: str = "libx264", crf: int | None = None,
+              trim_s: float = 0.0) -> Path:
+    """A re-encoded copy of ``source``: each side times ``scale`` (rounded to even), through ``codec`` (x264
+    at its ``ultrafast`` preset, and ``crf`` its quality, 51 worst, when given), its first ``trim_s``
+    seconds cut."""
+    with av.open(str(source)) as container:
+        stream = container.streams.video[0]
+        fps = round(float(stream.average_rate or 25))
+        width, height = (max(2, round(side * scale / 2) * 2) for side in (stream.width, stream.height))
+        frames = [frame.to_ndarray(format="rgb24", width=width, height=height)
+                  for frame in container.decode(stream) if frame.time is None or frame.time >= trim_s]
+    options = {"preset": "ultrafast"} if codec == "libx264" else {}
+    if crf is not None:
+        options["crf"] = str(crf)
+    return write_video(path, frames, fps=fps, codec=codec, options=options)

@@ -63,20 +63,18 @@ def _cmd_import(args, beam_args) -> int:
 
 
 def _cmd_similar(args, beam_args) -> int:
-    from beam_pipeline.outputs.run_output import RunOutput
     from beam_pipeline.outputs.similar import more_like_this
 
     table = "segments" if args.segments else "videos"
-    rows = more_like_this(RunOutput(args.output), args.video_id, args.k, table)
+    rows = more_like_this(args.output, args.video_id, args.k, table)
     print(rows.to_string(index=False))
     return 0
 
 
 def _cmd_duplicates(args, beam_args) -> int:
-    from beam_pipeline.outputs.run_output import RunOutput
     from beam_pipeline.outputs.similar import DUPLICATE_THRESHOLD, near_duplicates
 
-    groups = near_duplicates(RunOutput(args.output), args.threshold or DUPLICATE_THRESHOLD)
+    groups = near_duplicates(args.output, args.threshold or DUPLICATE_THRESHOLD)
     count = groups["group"].nunique()
     print(f"{count} group{'s' * (count != 1)} of near-duplicates, {len(groups)} videos")
     if len(groups):

@@ -1,19 +1,20 @@
 """Near-duplicates and "more like this", from a run's embeddings (``output.write_embeddings``).
 
-Embeddings are unit vectors (``transforms.embeddings``), so an inner product is a cosine
-similarity. The nearest-neighbour search is faiss's (``faiss-cpu``): an exact flat index up to
-``EXACT_UP_TO`` vectors, above that an HNSW graph (``HNSW_LINKS`` links per vector, search breadth
-``HNSW_SEARCH``), which answers each query in well under a millisecond at a million vectors
-(figures: ``benchmarks/similar.py``, docs/OUTPUT.md).
+Embeddings are unit vectors (``transforms.embeddings``), but a model's pooled features share a large
+common part (they are mostly positive), so raw cosine similarities of different videos crowd near 1
+(0.994 median for different clips of one signer, docs/OUTPUT.md). The search therefore first
+standardises the run's embeddings, each dimension by its mean and spread over the run
+(``standardised``; from ``STANDARDISE_FROM`` videos up, fewer give no stable spread), and compares
+the unit vectors of those: a similarity then says how alike two videos are against the others of
+the archive. The nearest-neighbour search is faiss's (``faiss-cpu``): an exact flat index up to
+``EXACT_UP_TO`` vectors, above that an HNSW graph (``HNSW_LINKS`` links a vector, search breadth
+``HNSW_SEARCH``; figures at a million: ``benchmarks/similar.py``, docs/OUTPUT.md).
 
 * ``more_like_this(output, video_id, k)``: the ``k`` videos (or segments) nearest one video.
-* ``near_duplicates(output, threshold)``: groups of videos each linked to another of its group by
-  a similarity of at least ``threshold`` (connected components of the graph of each video's
-  ``NEIGHBOURS`` nearest neighbours above it; scipy), for a whole run.
-
-A re-encoded copy of a video (another size, bitrate or codec, a trimmed start) lands at a
-similarity near 1; ``DUPLICATE_THRESHOLD`` is set from the margins measured in
-``tests/outputs/test_similar_runs.py`` (docs/OUTPUT.md has them).
+* ``near_duplicates(output, threshold)``: groups of videos over a whole run. Two videos are linked
+  when each is among the other's ``NEIGHBOURS`` nearest and their similarity is at least
+  ``threshold``; a group is a connected component of the links (scipy). Asking for mutual
+  neighbours keeps a crowd of merely similar videos from chaining into one group.
 """
 
 from __future__ import annotations
@@ -29,16 +30,19 @@ from beam_pipeline.outputs.run_output import RunOutput
 from transforms.schema import EMBEDDING
 
 __all__ = ["DUPLICATE_THRESHOLD", "Embeddings", "NeighbourIndex", "more_like_this", "near_duplicates",
-           "read_embeddings"]
+           "read_embeddings", "standardised"]
 
 #: Below this many vectors the search is exact (a flat index: n x F multiply-adds a query).
 EXACT_UP_TO = 50_000
 HNSW_LINKS = 32
 HNSW_SEARCH = 128
-#: Neighbours looked at per video when grouping near-duplicates.
-NEIGHBOURS = 10
-#: The default similarity at or above which two videos are near-duplicates.
-DUPLICATE_THRESHOLD = 0.95
+#: Neighbours looked at per video when grouping near-duplicates (links are mutual among these).
+NEIGHBOURS = 5
+#: The default similarity (of standardised embeddings) at or above which two linked videos are
+#: near-duplicates; set from tests/outputs/test_similar_runs.py's measures (docs/OUTPUT.md).
+DUPLICATE_THRESHOLD = 0.9
+#: Fewest rows whose per-dimension mean and spread standardise the embeddings.
+STANDARDISE_FROM = 50
 
 _KEYS = {"videos": ["video_id", "uri", "split", "prediction", "label"],
          "segments": ["video_id", "uri", "split", "segment_index", "start_s", "end_s", "label"]}
@@ -52,12 +56,14 @@ class Embeddings(NamedTuple):
     vectors: np.ndarray
 
 
-def read_embeddings(output: RunOutput, table: str = "videos") -> Embeddings:
-    """The embeddings of ``table`` (``videos`` or ``segments``), rows without one (failed videos) left out.
+def read_embeddings(output: str | RunOutput, table: str = "videos") -> Embeddings:
+    """The embeddings of ``table`` (``videos`` or ``segments``) of a run's output (its folder, local or
+    gs://, or its ``RunOutput``), rows without one (failed videos) left out.
 
     Raises:
         ValueError: the output has no embeddings (one line: run with ``output.write_embeddings``).
     """
+    output = output if isinstance(output, RunOutput) else RunOutput(output)
     dataset = output.dataset(table)
     if dataset is None or EMBEDDING not in dataset.schema.names:
         raise ValueError(f"{output.root} has no {table} embeddings: run it with "
@@ -69,6 +75,20 @@ def read_embeddings(output: RunOutput, table: str = "videos") -> Embeddings:
     width = column.type.list_size
     vectors = column.flatten().to_numpy(zero_copy_only=False).reshape(len(column), width).astype(np.float32)
     return Embeddings(found.drop_columns([EMBEDDING]).to_pandas(), vectors)
+
+
+def standardised(vectors: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
+    """float32 [n, F] -> float32 [n, F]: each dimension less its mean over ``reference`` (default: the
+    vectors), over its spread there, each row then scaled to unit length; as they are (unit rows) when
+    ``reference`` has fewer than ``STANDARDISE_FROM`` rows."""
+    from transforms.embeddings import l2_normalised
+
+    reference = vectors if reference is None else reference
+    if len(reference) < STANDARDISE_FROM:
+        return np.asarray(vectors, np.float32)
+    mean = reference.mean(axis=0, dtype=np.float64)
+    spread = reference.std(axis=0, dtype=np.float64) + 1e-6
+    return l2_normalised((vectors - mean) / spread)
 
 
 class NeighbourIndex:
@@ -94,9 +114,10 @@ class NeighbourIndex:
         return self.index.search(np.ascontiguousarray(queries, np.float32), k)
 
 
-def more_like_this(output: RunOutput, video_id: str, k: int = 10, table: str = "videos") -> pd.DataFrame:
+def more_like_this(output: str | RunOutput, video_id: str, k: int = 10,
+                   table: str = "videos") -> pd.DataFrame:
     """The ``k`` rows of ``table`` nearest the video ``video_id`` (the video itself left out), best
-    first, with a ``similarity`` column (cosine, 1 is the same direction).
+    first, with a ``similarity`` column (cosine of the standardised embeddings, ``standardised``).
 
     Raises:
         ValueError: no embeddings in the output, or ``video_id`` has none (failed, or not in the run).
@@ -105,35 +126,40 @@ def more_like_this(output: RunOutput, video_id: str, k: int = 10, table: str = "
     videos = found if table == "videos" else read_embeddings(output, "videos")
     mine = np.flatnonzero(videos.rows["video_id"].to_numpy() == video_id)
     if not len(mine):
-        raise ValueError(f"video {video_id!r} has no embedding in {output.root} (failed, or not in the run)")
-    similarity, position = NeighbourIndex(found.vectors).search(videos.vectors[mine[:1]], k + 1)
+        raise ValueError(f"video {video_id!r} has no embedding in this run (it failed, or is not in it)")
+    index = NeighbourIndex(standardised(found.vectors))
+    similarity, position = index.search(standardised(videos.vectors[mine[:1]], found.vectors), k + 1)
     keep = [(p, s) for p, s in zip(position[0], similarity[0])
             if p >= 0 and found.rows["video_id"].iloc[p] != video_id][:k]
     rows = found.rows.iloc[[p for p, _ in keep]].reset_index(drop=True)
     return rows.assign(similarity=np.array([s for _, s in keep], np.float32))
 
 
-def near_duplicates(output: RunOutput, threshold: float = DUPLICATE_THRESHOLD,
+def near_duplicates(output: str | RunOutput, threshold: float = DUPLICATE_THRESHOLD,
                     neighbours: int = NEIGHBOURS) -> pd.DataFrame:
     """Groups of near-duplicate videos over a whole run: one row per video in a group of two or more,
     with ``group`` (0, 1, ... largest first), ``size`` and ``similarity`` (to its nearest in the group).
 
-    Each video's ``neighbours`` nearest videos at a similarity of at least ``threshold`` are linked;
-    a group is a connected component of those links, so a chain of close copies is one group.
+    Two videos are linked when each is among the other's ``neighbours`` nearest and their similarity
+    (of standardised embeddings) is at least ``threshold``; a group is a connected component of the
+    links, so a chain of close copies is one group.
     """
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
     found = read_embeddings(output, "videos")
-    n = len(found.vectors)
-    similarity, position = NeighbourIndex(found.vectors).search(found.vectors, neighbours + 1)
+    vectors = standardised(found.vectors)
+    n = len(vectors)
+    similarity, position = NeighbourIndex(vectors).search(vectors, neighbours + 1)
     source = np.repeat(np.arange(n), similarity.shape[1])
     target, weight = position.reshape(-1), similarity.reshape(-1)
-    linked = (target >= 0) & (target != source) & (weight >= threshold)
-    graph = coo_matrix((np.ones(linked.sum()), (source[linked], target[linked])), shape=(n, n))
+    near = (target >= 0) & (target != source) & (weight >= threshold)
+    pairs = set(zip(source[near].tolist(), target[near].tolist()))
+    mutual = np.array([(a, b) in pairs and (b, a) in pairs for a, b in zip(source, target)]) & near
+    graph = coo_matrix((np.ones(mutual.sum()), (source[mutual], target[mutual])), shape=(n, n))
     _, component = connected_components(graph, directed=False)
     best = np.full(n, np.nan, np.float32)
-    np.fmax.at(best, source[linked], weight[linked])
+    np.fmax.at(best, source[mutual], weight[mutual])
     rows = found.rows.assign(component=component, similarity=best)
     sizes = rows.groupby("component")["video_id"].transform("size")
     rows = rows[sizes > 1].assign(size=sizes[sizes > 1])
