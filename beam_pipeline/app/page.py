@@ -29,7 +29,9 @@ import yaml
 from beam_pipeline.app.preview import browser_plays, preview_mp4
 from beam_pipeline.app.serve import AppSettings
 from beam_pipeline.config import VIDEO_EXTENSIONS, ConfigError
+from beam_pipeline.outputs.exports import webvtt
 from beam_pipeline.outputs.run_output import PathGuard, RefusedPath, RunOutput, VideoDetail, VideoFilter
+from beam_pipeline.outputs.similar import SimilarVideos
 from models.movinet_variants import is_hub_url
 from models.weights_note import random_weights_warning
 
@@ -39,6 +41,8 @@ _MIME = {".webm": "video/webm", ".ogv": "video/ogg", ".mov": "video/quicktime"}
 #: Sections an uploaded config may not set: the page sets where to read, write and how to run.
 _PAGE_SECTIONS = ("input", "output", "runner")
 _PAGE_SIZE = 50
+#: Rows of "More like this" under an opened video.
+_SIMILAR_SHOWN = 5
 #: Width of the timeline's plots: they sit in the right 3/5 of a wide page, the legend below.
 _CHART_PX = 330
 
@@ -71,6 +75,15 @@ def _video(root: str, video_id: str, split: str | None) -> VideoDetail | None:
 
 
 @st.cache_data(show_spinner=False)
+@st.cache_resource(show_spinner="indexing the run's embeddings...", max_entries=4)
+def _similar(root: str) -> SimilarVideos | None:
+    """The run's embeddings, indexed once per output; None for a run without them."""
+    try:
+        return SimilarVideos(_output(root))
+    except ValueError:
+        return None
+
+
 def _names_video(root: str, uri: str) -> bool:
     return _output(root).names_video(uri)
 
@@ -145,7 +158,9 @@ def _preview(uri: str, _changed: float | None) -> bytes | None:
     return None if browser_plays(uri) else preview_mp4(uri)
 
 
-def _play(uri: str, guard: PathGuard) -> None:
+def _play(uri: str, guard: PathGuard, captions: dict[str, str] | None = None) -> None:
+    """Plays ``uri`` (as a preview where the browser cannot play it), with ``captions`` (track name ->
+    WebVTT text: the video's segments) as its subtitle tracks."""
     try:
         guard.check(uri, "video")
     except RefusedPath as exc:
@@ -162,10 +177,10 @@ def _play(uri: str, guard: PathGuard) -> None:
         preview = None
     if preview is not None:
         st.caption("a preview (H.264 in MP4): the browser cannot play this file's own format")
-        st.video(preview, format="video/mp4")
+        st.video(preview, format="video/mp4", subtitles=captions)
         return
     mime = _MIME.get(os.path.splitext(uri)[1].lower(), "video/mp4")
-    st.video(_video_bytes(uri) if remote else uri, format=mime)
+    st.video(_video_bytes(uri) if remote else uri, format=mime, subtitles=captions)
 
 
 def _row_table(row: dict[str, Any]) -> pd.DataFrame:
@@ -192,7 +207,8 @@ def show_video(detail: VideoDetail, guard: PathGuard) -> None:
     left, right = st.columns([2, 3])
     with left:
         if row["status"] != "failed":
-            _play(row["uri"], guard)
+            segments = detail.segments.to_dict("records")
+            _play(row["uri"], guard, {"segments": webvtt(segments)} if segments else None)
         if row.get("top_k_labels") is not None and len(row["top_k_labels"]):
             top_k = pd.DataFrame({"class": list(row["top_k_labels"]), "score": list(row["top_k_scores"])})
             st.dataframe(top_k, hide_index=True, width="stretch")
@@ -424,6 +440,19 @@ def browse_view(settings: AppSettings) -> None:
     detail = _video(root, page.video_id.iloc[index], page.split.iloc[index])
     if detail is not None:
         show_video(detail, _guard(settings))
+        _more_like_this(root, detail.row)
+
+
+def _more_like_this(root: str, row: dict[str, Any]) -> None:
+    """The videos nearest this one by their embeddings (``output.write_embeddings``), best first."""
+    similar = _similar(root)
+    if similar is None or row["status"] == "failed":
+        return
+    st.markdown("**More like this**", help="the videos whose embeddings are nearest this one's "
+                                           "(cosine of the run's standardised embeddings)")
+    nearest = similar.like(row["video_id"], _SIMILAR_SHOWN)
+    st.dataframe(nearest[["uri", "prediction", "label", "split", "similarity"]], hide_index=True,
+                 width="stretch", column_config={"similarity": st.column_config.NumberColumn(format="%.3f")})
 
 
 def failures_view(settings: AppSettings) -> None:

@@ -19,7 +19,8 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
 from xml.sax.saxutils import quoteattr
 
 import numpy as np
@@ -31,7 +32,7 @@ import pyarrow.dataset as ds
 from beam_pipeline.outputs.run_output import RunOutput
 
 __all__ = ["FORMATS", "FROM_NAME", "TO_NAME", "export", "label_studio_config", "local_files_url", "to_frame",
-           "vtt_time"]
+           "vtt_time", "webvtt"]
 
 FORMATS = ("label-studio", "webvtt", "csv")
 #: The names of the labelling interface's tags, which regions refer to.
@@ -139,15 +140,21 @@ def _label_studio(output: RunOutput, folder: str, document_root: str) -> list[st
     return paths
 
 
+def webvtt(segments: Iterable[Mapping[str, Any]]) -> str:
+    """A WebVTT file's text: one cue per segment (``segment_index``, ``start_s``, ``end_s``, ``label``,
+    ``mean_score``), ``label 87%``, numbered from 1 in time order."""
+    cues = [f"{s['segment_index'] + 1}\n{vtt_time(s['start_s'])} --> {vtt_time(s['end_s'])}\n"
+            f"{s['label']} {s['mean_score']:.0%}\n" for s in sorted(segments, key=lambda s: s["start_s"])]
+    return "WEBVTT\n\n" + "\n".join(cues)
+
+
 def _webvtt(output: RunOutput, folder: str) -> list[str]:
     segments = _segments_by_video(output)
     paths = []
     for video in _decoded(output).to_pylist():
-        cues = [f"{s['segment_index'] + 1}\n{vtt_time(s['start_s'])} --> {vtt_time(s['end_s'])}\n"
-                f"{s['label']} {s['mean_score']:.0%}\n" for s in segments.get(video["video_id"], [])]
         path = os.path.join(folder, f"{video['video_id']}.vtt")
         with open(path, "w", encoding="utf-8") as handle:
-            handle.write("WEBVTT\n\n" + "\n".join(cues))
+            handle.write(webvtt(segments.get(video["video_id"], [])))
         paths.append(path)
     return paths
 

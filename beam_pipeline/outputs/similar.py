@@ -29,8 +29,8 @@ import pyarrow.dataset as ds
 from beam_pipeline.outputs.run_output import RunOutput
 from transforms.schema import EMBEDDING
 
-__all__ = ["DUPLICATE_THRESHOLD", "Embeddings", "NeighbourIndex", "more_like_this", "near_duplicates",
-           "read_embeddings", "standardised"]
+__all__ = ["DUPLICATE_THRESHOLD", "Embeddings", "NeighbourIndex", "SimilarVideos", "more_like_this",
+           "near_duplicates", "read_embeddings", "standardised"]
 
 #: Below this many vectors the search is exact (a flat index: n x F multiply-adds a query).
 EXACT_UP_TO = 50_000
@@ -114,25 +114,42 @@ class NeighbourIndex:
         return self.index.search(np.ascontiguousarray(queries, np.float32), k)
 
 
+class SimilarVideos:
+    """A run's ``table`` (``videos`` or ``segments``) embeddings, standardised and indexed once, to ask
+    for the rows most like any of its videos (``like``); the app keeps one per output."""
+
+    def __init__(self, output: str | RunOutput, table: str = "videos"):
+        self.found = read_embeddings(output, table)
+        self._videos = self.found if table == "videos" else read_embeddings(output, "videos")
+        self._index = NeighbourIndex(standardised(self.found.vectors))
+
+    def like(self, video_id: str, k: int = 10) -> pd.DataFrame:
+        """The ``k`` rows nearest the video ``video_id`` (the video itself left out), best first, with a
+        ``similarity`` column (cosine of the standardised embeddings, ``standardised``).
+
+        Raises:
+            ValueError: ``video_id`` has no embedding (it failed, or is not in the run).
+        """
+        mine = np.flatnonzero(self._videos.rows["video_id"].to_numpy() == video_id)
+        if not len(mine):
+            raise ValueError(f"video {video_id!r} has no embedding in this run (it failed, or is not in it)")
+        query = standardised(self._videos.vectors[mine[:1]], self.found.vectors)
+        similarity, position = self._index.search(query, k + 1)
+        ids = self.found.rows["video_id"].to_numpy()
+        keep = [(p, s) for p, s in zip(position[0], similarity[0]) if p >= 0 and ids[p] != video_id][:k]
+        rows = self.found.rows.iloc[[p for p, _ in keep]].reset_index(drop=True)
+        return rows.assign(similarity=np.array([s for _, s in keep], np.float32))
+
+
 def more_like_this(output: str | RunOutput, video_id: str, k: int = 10,
                    table: str = "videos") -> pd.DataFrame:
-    """The ``k`` rows of ``table`` nearest the video ``video_id`` (the video itself left out), best
-    first, with a ``similarity`` column (cosine of the standardised embeddings, ``standardised``).
+    """The ``k`` rows of ``table`` nearest the video ``video_id`` of a run's output, best first
+    (``SimilarVideos.like``).
 
     Raises:
-        ValueError: no embeddings in the output, or ``video_id`` has none (failed, or not in the run).
+        ValueError: no embeddings in the output, or ``video_id`` has none.
     """
-    found = read_embeddings(output, table)
-    videos = found if table == "videos" else read_embeddings(output, "videos")
-    mine = np.flatnonzero(videos.rows["video_id"].to_numpy() == video_id)
-    if not len(mine):
-        raise ValueError(f"video {video_id!r} has no embedding in this run (it failed, or is not in it)")
-    index = NeighbourIndex(standardised(found.vectors))
-    similarity, position = index.search(standardised(videos.vectors[mine[:1]], found.vectors), k + 1)
-    keep = [(p, s) for p, s in zip(position[0], similarity[0])
-            if p >= 0 and found.rows["video_id"].iloc[p] != video_id][:k]
-    rows = found.rows.iloc[[p for p, _ in keep]].reset_index(drop=True)
-    return rows.assign(similarity=np.array([s for _, s in keep], np.float32))
+    return SimilarVideos(output, table).like(video_id, k)
 
 
 def near_duplicates(output: str | RunOutput, threshold: float = DUPLICATE_THRESHOLD,

@@ -19,13 +19,18 @@ import pytest
 from beam_pipeline.cli.commands import main
 from beam_pipeline.demo.synthetic import motion_frames, write_video
 from beam_pipeline.outputs.run_output import RunOutput
-from beam_pipeline.outputs.similar import DUPLICATE_THRESHOLD, more_like_this, near_duplicates, read_embeddings, \
-    standardised
+from beam_pipeline.outputs.similar import (
+    DUPLICATE_THRESHOLD,
+    more_like_this,
+    near_duplicates,
+    read_embeddings,
+    standardised,
+)
 from tests.conftest import IN_MEMORY, SHARED_FIXTURES
 from tests.helpers import doc_query
 from tests.media import reencoded
 
-COPIES = {"half": dict(scale=0.5), "crf38": dict(crf=38), "mpeg4": dict(codec="mpeg4"), "trim": dict(trim_s=0.3)}
+COPIES = {"half": {"scale": 0.5}, "crf38": {"crf": 38}, "mpeg4": {"codec": "mpeg4"}, "trim": {"trim_s": 0.3}}
 REAL_CLIPS = 12
 GENERATED = ["moving_right", "moving_left", "moving_up", "moving_down", "moving_right", "moving_left"]
 
@@ -52,9 +57,9 @@ def copies_run(demo_run, tmp_path_factory):
             reencoded(source, folder / f"{source.stem}~{name}{suffix}", **change)
     out = folder / "out"
     model = demo_run[0] / "demo" / "model"
-    assert main(["run", "--config", "configs/local.yaml", "--input", str(folder / "*.m*"), "--output", str(out),
-                 "--model", str(model), "--set", "sampling.imgz=64", "--set", "sampling.fps=4",
-                 "--set", "output.write_embeddings=true", *IN_MEMORY]) == 0
+    assert main(["run", "--config", "configs/local.yaml", "--input", str(folder / "*.m*"),
+                 "--output", str(out), "--model", str(model), "--set", "sampling.imgz=64",
+                 "--set", "sampling.fps=4", "--set", "output.write_embeddings=true", *IN_MEMORY]) == 0
     return out, [source.stem for source in sources]
 
 
@@ -77,7 +82,8 @@ def test_re_encoded_copies_are_each_others_nearest_neighbours(copies_run):
     out, clips = copies_run
     found = read_embeddings(str(out))
     assert len(found.rows) == len(clips) * (1 + len(COPIES))  # every video decoded and has an embedding
-    assert found.vectors.shape[1] == json.loads((out / "_run.json").read_text())["model"]["embedding_width"] == 480
+    width = json.loads((out / "_run.json").read_text())["model"]["embedding_width"]
+    assert found.vectors.shape[1] == width == 480
     np.testing.assert_allclose(np.linalg.norm(found.vectors, axis=1), 1.0, rtol=1e-5)
     names = np.array([_original(uri) for uri in found.rows["uri"]])
     figures = {}
@@ -109,9 +115,9 @@ def test_groups_of_near_duplicates_and_more_like_this(copies_run, capsys):
         assert group is not None and list(clips_of[group]) == [name], clips_of
         assert (groups["clip"] == name).sum() >= len(COPIES)  # the clip and at least 3 of its 4 copies
     real = groups[~groups["clip"].str.startswith("generated")]
-    print(json.dumps({"groups": int(groups["group"].nunique()), "real_groups": int(real["group"].nunique()),
-                      "real_pure": int((real.groupby("group")["clip"].nunique() == 1).sum()),
-                      "real_videos_grouped": len(real)}))
+    figures = {"groups": int(groups["group"].nunique()), "real_groups": int(real["group"].nunique()),
+               "real_pure": int((real.groupby("group")["clip"].nunique() == 1).sum()),
+               "real_videos_grouped": len(real)}
 
     original = read_embeddings(str(out)).rows.query("uri.str.endswith('generated_0.mp4')")["video_id"].iloc[0]
     nearest = more_like_this(str(out), original, k=len(COPIES))
@@ -126,6 +132,8 @@ def test_groups_of_near_duplicates_and_more_like_this(copies_run, capsys):
     assert printed.count("generated_0~") == 2
     assert main(["duplicates", str(out), "--csv", str(out.parent / "groups.csv")]) == 0
     assert f"{groups['group'].nunique()} groups of near-duplicates" in capsys.readouterr().out
+    with capsys.disabled():
+        print(json.dumps(figures))  # the closing note's figures (pytest -s)
 
 
 def test_the_docs_nearest_videos_query_runs_as_written(copies_run):
