@@ -38,15 +38,16 @@ from transforms.schema import (
     EMBEDDING,
     SCHEMA_VERSION,
     VIDEOS_SCHEMA,
+    embeddings_schema,
     frames_schema,
     record_batch,
-    videos_schema,
 )
 from transforms.segments import SegmentRule, segment_rows, truth_spans
 
 __all__ = [
     "Aggregate",
     "RunStamp",
+    "embeddings_batch",
     "frames_batch",
     "prediction_columns",
     "segments_batch",
@@ -116,19 +117,9 @@ def video_probs(clip_probs: Sequence[np.ndarray], mode: str, pool: str = "mean")
     return stacked.mean(axis=0).astype(np.float32)
 
 
-def _features(ordered: Sequence[tuple[int, ClipPrediction]]) -> np.ndarray | None:
-    """The frames' features float32 [n, F] in time order, or None (no frames, or none kept)."""
-    if not ordered or any(c.features is None for _, c in ordered):
-        return None
-    return np.concatenate([c.features for _, c in ordered])
-
-
 def video_batch(info: VideoInfo, clips: Sequence[tuple[int, ClipPrediction]], mode: str,
-                labels: Sequence[str], k: int, stamp: RunStamp, pool: str = "mean",
-                embedding_width: int | None = None) -> pa.RecordBatch:
-    """The video's one ``videos`` row (``videos_schema(embedding_width)``); ``clips``: (clip_index,
-    prediction), any order. With ``embedding_width``, ``embedding`` is the normalised mean of its
-    frames' features (``transforms.embeddings``), null for a video without frames."""
+                labels: Sequence[str], k: int, stamp: RunStamp, pool: str = "mean") -> pa.RecordBatch:
+    """The video's one ``videos`` row (``VIDEOS_SCHEMA``); ``clips``: (clip_index, prediction), any order."""
     ordered = sorted(clips, key=lambda c: c[0])
     status, error = _status(info, bool(ordered))
     ref, meta = info.ref, info.meta
@@ -157,13 +148,8 @@ def video_batch(info: VideoInfo, clips: Sequence[tuple[int, ClipPrediction]], mo
         "run_id": stamp.run_id,
         "schema_version": SCHEMA_VERSION,
     }
-    columns = {**{name: [value] for name, value in scalars.items()}, "label": label, **prediction,
-               "is_error": _is_error(prediction["prediction"], label)}
-    if embedding_width is not None:
-        features = _features(ordered)
-        vector = None if features is None else span_embeddings(features, [0], [len(features)])
-        columns[EMBEDDING] = embedding_column(vector, 1, embedding_width)
-    return record_batch(columns, videos_schema(embedding_width))
+    return record_batch({**{name: [value] for name, value in scalars.items()}, "label": label, **prediction,
+                         "is_error": _is_error(prediction["prediction"], label)}, VIDEOS_SCHEMA)
 
 
 def frames_batch(info: VideoInfo, clips: Sequence[tuple[int, ClipPrediction]], labels: Sequence[str], k: int,
@@ -205,14 +191,11 @@ def frames_batch(info: VideoInfo, clips: Sequence[tuple[int, ClipPrediction]], l
 
 
 def segments_batch(info: VideoInfo, clips: Sequence[tuple[int, ClipPrediction]], labels: Sequence[str],
-                   rule: SegmentRule, *, background: str | None = None,
-                   embedding_width: int | None = None) -> pa.RecordBatch:
-    """The video's ``segments`` rows (``segments_schema(embedding_width)``) from its frames' top-1
-    predictions, in time (clip) order; ``clips`` are (clip_index, prediction) in any order. The true
-    labels are the manifest's segments (``background`` between them), else the video label
-    (``truth_spans``). With ``embedding_width``, each segment's ``embedding`` is over its frames."""
-    ordered = sorted(clips, key=lambda c: c[0])
-    preds = [clip for _, clip in ordered]
+                   rule: SegmentRule, *, background: str | None = None) -> pa.RecordBatch:
+    """The video's ``segments`` rows (``SEGMENTS_SCHEMA``) from its frames' top-1 predictions, in time
+    (clip) order; ``clips`` are (clip_index, prediction) in any order. The true labels are the
+    manifest's segments (``background`` between them), else the video label (``truth_spans``)."""
+    preds = [clip for _, clip in sorted(clips, key=lambda c: c[0])]
     ref = info.ref
     if preds:
         arrays = (np.concatenate([c.timestamps_s for c in preds]),
@@ -222,8 +205,40 @@ def segments_batch(info: VideoInfo, clips: Sequence[tuple[int, ClipPrediction]],
         arrays = (np.zeros(0, np.float64), np.zeros(0, np.int32), np.zeros(0, np.float32))
     return segment_rows(ref.video_id, ref.uri, *arrays, labels, rule,
                         duration_s=info.meta.duration_s if info.meta else None,
-                        truth=truth_spans(ref.segments, ref.label, background),
-                        features=_features(ordered), embedding_width=embedding_width)
+                        truth=truth_spans(ref.segments, ref.label, background))
+
+
+def embeddings_batch(info: VideoInfo, clips: Sequence[tuple[int, ClipPrediction]], width: int,
+                     segments: pa.RecordBatch | None = None) -> pa.RecordBatch:
+    """The video's ``embeddings`` rows (``embeddings_schema(width)``): the whole video's (the normalised
+    mean of its frames' features, ``transforms.embeddings``), then one per row of its ``segments``
+    batch (over the frames in [start_s, end_s)); none for a video without frames.
+
+    Raises:
+        ValueError: a clip without features, or features of another width (the model is not the one
+            the run declared).
+    """
+    ordered = sorted(clips, key=lambda c: c[0])
+    if not ordered:
+        return pa.RecordBatch.from_pylist([], schema=embeddings_schema(width))
+    if any(c.features is None for _, c in ordered):
+        raise ValueError("the model gave no features for this video's clips (output.write_embeddings)")
+    features = np.concatenate([c.features for _, c in ordered])
+    times = np.concatenate([c.timestamps_s for _, c in ordered])
+    spans = segments if segments is not None and segments.num_rows else None
+    starts, ends = ([0], [len(times)]) if spans is None else (
+        np.r_[0, np.searchsorted(times, spans["start_s"].to_numpy() - 1e-6)],
+        np.r_[len(times), np.searchsorted(times, spans["end_s"].to_numpy() - 1e-6)])
+    n = len(starts)
+    nothing = pa.nulls(1, pa.float64())
+    return record_batch({
+        "video_id": pa.repeat(info.ref.video_id, n), "uri": pa.repeat(info.ref.uri, n),
+        "segment_index": pa.concat_arrays([pa.nulls(1, pa.int32()), *([] if spans is None
+                                                                        else [spans["segment_index"]])]),
+        "start_s": pa.concat_arrays([nothing, *([] if spans is None else [spans["start_s"]])]),
+        "end_s": pa.concat_arrays([nothing, *([] if spans is None else [spans["end_s"]])]),
+        EMBEDDING: embedding_column(span_embeddings(features, starts, ends), n, width),
+    }, embeddings_schema(width))
 
 
 class _RowsFn(beam.DoFn):
@@ -273,15 +288,17 @@ class _RowsFn(beam.DoFn):
         segments, ``segments``."""
         clips = [(index, pred) for index, pred in outputs if len(pred.frame_indices)]
         labels, k = self._labels, self._k
-        width = self._embedding_width
-        tables = {"videos": video_batch(info, clips, self._mode, labels, k, self._stamp, self._pool, width)}
+        tables = {"videos": video_batch(info, clips, self._mode, labels, k, self._stamp, self._pool)}
         if self._write_frames:
             tables["frames"] = frames_batch(info, clips, labels, k, write_probs=self._write_probs,
                                             write_keypoints=self._write_keypoints,
                                             background=self._background)
         if self._segments is not None:
             tables["segments"] = segments_batch(info, clips, labels, self._segments,
-                                                background=self._background, embedding_width=width)
+                                                background=self._background)
+        if self._embedding_width is not None:
+            width = self._embedding_width
+            tables["embeddings"] = embeddings_batch(info, clips, width, tables.get("segments"))
         return tables
 
     def _count(self, name: str) -> None:
@@ -300,9 +317,9 @@ class Aggregate(beam.PTransform):
     ``write_probs`` and ``write_keypoints`` add the ``probs`` and ``keypoints`` frame columns
     (``transforms.schema.frames_schema``). ``background`` labels the frames outside every
     segment of a segmented video, and is the true label there for ``segments``.
-    ``embedding_width`` (``output.write_embeddings``) adds the ``embedding`` column of
-    ``videos`` and ``segments``, from the clips' features. Counts videos by status, split
-    and error type, frames, and segments.
+    ``embedding_width`` (``output.write_embeddings``) adds its ``embeddings`` batch (the video's and
+    its segments', from the clips' features). Counts videos by status, split and error type,
+    frames, and segments.
     """
 
     def __init__(self, *, mode: str, labels: Sequence[str], k: int, write_frames: bool, write_probs: bool,

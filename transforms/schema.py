@@ -1,7 +1,7 @@
-"""The output schema, declared once: pyarrow schemas for the videos, frames and segments tables.
+"""The output schema, declared once: pyarrow schemas for the videos, frames, segments and embeddings tables.
 
 ``SCHEMA_VERSION`` changes whenever a column is added, removed or retyped, or a table
-is added (2: the ``segments`` table; 3: the ``embedding`` column of ``output.write_embeddings``).
+is added (2: the ``segments`` table; 3: the ``embeddings`` table of ``output.write_embeddings``).
 ``split`` is a Hive partition (``split=<name>/`` directories), so it is not a
 column inside the files; readers that use the partitioning see it as one.
 ``record_batch`` builds a table's rows against its schema, by column name.
@@ -15,7 +15,7 @@ from typing import Any
 import pyarrow as pa
 
 __all__ = ["EMBEDDING", "FRAMES_SCHEMA", "SCHEMA_VERSION", "SEGMENTS_SCHEMA", "VIDEOS_SCHEMA",
-           "frames_schema", "record_batch", "segments_schema", "videos_schema"]
+           "embeddings_schema", "frames_schema", "record_batch"]
 
 SCHEMA_VERSION = 3
 
@@ -80,26 +80,24 @@ _PROBS = pa.field("probs", pa.list_(pa.float32()))
 _KEYPOINTS = pa.field("keypoints", pa.list_(pa.float32()))
 
 
-#: The column of ``output.write_embeddings`` in ``videos`` and ``segments``.
+#: The vector column of the ``embeddings`` table.
 EMBEDDING = "embedding"
 
 
-def _with_embedding(schema: pa.Schema, width: int | None) -> pa.Schema:
-    """``schema`` plus ``embedding``: a fixed-size list of ``width`` float32 (an L2-normalised vector;
-    null for a video without frames), which DuckDB reads as ``FLOAT[width]``; ``width`` None: as it is."""
-    if width is None:
-        return schema
-    return schema.append(pa.field(EMBEDDING, pa.list_(pa.float32(), width)))
-
-
-def videos_schema(embedding_width: int | None = None) -> pa.Schema:
-    """The videos schema, with ``embedding`` (``embedding_width`` floats) when embeddings are written."""
-    return _with_embedding(VIDEOS_SCHEMA, embedding_width)
-
-
-def segments_schema(embedding_width: int | None = None) -> pa.Schema:
-    """The segments schema, with ``embedding`` (``embedding_width`` floats) when embeddings are written."""
-    return _with_embedding(SEGMENTS_SCHEMA, embedding_width)
+def embeddings_schema(width: int) -> pa.Schema:
+    """The ``embeddings`` table (``output.write_embeddings``): a row for each video that has frames
+    (``segment_index``, ``start_s`` and ``end_s`` null) and one for each of its segments (as in
+    ``segments``), each with ``embedding``, an L2-normalised vector of ``width`` float32 (a fixed-size
+    list, never null: a video without frames has no row; DuckDB reads it as ``FLOAT[]``)."""
+    return pa.schema([
+        pa.field("video_id", pa.string(), nullable=False),
+        pa.field("uri", pa.string(), nullable=False),
+        pa.field("segment_index", pa.int32()),
+        pa.field("start_s", pa.float64()),
+        pa.field("end_s", pa.float64()),
+        pa.field(EMBEDDING, pa.list_(pa.float32(), width), nullable=False),
+    ], metadata={"videolabel.schema_version": str(SCHEMA_VERSION), "videolabel.table": "embeddings",
+                 "videolabel.embedding_width": str(width)})
 
 
 def frames_schema(write_probs: bool, write_keypoints: bool = False) -> pa.Schema:

@@ -51,8 +51,7 @@ from typing import NamedTuple
 import numpy as np
 import pyarrow as pa
 
-from transforms.embeddings import embedding_column, span_embeddings
-from transforms.schema import EMBEDDING, record_batch, segments_schema
+from transforms.schema import SEGMENTS_SCHEMA, record_batch
 
 __all__ = ["SegmentRule", "Segments", "find_segments", "frame_ends", "segment_rows", "true_overlap",
            "truth_spans"]
@@ -77,8 +76,6 @@ class Segments(NamedTuple):
         label_index: int32 [s], its predicted class.
         mean_score, max_score: float32 [s], over its frames that predict that class.
         frames: int64 [s], the sampled frames in its span.
-        first_frame: int64 [s], the position of its span's first frame among the video's frames
-            (its frames are ``first_frame`` up to ``first_frame + frames``).
     """
 
     start_s: np.ndarray
@@ -87,7 +84,6 @@ class Segments(NamedTuple):
     mean_score: np.ndarray
     max_score: np.ndarray
     frames: np.ndarray
-    first_frame: np.ndarray
 
 
 def frame_ends(timestamps_s: np.ndarray, duration_s: float | None = None) -> np.ndarray:
@@ -126,9 +122,9 @@ def find_segments(timestamps_s: np.ndarray, prediction_index: np.ndarray, score:
             mine = score[lo:hi][index[lo:hi] == label]
             for name, value in (("start_s", run_start[a]), ("end_s", run_end[b]), ("label_index", label),
                                 ("mean_score", mine.mean(dtype=np.float64)), ("max_score", mine.max()),
-                                ("frames", hi - lo), ("first_frame", lo)):
+                                ("frames", hi - lo)):
                 columns[name].append(value)
-    dtypes = (np.float64, np.float64, np.int32, np.float32, np.float32, np.int64, np.int64)
+    dtypes = (np.float64, np.float64, np.int32, np.float32, np.float32, np.int64)
     return Segments(*(np.array(columns[name], dtype) for name, dtype in zip(Segments._fields, dtypes)))
 
 
@@ -205,22 +201,14 @@ def true_overlap(start_s: float, end_s: float, truth: Sequence[Span]) -> tuple[s
 
 def segment_rows(video_id: str, uri: str, timestamps_s: np.ndarray, prediction_index: np.ndarray,
                  score: np.ndarray, labels: Sequence[str], rule: SegmentRule, *,
-                 duration_s: float | None = None, truth: Sequence[Span] = (),
-                 features: np.ndarray | None = None, embedding_width: int | None = None) -> pa.RecordBatch:
-    """One video's ``segments`` rows (``segments_schema(embedding_width)``) from its frames (see the
-    module doc); ``truth`` (``truth_spans``) gives ``true_label`` and ``overlap_s``, null where it says
-    nothing; ``features`` float32 [n, F] (the frames') give each segment's ``embedding``, the normalised
-    mean over the frames in its span (``transforms.embeddings``), with ``embedding_width`` F.
+                 duration_s: float | None = None, truth: Sequence[Span] = ()) -> pa.RecordBatch:
+    """One video's ``segments`` rows (``SEGMENTS_SCHEMA``) from its frames (see the module doc);
+    ``truth`` (``truth_spans``) gives ``true_label`` and ``overlap_s``, null where it says nothing.
     A video without frames, or without a segment, has no rows."""
     found = find_segments(timestamps_s, prediction_index, score, rule, duration_s)
     n = len(found.start_s)
     truths = [true_overlap(s, e, truth) for s, e in zip(found.start_s.tolist(), found.end_s.tolist())]
-    columns = {}
-    if embedding_width is not None:
-        vectors = None if features is None else span_embeddings(features, found.first_frame,
-                                                                 found.first_frame + found.frames)
-        columns[EMBEDDING] = embedding_column(vectors, n, embedding_width)
-    return record_batch({**columns,
+    return record_batch({
         "video_id": pa.repeat(video_id, n),
         "uri": pa.repeat(uri, n),
         "segment_index": np.arange(n, dtype=np.int32),
@@ -232,4 +220,4 @@ def segment_rows(video_id: str, uri: str, timestamps_s: np.ndarray, prediction_i
         "frames": found.frames,
         "true_label": pa.array([name for name, _ in truths], pa.string()),
         "overlap_s": pa.array([seconds for _, seconds in truths], pa.float64()),
-    }, segments_schema(embedding_width))
+    }, SEGMENTS_SCHEMA)

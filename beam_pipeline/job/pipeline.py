@@ -17,7 +17,7 @@ from transforms.decode_sample import DecodeAndSample
 from transforms.listing import ListVideos
 from transforms.progress import NoteVideos, note_total
 from transforms.records import DEFAULT_DECODER, SamplingSpec
-from transforms.schema import frames_schema, segments_schema, videos_schema
+from transforms.schema import SEGMENTS_SCHEMA, VIDEOS_SCHEMA, embeddings_schema, frames_schema
 from transforms.segments import SegmentRule
 from transforms.video_handler import ClipWindows, StreamChunks, VideoHandler
 from transforms.write import write_branches
@@ -165,13 +165,15 @@ def build_pipeline(p: beam.Pipeline, cfg: JobConfig, *, model: ServedModel, labe
         for name, branch_rows in rows.items():
             _ = branch_rows | f"NoteProgress/{name}" >> NoteVideos(progress_dir)
     # committed in this order, videos last (transforms.write)
-    schemas = {"videos": videos_schema(model.embedding_width)}
+    schemas = {"videos": VIDEOS_SCHEMA}
+    if model.embedding_width is not None:
+        schemas = {"embeddings": embeddings_schema(model.embedding_width), **schemas}
     if out.write_segments:
-        schemas = {"segments": segments_schema(model.embedding_width), **schemas}
+        schemas = {"segments": SEGMENTS_SCHEMA, **schemas}
     if out.write_frames:
         schemas = {"frames": frames_schema(out.write_probs, out.write_keypoints), **schemas}
     sort_keys = {"videos": ("video_id",), "frames": ("video_id", "frame_index"),
-                 "segments": ("video_id", "segment_index")}
+                 "segments": ("video_id", "segment_index"), "embeddings": ("video_id", "segment_index")}
     write_branches(rows, "WriteOutputs", out.path, schemas, sort_keys, run_id=stamp.run_id,
                    videos_per_file=out.videos_per_file, flush_s=out.flush_s)
     return tuple(rows.values())

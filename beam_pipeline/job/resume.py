@@ -51,7 +51,7 @@ __all__ = ["ReadDone", "ResumeState", "done_ids", "prepare_resume"]
 _log = logging.getLogger(__name__)
 _COLUMNS = ["video_id", "status", "config_hash", "model", "run_id", "schema_version"]
 #: The tables whose parts are committed with a ``videos`` part, under the same file name.
-_PAIRED = ("frames", "segments")
+_PAIRED = ("frames", "segments", "embeddings")
 
 
 @dataclasses.dataclass(frozen=True)

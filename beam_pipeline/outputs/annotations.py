@@ -1,7 +1,8 @@
 """``videolabel import-annotations``: a Label Studio export of corrected tasks -> a segment manifest.
 
 Reads Label Studio's JSON export (``GET /api/projects/{id}/export?exportType=JSON``, or Export ->
-JSON in its interface) of tasks that ``videolabel export --format label-studio`` made. For each task
+JSON in its interface; it holds the annotated tasks) of tasks that ``videolabel export --format
+label-studio`` made. For each task
 a person annotated, its latest annotation that was not cancelled gives one manifest row per
 timeline region: ``uri,start_s,end_s,label,split``, with ``uri`` and ``split`` from the task's data
 and the region's frames ([start, end], counted from 1 at the task's ``fps``) as seconds
@@ -52,6 +53,17 @@ def _regions(result: Iterable[dict]) -> list[tuple[int, int, str]]:
     return sorted(found)
 
 
+def _changed(task: dict) -> bool:
+    """Whether a task's latest annotation differs from the prediction it started from: the annotation's
+    own ``prediction`` (Label Studio's JSON export inlines it), else the task's last full prediction;
+    an annotation with neither counts as changed."""
+    annotation = _latest(task["annotations"])
+    parent = annotation.get("prediction")
+    if not isinstance(parent, dict):
+        parent = next((p for p in reversed(task.get("predictions") or []) if isinstance(p, dict)), None)
+    return parent is None or _regions(annotation.get("result", [])) != _regions(parent.get("result", []))
+
+
 def segment_rows(task: dict) -> list[dict[str, Any]] | None:
     """One task's manifest rows from its latest annotation; None when nobody annotated it.
 
@@ -90,8 +102,7 @@ def import_annotations(export_path: str, manifest_path: str) -> Imported:
         if found is None:
             continue
         annotated += 1
-        predicted = [_regions(p.get("result", [])) for p in task.get("predictions") or []]
-        changed += not predicted or _regions(_latest(task["annotations"])["result"]) != predicted[-1]
+        changed += _changed(task)
         rows.extend(found)
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")

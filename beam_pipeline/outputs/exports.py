@@ -170,13 +170,14 @@ def _csv(output: RunOutput, folder: str) -> list[str]:
     fields = [*(pa.field(label, pa.float32()) for label in labels), pa.field("prediction", text),
               pa.field("video", text), pa.field("frame", pa.int64()), pa.field("label", text),
               pa.field("split", text), pa.field("error", pa.bool_())]
-    with pacsv.CSVWriter(path, pa.schema(fields)) as writer:
+    schema = pa.schema(fields)
+    with pacsv.CSVWriter(path, schema) as writer:
         columns = ["probs", "prediction", "uri", "frame_index", "label", "split", "is_error"]
         for batch in dataset.to_batches(columns=columns):
             flat = np.asarray(batch["probs"].flatten()).reshape(len(batch), len(labels))
             arrays = [*flat.T, batch["prediction"], batch["uri"], batch["frame_index"], batch["label"],
                        batch["split"].cast(pa.string()), batch["is_error"]]
-            writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=writer.schema))
+            writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=schema))
     return [path]
 
 

@@ -59,7 +59,7 @@ class Writes:
         return (*self.tables, *self.files, *self.folders, LEDGER_FILE)
 
 
-RUN_WRITES = Writes(tables=("videos", "frames", "segments"), files=("labels.txt", RUN_FILE))
+RUN_WRITES = Writes(tables=("videos", "frames", "segments", "embeddings"), files=("labels.txt", RUN_FILE))
 TRAIN_WRITES = Writes(tables=("features",), files=("labels.txt", "results.json", "loss_curve.png",
                                                     "confusion_matrix.png"), folders=("saved_model",))
 REPORT_WRITES = Writes(folders=("report",))

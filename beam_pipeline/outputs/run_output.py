@@ -41,7 +41,7 @@ __all__ = ["TABLES", "PathGuard", "RefusedPath", "RunOutput", "VideoDetail", "Vi
 _log = logging.getLogger(__name__)
 
 #: The tables of an output, each ``<table>/split=<split>/part-*.parquet``.
-TABLES = ("videos", "frames", "segments")
+TABLES = ("videos", "frames", "segments", "embeddings")
 _PARTITIONING = ds.partitioning(pa.schema([("split", pa.string())]), flavor="hive")
 #: The columns the summary, the filters and the failures view read (never the list columns).
 SUMMARY_COLUMNS = ["video_id", "uri", "split", "label", "status", "prediction", "score", "is_error",
@@ -249,7 +249,7 @@ class RunOutput:
 
     def read_tables(self) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
         """The whole ``videos``, ``frames`` and ``segments`` tables (empty DataFrames where absent)."""
-        return tuple(_frame(self._scan(table)) for table in TABLES)
+        return tuple(_frame(self._scan(table)) for table in ("videos", "frames", "segments"))
 
     def summary_table(self) -> pd.DataFrame:
         """The videos' ``SUMMARY_COLUMNS`` (no list columns): what the summary and filters need."""

@@ -44,37 +44,42 @@ DUPLICATE_THRESHOLD = 0.9
 #: Fewest rows whose per-dimension mean and spread standardise the embeddings.
 STANDARDISE_FROM = 50
 
-_KEYS = {"videos": ["video_id", "uri", "split", "prediction", "label"],
-         "segments": ["video_id", "uri", "split", "segment_index", "start_s", "end_s", "label"]}
+_VIDEO_COLUMNS = ["video_id", "uri", "split", "prediction", "label"]
 
 
 class Embeddings(NamedTuple):
-    """A table's rows that have an embedding: ``rows`` (their key columns, in ``vectors``' order) and
-    ``vectors`` float32 [n, F], unit rows."""
+    """A run's embeddings of one kind, videos or segments: ``rows`` (``video_id``, ``uri``, ``split``;
+    videos also ``prediction`` and ``label``, segments ``segment_index``, ``start_s``, ``end_s``), in
+    ``vectors``' order, and ``vectors`` float32 [n, F], unit rows."""
 
     rows: pd.DataFrame
     vectors: np.ndarray
 
 
 def read_embeddings(output: str | RunOutput, table: str = "videos") -> Embeddings:
-    """The embeddings of ``table`` (``videos`` or ``segments``) of a run's output (its folder, local or
-    gs://, or its ``RunOutput``), rows without one (failed videos) left out.
+    """The ``embeddings`` table's rows of the whole videos (``table="videos"``) or of their segments
+    (``"segments"``), of a run's output (its folder, local or gs://, or its ``RunOutput``), in uri order.
 
     Raises:
         ValueError: the output has no embeddings (one line: run with ``output.write_embeddings``).
     """
     output = output if isinstance(output, RunOutput) else RunOutput(output)
-    dataset = output.dataset(table)
-    if dataset is None or EMBEDDING not in dataset.schema.names:
-        raise ValueError(f"{output.root} has no {table} embeddings: run it with "
-                         "--set output.write_embeddings=true")
-    found = dataset.to_table(columns=[*_KEYS[table], EMBEDDING], filter=ds.field(EMBEDDING).is_valid())
-    order = pc.sort_indices(found, sort_keys=[(name, "ascending") for name in _KEYS[table][:2]])
-    found = found.take(order)
+    dataset = output.dataset("embeddings")
+    if dataset is None:
+        raise ValueError(f"{output.root} has no embeddings: run it with --set output.write_embeddings=true")
+    whole = ds.field("segment_index").is_null()
+    found = dataset.to_table(filter=whole if table == "videos" else ~whole)
+    found = found.take(pc.sort_indices(found, sort_keys=[("uri", "ascending"), ("video_id", "ascending"),
+                                                         ("segment_index", "ascending")]))
     column = found[EMBEDDING].combine_chunks()
-    width = column.type.list_size
-    vectors = column.flatten().to_numpy(zero_copy_only=False).reshape(len(column), width).astype(np.float32)
-    return Embeddings(found.drop_columns([EMBEDDING]).to_pandas(), vectors)
+    vectors = column.flatten().to_numpy(zero_copy_only=False).reshape(len(column), column.type.list_size)
+    rows = found.drop_columns([EMBEDDING]).to_pandas()
+    if table == "videos":
+        videos = output.dataset("videos").to_table(columns=["video_id", "prediction", "label"]).to_pandas()
+        rows = rows.merge(videos, on="video_id", how="left")[_VIDEO_COLUMNS]
+    else:
+        rows = rows[["video_id", "uri", "split", "segment_index", "start_s", "end_s"]]
+    return Embeddings(rows, vectors.astype(np.float32))
 
 
 def standardised(vectors: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
@@ -184,4 +189,4 @@ def near_duplicates(output: str | RunOutput, threshold: float = DUPLICATE_THRESH
     numbering = {component: group for group, component in enumerate(order.index)}
     rows = rows.assign(group=rows["component"].map(numbering)).drop(columns="component")
     return rows.sort_values(["group", "uri"]).reset_index(drop=True)[
-        ["group", "size", *_KEYS["videos"], "similarity"]]
+        ["group", "size", *_VIDEO_COLUMNS, "similarity"]]

@@ -70,7 +70,8 @@ def print_summary(run: RunRecord, output: str) -> None:
     if run.model.random_weights:
         print(f"  warning: {random_weights_warning(run.model.handle)}")
     written = {"videos": True, "frames": run.config["output"].get("write_frames", True),
-               "segments": run.config["output"].get("write_segments", True)}
+               "segments": run.config["output"].get("write_segments", True),
+               "embeddings": run.config["output"].get("write_embeddings", False)}
     tables = ", ".join(f"{output}/{table}" for table in TABLES if written[table])
     segments = f" ({_plural(c.get(metrics.SEGMENTS, 0), 'segment')})" if written["segments"] else ""
     print(f"  output {tables}, {output}/{RUN_FILE}{segments}")

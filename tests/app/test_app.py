@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -204,7 +205,9 @@ def labelled_set(tmp_path_factory) -> str:
 def run_output(a0_litert, labelled_set, tmp_path_factory):
     from beam_pipeline.api import label_videos
 
-    return label_videos(labelled_set, a0_litert, output_dir=str(tmp_path_factory.mktemp("run")), **SECTIONS)
+    # with embeddings (more like this), and segments however unsure the random-weights model is (captions)
+    return label_videos(labelled_set, a0_litert, output_dir=str(tmp_path_factory.mktemp("run")), **SECTIONS,
+                        output={"write_embeddings": True, "segment_min_score": 0})
 
 
 def test_label_videos_gives_the_frames_of_videolabel_run(run_output, labelled_set, a0_litert, tmp_path):
@@ -212,7 +215,8 @@ def test_label_videos_gives_the_frames_of_videolabel_run(run_output, labelled_se
 
     out = tmp_path / "cli"
     code = main(["run", "--input", labelled_set, "--output", str(out), "--model", a0_litert,
-                 "--set", "sampling.imgz=64", "--set", "sampling.fps=4", "--runner", "DirectRunner",
+                 "--set", "sampling.imgz=64", "--set", "sampling.fps=4",
+                 "--set", "output.segment_min_score=0", "--runner", "DirectRunner",
                  "--direct_running_mode=in_memory", "--direct_num_workers=1"])
     assert code == 0
     keys = ["video_id", "frame_index"]
@@ -383,8 +387,9 @@ def _grids_text(driver) -> str:
     return " ".join(el.get_attribute("textContent") for el in _by_css(driver, '[data-testid="stDataFrame"]'))
 
 
-def _videos_table(driver) -> list[dict[str, str]]:
-    """The rows of the page's videos table, from the grid's accessible table."""
+def _videos_table(driver, columns=("video_id", "uri")) -> list[dict[str, str]]:
+    """The rows of the page's first table with ``columns`` (default: the videos table), from the grid's
+    accessible table."""
     from selenium.webdriver.common.by import By
 
     for frame in _by_css(driver, '[data-testid="stDataFrame"]'):
@@ -392,7 +397,7 @@ def _videos_table(driver) -> list[dict[str, str]]:
         if not tables:
             continue
         heads = [h.get_attribute("textContent") for h in tables[0].find_elements(By.CSS_SELECTOR, "thead th")]
-        if "video_id" in heads and "uri" in heads:
+        if set(columns) <= set(heads):
             rows = tables[0].find_elements(By.CSS_SELECTOR, "tbody tr")
             cells = [row.find_elements(By.TAG_NAME, "td") for row in rows]
             return [dict(zip(heads, (c.get_attribute("textContent") for c in row))) for row in cells]
@@ -455,6 +460,20 @@ def test_browse_a_run_filters_and_plays_a_video_with_its_timeline(browser, app_u
     with urllib.request.urlopen(src, timeout=10) as response:  # the page serves the video's own bytes
         assert response.read() == Path(decoded.uri).read_bytes()
     assert f"Prediction: {decoded.prediction}" in browser.find_element("tag name", "body").text
+    # its segments are the player's captions: a WebVTT track, one cue per segment
+    track = _wait(browser, lambda: next(iter(_by_css(browser, "video track")), None))
+    track_url = urllib.parse.urljoin(src, track.get_attribute("src"))
+    with urllib.request.urlopen(track_url, timeout=10) as response:
+        cues = response.read().decode()
+    ours = run_output.segments[run_output.segments.video_id == decoded.video_id]
+    assert cues.startswith("WEBVTT") and cues.count(" --> ") == len(ours) > 0
+    assert all(f"{label} " in cues for label in ours.label)
+    # more like this: the run's other decoded videos, nearest first
+    similar = _wait(browser, lambda: _videos_table(browser, ("uri", "similarity")))
+    others = set(videos[(videos.status == "ok") & (videos.video_id != decoded.video_id)].uri)
+    assert {row["uri"] for row in similar} == others
+    scores = [float(row["similarity"]) for row in similar]
+    assert scores == sorted(scores, reverse=True)
     _no_exception(browser)
     _shot(browser, "app_video.png")
 

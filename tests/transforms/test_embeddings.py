@@ -1,24 +1,24 @@
-"""Embeddings: a video's and its segments' L2-normalised means of frame features, in the rows and the
-schema (``output.write_embeddings``), and the stream path that keeps each frame's own features."""
+"""Embeddings: a video's and its segments' L2-normalised means of frame features, in the ``embeddings``
+table (``output.write_embeddings``), and the stream path that keeps each frame's own features."""
 
 from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from models.scores import top_k_arrays
 from tests.conftest import random_frames
-from transforms.aggregate import RunStamp, segments_batch, video_batch
+from transforms.aggregate import embeddings_batch, segments_batch
 from transforms.clips import clip_predictions, windows
 from transforms.embeddings import embedding_column, l2_normalised, span_embeddings
 from transforms.records import ClipPrediction, ErrorStage, VideoError, VideoInfo, VideoMeta, VideoRef
-from transforms.schema import EMBEDDING, segments_schema, videos_schema
+from transforms.schema import EMBEDDING, embeddings_schema
 from transforms.segments import SegmentRule
 from transforms.streaming import stream_prediction, stream_predictions
 
 LABELS = ["a", "b", "c"]
-STAMP = RunStamp("model-dir", "cfg", "run-1")
 F = 6
 
 
@@ -53,32 +53,40 @@ def test_an_embedding_of_another_width_than_the_run_declared_is_refused():
     assert column.type == pa.list_(pa.float32(), F) and column.null_count == 3
 
 
-def test_video_and_segment_rows_carry_the_means_of_their_own_frames():
+def test_the_embeddings_rows_are_the_means_of_the_videos_and_its_segments_own_frames():
     rng = np.random.default_rng(1)
     features = rng.normal(size=(16, F)).astype(np.float32)
     # clips out of order: time order is what counts
     clips = [(1, _clip("bbbbbbbb", features[8:], 8)), (0, _clip("aaaaaaaa", features[:8]))]
-    video = video_batch(_info(16), clips, "stream", LABELS, 2, STAMP, embedding_width=F)
-    assert video.schema == videos_schema(F)
-    assert video.schema.field(EMBEDDING).type == pa.list_(pa.float32(), F)
-    np.testing.assert_allclose(video[EMBEDDING][0].as_py(), l2_normalised(features.mean(0, keepdims=True))[0],
-                               rtol=1e-6)
-    segments = segments_batch(_info(16), clips, LABELS, SegmentRule(1.0, 0.5), embedding_width=F)
-    assert segments.schema == segments_schema(F)
+    segments = segments_batch(_info(16), clips, LABELS, SegmentRule(1.0, 0.5))
     assert segments["label"].to_pylist() == ["a", "b"]
-    for row, (lo, hi) in zip(segments.to_pylist(), [(0, 8), (8, 16)]):
+    rows = embeddings_batch(_info(16), clips, F, segments)
+    assert rows.schema == embeddings_schema(F)
+    assert rows.schema.field(EMBEDDING).type == pa.list_(pa.float32(), F)
+    assert rows["segment_index"].to_pylist() == [None, 0, 1]
+    assert rows["start_s"].to_pylist() == [None, *segments["start_s"].to_pylist()]
+    for row, (lo, hi) in zip(rows.to_pylist(), [(0, 16), (0, 8), (8, 16)]):
         np.testing.assert_allclose(row[EMBEDDING], l2_normalised(features[lo:hi].mean(0, keepdims=True))[0],
                                    rtol=1e-6)
+    alone = embeddings_batch(_info(16), clips, F)  # no segments table: the video's row only
+    assert alone.num_rows == 1 and alone.to_pylist()[0] == rows.to_pylist()[0]
 
 
-def test_a_video_without_frames_has_a_null_embedding_and_no_width_means_no_column():
+def test_the_embeddings_table_round_trips_through_parquet(tmp_path):
+    rows = embeddings_batch(_info(8), [(0, _clip("aaaaaaaa", np.eye(8, F, dtype=np.float32)))], F)
+    pq.write_table(pa.Table.from_batches([rows]), tmp_path / "part.parquet")
+    back = pq.read_table(tmp_path / "part.parquet")
+    assert back.schema.field(EMBEDDING).type == pa.list_(pa.float32(), F)
+    assert back.to_pylist() == rows.to_pylist()
+
+
+def test_a_video_without_frames_has_no_embedding_and_a_model_without_features_is_refused():
     broken = _info(0, VideoError(ErrorStage.OPEN, "InvalidDataError", "bad"))
-    failed = video_batch(broken, [], "stream", LABELS, 2, STAMP, embedding_width=F)
-    assert failed[EMBEDDING].to_pylist() == [None] and failed["status"][0].as_py() == "failed"
-    plain = video_batch(_info(8), [(0, _clip("aaaaaaaa", None))], "stream", LABELS, 2, STAMP)
-    assert EMBEDDING not in plain.schema.names
-    assert EMBEDDING not in segments_batch(_info(8), [(0, _clip("aaaaaaaa", None))], LABELS,
-                                           SegmentRule()).schema.names
+    assert embeddings_batch(broken, [], F).num_rows == 0
+    with pytest.raises(ValueError, match="no features"):
+        embeddings_batch(_info(8), [(0, _clip("aaaaaaaa", None))], F)
+    with pytest.raises(ValueError, match="not the width"):
+        embeddings_batch(_info(8), [(0, _clip("aaaaaaaa", np.ones((8, F + 1), np.float32)))], F)
 
 
 def test_clip_models_give_each_frame_its_clips_features():
