@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 CHECKOUT_PTH := import os, site; open(os.path.join(site.getsitepackages()[0], "videolabel-checkout.pth"), "w").write(os.getcwd() + "\n")
 STAMP := $(VENV)/.installed-$(shell (cat setup.py requirements.lock; echo '$(CHECKOUT_PTH)') | cksum | cut -d' ' -f1)
 
-.PHONY: install system-deps flink demo test lint bench image clean
+.PHONY: install system-deps flink label-studio demo test lint bench image clean
 
 $(STAMP): setup.py requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,10 +41,23 @@ system-deps:
 flink: $(STAMP)
 	$(PY) -m beam_pipeline.job.flink.jobserver fetch
 
+# A real Label Studio for the review loop's test (tests/label_studio.py), in a virtualenv of its own: its
+# pins (numpy < 2.3 through opencv, protobuf 7, pyarrow 24) clash with TensorFlow's and Beam's.
+LABEL_STUDIO := .venv-labelstudio
+LABEL_STUDIO_VERSION := 1.23.2
+$(LABEL_STUDIO)/.installed-$(LABEL_STUDIO_VERSION):
+	test -x $(LABEL_STUDIO)/bin/python || $(PYTHON) -m venv $(LABEL_STUDIO)
+	$(LABEL_STUDIO)/bin/python -m pip install --quiet --upgrade pip
+	$(LABEL_STUDIO)/bin/python -m pip install --quiet "label-studio==$(LABEL_STUDIO_VERSION)"
+	rm -f $(LABEL_STUDIO)/.installed-*
+	touch $@
+
+label-studio: $(LABEL_STUDIO)/.installed-$(LABEL_STUDIO_VERSION)
+
 # Two test workers (pytest-xdist), each given whole test modules (so a module's fixtures are built
 # once); the models are built once for both (tests/conftest.py). TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 2
-test: lint system-deps flink
+test: lint system-deps flink label-studio
 	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadscope
 
 # Throughput against the machine's ceilings and the hand-written loop (docs/PERFORMANCE.md).

@@ -53,7 +53,8 @@ def output(tmp_path_factory) -> Path:
               "c": _video("c", "s" * 12 + "r" * 12, None, "test", 0.95)}        # no label, sure
     failed = VideoInfo(VideoRef("d", "/videos/d.mp4", "sit", "test"), None, 0, 0,
                        VideoError(ErrorStage.OPEN, "InvalidDataError", "broken"))
-    videos["d"] = {"videos": video_batch(failed, [], "stream", LABELS, 2, RunStamp("model-dir", "cfg", "run-1"))}
+    stamp = RunStamp("model-dir", "cfg", "run-1")
+    videos["d"] = {"videos": video_batch(failed, [], "stream", LABELS, 2, stamp)}
     for video_id, tables in videos.items():
         split = tables["videos"]["video_id"][0].as_py() and {"a": "train"}.get(video_id, "test")
         for table, batch in tables.items():
@@ -70,7 +71,8 @@ def test_webvtt_has_one_cue_per_segment_at_its_times(output, tmp_path):
     text = (tmp_path / "a.vtt").read_text()
     assert text == ("WEBVTT\n\n1\n00:00:00.000 --> 00:00:02.000\nrun 90%\n\n"
                     "2\n00:00:02.000 --> 00:00:04.000\njump 90%\n")
-    cues = re.findall(r"(\d\d:\d\d:\d\d\.\d{3}) --> (\d\d:\d\d:\d\d\.\d{3})", (tmp_path / "c.vtt").read_text())
+    time_ = r"(\d\d:\d\d:\d\d\.\d{3})"
+    cues = re.findall(f"{time_} --> {time_}", (tmp_path / "c.vtt").read_text())
     assert cues == [("00:00:00.000", "00:00:01.500"), ("00:00:01.500", "00:00:03.000")]
     assert vtt_time(3725.5) == "01:02:05.500" and vtt_time(0.0004) == "00:00:00.000"
 
@@ -130,9 +132,10 @@ def test_an_annotated_export_comes_back_as_a_segment_manifest_that_listing_reads
     corrected[0]["value"]["ranges"] = [{"start": 1, "end": 12}]
     tasks[0]["annotations"] = [{"id": 1, "result": corrected, "was_cancelled": False,
                                 "updated_at": "2026-12-03T10:00:00Z"}]
-    tasks[1]["annotations"] = [{"id": 2, "result": [], "was_cancelled": True, "updated_at": "2026-12-03T09:00:00Z"},
-                               {"id": 3, "result": tasks[1]["predictions"][0]["result"], "was_cancelled": False,
-                                "updated_at": "2026-12-03T10:01:00Z"}]
+    accepted = tasks[1]["predictions"][0]["result"]
+    tasks[1]["annotations"] = [
+        {"id": 2, "result": [], "was_cancelled": True, "updated_at": "2026-12-03T09:00:00Z"},
+        {"id": 3, "result": accepted, "was_cancelled": False, "updated_at": "2026-12-03T10:01:00Z"}]
     exported = tmp_path / "export.json"
     exported.write_text(json.dumps(tasks))
     manifest = tmp_path / "manifest.csv"
