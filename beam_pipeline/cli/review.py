@@ -9,15 +9,14 @@ __all__ = ["COMMANDS", "add_parsers"]
 
 
 def add_parsers(sub) -> None:
-    """Adds the review commands' parsers to ``sub`` (argparse subparsers)."""
-    from beam_pipeline.outputs.exports import FORMATS
-
+    """Adds the review commands' parsers to ``sub`` (argparse subparsers); imports nothing heavy, so that
+    a bad flag is refused before Beam loads."""
     exp = sub.add_parser("export", help="a run's labels for Label Studio, players (WebVTT) or a CSV",
                          description="label-studio: tasks.json (segments as pre-annotations, doubtful "
                                      "videos first) and label_config.xml; webvtt: a .vtt per video, a cue "
                                      "per segment; csv: frame_predictions.csv (needs output.write_probs).")
     exp.add_argument("output", metavar="OUTPUT_DIR", help="a `videolabel run` output (local or gs://)")
-    exp.add_argument("--format", required=True, choices=FORMATS)
+    exp.add_argument("--format", required=True, help="label-studio, webvtt or csv")
     exp.add_argument("--output", dest="folder", required=True, metavar="DIR", help="folder to write into")
     exp.add_argument("--document-root", default="/",
                      help="label-studio: Label Studio's LOCAL_FILES_DOCUMENT_ROOT, which local video paths "

@@ -211,24 +211,24 @@ def test_job_hash_changes_exactly_with_what_changes_rows(key, value, base, chang
 
 def test_job_hash_is_pinned():
     # A changed value makes --resume redo every video of an earlier run: these change only with
-    # what rows hold (last: the segments table and windowed frame labels, issue 17). Numbers hash
+    # what rows hold (last: output.write_embeddings, issue 29, with schema version 3). Numbers hash
     # as loaded (the 14400 of local.yaml is an int, the default 4 * 3600.0 a float), so they differ.
     local = str(REPO / "configs" / "local.yaml")
-    assert JobConfig().job_hash() == "866f26cb7c19b431"
-    assert load_config(local).job_hash() == "25d040c0012e7962"
-    assert load_config(str(REPO / "configs" / "movinet_a0_base.yaml")).job_hash() == "88d7abbfe761600d"
-    assert load_config(str(REPO / "configs" / "dataflow_gpu.yaml")).job_hash() == "983093f3a0e15cd9"
+    assert JobConfig().job_hash() == "6dcdf9350a0d47a3"
+    assert load_config(local).job_hash() == "8fc8aeb324f13928"
+    assert load_config(str(REPO / "configs" / "movinet_a0_base.yaml")).job_hash() == "b16afecb4ce49f13"
+    assert load_config(str(REPO / "configs" / "dataflow_gpu.yaml")).job_hash() == "0ed230564b12de0b"
     assert load_config(str(REPO / "configs" / "lstm_pose.yaml"),
-                       ["pose.handle=movenet.tflite"]).job_hash() == "c7b624f70feeede8"
+                       ["pose.handle=movenet.tflite"]).job_hash() == "447d4a89d507e55d"
     assert load_config(local, ["sampling.fps=1", "sampling.max_duration_s=60", "split.ratios={a: 1}",
                                "model.model_id=a2", "sampling.clip_stride=4", "sampling.imgz=224",
-                               "input.background_label=bg"]).job_hash() == "dbbf89dd3e13088d"
+                               "input.background_label=bg"]).job_hash() == "99d814c0b077fa9d"
 
 
 def test_job_hash_ignores_every_execution_only_key_at_once():
     base = load_config(str(REPO / "configs" / "local.yaml"))
     changed = _changed(base, EXECUTION_ONLY)
-    assert changed.job_hash() == base.job_hash() == "25d040c0012e7962"
+    assert changed.job_hash() == base.job_hash() == "8fc8aeb324f13928"
 
 
 def test_job_hash_ignores_runner_output_and_inputs_but_not_sampling():
