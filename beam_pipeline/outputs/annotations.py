@@ -5,7 +5,8 @@ JSON in its interface; it holds the annotated tasks) of tasks that ``videolabel 
 label-studio`` made. For each task
 a person annotated, its latest annotation that was not cancelled gives one manifest row per
 timeline region: ``uri,start_s,end_s,label,split``, with ``uri`` and ``split`` from the task's data
-and the region's frames ([start, end], counted from 1 at the task's ``fps``) as seconds
+(a video that was ``unlabelled`` gets an empty split, so the listing gives it the split the hash
+of its id gives a labelled video: ``transforms.splits``) and the region's frames ([start, end], counted from 1 at the task's ``fps``) as seconds
 [(start - 1) / fps, end / fps). ``videolabel train --manifest`` takes the file as it is: each
 clip is labelled by the segment holding its middle. Tasks nobody annotated are left out (their
 labels are still the model's).
@@ -20,6 +21,8 @@ from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 from apache_beam.io.filesystems import FileSystems
+
+from transforms.splits import UNLABELLED
 
 __all__ = ["MANIFEST_COLUMNS", "Imported", "import_annotations", "segment_rows"]
 
@@ -78,8 +81,9 @@ def segment_rows(task: dict) -> list[dict[str, Any]] | None:
         raise ValueError(f"task {task.get('id')} has no uri or fps in its data: was it made by "
                          "videolabel export --format label-studio?")
     fps = float(data["fps"])
+    split = "" if data.get("split") in (None, UNLABELLED) else data["split"]
     return [{"uri": data["uri"], "start_s": round((start - 1) / fps, 6), "end_s": round(end / fps, 6),
-             "label": label, "split": data.get("split") or ""}
+             "label": label, "split": split}
             for start, end, label in _regions(annotation.get("result", [])) if end >= start]
 
 

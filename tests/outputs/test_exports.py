@@ -125,8 +125,9 @@ def test_label_studio_tasks_come_doubtful_first_with_their_segments_as_regions(o
 
 def test_an_annotated_export_comes_back_as_a_segment_manifest_that_listing_reads(output, tmp_path):
     tasks = _tasks(output, tmp_path)
-    # a person corrects video a: the second half is "sit", from 1.5 s; b is accepted as predicted;
-    # c nobody opens; an earlier cancelled annotation of b is ignored
+    # a person corrects video a: the second half is "sit", from 1.5 s; b is accepted as predicted
+    # (an earlier cancelled annotation of b is ignored); c, a video of a glob (unlabelled), is labelled
+    # "sit" over its first second; a task nobody opened is left out
     corrected = json.loads(json.dumps(tasks[0]["predictions"][0]["result"]))
     corrected[1]["value"] = {"ranges": [{"start": 13, "end": 32}], "timelinelabels": ["sit"]}
     corrected[0]["value"]["ranges"] = [{"start": 1, "end": 12}]
@@ -136,24 +137,32 @@ def test_an_annotated_export_comes_back_as_a_segment_manifest_that_listing_reads
     tasks[1]["annotations"] = [
         {"id": 2, "result": [], "was_cancelled": True, "updated_at": "2026-12-03T09:00:00Z"},
         {"id": 3, "result": accepted, "was_cancelled": False, "updated_at": "2026-12-03T10:01:00Z"}]
+    tasks[2]["data"]["split"] = "unlabelled"
+    tasks[2]["annotations"] = [{"id": 4, "was_cancelled": False, "result": [
+        {"from_name": "action", "to_name": "video", "type": "timelinelabels",
+         "value": {"ranges": [{"start": 1, "end": 8}], "timelinelabels": ["sit"]}}]}]
+    unopened = json.loads(json.dumps(tasks[1]))
+    unopened["data"]["uri"], unopened["annotations"] = "/videos/e.mp4", []
     exported = tmp_path / "export.json"
-    exported.write_text(json.dumps(tasks))
+    exported.write_text(json.dumps([*tasks, unopened]))
     manifest = tmp_path / "manifest.csv"
     found = import_annotations(str(exported), str(manifest))
-    assert (found.tasks, found.annotated, found.changed) == (3, 2, 1)
+    assert (found.tasks, found.annotated, found.changed) == (4, 3, 2)
     assert manifest.read_text().splitlines() == [
         "uri,start_s,end_s,label,split",
         "/videos/a.mp4,0.0,1.5,run,train", "/videos/a.mp4,1.5,4.0,sit,train",
-        "/videos/b.mp4,0.0,3.0,jump,test"]
+        "/videos/b.mp4,0.0,3.0,jump,test", "/videos/c.mp4,0.0,1.0,sit,"]
 
     def listed(refs):  # what `train --manifest` lists: one ref per video, its segments merged
         refs = {ref.uri: ref for ref in refs}
         assert refs["/videos/a.mp4"].segments == ((0.0, 1.5, "run"), (1.5, 4.0, "sit"))
         assert refs["/videos/a.mp4"].label_at(1.6) == "sit" and refs["/videos/a.mp4"].split == "train"
-        assert refs["/videos/b.mp4"].label == "jump" and len(refs) == 2
+        assert refs["/videos/b.mp4"].label == "jump" and len(refs) == 3
+        assert refs["/videos/c.mp4"].split in ("train", "valid", "test")  # the hash's, now it is labelled
 
     with TestPipeline() as p:
-        refs = p | ListVideos((str(manifest),), extensions=(".mp4",), ratios={"train": 1.0}, salt="")
+        refs = p | ListVideos((str(manifest),), extensions=(".mp4",), ratios={"train": 0.8, "valid": 0.1, "test": 0.1},
+                                salt="")
         assert_that(refs | beam.combiners.ToList(), lambda found: listed(found[0]))
 
 
