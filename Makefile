@@ -64,6 +64,7 @@ test: lint system-deps flink label-studio
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -c requirements.lock -e ".[export,test,app,bench]"
 	$(PY) -m benchmarks.throughput
+	$(PY) -m benchmarks.embeddings
 
 # The Dataflow worker image (Dockerfile): Beam's SDK image + TensorFlow with CUDA + this project.
 IMAGE ?= videolabel-worker:$(shell $(PYTHON) -c "import re; print(re.search(r'version=\"([^\"]+)', open('setup.py').read()).group(1))")

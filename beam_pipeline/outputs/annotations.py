@@ -2,11 +2,11 @@
 
 Reads Label Studio's JSON export (``GET /api/projects/{id}/export?exportType=JSON``, or Export ->
 JSON in its interface; it holds the annotated tasks) of tasks that ``videolabel export --format
-label-studio`` made. For each task
-a person annotated, its latest annotation that was not cancelled gives one manifest row per
-timeline region: ``uri,start_s,end_s,label,split``, with ``uri`` and ``split`` from the task's data
-(a video that was ``unlabelled`` gets an empty split, so the listing gives it the split the hash
-of its id gives a labelled video: ``transforms.splits``) and the region's frames ([start, end], counted from 1 at the task's ``fps``) as seconds
+label-studio`` made. For each task a person annotated, its latest annotation that was not
+cancelled gives one manifest row per timeline region: ``uri,start_s,end_s,label,split``, with
+``uri`` and ``split`` from the task's data (a video that was ``unlabelled`` gets an empty split, so
+the listing gives it the split the hash of its id gives a labelled video: ``transforms.splits``)
+and the region's frames ([start, end], counted from 1 at the task's ``fps``) as seconds
 [(start - 1) / fps, end / fps). ``videolabel train --manifest`` takes the file as it is: each
 clip is labelled by the segment holding its middle. Tasks nobody annotated are left out (their
 labels are still the model's).

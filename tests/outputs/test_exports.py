@@ -161,8 +161,8 @@ def test_an_annotated_export_comes_back_as_a_segment_manifest_that_listing_reads
         assert refs["/videos/c.mp4"].split in ("train", "valid", "test")  # the hash's, now it is labelled
 
     with TestPipeline() as p:
-        refs = p | ListVideos((str(manifest),), extensions=(".mp4",), ratios={"train": 0.8, "valid": 0.1, "test": 0.1},
-                                salt="")
+        ratios = {"train": 0.8, "valid": 0.1, "test": 0.1}
+        refs = p | ListVideos((str(manifest),), extensions=(".mp4",), ratios=ratios, salt="")
         assert_that(refs | beam.combiners.ToList(), lambda found: listed(found[0]))
 
 
