@@ -36,6 +36,18 @@ def panning_video(path: Path, *, seconds: float, width: int, height: int, fps: i
     return path
 
 
+def clip_set(workdir: Path, videos: int) -> str:
+    """``make bench``'s clip (10 s, 340x256, 30 fps, H.264) written once in ``workdir`` and ``videos``
+    links to it in ``workdir/set``; returns their glob."""
+    (workdir / "set").mkdir(parents=True, exist_ok=True)
+    clip = panning_video(workdir / "clip.mp4", seconds=10, width=340, height=256, fps=30, gop=250)
+    for i in range(videos):
+        link = workdir / "set" / f"v{i:03d}.mp4"
+        if not link.exists():
+            link.symlink_to(clip)
+    return str(workdir / "set" / "*.mp4")
+
+
 def _panning_frames(num_frames: int, width: int, height: int) -> Iterator[np.ndarray]:
     """``num_frames`` yuv420p images, uint8 [height * 3 // 2, width] (Y plane, then U and V at 128)."""
     rng = np.random.default_rng(0)

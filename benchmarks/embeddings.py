@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import machine, panning_video, print_table, write_json
+from benchmarks.common import clip_set, machine, print_table, write_json
 from benchmarks.startup import a0_stream_model
 
 RESULTS = Path(__file__).parent / "results"
@@ -112,14 +112,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--workdir", default=default)
     args = parser.parse_args(argv)
     workdir = Path(args.workdir)
-    (workdir / "set").mkdir(parents=True, exist_ok=True)
     model = a0_stream_model(workdir)
-    clip = panning_video(workdir / "clip.mp4", seconds=10, width=340, height=256, fps=30, gop=250)
-    for i in range(args.videos):
-        link = workdir / "set" / f"v{i:03d}.mp4"
-        if not link.exists():
-            link.symlink_to(clip)
-    inputs = str(workdir / "set" / "*.mp4")
+    inputs = clip_set(workdir, args.videos)
     runs = {"without": _run(inputs, workdir / "without", model, False),
             "with": _run(inputs, workdir / "with", model, True)}
     on, off = runs["with"], runs["without"]

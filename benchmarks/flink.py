@@ -38,7 +38,7 @@ from pathlib import Path
 from apache_beam.utils.subprocess_server import pick_port
 
 from beam_pipeline.job.flink import jobserver
-from benchmarks.common import machine, panning_video, print_table, write_json
+from benchmarks.common import clip_set, machine, print_table, write_json
 from benchmarks.startup import a0_stream_model
 
 RESULTS = Path(__file__).parent / "results"
@@ -173,14 +173,8 @@ def main(argv: list[str] | None = None) -> dict:
     if jobserver.job_server_jar() is None:
         sys.exit("benchmarks.flink: Beam's Flink job server is not fetched; run `make flink`")
     workdir = Path(args.workdir)
-    (workdir / "set").mkdir(parents=True, exist_ok=True)
     model = a0_stream_model(workdir)
-    clip = panning_video(workdir / "clip.mp4", seconds=10, width=340, height=256, fps=30, gop=250)
-    for i in range(args.videos):
-        link = workdir / "set" / f"v{i:03d}.mp4"
-        if not link.exists():
-            link.symlink_to(clip)
-    inputs = str(workdir / "set" / "*.mp4")
+    inputs = clip_set(workdir, args.videos)
     runs = {name: _run(name, inputs, workdir / name, model) for name in RUNS}
     direct = runs["direct"]
     for figures in runs.values():

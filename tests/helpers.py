@@ -3,7 +3,11 @@ a sample run record, and the demo's opposite motions."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import os
+import signal
+import subprocess
 from pathlib import Path
 
 import pandas as pd
@@ -90,3 +94,15 @@ def sample_record(*, local: bool = True, kept: ResumeState | None = None) -> Run
                       resume=kept is not None, kept=kept)
     done = ExecutedRun(STARTED, 10.0, COUNTERS, DISTRIBUTIONS, WORKERS if local else None)
     return record(run, done)
+
+
+def stop_group(process: subprocess.Popen, grace_s: float = 10) -> None:
+    """Stops a process started with ``start_new_session=True`` and everything it started: SIGTERM to its
+    process group, SIGKILL after ``grace_s``."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()

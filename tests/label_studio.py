@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ import pytest
 import requests
 
 from tests.conftest import REPO, free_port
+from tests.helpers import stop_group
 
 LABEL_STUDIO = REPO / ".venv-labelstudio" / "bin" / "label-studio"
 TOKEN = "videolabel-tests-0123456789abcdef01234567"
@@ -79,11 +79,5 @@ def label_studio(data: Path, timeout_s: float = 240) -> Iterator[LabelStudio]:
             time.sleep(0.25)
         yield LabelStudio(url)
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+        stop_group(server)
         log.close()

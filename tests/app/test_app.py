@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -32,6 +31,7 @@ from beam_pipeline.demo.synthetic import make_labelled_set, motion_frames, write
 from beam_pipeline.outputs.run_output import PathGuard, RefusedPath, RunOutput, VideoFilter
 from benchmarks.app_queries import write_synthetic_output
 from tests.conftest import BUCKET, free_port
+from tests.helpers import stop_group
 
 REPO = Path(__file__).resolve().parents[2]
 #: The labelling settings of every run here: LiteRT a0 stream at 64 px, 4 frames a second.
@@ -310,13 +310,7 @@ def app_url(run_output, a0_litert, tmp_path_factory):
             time.sleep(0.5)
         yield url
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_group(proc)
         log.close()
 
 
