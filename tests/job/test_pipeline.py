@@ -9,6 +9,7 @@ from pathlib import Path
 
 import apache_beam as beam
 import duckdb
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
@@ -38,7 +39,8 @@ def test_base_mode_pipeline_writes_one_row_per_video_and_covers_every_frame(tmp_
     cfg = load_config(str(REPO / "configs" / "movinet_a0_base.yaml"), [
         f'input.paths=["{mixed_videos["dir"]}/*"]', f'output.path="{out}"',
         "sampling.fps=4", "sampling.n_frames=4", "sampling.clip_stride=2", "sampling.imgz=64",
-        "output.write_probs=true", "output.segment_min_s=0.5", "output.segment_min_score=0"])
+        "output.write_probs=true", "output.segment_min_s=0.5", "output.segment_min_score=0",
+        "output.write_embeddings=true"])
     labels = read_labels(f"{a0_base}/labels.txt")
     with TestPipeline() as p:
         groups = build_pipeline(p, cfg, model=ServedModel.of(cfg, a0_base),
@@ -68,6 +70,16 @@ def test_base_mode_pipeline_writes_one_row_per_video_and_covers_every_frame(tmp_
     # base mode: segments from the clips' frame labels, as the frames table gives them
     segments = check_segments(out, SegmentRule(min_s=0.5, min_score=0.0), labels=labels)
     assert set(segments.video_id) == set(videos[videos.status == "ok"].index)
+    # embeddings from the base export's embed signature: a row per decoded video and per segment
+    embeddings = _read(out, "embeddings").to_pandas()
+    whole = embeddings[embeddings.segment_index.isna()]
+    assert set(whole.video_id) == set(videos[videos.status == "ok"].index)
+    spans = embeddings.dropna(subset=["segment_index"]).sort_values(["video_id", "segment_index"])
+    assert spans[["video_id", "start_s", "end_s"]].values.tolist() == \
+        segments.sort_values(["video_id", "segment_index"])[["video_id", "start_s", "end_s"]].values.tolist()
+    vectors = np.stack(embeddings.embedding.to_numpy())
+    assert vectors.shape[1] == 480
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
 
 
 def test_cli_run_end_to_end(tmp_path, mixed_videos, a0_stream):

@@ -33,7 +33,13 @@ def test_exports_have_hub_signatures_and_labels(a0_stream, a0_base):
     assert "logits" in stream.signatures["call"].structured_outputs
     assert read_labels(f"{a0_stream}/labels.txt") == KINETICS_600
     base = tf.saved_model.load(a0_base)
-    assert set(base.signatures) == {"serving_default"}
+    assert set(base.signatures) == {"serving_default", "embed"}
+    # embed: the same logits as serving_default, and each clip's pooled features, from one pass
+    clips = tf.random.stateless_uniform([2, 4, 64, 64, 3], seed=[3, 4])
+    both = base.signatures["embed"](image=clips)
+    served = base.signatures["serving_default"](image=clips)["logits"]
+    np.testing.assert_allclose(both["logits"].numpy(), served.numpy(), atol=1e-5)
+    assert both["features"].shape == (2, 480)
     assert read_labels(f"{a0_base}/labels.txt") == [f"action_{i}" for i in range(5)]
     assert is_random(a0_stream) and is_random(a0_base)  # exported without --checkpoint
 

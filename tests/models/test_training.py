@@ -62,10 +62,14 @@ def test_training_learns_motion_and_writes_every_artefact(tmp_path):
     for name in ("loss_curve.png", "confusion_matrix.png", "labels.txt"):
         assert (tmp_path / name).stat().st_size > 0
     assert (tmp_path / "loss_curve.png").read_bytes()[:4] == b"\x89PNG"
-    served = tf.saved_model.load(str(tmp_path / "saved_model")).signatures["serving_default"]
-    probs = served(features=tf.constant(data["test"].x[:5]))["probs"].numpy()
+    saved = tf.saved_model.load(str(tmp_path / "saved_model"))
+    probs = saved.signatures["serving_default"](features=tf.constant(data["test"].x[:5]))["probs"].numpy()
     assert probs.shape == (5, 3)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    # embed: the same probabilities, and the embedding layer's output from the same pass
+    both = saved.signatures["embed"](features=tf.constant(data["test"].x[:5]))
+    np.testing.assert_allclose(both["probs"].numpy(), probs, atol=1e-6)
+    assert both["embedding"].shape == (5, 128)
 
 
 def test_precise_batch_norm_sets_the_statistics_of_the_fitted_weights():

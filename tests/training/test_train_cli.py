@@ -56,8 +56,16 @@ def test_train_then_run_the_pose_lstm_through_the_cli(tmp_path, asl_manifest, ca
     out = tmp_path / "labelled"
     code = main(["run", "--config", config, "--input", f"{SHARED_FIXTURES}/videos/asl_gestures/[a-c]*.mkv",
                  "--output", str(out), "--model", str(trained), "--set", f"pose.handle={movenet}",
-                 "--set", "output.write_keypoints=true", *IN_MEMORY])
+                 "--set", "output.write_keypoints=true", "--set", "output.write_embeddings=true", *IN_MEMORY])
     assert code == 0
+    # an embedding per video: the LSTM's embedding layer on its one window, 128 floats as results.json says
+    assert results["config"]["embedding_width"] == 128
+    embeddings = ds.dataset(out / "embeddings", format="parquet", partitioning="hive").to_table().to_pandas()
+    whole = embeddings[embeddings.segment_index.isna()]
+    assert len(whole) == 4 and {len(e) for e in whole.embedding} == {128}
+    vectors = np.stack(whole.embedding.to_numpy())
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+    assert np.linalg.matrix_rank(vectors) == 4  # four videos, four different windows
     videos = ds.dataset(out / "videos", format="parquet", partitioning="hive").to_table().to_pandas()
     frames = ds.dataset(out / "frames", format="parquet", partitioning="hive").to_table().to_pandas()
     names = sorted(videos.uri.str.rsplit("/", n=1).str[-1])
