@@ -105,3 +105,8 @@ def test_run_to_label_studio_to_corrected_manifest_to_retrained_model(demo_run, 
     results = json.loads((trained / "results.json").read_text())
     assert results["rows"]["train"] >= 11 and set(results["labels"]) <= set(labels)
     assert results["config"]["manifest"] == str(corrections)
+    # one video's path, for pytest -s
+    print(json.dumps({"video": first["uri"], "label": first["label"], "prediction": first["prediction"],
+                      "score": first["score"], "task_regions": exported[0]["predictions"][0]["result"],
+                      "corrected_to": changed_to, "manifest_rows": mine, "trained_rows": results["rows"],
+                      "test_accuracy": results["test_accuracy"]}, indent=1))
