@@ -87,7 +87,7 @@ def test_a_retried_bundle_leaves_one_row_per_video(tmp_path, monkeypatch, a0_str
     cfg = load_config(str(REPO / "configs" / "local.yaml"), [
         f'input.paths=["{videos_dir}/*.mp4"]', f'output.path="{out}"', f'model.handle="{a0_stream}"',
         "sampling.imgz=64", "output.videos_per_file=1", "output.segment_min_s=0",
-        "output.segment_min_score=0"])
+        "output.segment_min_score=0", "output.write_embeddings=true"])
     summary = run_job(cfg, ["--runner=BundleBasedDirectRunner", "--direct_running_mode=in_memory"])
 
     assert len(failed_parts) == 1  # the failure happened, after its part was committed
@@ -95,6 +95,7 @@ def test_a_retried_bundle_leaves_one_row_per_video(tmp_path, monkeypatch, a0_str
     assert not (out / failed.split("/out/", 1)[1]).exists()
     assert not (out / "frames" / failed.split("/videos/", 1)[1]).exists()
     assert not (out / "segments" / failed.split("/videos/", 1)[1]).exists()
+    assert not (out / "embeddings" / failed.split("/videos/", 1)[1]).exists()
     videos = ds.dataset(out / "videos", format="parquet", partitioning="hive").to_table().to_pandas()
     assert len(videos) == 4 and videos.video_id.is_unique and set(videos.status) == {"ok"}
     assert set(videos.run_id) == {summary.run_id}
@@ -105,6 +106,10 @@ def test_a_retried_bundle_leaves_one_row_per_video(tmp_path, monkeypatch, a0_str
     # min_s 0, min_score 0: every run of a label is a segment, so every video has one at least
     segments = check_segments(out, SegmentRule(min_s=0.0, min_score=0.0))
     assert set(segments.video_id) == set(videos.video_id) and summary.counts["segments"] == len(segments)
+    # embeddings: one per video and one per segment, exactly, though a bundle was retried
+    embeddings = ds.dataset(out / "embeddings", format="parquet", partitioning="hive").to_table().to_pandas()
+    assert len(embeddings) == len(videos) + len(segments)
+    assert not embeddings.duplicated(["video_id", "segment_index"]).any()
     assert summary.counts["files_discarded"] >= 1
     assert not list(out.glob("*/*/.*.tmp"))
     for part in out.glob("*/*/part-*.parquet"):  # every part left pairs up and holds rows
