@@ -47,6 +47,7 @@ def _cmd(videos: Path, out: Path, model: str, *extra: str) -> list[str]:
             "--set", "sampling.strategy=all", "--set", "sampling.imgz=64",
             "--set", "output.videos_per_file=1", "--set", "model.stream_chunk=16",
             "--set", "output.segment_min_s=0", "--set", "output.segment_min_score=0",
+            "--set", "output.write_embeddings=true",
             "--direct_running_mode=in_memory", "--direct_num_workers=1", *extra]
 
 
@@ -111,6 +112,11 @@ def test_kill_mid_run_then_resume_gives_one_row_per_video(tmp_path, many_videos,
     segments = check_segments(out, SEGMENTS)
     assert set(segments.video_id) == set(ok.index)
     assert _segments_of(out, kept_ids) == kept_segments  # the kept videos' own, untouched
+    # the embeddings too: one per ok video and per segment, the kept ones the first run's
+    embeddings = ds.dataset(out / "embeddings", format="parquet", partitioning="hive").to_table().to_pandas()
+    assert len(embeddings) == len(ok) + len(segments)
+    assert not embeddings.duplicated(["video_id", "segment_index"]).any()
+    assert set(embeddings[embeddings.segment_index.isna()].video_id) == set(ok.index)
 
     # a changed config redoes every video, still one row each
     again = subprocess.run(_cmd(many_videos, out, a0_stream, "--resume", "--set", "model.top_k=3"),
