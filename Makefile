@@ -52,7 +52,11 @@ $(LABEL_STUDIO)/.installed-$(LABEL_STUDIO_VERSION):
 	rm -f $(LABEL_STUDIO)/.installed-*
 	touch $@
 
-label-studio: $(LABEL_STUDIO)/.installed-$(LABEL_STUDIO_VERSION)
+# A data folder migrated once (about 30 s of Django migrations), which each test's server starts from.
+$(LABEL_STUDIO)/data-template: $(LABEL_STUDIO)/.installed-$(LABEL_STUDIO_VERSION) $(STAMP)
+	$(PY) -m tests.label_studio
+
+label-studio: $(LABEL_STUDIO)/data-template
 
 # Two test workers (pytest-xdist), each given whole test modules (so a module's fixtures are built
 # once); the models are built once for both (tests/conftest.py). TEST_WORKERS=0: one process.

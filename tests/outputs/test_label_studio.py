@@ -1,16 +1,21 @@
 """The review loop against a real Label Studio (``tests/label_studio.py``): a run's segments go in as
 pre-annotated tasks, a person's annotation (made through Label Studio's API) changes a label, Label
-Studio's JSON export comes back as a segment manifest, and ``videolabel train`` fits on it as it is."""
+Studio's JSON export comes back as a segment manifest, and ``videolabel train`` fits a new head on the
+frozen backbone on it as it is (the suite's one head fit: a run with the trained model gives each video
+what the fitted head gives its features)."""
 
 from __future__ import annotations
 
 import csv
 import json
 
+import numpy as np
+import pyarrow.dataset as ds
 import pytest
 
 from beam_pipeline.cli.commands import main
 from beam_pipeline.outputs.exports import FROM_NAME
+from beam_pipeline.training.train_job import example_array
 from tests.conftest import IN_MEMORY
 from tests.label_studio import label_studio
 
@@ -37,6 +42,29 @@ def _corrected(task: dict, label: str) -> list[dict]:
         region["value"]["timelinelabels"] = [label]
         region.pop("score", None)
     return regions
+
+
+def _runs_as_its_head(trained, source, manifest, features, labels, tmp_path) -> None:
+    """The stream model that `run` serves from ``trained`` gives each video what the fitted head gives its
+    frozen features (``features``: the train output's rows)."""
+    import tensorflow as tf
+
+    from models.movinet_graph import classifier_on
+    from models.movinet_training import head_model, pretrained_backbone, weights_prefix
+
+    out = tmp_path / "labelled"
+    assert main(["run", "--config", "configs/movinet_a0_train.yaml", "--input", str(manifest), "--output",
+                 str(out), "--model", str(trained), "--set", "model.top_k=4", "--set", "model.runtime=tf",
+                 *ON_DEMO, *IN_MEMORY]) == 0
+    videos = ds.dataset(out / "videos", format="parquet", partitioning="hive").to_table().to_pylist()
+    assert len(videos) == 20 and {v["status"] for v in videos} == {"ok"}
+    classifier = classifier_on(pretrained_backbone("a0", "stream", str(source / "saved_model")), len(labels))
+    tf.train.Checkpoint(model=classifier).read(weights_prefix(str(trained / "saved_model"))).expect_partial()
+    by_uri = {r["uri"]: example_array(r) for r in features}
+    for video in videos:
+        probs = head_model(classifier)(by_uri[video["uri"]][np.newaxis]).numpy()[0]
+        assert video["prediction"] == labels[int(probs.argmax())]
+        assert video["score"] == pytest.approx(float(probs.max()), abs=1e-4)
 
 
 def test_run_to_label_studio_to_corrected_manifest_to_retrained_model(demo_run, tmp_path):
@@ -103,8 +131,15 @@ def test_run_to_label_studio_to_corrected_manifest_to_retrained_model(demo_run, 
                  "--set", "train.num_epochs=3", "--set", "model.runtime=tf",  # no LiteRT conversion after
                  *ON_DEMO, *IN_MEMORY]) == 0
     results = json.loads((trained / "results.json").read_text())
-    assert results["rows"]["train"] >= 11 and set(results["labels"]) <= set(labels)
-    assert results["config"]["manifest"] == str(corrections)
+    assert results["rows"] == {"train": 12, "valid": 4, "test": 4}  # each clip labelled by its segment
+    assert results["labels"] == sorted(labels) and results["config"]["manifest"] == str(corrections)
+    assert results["parameters"] == 480 * 2048 + 2048 + 2048 * 4 + 4  # only the head trains
+    for name in ("loss_curve.png", "confusion_matrix.png", "labels.txt", "saved_model/labels.txt"):
+        assert (trained / name).exists(), name
+    features = ds.dataset(trained / "features", format="parquet", partitioning="hive").to_table().to_pylist()
+    assert {tuple(r["shape"]) for r in features} == {(480,)} and len(features) == 20
+    assert {r["label"] for r in features if r["uri"] == first["uri"]} == {changed_to}
+    _runs_as_its_head(trained, model, corrections, features, results["labels"], tmp_path)
     # one video's path, for pytest -s
     print(json.dumps({"video": first["uri"], "label": first["label"], "prediction": first["prediction"],
                       "score": first["score"], "task_regions": exported[0]["predictions"][0]["result"],

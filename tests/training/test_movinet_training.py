@@ -7,17 +7,13 @@ import os
 import subprocess
 
 import numpy as np
-import pyarrow.dataset as ds
 import pytest
 
 from beam_pipeline.cli import main
-from beam_pipeline.demo.synthetic import MOTIONS, make_labelled_set
-from beam_pipeline.training.train_job import example_array
+from beam_pipeline.demo.synthetic import make_labelled_set
 from tests.conftest import IN_MEMORY, REPO
 
-SMALL = ["--set", "sampling.strategy=uniform", "--set", "sampling.n_frames=8", "--set", "sampling.imgz=64"]
 CONFIG = str(REPO / "configs" / "movinet_a0_stream.yaml")
-ON_TF = ["--set", "model.runtime=tf"]
 
 
 def test_pretrained_backbone_takes_the_exported_weights_whatever_the_class_count(a0_stream):
@@ -61,65 +57,15 @@ def test_pretrained_backbone_refuses_weights_of_another_variant(a0_stream, model
         pretrained_backbone(model_id, mode, a0_stream)
 
 
-def _test_manifest(manifest: str) -> str:
-    """Writes ``test.csv`` beside ``manifest`` with only its test rows; returns its path."""
-    test_rows = [line for line in open(manifest).read().splitlines()[1:] if line.endswith(",test")]
-    test_manifest = os.path.join(os.path.dirname(manifest), "test.csv")
-    with open(test_manifest, "w", encoding="utf-8") as handle:
-        handle.write("uri,label,split\n" + "\n".join(test_rows) + "\n")
-    return test_manifest
-
-
 @pytest.fixture(scope="module")
 def motion_set(tmp_path_factory):
     folder = tmp_path_factory.mktemp("motion")
-    manifest = make_labelled_set(str(folder), per_class=6, splits={"train": 4, "valid": 1, "test": 1},
-                                 seconds=1.0)
-    return manifest, _test_manifest(manifest)
-
-
-def test_train_a_head_on_a_frozen_backbone_then_run_with_it(tmp_path, a0_stream, motion_set, capsys):
-    import tensorflow as tf
-
-    from models.movinet_graph import classifier_on
-    from models.movinet_training import head_model, pretrained_backbone, weights_prefix
-
-    manifest, test_manifest = motion_set
-    trained = tmp_path / "trained"
-    # served on TensorFlow (train converts no LiteRT model for it; the demo's test checks that it does)
-    code = main(["train", "--config", CONFIG, "--manifest", manifest, "--output", str(trained), *SMALL,
-                 "--set", f"train.checkpoint={a0_stream}", "--set", "train.num_epochs=3", *ON_TF, *IN_MEMORY])
-    assert code == 0
-    assert "training the MoViNet a0 stream (head)" in capsys.readouterr().out
-    results = json.loads((trained / "results.json").read_text())
-    assert results["rows"] == {"train": 16, "valid": 4, "test": 4}
-    assert results["labels"] == sorted(MOTIONS) and results["epochs_run"] <= 3
-    assert results["parameters"] == 480 * 2048 + 2048 + 2048 * 4 + 4  # only the head trains
-    for name in ("loss_curve.png", "confusion_matrix.png", "labels.txt", "saved_model/labels.txt"):
-        assert (trained / name).exists(), name
-    features = ds.dataset(trained / "features", format="parquet", partitioning="hive").to_table().to_pylist()
-    assert {tuple(r["shape"]) for r in features} == {(480,)} and len(features) == 24
-
-    out = tmp_path / "labelled"
-    code = main(["run", "--config", CONFIG, "--input", test_manifest, "--output", str(out),
-                 "--model", str(trained), *SMALL, "--set", "model.top_k=4", *ON_TF, *IN_MEMORY])
-    assert code == 0
-    videos = ds.dataset(out / "videos", format="parquet", partitioning="hive").to_table().to_pylist()
-    assert sorted(v["label"] for v in videos) == sorted(MOTIONS) and {v["status"] for v in videos} == {"ok"}
-
-    # The stream model that `run` used gives each video what the fitted head gives its frozen features.
-    classifier = classifier_on(pretrained_backbone("a0", "stream", a0_stream), 4)
-    tf.train.Checkpoint(model=classifier).read(weights_prefix(str(trained / "saved_model"))).expect_partial()
-    by_uri = {r["uri"]: example_array(r) for r in features if r["split"] == "test"}
-    for video in videos:
-        probs = head_model(classifier)(by_uri[video["uri"]][np.newaxis]).numpy()[0]
-        assert video["prediction"] == results["labels"][int(probs.argmax())]
-        assert video["score"] == pytest.approx(float(probs.max()), abs=1e-4)
+    return make_labelled_set(str(folder), per_class=6, splits={"train": 4, "valid": 1, "test": 1},
+                             seconds=1.0)
 
 
 def test_training_a_movinet_checks_its_weights_before_reading_videos(tmp_path, a0_stream, motion_set, capsys):
-    manifest, _ = motion_set
-    common = ["train", "--config", CONFIG, "--manifest", manifest, "--output", str(tmp_path / "t"),
+    common = ["train", "--config", CONFIG, "--manifest", motion_set, "--output", str(tmp_path / "t"),
               *IN_MEMORY]
     assert main(common) == 2
     assert "train.checkpoint: train.method head fits a new head" in capsys.readouterr().err
