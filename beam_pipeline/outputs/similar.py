@@ -6,9 +6,12 @@ common part (they are mostly positive), so raw cosine similarities of different 
 standardises the run's embeddings, each dimension by its mean and spread over the run
 (``standardised``; from ``STANDARDISE_FROM`` videos up, fewer give no stable spread), and compares
 the unit vectors of those: a similarity then says how alike two videos are against the others of
-the archive. The nearest-neighbour search is faiss's (``faiss-cpu``): an exact flat index up to
-``EXACT_UP_TO`` vectors, above that an HNSW graph (``HNSW_LINKS`` links a vector, search breadth
-``HNSW_SEARCH``; figures at a million: ``benchmarks/similar.py``, docs/OUTPUT.md).
+the archive. The nearest-neighbour search is faiss's (``faiss-cpu``): "more like this" asks one
+video at a time of an exact flat index (built in about a second at a million videos, 2 GB, a query a
+few tens of milliseconds); the groups ask every video, on an exact index up to ``EXACT_UP_TO``
+videos and above that an HNSW graph (``HNSW_LINKS`` links a vector, search breadth ``HNSW_SEARCH``),
+whose build and million queries take minutes where the exact index would take over an hour
+(``benchmarks/embeddings.py``, docs/OUTPUT.md).
 
 * ``more_like_this(output, video_id, k)``: the ``k`` videos (or segments) nearest one video.
 * ``near_duplicates(output, threshold)``: groups of videos over a whole run. Two videos are linked
@@ -32,7 +35,7 @@ from transforms.schema import EMBEDDING
 __all__ = ["DUPLICATE_THRESHOLD", "Embeddings", "NeighbourIndex", "SimilarVideos", "more_like_this",
            "near_duplicates", "read_embeddings", "standardised"]
 
-#: Below this many vectors the search is exact (a flat index: n x F multiply-adds a query).
+#: Up to this many videos the groups' search is exact (a flat index: n x F multiply-adds a query).
 EXACT_UP_TO = 50_000
 HNSW_LINKS = 32
 HNSW_SEARCH = 128
@@ -97,15 +100,16 @@ def standardised(vectors: np.ndarray, reference: np.ndarray | None = None) -> np
 
 
 class NeighbourIndex:
-    """faiss inner-product search over unit vectors float32 [n, F]: exact up to ``EXACT_UP_TO``, else
-    HNSW (approximate)."""
+    """faiss inner-product search over unit vectors float32 [n, F]: exact (a flat index) when ``exact``
+    or up to ``EXACT_UP_TO`` vectors, else an HNSW graph (approximate: 0.98 of planted copies found
+    first among 100,000 random vectors, ``benchmarks/embeddings.py``)."""
 
-    def __init__(self, vectors: np.ndarray):
+    def __init__(self, vectors: np.ndarray, exact: bool = False):
         import faiss
 
         vectors = np.ascontiguousarray(vectors, np.float32)
         width = vectors.shape[1]
-        if len(vectors) <= EXACT_UP_TO:
+        if exact or len(vectors) <= EXACT_UP_TO:
             self.index = faiss.IndexFlatIP(width)
         else:
             self.index = faiss.IndexHNSWFlat(width, HNSW_LINKS, faiss.METRIC_INNER_PRODUCT)
@@ -126,7 +130,7 @@ class SimilarVideos:
     def __init__(self, output: str | RunOutput, table: str = "videos"):
         self.found = read_embeddings(output, table)
         self._videos = self.found if table == "videos" else read_embeddings(output, "videos")
-        self._index = NeighbourIndex(standardised(self.found.vectors))
+        self._index = NeighbourIndex(standardised(self.found.vectors), exact=True)
 
     def like(self, video_id: str, k: int = 10) -> pd.DataFrame:
         """The ``k`` rows nearest the video ``video_id`` (the video itself left out), best first, with a
