@@ -2,7 +2,7 @@
 
 Embeddings are unit vectors (``transforms.embeddings``), but a model's pooled features share a large
 common part (they are mostly positive), so raw cosine similarities of different videos crowd near 1
-(0.994 median for different clips of one signer, docs/OUTPUT.md). The search therefore first
+(up to 0.9999 for different clips of one signer, docs/OUTPUT.md). The search therefore first
 standardises the run's embeddings, each dimension by its mean and spread over the run
 (``standardised``; from ``STANDARDISE_FROM`` videos up, fewer give no stable spread), and compares
 the unit vectors of those: a similarity then says how alike two videos are against the others of
