@@ -11,7 +11,9 @@
   then ``prediction``, ``video`` (its uri), ``frame``, ``label``, ``split`` and ``error``, as the
   CNN+LSTM projects wrote it; the run must have ``output.write_probs``.
 
-Every writer streams the run's tables batch by batch, so memory stays one batch whatever the run.
+``csv`` streams the frames batch by batch, so its memory stays one batch whatever the run;
+``label-studio`` and ``webvtt`` hold the run's segments (a few columns a segment) and the decoded
+videos' rows in memory while they write.
 """
 
 from __future__ import annotations

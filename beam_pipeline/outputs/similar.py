@@ -180,8 +180,9 @@ def near_duplicates(output: str | RunOutput, threshold: float = DUPLICATE_THRESH
     source = np.repeat(np.arange(n), similarity.shape[1])
     target, weight = position.reshape(-1), similarity.reshape(-1)
     near = (target >= 0) & (target != source) & (weight >= threshold)
-    pairs = set(zip(source[near].tolist(), target[near].tolist()))
-    mutual = np.array([(a, b) in pairs and (b, a) in pairs for a, b in zip(source, target)]) & near
+    links = source[near].astype(np.int64) * n + target[near]  # a -> b as one int64 each
+    mutual = near.copy()
+    mutual[near] = np.isin(target[near].astype(np.int64) * n + source[near], links)  # b -> a too
     graph = coo_matrix((np.ones(mutual.sum()), (source[mutual], target[mutual])), shape=(n, n))
     _, component = connected_components(graph, directed=False)
     best = np.full(n, np.nan, np.float32)
