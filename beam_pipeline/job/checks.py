@@ -15,7 +15,7 @@ from models.storage import local_copy
 from transforms.listing import is_manifest, manifest_columns
 
 __all__ = ["check_inputs", "check_output_location", "check_pose_handle", "fitted_to_model",
-           "has_frame_features", "resolve_handle", "resolve_labels"]
+           "has_frame_features", "resolve_handle", "resolve_labels", "trained_config"]
 
 def check_inputs(paths: Sequence[str]) -> None:
     """Every glob matches at least one file; every manifest exists and has a ``uri`` column.
@@ -109,13 +109,18 @@ def fitted_to_model(cfg: JobConfig, handle: str) -> JobConfig:
     return cfg.model_copy(update={"model": cfg.model.model_copy(update={"frame_window_s": 0.0})})
 
 
-def _check_trained_like(folder: str, cfg: JobConfig) -> None:
-    """A `videolabel train` output runs with the model kind, variant and mode it was trained as."""
+def trained_config(folder: str) -> dict:
+    """The ``config`` a `videolabel train` output's ``results.json`` recorded (empty without the file)."""
     path = FileSystems.join(folder, "results.json")
     if not FileSystems.exists(path):
-        return
+        return {}
     with FileSystems.open(path) as handle:
-        trained = json.loads(handle.read()).get("config", {}).get("job", {}).get("model", {})
+        return json.loads(handle.read()).get("config", {})
+
+
+def _check_trained_like(folder: str, cfg: JobConfig) -> None:
+    """A `videolabel train` output runs with the model kind, variant and mode it was trained as."""
+    trained = trained_config(folder).get("job", {}).get("model", {})
     keys = ("kind",) if cfg.model.kind == "lstm" else ("kind", "model_id", "model_mode")
     for key in keys:
         if key in trained and trained[key] != getattr(cfg.model, key):

@@ -10,7 +10,6 @@ and copied to each worker through Beam's filesystems.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import sys
 
@@ -18,7 +17,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
 
 from beam_pipeline.config import ConfigError, JobConfig
-from beam_pipeline.job.checks import has_frame_features
+from beam_pipeline.job.checks import has_frame_features, trained_config
 from beam_pipeline.job.dataflow import is_dataflow
 from models.hub_fetch import HubUnavailable, hub_local
 from models.movinet_convert import ConversionError, litert_model
@@ -160,11 +159,7 @@ def embedding_width(cfg: JobConfig, handle: str, path: str) -> int | None:
                           "videolabel export-movinet --tflite")
     if cfg.model.kind != "lstm":
         return feature_width(cfg.model.model_id)
-    results = FileSystems.join(handle, "results.json")
-    width = None
-    if FileSystems.exists(results):
-        with FileSystems.open(results) as stored:
-            width = json.loads(stored.read()).get("config", {}).get("embedding_width")
+    width = trained_config(handle).get("embedding_width")
     if width is None:
         raise ConfigError(f"output.write_embeddings: the LSTM in {handle} was trained before embeddings; "
                           "train it again with this version")

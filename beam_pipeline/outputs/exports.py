@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 from xml.sax.saxutils import quoteattr
 
@@ -80,18 +80,12 @@ def label_studio_config(labels: list[str]) -> str:
             f"</View>\n")
 
 
-def _batches(output: RunOutput, table: str, columns: list[str] | None = None,
-             where: ds.Expression | None = None) -> Iterator[pa.RecordBatch]:
-    dataset = output.dataset(table)
-    if dataset is None:
-        return
-    yield from dataset.to_batches(columns=columns, filter=where)
-
-
 def _segments_by_video(output: RunOutput) -> dict[str, list[dict]]:
+    """Each video's segments rows (the columns the exports need), by video id, in segment order."""
     found: dict[str, list[dict]] = {}
-    for batch in _batches(output, "segments", ["video_id", "segment_index", "start_s", "end_s", "label",
-                                               "mean_score"]):
+    dataset = output.dataset("segments")
+    columns = ["video_id", "segment_index", "start_s", "end_s", "label", "mean_score"]
+    for batch in dataset.to_batches(columns=columns) if dataset is not None else ():
         for row in batch.to_pylist():
             found.setdefault(row["video_id"], []).append(row)
     for rows in found.values():
