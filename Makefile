@@ -62,7 +62,7 @@ label-studio: $(LABEL_STUDIO)/data-template
 # once); the models are built once for both (tests/conftest.py). TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 2
 test: lint system-deps flink label-studio
-	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadscope
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
 
 # Throughput against the machine's ceilings and the hand-written loop (docs/PERFORMANCE.md).
 bench: $(STAMP)

@@ -36,7 +36,7 @@ MODEL_FIXTURES = frozenset({
 
 #: Fixtures that take minutes (a fit; a Flink cluster and its runs): their modules start first under
 #: pytest-xdist.
-LONG_FIXTURES = frozenset({"demo_run", "motion_model", "flink_cluster"})
+LONG_FIXTURES = frozenset({"demo_run", "motion_model", "readme_run", "flink_cluster"})
 
 
 def pytest_configure(config) -> None:

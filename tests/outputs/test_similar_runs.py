@@ -32,7 +32,9 @@ from tests.media import reencoded
 
 COPIES = {"half": {"scale": 0.5}, "crf38": {"crf": 38}, "mpeg4": {"codec": "mpeg4"}, "trim": {"trim_s": 0.3}}
 REAL_CLIPS = 12
-GENERATED = ["moving_right", "moving_left", "moving_up", "moving_down", "moving_right", "moving_left"]
+# One clip a motion: the demo's model is trained to tell the motions apart, so two clips of one motion
+# (another square, colour and speed) are alike to it, as two clips of one action are to any action model.
+GENERATED = ["moving_right", "moving_left", "moving_up", "moving_down"]
 
 
 def _original(uri: str) -> str:
@@ -101,7 +103,7 @@ def test_re_encoded_copies_are_each_others_nearest_neighbours(copies_run):
 
 
 def test_groups_of_near_duplicates_and_more_like_this(copies_run, capsys):
-    """Generated clips (distinct content) group exactly with their copies. Different real clips of one
+    """Generated clips (one a motion) group exactly with their copies. Different real clips of one
     signer look alike to the demo's model (other-clip similarity up to 0.998, printed): their groups'
     purity is a figure of the model, printed, not asserted."""
     out, clips = copies_run
