@@ -72,9 +72,21 @@ def run_child(module: str, args: Sequence[str], *, threads: int = 1) -> dict[str
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def cpu_model() -> str:
+    """The processor's model name, as ``lscpu`` gives it (``/proc/cpuinfo``'s first ``model name``)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def machine() -> dict[str, Any]:
     """What the figures were measured on."""
-    return {"cpus": os.cpu_count(), "python": platform.python_version(),
+    return {"cpus": os.cpu_count(), "cpu_model": cpu_model(), "python": platform.python_version(),
             "processor": platform.processor() or platform.machine(), "av": av.__version__,
             "ffmpeg": ".".join(map(str, av.library_versions["libavcodec"]))}
 

@@ -16,10 +16,16 @@ On a fixed set of Kinetics-like clips (10 s, 340x256, 30 fps, GOP 250; or
 (e) Ray Data (``benchmarks.ray_peer``, with ``make bench``'s ``bench`` extra): the
     same job as a Ray user writes it, the same decoder, model file and cores;
 (f) videolabel: ``videolabel run`` on DirectRunner (multi_processing, one worker
-    per core, one model thread each, default output settings) on 2N videos, once
-    per runtime; its steady rate is ``_run.json``'s ``throughput.steady_videos_per_s``:
+    per core, one model thread each, default output settings), once per runtime,
+    on as many videos as its runtime's combined ceiling (measured first) does in
+    ``--steady-s`` seconds (60), plus 4 a core: at least a minute of steady state
+    on any machine. Its steady rate is ``_run.json``'s ``throughput.steady_videos_per_s``:
     per worker, (videos - 1) / (last - first finish time), summed over workers, the
-    way the ceilings sum their processes' timed sections.
+    way the ceilings sum their processes' timed sections. In its steady window (every
+    worker past its first video, none at its last) the machine's CPU counters give the
+    cores' busy share and the busy core-seconds per video, which the run's own stage
+    times split (``benchmarks.steady``): probe, decode and transfer (the decoder
+    process), model, aggregate, write, and Beam's share, what they leave.
 
 A ceiling is an upper bound for the same model calls: every video's call (or
 decode) is timed ``REPEATS`` times on warm data in a process pinned to its own
@@ -27,15 +33,17 @@ core and the fastest counts; the ceilings are measured before and after the runs
 and the faster of the two is kept. ``model_in_run`` sets the run's own model
 core-seconds per video (``_run.json`` ``stage_s.model``) beside the ceiling's.
 
+The Ray Data run has the LiteRT run's videos; the ceilings and the naive loop N.
 Start-up is reported apart: ``startup_s`` is from the ``videolabel`` process's
 launch to its first finished video (the model already converted, as after
 ``export-movinet`` or ``train``). ``peak_rss_mb_per_worker`` is the largest
-resident size of any one process of the run. Prints two tables and writes JSON
-whose top level has ``videolabel_share_of_ceiling``, ``videolabel_vs_naive``,
-``videolabel_vs_tf_path``, ``videolabel_vs_ray``, ``startup_s`` and
-``peak_rss_mb_per_worker``.
+resident size of any one process of the run. Prints four tables (paths, runtimes,
+stages, targets) and writes JSON whose top level has ``videolabel_share_of_ceiling``,
+``videolabel_vs_naive``, ``videolabel_vs_tf_path``, ``videolabel_vs_ray``, ``startup_s``,
+``peak_rss_mb_per_worker``, ``targets``, ``busy_share_in_steady_window`` and
+``stage_ms_per_video``.
 
-    python -m benchmarks.throughput [--videos 48] [--variant a0:stream] [--videos-dir DIR]
+    python -m benchmarks.throughput [--videos 48] [--steady-s 60] [--variant a0:stream] [--videos-dir DIR]
 """
 
 from __future__ import annotations
@@ -45,6 +53,7 @@ import datetime
 import functools
 import importlib.util
 import json
+import math
 import os
 import resource
 import subprocess
@@ -54,6 +63,7 @@ import time
 from pathlib import Path
 
 from benchmarks.common import panning_video, print_table, write_json
+from benchmarks.steady import STAGES, CpuSample, CpuSampler, stage_ms, steady_figures
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -263,7 +273,8 @@ def _export(variant: str, workdir: Path) -> tuple[str, str | None]:
 
 def _videolabel(videos: list[str], variant: str, model: str, runtime: str, cores: int, workdir: Path) -> dict:
     """``videolabel run`` on a manifest of ``videos`` with ``model.runtime``: steady rate, start-up from
-    launch and from the job's start, wall, CPU, peak memory and the model's own seconds."""
+    launch and from the job's start, wall, CPU, peak memory, the model's own seconds, and in the steady
+    window (``benchmarks.steady``) the cores' busy share and each stage's milliseconds per video."""
     model_id, mode = variant.split(":")
     manifest = workdir / f"manifest_{len(videos)}.csv"
     manifest.write_text("uri\n" + "\n".join(videos) + "\n")
@@ -279,10 +290,14 @@ def _videolabel(videos: list[str], variant: str, model: str, runtime: str, cores
     assert run["counts"].get("videos_ok") == len(videos), run["counts"]
     throughput = run["throughput"]
     job_start = datetime.datetime.fromisoformat(run["started_at"]).timestamp()
+    samples = [CpuSample(*sample) for sample in measured.pop("cpu_samples")]
+    steady = steady_figures(samples, throughput["steady_window"], throughput["steady_window_videos"])
     return {**measured, "videos_per_s": throughput["steady_videos_per_s"], "runtime": run["model"]["runtime"],
-            "job_startup_s": throughput["startup_s"],
+            "videos": len(videos), "job_startup_s": throughput["startup_s"],
             "startup_s": round(job_start - measured["launched_at"] + throughput["startup_s"], 2),
-            "stage_s": run["timings"]["stage_s"],
+            "steady": steady, "stage_s": run["timings"]["stage_s"],
+            "stage_ms_per_video": stage_ms(run["timings"]["stage_s"], len(videos),
+                                           steady["busy_core_s_per_video"]),
             "model_core_s_per_video": round(run["timings"]["stage_s"]["model"] / len(videos), 4)}
 
 
@@ -316,10 +331,44 @@ def _ceilings(half: list[str], variant: str, handles: dict[str, str], cores: int
     return out
 
 
+# The issue's targets for the headline run: (figure, the least or most it may be)
+TARGETS = {"videolabel_share_of_ceiling": (">=", 0.9), "videolabel_vs_tf_path": (">=", 1.5),
+           "peak_rss_mb_per_worker": ("<", 600)}
+EDGE_VIDEOS_PER_CORE = 4  # a run's videos besides its steady state: each worker's first, the tail
+
+
+def _links(workdir: Path, pool: list[str], count: int) -> list[str]:
+    """``count`` distinct paths (links to the clips of ``pool`` in turn), so nothing is cached by path."""
+    videos = []
+    for i in range(count):
+        link = workdir / "set" / f"v{i:05d}.mp4"
+        link.parent.mkdir(exist_ok=True)
+        if not link.exists():
+            link.symlink_to(pool[i % len(pool)])
+        videos.append(str(link))
+    return videos
+
+
+def _run_size(rate: float, steady_s: float, cores: int) -> int:
+    """Videos for a run of ``steady_s`` seconds of steady state at ``rate`` videos/s (its ceiling: the run
+    itself is slower, so it lasts longer), plus each worker's first videos and the tail."""
+    return math.ceil(rate * steady_s) + EDGE_VIDEOS_PER_CORE * cores
+
+
+def _targets(figures: dict) -> dict:
+    """Each target of ``TARGETS`` with the figure and whether it held."""
+    held = {">=": lambda v, t: v >= t, "<": lambda v, t: v < t}
+    return {name: {"target": f"{op} {bound}", "value": figures[name], "held": held[op](figures[name], bound)}
+            for name, (op, bound) in TARGETS.items() if figures.get(name) is not None}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--videos", type=int, default=48,
-                        help="N: the ceilings and the naive loop run on N videos, videolabel and Ray on 2N")
+                        help="N: the ceilings and the naive loop run on N videos")
+    parser.add_argument("--steady-s", type=float, default=60.0,
+                        help="each run's steady state at its runtime's combined ceiling, in seconds: the "
+                             f"run's videos are that many seconds' worth, plus {EDGE_VIDEOS_PER_CORE} a core")
     parser.add_argument("--variant", default="a0:stream")
     parser.add_argument("--videos-dir", help="a folder of .mp4 videos to use instead of generated clips")
     parser.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "videolabel-throughput"))
@@ -331,22 +380,18 @@ def main(argv=None) -> int:
         pool = sorted(str(p) for p in Path(args.videos_dir).glob("*.mp4"))
     else:
         pool = [str(panning_video(workdir / f"clip_{i:03d}.mp4", **CLIP)) for i in range(8)]
-    # N and 2N distinct paths (links to the generated clips), so nothing is cached by path
-    videos = []
-    for i in range(2 * args.videos):
-        link = workdir / "set" / f"v{i:04d}.mp4"
-        link.parent.mkdir(exist_ok=True)
-        if not link.exists():
-            link.symlink_to(pool[i % len(pool)])
-        videos.append(str(link))
-    half = videos[:args.videos]
+    half = _links(workdir, pool, args.videos)
 
     model_dir, tflite = _export(args.variant, workdir)
     handles = {"tf": model_dir, **({"litert": tflite} if tflite else {})}
     before = _ceilings(half, args.variant, handles, cores)
     naive = _child("naive", half, args.variant, model_dir)
-    runs = {name: _videolabel(videos, args.variant, model_dir, name, cores, workdir) for name in handles}
-    ray = _ray(videos, tflite, cores, workdir) if tflite else None
+    decode_s = before["decode"]["core_s_per_video"]
+    sizes = {name: _run_size(cores / (decode_s + before[name]["core_s_per_video"]), args.steady_s, cores)
+             for name in handles}
+    runs = {name: _videolabel(_links(workdir, pool, sizes[name]), args.variant, model_dir, name, cores,
+                              workdir) for name in handles}
+    ray = _ray(_links(workdir, pool, sizes["litert"]), tflite, cores, workdir) if tflite else None
     after = _ceilings(half, args.variant, handles, cores)
     ceiling = {name: _faster(before[name], after[name]) for name in before}
 
@@ -388,9 +433,9 @@ def main(argv=None) -> int:
         rows.append([f"videolabel run, {name}", measured["videos_per_s"],
                      measured["videos_per_s"] / combined[runtime], measured["videos_per_s"] / naive_rate,
                      measured["peak_rss_mb"],
-                     f"start-up {measured['startup_s']:.1f} s; model "
-                     f"{measured['model_core_s_per_video']:.3f} core-s/video; "
-                     f"CPU {measured['cpu_s'] / measured['wall_s'] / cores:.0%} of {cores} cores"])
+                     f"{measured['videos']} videos, start-up {measured['startup_s']:.1f} s; steady "
+                     f"{measured['steady']['window_s']:.0f} s, {measured['steady']['busy_share']:.0%} of "
+                     f"{cores} cores busy, {measured['steady']['busy_core_s_per_video']:.3f} core-s/video"])
     title = f"{args.variant} at {FPS:g} fps, {cores} cores, 10-s 340x256 clips"
     print_table(title, ["path", "videos/s", f"share of {runtime} ceiling", "vs naive", "peak MB", "notes"],
                 rows)
@@ -399,15 +444,32 @@ def main(argv=None) -> int:
                 ["runtime", "core-s / 50 frames", "videos/s", "start-up s", "peak MB"],
                 [[name, ceiling[name]["core_s_per_50_frames"], ceiling[name]["videos_per_s"],
                   ceiling[name]["startup_s"], ceiling[name]["peak_rss_mb"]] for name in handles])
+    ceiling_ms = {"decode": decode["core_s_per_video"] * 1000,
+                  "model": ceiling[runtime]["core_s_per_video"] * 1000}
+    print_table(f"where a video's core-seconds go in the steady window, ms per video (ceiling: "
+                f"decode {ceiling_ms['decode']:.1f}, model {ceiling_ms['model']:.1f}, "
+                f"{sum(ceiling_ms.values()):.1f} in all)",
+                ["run", *STAGES, "beam", "total", "over the ceiling", "cores busy"],
+                [[name, *(m["stage_ms_per_video"][stage] for stage in (*STAGES, "beam", "total")),
+                  m["stage_ms_per_video"]["total"] - ceiling_ms["decode"]
+                  - ceiling[name]["core_s_per_video"] * 1000,
+                  f"{m['steady']['busy_share']:.1%}"] for name, m in runs.items()])
+    figures = {"videolabel_share_of_ceiling": round(steady / combined[runtime], 3),
+               "videolabel_vs_naive": round(steady / naive_rate, 3),
+               "videolabel_vs_tf_path": round(steady / runs["tf"]["videos_per_s"], 3),
+               "videolabel_vs_ray": round(steady / ray["videos_per_s"], 3) if ray else None,
+               "startup_s": run["startup_s"], "peak_rss_mb_per_worker": run["peak_rss_mb"]}
+    targets = _targets(figures)
+    print_table("targets", ["figure", "target", "value", "held"],
+                [[name, t["target"], t["value"], "yes" if t["held"] else "NO"]
+                 for name, t in targets.items()])
     write_json(_results_path(args.variant), {
-        "variant": args.variant, "cores": cores, "videos": [args.videos, 2 * args.videos], "clip": CLIP,
-        "repeats": REPEATS, "runtime": runtime,
-        "videolabel_share_of_ceiling": round(steady / combined[runtime], 3),
-        "videolabel_vs_naive": round(steady / naive_rate, 3),
-        "videolabel_vs_tf_path": round(steady / runs["tf"]["videos_per_s"], 3),
-        "videolabel_vs_ray": round(steady / ray["videos_per_s"], 3) if ray else None,
-        "startup_s": run["startup_s"],
-        "peak_rss_mb_per_worker": run["peak_rss_mb"],
+        "variant": args.variant, "cores": cores, "videos": {"ceilings": args.videos, **sizes},
+        "steady_s": args.steady_s, "clip": CLIP, "repeats": REPEATS, "runtime": runtime, **figures,
+        "targets": targets,
+        "busy_share_in_steady_window": run["steady"]["busy_share"],
+        "stage_ms_per_video": run["stage_ms_per_video"],
+        "ceiling_ms_per_video": {name: round(ms, 2) for name, ms in ceiling_ms.items()},
         "combined_ceiling_videos_per_s": {name: round(rate, 3) for name, rate in combined.items()},
         "decode_ceiling": decode, "decode_in_decoder_process": ceiling["isolated"],
         "isolation_core_s_per_video": round(isolation_s, 4),
@@ -429,13 +491,16 @@ def main(argv=None) -> int:
 
 def _measure(cmd: list[str]) -> None:
     """Runs ``cmd`` (its output discarded) and prints when it was launched (epoch s), its wall time,
-    CPU seconds and the largest resident size of it or any of its processes, as JSON."""
+    CPU seconds, the largest resident size of it or any of its processes, and the machine's CPU
+    counters sampled while it ran (``benchmarks.steady.CpuSampler``), as JSON."""
     launched, start = time.time(), time.perf_counter()
-    proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    with CpuSampler() as sampler:
+        proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr[-3000:])
         raise SystemExit(proc.returncode)
-    print(json.dumps({"launched_at": launched, "wall_s": round(time.perf_counter() - start, 3), **_usage()}))
+    print(json.dumps({"launched_at": launched, "wall_s": round(time.perf_counter() - start, 3), **_usage(),
+                      "cpu_samples": sampler.samples}))
 
 
 if __name__ == "__main__":

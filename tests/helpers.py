@@ -36,10 +36,12 @@ STARTED = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
 COUNTERS = {"videos_ok": 3, "videos_failed": 1, "frames_sampled": 40, "errors_InvalidDataError": 1,
             "videos_split_train": 3, "videos_split_test": 1}
 # (count, sum of ms); RunInference's own batch latency (micro-seconds) is not a stage time
-DISTRIBUTIONS = {"decode_ms": (4, 1200), "model_ms": (3, 2100), "write_ms": (2, 50),
+DISTRIBUTIONS = {"probe_ms": (4, 10), "decode_ms": (4, 1200), "transfer_ms": (4, 30), "model_ms": (3, 2100),
+                 "aggregate_ms": (3, 7), "write_ms": (2, 50),
                  "inference_batch_latency_micro_secs": (6, 9_000_000)}
 WORKERS = {"steady_videos_per_s": 1.23456, "first_done_at": STARTED.timestamp() + 2.5, "processes": 2,
-           "pinned_cores": [0, 1]}
+           "pinned_cores": [0, 1], "steady_window": (STARTED.timestamp() + 3.0, STARTED.timestamp() + 9.5),
+           "steady_window_videos": 2}
 
 
 def check_segments(out: Path, rule: SegmentRule, truth: dict[str, tuple] | None = None,

@@ -14,6 +14,7 @@ key and is not written inside the files.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -262,19 +263,24 @@ class _RowsFn(beam.DoFn):
         self._sampled = metrics.counter(metrics.FRAMES_SAMPLED)
         self._segment_rows = metrics.counter(metrics.SEGMENTS)
         self._decode_ms = metrics.distribution(metrics.DECODE_MS)
+        self._transfer_ms = metrics.distribution(metrics.TRANSFER_MS)
+        self._aggregate_ms = metrics.distribution(metrics.AGGREGATE_MS)
 
     def process(self, result: VideoResult) -> Iterator[VideoRows]:
         info = result.info
+        start = time.thread_time()
         try:
             tables = self._tables(info, result.clips)
         except Exception as exc:  # the per-video boundary: a video whose rows cannot be made is failed
             info = info._replace(error=VideoError.of(ErrorStage.INFER, exc))
             tables = self._tables(info, [])
+        self._aggregate_ms.update(round((time.thread_time() - start) * 1000))
         self._decoded.inc(info.frames_decoded)
         self._sampled.inc(info.frames_sampled)
         if "segments" in tables:
             self._segment_rows.inc(tables["segments"].num_rows)
-        self._decode_ms.update(int(info.decode_s * 1000))
+        self._decode_ms.update(round(info.decode_s * 1000))
+        self._transfer_ms.update(round(info.transfer_s * 1000))
         self._count(f"{metrics.SPLIT_PREFIX}{info.ref.split}")
         video = tables["videos"]
         self._by_status[Status(video["status"][0].as_py())].inc()

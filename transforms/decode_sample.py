@@ -29,6 +29,7 @@ from collections.abc import Iterator
 import apache_beam as beam
 from apache_beam import pvalue
 
+from transforms import metrics
 from transforms.cores import pin_to_free_core
 from transforms.decoder_process import probe_isolated
 from transforms.decoding import DecodeReport
@@ -53,6 +54,7 @@ class _OpenAndProbeFn(beam.DoFn):
     def __init__(self, spec: SamplingSpec, pin_core: bool = False):
         self._spec = spec
         self._pin_core = pin_core
+        self._probe_ms = metrics.distribution(metrics.PROBE_MS)
 
     def setup(self) -> None:
         if self._pin_core:
@@ -67,6 +69,7 @@ class _OpenAndProbeFn(beam.DoFn):
                 probe_isolated(ref.uri, self._spec, report)
         except Exception as exc:  # the per-video boundary: whatever this video raises is its row
             report.error = VideoError.of(ErrorStage.PROBE, exc)
+        self._probe_ms.update(round((report.decode_s + report.transfer_s) * 1000))
         if report.error is None:
             yield FrameSource(ref, self._spec, report.meta)
         else:

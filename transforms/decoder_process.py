@@ -8,9 +8,14 @@ So every worker thread opens, probes, decodes, samples and converts its videos
 in a child process of its own (``python -m transforms.decoder_process``):
 
 * the child is kept alive across videos and started again when it dies;
-* it sends the sampled frames (uint8 RGB ``[imgz, imgz, 3]``) back a chunk at a
-  time, and blocks until the parent takes them, so memory holds one chunk on
-  each side whatever the video's length;
+* it hands the sampled frames (uint8 RGB ``[imgz, imgz, 3]``) back a chunk at a
+  time through a shared-memory buffer (a ``memfd`` both processes map): it copies
+  a chunk's pixels in, sends a small pickled header (each frame's index, time,
+  shape; the report's state), and waits until the parent has copied them out and
+  said so, so memory holds one chunk on each side whatever the video's length.
+  Pickling the arrays through the pipe cost about 8 ms of a 50-frame video's core
+  time in copies and page faults, and raw bytes through the pipe 3.5 ms
+  (docs/PERFORMANCE.md);
 * the parent enforces ``decode_timeout_s`` from outside, on the time it waits for
   the child (not the time the model takes between chunks), and the child runs
   under an address-space cap of ``decoder_memory_mb``;
@@ -30,6 +35,7 @@ from __future__ import annotations
 
 import atexit
 import importlib
+import mmap
 import os
 import resource
 import signal
@@ -40,6 +46,8 @@ import time
 import weakref
 from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
+
+import numpy as np
 
 from transforms.decoding import DecodeReport, SampledFrame, probe_video
 from transforms.records import ErrorStage, SamplingSpec, VideoError
@@ -68,8 +76,10 @@ def _resolve(target: str) -> Callable[..., Iterator[SampledFrame]]:
     return getattr(importlib.import_module(module), name)
 
 
-def _state(report: DecodeReport) -> tuple:
-    return report.meta, report.frames_decoded, report.error
+def _state(report: DecodeReport, decode_cpu_s: float, send_cpu_s: float) -> tuple:
+    """What a reply tells the parent: the report's metadata, count and error, and this request's CPU
+    seconds so far in the decoder and in sending (pickling, writing to the pipe)."""
+    return report.meta, report.frames_decoded, report.error, decode_cpu_s, send_cpu_s
 
 
 def _error_of(exc: BaseException, spec: SamplingSpec, report: DecodeReport) -> VideoError:
@@ -81,15 +91,84 @@ def _error_of(exc: BaseException, spec: SamplingSpec, report: DecodeReport) -> V
     return VideoError.of(ErrorStage.PROBE if report.meta is None else ErrorStage.DECODE, exc)
 
 
-def _serve_one(request: tuple, replies: Connection) -> None:
+class _SharedFrames:
+    """The buffer a chunk's pixels cross in: a ``memfd`` that the parent creates and the child grows to
+    the largest chunk it has sent (``ftruncate``); each side maps it whole, again when it has grown."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self._map: mmap.mmap | None = None
+
+    def view(self, nbytes: int, grow: bool) -> memoryview:
+        """The first ``nbytes`` of the buffer; ``grow``: the child's side, which makes the file that big."""
+        if self._map is None or len(self._map) < nbytes:
+            if grow and os.fstat(self.fd).st_size < nbytes:
+                os.ftruncate(self.fd, nbytes)
+            if self._map is not None:
+                self._map.close()
+            self._map = mmap.mmap(self.fd, os.fstat(self.fd).st_size)
+        return memoryview(self._map)[:nbytes]
+
+    def close(self) -> None:
+        if self._map is not None:
+            self._map.close()
+            self._map = None
+        os.close(self.fd)
+
+
+def _send_frames(replies: Connection, acks: Connection, shared: _SharedFrames, tag: str,
+                 chunk: list[SampledFrame], state: tuple) -> None:
+    """One reply: the chunk's pixels copied into ``shared``, then ``(tag, [(index, time_s, shape, dtype)
+    of each frame], state)`` pickled; with frames, it waits for the parent's ack (it has copied them)."""
+    images = [np.ascontiguousarray(frame.image) for frame in chunk]
+    if images:
+        view = shared.view(sum(image.nbytes for image in images), grow=True)
+        offset = 0
+        for image in images:
+            view[offset:offset + image.nbytes] = image.reshape(-1).data
+            offset += image.nbytes
+        view.release()
+    replies.send((tag, [(frame.index, frame.time_s, image.shape, image.dtype.str)
+                        for frame, image in zip(chunk, images)], state))
+    if images:
+        acks.recv_bytes()
+
+
+def _receive_frames(replies: Connection, acks: Connection, shared: _SharedFrames) -> tuple:
+    """The reply ``_send_frames`` sent: ``(tag, frames, state)``, the frames' pixels copied out of
+    ``shared`` into arrays of their own, then acknowledged. Raises EOFError if the child is lost."""
+    tag, heads, state = replies.recv()
+    frames = []
+    if heads:
+        sizes = [int(np.prod(shape)) * np.dtype(dtype).itemsize for _, _, shape, dtype in heads]
+        view = shared.view(sum(sizes), grow=False)
+        offset = 0
+        for (index, time_s, shape, dtype), size in zip(heads, sizes):
+            image = np.frombuffer(view[offset:offset + size], dtype).reshape(shape).copy()
+            frames.append(SampledFrame(index, time_s, image))
+            offset += size
+        view.release()
+        try:
+            acks.send_bytes(b"")
+        except OSError:  # the child died since: the next reply says how
+            pass
+    return tag, frames, state
+
+
+def _serve_one(request: tuple, replies: Connection, acks: Connection, shared: _SharedFrames) -> None:
     """Runs one request: frames in chunks, the last chunk with ``done``, each with the report's state.
 
     A decode request carries the video's probe (``VideoMeta``, or None), which the decoder reuses.
+    CPU time (``time.process_time``: the worker and its child share a pinned core, so wall time would
+    count the other's turns) is split between the decoder and sending; the last reply's own sending
+    is not in it.
     """
     kind, uri, spec, meta = request
     report = DecodeReport()
     report.meta = meta
     chunk: list[SampledFrame] = []
+    started = mark = time.process_time()
+    sending = 0.0
     try:
         if kind == "probe":
             probe_video(uri, spec, report)
@@ -97,7 +176,10 @@ def _serve_one(request: tuple, replies: Connection) -> None:
             for frame in _resolve(spec.decoder)(uri, spec, report):
                 chunk.append(frame)
                 if len(chunk) == CHUNK_FRAMES:
-                    replies.send(("frames", chunk, _state(report)))
+                    mark = time.process_time()
+                    _send_frames(replies, acks, shared, "frames", chunk,
+                                 _state(report, mark - started - sending, sending))
+                    sending += time.process_time() - mark
                     chunk = []
     except Exception as exc:  # the per-video boundary: every error for this video is its row
         error = _error_of(exc, spec, report)
@@ -106,11 +188,13 @@ def _serve_one(request: tuple, replies: Connection) -> None:
             report.error = error
         else:
             report.fail(error.stage, error.type, error.message)
-    replies.send(("done", chunk, _state(report)))
+    _send_frames(replies, acks, shared, "done", chunk,
+                 _state(report, time.process_time() - started - sending, sending))
 
 
-def _child_main(request_fd: int, reply_fd: int, memory_mb: int) -> None:
-    """The child's loop: one request at a time until the parent closes the pipe."""
+def _child_main(request_fd: int, reply_fd: int, frames_fd: int, memory_mb: int) -> None:
+    """The child's loop: one request at a time until the parent closes the pipe. Requests and the acks
+    of replies with frames come in on ``request_fd``; frames go out through ``frames_fd``."""
     try:  # die with the parent, even one killed with SIGKILL
         import ctypes
         ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
@@ -120,12 +204,13 @@ def _child_main(request_fd: int, reply_fd: int, memory_mb: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
     requests = Connection(request_fd, writable=False)
     replies = Connection(reply_fd, readable=False)
+    shared = _SharedFrames(frames_fd)
     while True:
         try:
             request = requests.recv()
         except EOFError:
             return
-        _serve_one(request, replies)
+        _serve_one(request, replies, requests, shared)
 
 
 class _Stopped(Exception):
@@ -163,6 +248,7 @@ class DecoderProcess:
     def _start(self) -> None:
         request_r, request_w = os.pipe()
         reply_r, reply_w = os.pipe()
+        frames_fd = os.memfd_create("videolabel-frames")
         self._environ = dict(os.environ)
         env = dict(self._environ)
         env["PYTHONPATH"] = os.pathsep.join([p for p in sys.path if p] + [env.get("PYTHONPATH", "")])
@@ -171,12 +257,13 @@ class DecoderProcess:
         env.setdefault("MALLOC_ARENA_MAX", "2")
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "transforms.decoder_process", str(request_r), str(reply_w),
-             str(self.memory_mb)],
-            pass_fds=(request_r, reply_w), stdin=subprocess.DEVNULL, env=env)
+             str(frames_fd), str(self.memory_mb)],
+            pass_fds=(request_r, reply_w, frames_fd), stdin=subprocess.DEVNULL, env=env)
         os.close(request_r)
         os.close(reply_w)
         self._requests = Connection(request_w, readable=False)
         self._replies = Connection(reply_r, writable=False)
+        self._shared = _SharedFrames(frames_fd)
         self.starts += 1
 
     def stop(self) -> None:
@@ -188,6 +275,7 @@ class DecoderProcess:
         self._proc.wait()
         self._requests.close()
         self._replies.close()
+        self._shared.close()
         self._proc = None
         self._busy = False
 
@@ -221,7 +309,8 @@ class DecoderProcess:
         raise _Stopped(CRASHED, "decoder process could not be started")
 
     def _receive(self, budget_s: float) -> tuple:
-        """The next reply within ``budget_s`` seconds of waiting, or ``_Stopped``."""
+        """(the next reply, this thread's CPU seconds reading it) within ``budget_s`` seconds of
+        waiting, or ``_Stopped``."""
         deadline = time.monotonic() + budget_s
         while True:
             remaining = deadline - time.monotonic()
@@ -230,7 +319,9 @@ class DecoderProcess:
                 raise _Stopped(TIMEOUT, "decoding ran past decode_timeout_s; its process was stopped")
             if self._replies.poll(min(remaining, _POLL_S)):
                 try:
-                    return self._replies.recv()
+                    start = time.thread_time()
+                    reply = _receive_frames(self._replies, self._requests, self._shared)
+                    return reply, time.thread_time() - start
                 except (EOFError, OSError):
                     reason = self._exit_reason()
                     self.stop()
@@ -241,21 +332,25 @@ class DecoderProcess:
 
         A decode request takes ``report.meta`` (the video's probe, when known) with it, so the
         decoder does not probe again.
-        ``report`` gets the child's metadata, counts and error as they arrive, and
-        ``decode_s`` the time spent waiting for the child (not the consumer's time
-        between frames). A lost child becomes ``report.error`` (stage ``decode``,
-        or ``probe`` before any metadata), after the frames it sent.
+        ``report`` gets the child's metadata, counts and error as they arrive; ``decode_s`` the
+        child's CPU seconds in the decoder, and ``transfer_s`` the CPU seconds the frames took to
+        cross (the child's sending, this thread's receiving). ``decode_timeout_s`` bounds the
+        time spent waiting for the child (not the consumer's time between frames). A lost child
+        becomes ``report.error`` (stage ``decode``, or ``probe`` before any metadata), after the
+        frames it sent.
         """
-        waited = 0.0
+        waited = decoding = sending = receiving = 0.0
         sampled = 0
         try:
             self._send((kind, uri, spec, report.meta))
             while True:
                 start = time.perf_counter()
                 try:
-                    tag, frames, (meta, decoded, error) = self._receive(spec.decode_timeout_s - waited)
+                    (tag, frames, (meta, decoded, error, decoding, sending)), cpu_s = self._receive(
+                        spec.decode_timeout_s - waited)
                 finally:
                     waited += time.perf_counter() - start
+                receiving += cpu_s
                 report.meta, report.frames_decoded, report.error = meta, decoded, error
                 if tag == "done":
                     self._busy = False
@@ -272,7 +367,8 @@ class DecoderProcess:
             where = f" after {sampled} sampled frames" if kind == "decode" else " while probing"
             report.error = VideoError(stage, stopped.error_type, f"{stopped}{where}")
         finally:
-            report.decode_s += waited
+            report.decode_s += decoding
+            report.transfer_s += sending + receiving
 
 
 _local = threading.local()
@@ -312,8 +408,8 @@ def _stop_all() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    request_fd, reply_fd, memory_mb = (int(a) for a in (argv or sys.argv[1:]))
-    _child_main(request_fd, reply_fd, memory_mb)
+    request_fd, reply_fd, frames_fd, memory_mb = (int(a) for a in (argv or sys.argv[1:]))
+    _child_main(request_fd, reply_fd, frames_fd, memory_mb)
 
 
 if __name__ == "__main__":

@@ -74,6 +74,7 @@ class DecodeReport:
         self.frames_sampled = 0
         self.error: VideoError | None = None
         self.decode_s = 0.0
+        self.transfer_s = 0.0
 
     def fail(self, stage: ErrorStage, exc_type: str, message: str) -> None:
         """Keeps the video's first error (FFmpeg's errno number left out of its message)."""
@@ -82,7 +83,8 @@ class DecodeReport:
 
     def info(self, ref: VideoRef) -> VideoInfo:
         """What this report knows of ``ref``'s video, as the record the output is made from."""
-        return VideoInfo(ref, self.meta, self.frames_decoded, self.frames_sampled, self.error, self.decode_s)
+        return VideoInfo(ref, self.meta, self.frames_decoded, self.frames_sampled, self.error, self.decode_s,
+                         self.transfer_s)
 
 
 class VideoRejected(Exception):

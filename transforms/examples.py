@@ -58,7 +58,7 @@ class _ExampleHandler(ModelHandler[FrameSource, VideoExamples, Any]):
             out = clock.call(model, np.stack([pad_clip(clip.frames, n) for _, clip in batch]))
             examples.extend(zip((index for index, _ in batch), out))
             middles.extend(float(clip.timestamps_s[[0, -1]].mean()) for _, clip in batch)
-        self._model_ms.update(int(clock.seconds * 1000))
+        self._model_ms.update(round(clock.seconds * 1000))
         return VideoExamples(report.info(source.ref), examples, tuple(middles))
 
     def get_metrics_namespace(self) -> str:

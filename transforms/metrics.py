@@ -38,8 +38,11 @@ SKIPPED_PREFIX = "skipped_"  # + extension ("none" without one): glob matches le
 SKIPPED_EXAMPLES = "skipped_examples"  # a few of the files left out by extension (a handful per worker)
 
 # distributions (milliseconds)
-DECODE_MS = "decode_ms"  # per video: opening, decoding and sampling, wherever it ran
+PROBE_MS = "probe_ms"  # per video: its probe in the decoder process (CPU, both processes)
+DECODE_MS = "decode_ms"  # per video: opening, decoding and sampling (CPU in the decoder process)
+TRANSFER_MS = "transfer_ms"  # per video: its frames crossing from the decoder process (CPU, both sides)
 MODEL_MS = "model_ms"  # per video: model calls only
+AGGREGATE_MS = "aggregate_ms"  # per video: building its rows (Arrow batches) from the predictions
 VIDEOS_PER_CALL = "videos_per_call"  # per model call: videos batched into it
 WRITE_MS = "write_ms"  # per commit: writing its part files
 

@@ -115,14 +115,23 @@ def worker_summary(folder: str) -> dict:
         worker finished two videos apart in time. ``first_done_at``: epoch
         seconds of the first finished video (None without any).
         ``processes``: worker processes that finished videos. ``pinned_cores``:
-        the cores they were pinned to, sorted.
+        the cores they were pinned to, sorted. ``steady_window``: (from, to) epoch
+        seconds when every worker had finished its first video and none its last
+        (all of them at work; None if that never held), and ``steady_window_videos``
+        the videos finished after ``from`` up to ``to``.
     """
     workers = _notes(folder)
     notes = [note for noted in workers for note in noted]
+    window = None
+    if workers and all(workers):
+        since, until = max(noted[0].at for noted in workers), min(noted[-1].at for noted in workers)
+        window = (since, until) if until > since else None
     return {"steady_videos_per_s": _steady(workers),
             "first_done_at": min((n.at for n in notes), default=None),
             "processes": sum(1 for noted in workers if noted),
-            "pinned_cores": sorted({n.core for n in notes if n.core is not None})}
+            "pinned_cores": sorted({n.core for n in notes if n.core is not None}),
+            "steady_window": window,
+            "steady_window_videos": sum(window[0] < n.at <= window[1] for n in notes) if window else None}
 
 
 def steady_rate(finish_times: Iterable[Sequence[float]]) -> float | None:

@@ -117,6 +117,7 @@ class VideoInfo(NamedTuple):
     frames_sampled: int
     error: VideoError | None
     decode_s: float = 0.0  # time spent opening, decoding and sampling (not in the model)
+    transfer_s: float = 0.0  # CPU time its frames took to cross from the decoder process to the worker
 
 
 class Clip(NamedTuple):

@@ -40,6 +40,7 @@ def frames_of(source: FrameSource, report: DecodeReport,
             return decoder.run("decode", source.ref.uri, source.spec, report)
         return decode_isolated(source.ref.uri, source.spec, report)
     info = source.decoded
-    report.meta, report.error, report.decode_s = info.meta, info.error, info.decode_s
+    report.meta, report.error = info.meta, info.error
+    report.decode_s, report.transfer_s = info.decode_s, info.transfer_s
     report.frames_decoded, report.frames_sampled = info.frames_decoded, info.frames_sampled
     return source.frames

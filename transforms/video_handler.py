@@ -175,7 +175,7 @@ class VideoHandler(ModelHandler[FrameSource, VideoResult, Any]):
                                              keep_features=self._keep_features))]
         else:
             outputs = self._clip_outputs(model, frames, clock)
-        self._model_ms.update(int(clock.seconds * 1000))
+        self._model_ms.update(round(clock.seconds * 1000))
         return VideoResult(report.info(source.ref), outputs)
 
     def _stream_videos(self, batch: Sequence[FrameSource], model: Any) -> list[VideoResult]:
@@ -209,7 +209,7 @@ class VideoHandler(ModelHandler[FrameSource, VideoResult, Any]):
         counts = [len(p.frame_indices) for p in predictions]
         for n in counts:
             share = n / sum(counts) if sum(counts) else 1 / len(counts)
-            self._model_ms.update(int(clock.seconds * share * 1000))
+            self._model_ms.update(round(clock.seconds * share * 1000))
         return [VideoResult(report.info(source.ref), [(0, prediction)])
                 for source, report, prediction in zip(batch, reports, predictions)]
 

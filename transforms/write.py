@@ -212,7 +212,7 @@ class _CommitFn(beam.DoFn):
                 rows = rows.sort_by([(key, "ascending") for key in self._sort_keys[table]])
                 write_table(FileSystems.join(partition_dir(self._root, table, split), name), rows)
                 self._files.inc()
-        self._write_ms.update(int((time.perf_counter() - start) * 1000))
+        self._write_ms.update(round((time.perf_counter() - start) * 1000))
         return _commit_key(split, name)
 
 

@@ -332,7 +332,9 @@ def _throughput(done: ExecutedRun, videos: int, mode: LocalMode | None) -> Throu
         first, steady = done.workers["first_done_at"], done.workers["steady_videos_per_s"]
         local |= {"steady_videos_per_s": round(steady, 3) if steady else None,
                   "startup_s": round(first - done.started_at.timestamp(), 3) if first else None,
-                  "worker_processes": done.workers["processes"], "pinned_cores": done.workers["pinned_cores"]}
+                  "worker_processes": done.workers["processes"], "pinned_cores": done.workers["pinned_cores"],
+                  "steady_window": done.workers["steady_window"],
+                  "steady_window_videos": done.workers["steady_window_videos"]}
     return Throughput(videos_per_s=_per_s(videos, done.wall_s),
                       frames_per_s=_per_s(done.counters.get(metrics.FRAMES_SAMPLED, 0), done.wall_s), **local)
 

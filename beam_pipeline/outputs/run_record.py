@@ -95,24 +95,37 @@ class Splits(_Part):
 
 
 class StageSeconds(_Part):
-    """Seconds per stage, summed over workers: decoding (open, decode, sample, wherever it ran),
-    model calls only, and writing part files."""
+    """Seconds per stage, summed over workers: probing and decoding (CPU in the decoder process),
+    frames crossing from it to the worker (CPU, both sides), model calls only, building rows, and
+    writing part files. Beam's own share of a worker is what these leave out."""
 
+    probe: float = 0.0
     decode: float
+    transfer: float = 0.0
     model: float
+    aggregate: float = 0.0
     write: float
 
 
 class MeanMs(_Part):
     """Mean milliseconds per unit of each stage; None where the stage recorded nothing."""
 
+    probe_per_video: float | None = None
     decode_per_video: float | None
+    transfer_per_video: float | None = None
     model_per_video: float | None
+    aggregate_per_video: float | None = None
     write_per_file: float | None
 
 
 def _mean(total_ms: int, count: int) -> float | None:
-    return round(total_ms / count, 1) if count else None
+    return round(total_ms / count, 2) if count else None
+
+
+# (the stage, its distribution, its mean's unit), in the order a video meets them
+_STAGES = (("probe", metrics.PROBE_MS, "per_video"), ("decode", metrics.DECODE_MS, "per_video"),
+           ("transfer", metrics.TRANSFER_MS, "per_video"), ("model", metrics.MODEL_MS, "per_video"),
+           ("aggregate", metrics.AGGREGATE_MS, "per_video"), ("write", metrics.WRITE_MS, "per_file"))
 
 
 class Timings(_Part):
@@ -123,16 +136,14 @@ class Timings(_Part):
 
     @classmethod
     def from_distributions(cls, distributions: dict[str, tuple[int, int]]) -> Timings:
-        """Folds the per-video ``decode_ms`` and ``model_ms`` and the per-file ``write_ms`` distributions
-        ((count, sum of ms), as ``pipeline_metrics`` gives them); a stage that recorded nothing is 0 s."""
-        (decodes, decode_ms), (videos, model_ms), (writes, write_ms) = (
-            distributions.get(name, (0, 0))
-            for name in (metrics.DECODE_MS, metrics.MODEL_MS, metrics.WRITE_MS))
-        return cls(stage_s=StageSeconds(decode=round(decode_ms / 1e3, 3), model=round(model_ms / 1e3, 3),
-                                        write=round(write_ms / 1e3, 3)),
-                   mean_ms=MeanMs(decode_per_video=_mean(decode_ms, decodes),
-                                  model_per_video=_mean(model_ms, videos),
-                                  write_per_file=_mean(write_ms, writes)))
+        """Folds the per-video distributions (``probe_ms``, ``decode_ms``, ``transfer_ms``, ``model_ms``,
+        ``aggregate_ms``) and the per-file ``write_ms`` ((count, sum of ms), as ``pipeline_metrics``
+        gives them); a stage that recorded nothing is 0 s."""
+        folded = {stage: (unit, *distributions.get(name, (0, 0))) for stage, name, unit in _STAGES}
+        return cls(stage_s=StageSeconds(**{stage: round(total / 1e3, 3)
+                                           for stage, (_, _, total) in folded.items()}),
+                   mean_ms=MeanMs(**{f"{stage}_{unit}": _mean(total, count)
+                                     for stage, (unit, count, total) in folded.items()}))
 
 
 class Throughput(_Part):
@@ -143,6 +154,10 @@ class Throughput(_Part):
     steady_videos_per_s: float | None = None
     startup_s: float | None = None
     worker_processes: int | None = None
+    # epoch seconds from when every worker had finished a video to when the first finished its last,
+    # and the videos finished in it (``transforms.progress.worker_summary``)
+    steady_window: tuple[float, float] | None = None
+    steady_window_videos: int | None = None
     pinned_cores: tuple[int, ...] | None = None
     running_mode: str | None = None  # Beam's direct_running_mode of a local run
     running_mode_reason: str | None = None  # "set", or what ``direct_running_mode: auto`` measured

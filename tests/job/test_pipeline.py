@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import subprocess
 import sys
@@ -154,9 +155,15 @@ def test_cli_run_end_to_end(tmp_path, mixed_videos, a0_stream):
     assert throughput.running_mode == "in_memory"
     assert (throughput.worker_processes, throughput.pinned_cores) == (1, ())
     assert throughput.running_mode_reason == "auto: 5 videos, 0.4 MB"
+    # one worker: at work from its first finished video to its last, and the four after the first in it
+    since, until = throughput.steady_window
+    assert datetime.datetime.fromisoformat(run.started_at).timestamp() < since < until
+    assert throughput.steady_window_videos == 4
     stages = run.timings.stage_s
-    assert stages.decode > 0 and stages.model > 0 and stages.write > 0
-    assert stages.decode + stages.model < run.wall_s * 2  # two workers at most
+    # the decoded videos' frames crossed from the decoder process, and their rows were built
+    assert min(stages.probe, stages.decode, stages.transfer, stages.model, stages.aggregate, stages.write) > 0
+    assert stages.transfer < stages.decode  # raw bytes through the pipe: less than decoding them
+    assert sum(stages.model_dump().values()) < run.wall_s * 2  # two workers at most
     assert run.timings.mean_ms.decode_per_video > 0 and run.timings.mean_ms.model_per_video > 0
 
     # queryable with no glue: the three queries of the docs, in DuckDB

@@ -10,21 +10,25 @@ from beam_pipeline.config import load_config
 from beam_pipeline.job.resume import ResumeState
 from beam_pipeline.job.serving import frame_labels
 from beam_pipeline.outputs.run_record import RUN_FILE, RunRecord, Timings
-from tests.helpers import COUNTERS, DISTRIBUTIONS, sample_record
+from tests.helpers import COUNTERS, DISTRIBUTIONS, STARTED, sample_record
 
 
-def test_stage_times_are_the_per_video_model_and_decode_times_with_nothing_taken_out():
+def test_stage_times_are_the_per_video_stage_times_with_nothing_taken_out():
     timings = Timings.from_distributions(DISTRIBUTIONS)
-    assert timings.stage_s.model_dump() == {"decode": 1.2, "model": 2.1, "write": 0.05}
-    assert timings.mean_ms.model_dump() == {"decode_per_video": 300.0, "model_per_video": 700.0,
-                                            "write_per_file": 25.0}
+    assert timings.stage_s.model_dump() == {"probe": 0.01, "decode": 1.2, "transfer": 0.03, "model": 2.1,
+                                            "aggregate": 0.007, "write": 0.05}
+    assert timings.mean_ms.model_dump() == {
+        "probe_per_video": 2.5, "decode_per_video": 300.0, "transfer_per_video": 7.5,
+        "model_per_video": 700.0, "aggregate_per_video": 2.33, "write_per_file": 25.0}
 
 
 def test_a_stage_that_recorded_nothing_is_zero_seconds_and_no_mean():
     timings = Timings.from_distributions({"decode_ms": (2, 100)})
-    assert timings.stage_s.model_dump() == {"decode": 0.1, "model": 0.0, "write": 0.0}
-    assert timings.mean_ms.model_dump() == {"decode_per_video": 50.0, "model_per_video": None,
-                                            "write_per_file": None}
+    assert timings.stage_s.model_dump() == {"probe": 0.0, "decode": 0.1, "transfer": 0.0, "model": 0.0,
+                                            "aggregate": 0.0, "write": 0.0}
+    assert timings.mean_ms.model_dump() == {
+        "probe_per_video": None, "decode_per_video": 50.0, "transfer_per_video": None,
+        "model_per_video": None, "aggregate_per_video": None, "write_per_file": None}
 
 
 def test_run_json_keeps_its_keys_and_reads_back_as_the_same_record(tmp_path):
@@ -40,9 +44,12 @@ def test_run_json_keeps_its_keys_and_reads_back_as_the_same_record(tmp_path):
                                  "frame_labels": "window"}
     assert document["counts"] == {"videos": 4, **COUNTERS}
     assert document["splits"]["videos"] == {"test": 1, "train": 3}
-    assert document["timings"]["stage_s"] == {"decode": 1.2, "model": 2.1, "write": 0.05}
+    assert document["timings"]["stage_s"] == {"probe": 0.01, "decode": 1.2, "transfer": 0.03, "model": 2.1,
+                                              "aggregate": 0.007, "write": 0.05}
     assert document["throughput"] == {"videos_per_s": 0.4, "frames_per_s": 4.0, "steady_videos_per_s": 1.235,
-                                      "startup_s": 2.5, "worker_processes": 2, "pinned_cores": [0, 1]}
+                                      "startup_s": 2.5, "worker_processes": 2, "pinned_cores": [0, 1],
+                                      "steady_window": [STARTED.timestamp() + 3.0, STARTED.timestamp() + 9.5],
+                                      "steady_window_videos": 2}
     assert document["resume"] == {"kept_videos": 2, "dropped_rows": 1, "removed_files": 2,
                                   "previous_runs": ["r0"]}
     assert document["started_at"] == "2026-01-02T03:04:05+00:00" and document["beam_args"] == [

@@ -1,10 +1,11 @@
-"""`_run.json` timings add up: decode and model seconds are measured apart and never overlap.
+"""`_run.json` timings add up: decode and model seconds are measured apart, neither holding the other.
 
-Each run decodes through a decoder that sleeps a known time per frame, in one
-worker, so the decode seconds must hold at least that sleep, and decode plus
-model seconds can be no more than the run's wall time: a model time that
-included decoding (RunInference's batch latency does) would count the sleep twice.
-"""
+Each run decodes through a decoder that spins a known CPU time per frame, far
+more than the model takes, in one worker, so the decode seconds must hold at
+least that time and the model seconds none of it: a model time that included
+waiting for frames (RunInference's batch latency does) would hold the spin too.
+The decoder process may decode ahead of the model (its pipe holds a chunk or
+more), so the two may overlap in wall time, and each is within the run's wall time."""
 
 from __future__ import annotations
 
@@ -67,7 +68,7 @@ def _timed_run(videos, out, handle, labels, overrides):
 
 @pytest.mark.slow  # runs the job with each model kind
 @pytest.mark.parametrize("mode", ["stream", "base", "lstm"])
-def test_decode_and_model_seconds_do_not_overlap(mode, videos, tmp_path, request):
+def test_decode_and_model_seconds_are_measured_apart(mode, videos, tmp_path, request):
     if mode == "lstm":
         handle, movenet = request.getfixturevalue("pose_lstm")
         labels, overrides = ["a", "b"], ["model.kind=lstm", f"pose.handle={movenet}", "sampling.n_frames=4"]
@@ -76,9 +77,8 @@ def test_decode_and_model_seconds_do_not_overlap(mode, videos, tmp_path, request
         labels = [f"c{i}" for i in range(600 if mode == "stream" else 5)]
         overrides = [f"model.model_mode={mode}", "sampling.n_frames=4"]
     timings, wall = _timed_run(videos, tmp_path / "out", handle, labels, overrides)
-    slept = VIDEOS * FRAMES * SECONDS_PER_FRAME
+    spun = VIDEOS * FRAMES * SECONDS_PER_FRAME
     stages = timings.stage_s
-    assert stages.decode >= slept  # the decoder's own time, waited for in the model step
-    assert 0 < stages.model < slept  # the model's calls alone: none of the decoder's sleep
-    assert stages.decode + stages.model <= wall  # one worker: the two add up within the run
+    assert spun <= stages.decode <= wall  # the decoder process's own CPU time, consumed in the model step
+    assert 0 < stages.model < spun * 0.75  # the model's calls alone: none of the decoder's time
     assert timings.mean_ms.model_per_video == pytest.approx(stages.model * 1000 / VIDEOS, abs=2)

@@ -61,7 +61,9 @@ def test_steady_rate_sums_each_workers_rate_after_its_first_video(tmp_path, monk
         for now[0] in times:
             note_video(str(tmp_path), "ok")
     summary = worker_summary(str(tmp_path))
-    assert summary == {"steady_videos_per_s": 3.0, "first_done_at": 100.0, "processes": 2, "pinned_cores": []}
+    # all at work from b's first video (100.5) to b's last (101.0): a's and b's videos at 101.0
+    assert summary == {"steady_videos_per_s": 3.0, "first_done_at": 100.0, "processes": 2, "pinned_cores": [],
+                       "steady_window": (100.5, 101.0), "steady_window_videos": 2}
     note_total(str(tmp_path), 12)
     line = ProgressLine(str(tmp_path), stream=io.StringIO()).line()
     # 6 left at 3 videos/s: the ETA uses the steady rate, not done / elapsed
