@@ -41,6 +41,7 @@ import resource
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import weakref
@@ -89,6 +90,14 @@ def _error_of(exc: BaseException, spec: SamplingSpec, report: DecodeReport) -> V
                           f"decoding needed more than decoder_memory_mb={spec.decoder_memory_mb} "
                           f"({type(exc).__name__})")
     return VideoError.of(ErrorStage.PROBE if report.meta is None else ErrorStage.DECODE, exc)
+
+
+def _anonymous_file() -> int:
+    """A file descriptor for the frames buffer: a ``memfd`` (Linux), else an unlinked temporary file."""
+    if hasattr(os, "memfd_create"):
+        return os.memfd_create("videolabel-frames")
+    with tempfile.TemporaryFile() as handle:
+        return os.dup(handle.fileno())
 
 
 class _SharedFrames:
@@ -248,7 +257,7 @@ class DecoderProcess:
     def _start(self) -> None:
         request_r, request_w = os.pipe()
         reply_r, reply_w = os.pipe()
-        frames_fd = os.memfd_create("videolabel-frames")
+        frames_fd = _anonymous_file()
         self._environ = dict(os.environ)
         env = dict(self._environ)
         env["PYTHONPATH"] = os.pathsep.join([p for p in sys.path if p] + [env.get("PYTHONPATH", "")])

@@ -57,7 +57,17 @@ def test_frames_match_the_in_process_decoder_and_one_child_serves_many_videos(vi
         assert all(np.array_equal(a.image, b.image) for a, b in zip(frames, expected))
         assert (report.meta, report.frames_decoded, report.frames_sampled, report.error) == (
             expected_report.meta, expected_report.frames_decoded, len(expected), None)
-        assert report.decode_s > 0
+        assert report.decode_s > 0 and report.transfer_s > 0
+    # larger frames than the shared buffer has held: it grows, and every frame arrives whole
+    larger = SPEC._replace(imgz=172)
+    frames, _ = _decode(child, video, larger)
+    assert all(np.array_equal(a.image, b.image)
+               for a, b in zip(frames, sample_frames(video, larger, DecodeReport()), strict=True))
+    assert frames[0].image.shape == (172, 172, 3)
+    # the frames are the parent's own copies: the next video's chunks do not change them
+    kept = [frame.image.copy() for frame in frames]
+    _decode(child, video, SPEC)
+    assert all(np.array_equal(a, b.image) for a, b in zip(kept, frames))
     assert child.starts == 1
     child.stop()
 
