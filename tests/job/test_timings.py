@@ -4,8 +4,9 @@ Each run decodes through a decoder that spins a known CPU time per frame, far
 more than the model takes, in one worker, so the decode seconds must hold at
 least that time and the model seconds none of it: a model time that included
 waiting for frames (RunInference's batch latency does) would hold the spin too.
-The decoder process may decode ahead of the model (its pipe holds a chunk or
-more), so the two may overlap in wall time, and each is within the run's wall time."""
+The decoder process decodes the next chunk while the model works on the last one
+(it waits only for the parent to copy a chunk out), so on free cores the two may
+overlap in wall time; each is within the run's wall time."""
 
 from __future__ import annotations
 
