@@ -174,7 +174,7 @@ def _handler(handle, batch=None, keep_probs=True):
 def _assert_results_same(got, want) -> None:
     assert [r.info.ref for r in got] == [r.info.ref for r in want]
     for mine, alone in zip(got, want, strict=True):
-        assert mine.info._replace(decode_s=0) == alone.info._replace(decode_s=0)
+        assert mine.info._replace(decode_s=0, transfer_s=0) == alone.info._replace(decode_s=0, transfer_s=0)
         ((index, prediction),) = mine.clips
         assert index == 0
         _assert_same(prediction, alone.clips[0][1])
@@ -197,8 +197,9 @@ def test_the_handler_batches_predecoded_and_lazily_decoded_videos(a0_stream, per
     assert batched[-2].info.error is not None  # the corrupt video: its error, no frames
 
 
-def test_batching_knobs_only_for_stream_mode_on_gpu_workers_with_tensorflow():
-    def kwargs(*overrides, handle="gs://models/a0_stream"):
+def test_batching_knobs_only_for_stream_mode_on_gpu_workers_with_tensorflow(tmp_path):
+    # handles that name no model (local: no network; the runtime follows the name and the config)
+    def kwargs(*overrides, handle=str(tmp_path / "a0_stream")):
         cfg = load_config(None, list(overrides))
         return make_handler(cfg, ServedModel.of(cfg, handle), 600).batch_elements_kwargs()
 
@@ -211,7 +212,7 @@ def test_batching_knobs_only_for_stream_mode_on_gpu_workers_with_tensorflow():
     assert kwargs("model.batch_size=8", "model.max_batch_duration_s=2") == one  # CPU workers
     assert kwargs(f"model.accelerator={GPU}", "model.model_mode=base") == one
     assert kwargs(f"model.accelerator={GPU}", "model.runtime=litert") == one
-    assert kwargs(f"model.accelerator={GPU}", handle="gs://models/a0.tflite") == one
+    assert kwargs(f"model.accelerator={GPU}", handle=str(tmp_path / "a0.tflite")) == one
     gpu = load_config(None, [f"model.accelerator={GPU}", "model.batch_size=3"])
     assert ServedModel.of(gpu, "m").batch == StreamBatch(3, None)
 
