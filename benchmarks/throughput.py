@@ -54,6 +54,7 @@ import functools
 import importlib.util
 import json
 import math
+import operator
 import os
 import resource
 import subprocess
@@ -349,6 +350,12 @@ def _links(workdir: Path, pool: list[str], count: int) -> list[str]:
     return videos
 
 
+def _combined(ceilings: dict, runtimes, cores: int) -> dict[str, float]:
+    """Each runtime's combined ceiling, videos/s: cores / (decode + its model core-seconds per video)."""
+    decode_s = ceilings["decode"]["core_s_per_video"]
+    return {name: cores / (decode_s + ceilings[name]["core_s_per_video"]) for name in runtimes}
+
+
 def _run_size(rate: float, steady_s: float, cores: int) -> int:
     """Videos for a run of ``steady_s`` seconds of steady state at ``rate`` videos/s (its ceiling: the run
     itself is slower, so it lasts longer), plus each worker's first videos and the tail."""
@@ -357,7 +364,7 @@ def _run_size(rate: float, steady_s: float, cores: int) -> int:
 
 def _targets(figures: dict) -> dict:
     """Each target of ``TARGETS`` with the figure and whether it held."""
-    held = {">=": lambda v, t: v >= t, "<": lambda v, t: v < t}
+    held = {">=": operator.ge, "<": operator.lt}
     return {name: {"target": f"{op} {bound}", "value": figures[name], "held": held[op](figures[name], bound)}
             for name, (op, bound) in TARGETS.items() if figures.get(name) is not None}
 
@@ -386,9 +393,8 @@ def main(argv=None) -> int:
     handles = {"tf": model_dir, **({"litert": tflite} if tflite else {})}
     before = _ceilings(half, args.variant, handles, cores)
     naive = _child("naive", half, args.variant, model_dir)
-    decode_s = before["decode"]["core_s_per_video"]
-    sizes = {name: _run_size(cores / (decode_s + before[name]["core_s_per_video"]), args.steady_s, cores)
-             for name in handles}
+    sizes = {name: _run_size(rate, args.steady_s, cores)
+             for name, rate in _combined(before, handles, cores).items()}
     runs = {name: _videolabel(_links(workdir, pool, sizes[name]), args.variant, model_dir, name, cores,
                               workdir) for name in handles}
     ray = _ray(_links(workdir, pool, sizes["litert"]), tflite, cores, workdir) if tflite else None
@@ -398,8 +404,7 @@ def main(argv=None) -> int:
     runtime = "litert" if tflite else "tf"
     run = runs[runtime]
     decode = ceiling["decode"]
-    combined = {name: cores / (decode["core_s_per_video"] + ceiling[name]["core_s_per_video"])
-                for name in handles}
+    combined = _combined(ceiling, handles, cores)
     naive_rate = naive["videos"] / naive["seconds"]
     steady = run["videos_per_s"]
     isolation_s = ceiling["isolated"]["core_s_per_video"] - decode["core_s_per_video"]

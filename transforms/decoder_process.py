@@ -176,7 +176,7 @@ def _serve_one(request: tuple, replies: Connection, acks: Connection, shared: _S
     report = DecodeReport()
     report.meta = meta
     chunk: list[SampledFrame] = []
-    started = mark = time.process_time()
+    started = time.process_time()
     sending = 0.0
     try:
         if kind == "probe":
